@@ -1,0 +1,284 @@
+//! The gateway <-> store wire: message types and their framing.
+//!
+//! A frame is a 4-byte big-endian length followed by a postcard-encoded message. The length is
+//! checked against [`MAX_FRAME_LEN`] before anything is allocated. A link opens with a
+//! [`ClientHello`] / [`ServerHello`] exchange carrying [`WIRE_VERSION`]; after that the client sends
+//! [`RequestEnvelope`]s and the server answers each with a [`ReplyEnvelope`] echoing the request id.
+//! Many requests may be in flight on one link; replies come back in the order requests arrived.
+//!
+//! The store exposes domain operations, not raw key-value access: the schema is the store's.
+
+use crate::body::{DeviceInfo, PinAddr};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use thiserror::Error;
+
+/// Version of this wire format; both sides refuse a peer that speaks another one.
+pub const WIRE_VERSION: u16 = 1;
+
+/// Size of the length prefix.
+pub const LENGTH_PREFIX: usize = 4;
+
+/// Largest frame either side accepts (the length prefix excluded).
+pub const MAX_FRAME_LEN: usize = 4 * 1024 * 1024;
+
+/// Largest page a `ListDevices` request may ask for, so a reply always fits in one frame.
+pub const MAX_LIST_PAGE: u32 = 10_000;
+
+/// Numeric device id, assigned by the store.
+pub type DeviceId = u64;
+
+/// SHA-256 of a device token; the store never sees the token itself.
+pub type TokenHash = [u8; 32];
+
+/// Who opens the link; the store logs it and may treat roles differently.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientRole {
+    /// A gateway shard (its index).
+    GatewayShard(u16),
+    /// The gateway's control thread (start-up, presence reset).
+    GatewayControl,
+    /// `portcullis admin`.
+    Admin,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientHello {
+    pub version: u16,
+    pub role: ClientRole,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServerHello {
+    Accepted { version: u16 },
+    Refused { version: u16, reason: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestEnvelope {
+    pub id: u64,
+    pub request: Request,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplyEnvelope {
+    pub id: u64,
+    pub result: Result<Response, StoreError>,
+}
+
+/// One latest-value write of a device pin. `value` holds NUL-separated values for multi-value pins.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PinWrite {
+    pub device: DeviceId,
+    pub pin: PinAddr,
+    pub value: Vec<u8>,
+    /// Unix time in milliseconds when the gateway received it.
+    pub at_ms: u64,
+}
+
+/// A stored pin value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PinValue {
+    pub pin: PinAddr,
+    pub value: Vec<u8>,
+    pub at_ms: u64,
+}
+
+/// A stored widget property of a pin (`label`, `color`, ...).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PropertyValue {
+    pub pin: PinAddr,
+    pub property: String,
+    pub value: Vec<u8>,
+    pub at_ms: u64,
+}
+
+/// A device as the store knows it. Never contains the token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceRecord {
+    pub id: DeviceId,
+    pub org: String,
+    pub template: String,
+    pub name: String,
+    pub created_ms: u64,
+    /// Live sessions the gateway reported; the device is online while this is above zero.
+    pub sessions: u32,
+    /// Last time the device was seen (login, info or disconnect), Unix ms.
+    pub last_seen_ms: Option<u64>,
+    /// Address of its last connection.
+    pub last_addr: Option<String>,
+    /// What its last info message said.
+    pub info: Option<DeviceInfo>,
+}
+
+impl DeviceRecord {
+    pub fn online(&self) -> bool {
+        self.sessions > 0
+    }
+}
+
+/// What a successful token lookup grants.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceAuth {
+    pub device: DeviceId,
+    pub org: String,
+    pub template: String,
+}
+
+/// A presence change reported by the gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Presence {
+    /// A session logged in from `addr`.
+    Online { addr: String },
+    /// A session ended.
+    Offline,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Liveness check; answered with `Pong`.
+    Ping,
+    /// Registers a device; the caller generated the token and sends only its hash.
+    CreateDevice { org: String, template: String, name: String, token_hash: TokenHash },
+    /// Devices ordered by id, starting after `after`, at most `limit` (capped at [`MAX_LIST_PAGE`]).
+    ListDevices { after: Option<DeviceId>, limit: u32 },
+    GetDevice { device: DeviceId },
+    /// Looks a token up; `Authenticated(None)` when no device has it.
+    Authenticate { token_hash: TokenHash },
+    /// Latest values; `pins: None` means every stored pin of the device.
+    ReadPins { device: DeviceId, pins: Option<Vec<PinAddr>> },
+    /// A batch of telemetry writes from one gateway shard (one store write batch).
+    WritePins { writes: Vec<PinWrite> },
+    WriteProperty { device: DeviceId, pin: PinAddr, property: String, value: Vec<u8>, at_ms: u64 },
+    ReadProperties { device: DeviceId },
+    /// Presence change; `at_ms` becomes `last_seen_ms`.
+    SetPresence { device: DeviceId, presence: Presence, at_ms: u64 },
+    /// Records the info message of a device.
+    SetInfo { device: DeviceId, info: DeviceInfo, at_ms: u64 },
+    /// Marks every device offline (a gateway starting fresh has no sessions).
+    ResetPresence,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    Pong,
+    /// The request was applied and is durable to its class's promise.
+    Done,
+    Device(DeviceRecord),
+    Devices(Vec<DeviceRecord>),
+    Authenticated(Option<DeviceAuth>),
+    Pins(Vec<PinValue>),
+    Properties(Vec<PropertyValue>),
+}
+
+/// Why the store refused or failed a request, saying whose fault it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Error)]
+pub enum StoreError {
+    /// The caller asked for something that does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The caller sent a request that breaks a rule (bad name, duplicate token, ...).
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// The store's disk or engine failed; the request had no effect.
+    #[error("storage failure: {0}")]
+    Storage(String),
+}
+
+/// Framing failures. `TooLarge` and `Malformed` are the peer's fault.
+#[derive(Debug, Error)]
+pub enum WireError {
+    #[error("frame of {len} bytes exceeds the {max}-byte limit")]
+    TooLarge { len: usize, max: usize },
+    #[error("malformed message: {0}")]
+    Malformed(#[from] postcard::Error),
+}
+
+/// Appends one framed message to `out`.
+pub fn encode_frame<T: Serialize>(msg: &T, out: &mut Vec<u8>) -> Result<(), WireError> {
+    let start = out.len();
+    out.extend_from_slice(&[0; LENGTH_PREFIX]);
+    let mut body = postcard::to_extend(msg, std::mem::take(out))?;
+    let len = body.len() - start - LENGTH_PREFIX;
+    if len > MAX_FRAME_LEN {
+        body.truncate(start);
+        *out = body;
+        return Err(WireError::TooLarge { len, max: MAX_FRAME_LEN });
+    }
+    body[start..start + LENGTH_PREFIX].copy_from_slice(&(len as u32).to_be_bytes());
+    *out = body;
+    Ok(())
+}
+
+/// Length of the frame at the front of `buf`, once its prefix is there; refuses oversize frames
+/// before their bytes arrive.
+pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, WireError> {
+    let Some(prefix) = buf.first_chunk::<LENGTH_PREFIX>() else { return Ok(None) };
+    let len = u32::from_be_bytes(*prefix) as usize;
+    if len > MAX_FRAME_LEN {
+        return Err(WireError::TooLarge { len, max: MAX_FRAME_LEN });
+    }
+    Ok(Some(len))
+}
+
+/// Decodes the frame at the front of `buf`: `Ok(None)` while it is incomplete, otherwise the
+/// message and the number of bytes it used.
+pub fn decode_frame<T: DeserializeOwned>(buf: &[u8]) -> Result<Option<(T, usize)>, WireError> {
+    let Some(len) = frame_len(buf)? else { return Ok(None) };
+    let Some(payload) = buf.get(LENGTH_PREFIX..LENGTH_PREFIX + len) else { return Ok(None) };
+    Ok(Some((postcard::from_bytes(payload)?, LENGTH_PREFIX + len)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::body::PinKind;
+
+    #[test]
+    fn frames_round_trip_in_any_fragmentation() {
+        let msgs = vec![
+            RequestEnvelope { id: 1, request: Request::Ping },
+            RequestEnvelope {
+                id: 2,
+                request: Request::WritePins {
+                    writes: vec![PinWrite {
+                        device: 7,
+                        pin: PinAddr::new(PinKind::Virtual, 5),
+                        value: b"42".to_vec(),
+                        at_ms: 1,
+                    }],
+                },
+            },
+        ];
+        let mut stream = Vec::new();
+        for m in &msgs {
+            encode_frame(m, &mut stream).expect("encodes");
+        }
+        for cut in 0..=stream.len() {
+            let mut pending = stream[..cut].to_vec();
+            let mut got = Vec::new();
+            let mut rest = &stream[cut..];
+            loop {
+                match decode_frame::<RequestEnvelope>(&pending).expect("valid") {
+                    Some((m, used)) => {
+                        got.push(m);
+                        pending.drain(..used);
+                    }
+                    None if !rest.is_empty() => {
+                        pending.extend_from_slice(rest);
+                        rest = &[];
+                    }
+                    None => break,
+                }
+            }
+            assert_eq!(got, msgs);
+        }
+    }
+
+    #[test]
+    fn oversize_and_garbage_are_refused() {
+        let huge = ((MAX_FRAME_LEN + 1) as u32).to_be_bytes();
+        assert!(matches!(decode_frame::<RequestEnvelope>(&huge), Err(WireError::TooLarge { .. })));
+        let garbage = [0, 0, 0, 3, 0xff, 0xff, 0xff];
+        assert!(matches!(decode_frame::<RequestEnvelope>(&garbage), Err(WireError::Malformed(_))));
+    }
+}
