@@ -1,0 +1,13 @@
+//! The Portcullis gateway library: configuration, TLS, the store link and supervisor, the admin
+//! CLI, the sharded mio reactor and the device sessions. The `portcullis` binary is a thin CLI over
+//! this crate.
+
+pub mod admin;
+pub mod config;
+pub mod reactor;
+pub mod session;
+pub mod store_client;
+pub mod supervisor;
+pub mod tls;
+pub mod token;
+pub mod serve;

@@ -1,0 +1,118 @@
+//! The `portcullis` binary: `serve` runs the gateway, `check-config` validates a configuration
+//! file, `admin` manages devices through the running store. Only this edge uses `anyhow`.
+
+use clap::{Parser, Subcommand};
+use portcullis_gateway::admin::{self, AdminArgs};
+use portcullis_gateway::config::{Config, LogFormat};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Portcullis: a self-hosted gateway for devices speaking the Blynk protocols, over TLS or plain
+/// TCP, with its data in an isolated RocksDB store process.
+#[derive(Debug, Parser)]
+#[command(name = "portcullis", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway. With no configuration it keeps its data in ./data, generates a TLS
+    /// certificate there (clients trust ./data/tls/ca.pem), starts the store as a child process and
+    /// listens on 443 and 80 (or 9443 and 8080 when those cannot be bound). Stop with Ctrl-C.
+    Serve(ServeArgs),
+    /// Validate a configuration file without starting anything; names the offending key.
+    CheckConfig {
+        /// The TOML file to check.
+        file: PathBuf,
+    },
+    /// Manage devices through the running store (`portcullis admin device create ...`).
+    Admin(AdminArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// TOML configuration file (see docs/configuration.md). Without one, built-in defaults apply.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Data directory (store, certificates, ports.json). Overrides `data_dir`; default ./data.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// TLS port (0 = ephemeral). Overrides `server.tls_port` and disables the fallback port.
+    #[arg(long)]
+    tls_port: Option<u16>,
+    /// Plain TCP port (0 = ephemeral). Overrides `server.plain_port` and disables the fallback.
+    #[arg(long)]
+    plain_port: Option<u16>,
+    /// Number of shards (event-loop threads); 0 = one per core.
+    #[arg(long)]
+    shards: Option<u16>,
+    /// Log format: text (default) or json.
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormatArg>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormatArg {
+    Text,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::CheckConfig { file } => match Config::load(Some(&file)) {
+            Ok(_) => {
+                println!("{}: OK", file.display());
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        },
+        Command::Admin(args) => admin::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let mut config = Config::load(args.config.as_deref())?;
+    if let Some(dir) = args.data_dir {
+        config.data_dir = dir;
+    }
+    if let Some(port) = args.tls_port {
+        config.server.tls_port = port;
+        config.server.tls_fallback_port = port;
+    }
+    if let Some(port) = args.plain_port {
+        config.server.plain_port = port;
+        config.server.plain_fallback_port = port;
+    }
+    if let Some(shards) = args.shards {
+        config.server.shards = shards;
+    }
+    if let Some(format) = args.log_format {
+        config.log.format = match format {
+            LogFormatArg::Text => LogFormat::Text,
+            LogFormatArg::Json => LogFormat::Json,
+        };
+    }
+    init_logging(&config);
+    portcullis_gateway::serve::serve(config)
+}
+
+fn init_logging(config: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}

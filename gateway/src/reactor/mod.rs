@@ -1,0 +1,119 @@
+//! The sharded reactor: one thread per shard, each with its own `Poll`, listeners, connection slab,
+//! timer wheel and store link (see `shard.rs`). This module starts the shards and hands the main
+//! thread what it needs to stop them: a waker and a shared shutdown flag.
+
+pub mod conn;
+pub mod listener;
+pub mod shard;
+pub mod store_link;
+pub mod timer;
+
+use crate::session::SessionLimits;
+use mio::{Poll, Waker};
+use rustls::ServerConfig;
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// Limits a shard enforces, from the configuration.
+#[derive(Debug, Clone)]
+pub struct ShardLimits {
+    pub session: SessionLimits,
+    /// TLS handshake plus login must finish within this.
+    pub login_timeout: Duration,
+    pub max_body_before_login: usize,
+    pub max_body: usize,
+    /// Bytes buffered from a peer that has not logged in yet.
+    pub preauth_buffer_bytes: usize,
+    pub outbound_queue_bytes: usize,
+    pub store_queue_max_writes: usize,
+}
+
+/// Counters a shard updates and the main thread (and later the metrics endpoint) reads.
+#[derive(Debug, Default)]
+pub struct ShardStats {
+    pub connections_open: AtomicU64,
+    pub logins_ok: AtomicU64,
+    pub logins_refused: AtomicU64,
+    pub tls_refused: AtomicU64,
+    pub pins_stored: AtomicU64,
+    pub telemetry_dropped: AtomicU64,
+    pub store_calls_refused: AtomicU64,
+}
+
+/// Everything needed to start the shards.
+pub struct ReactorSetup {
+    pub tls_listeners: Vec<std::net::TcpListener>,
+    pub plain_listeners: Vec<std::net::TcpListener>,
+    pub tls_config: Arc<ServerConfig>,
+    pub store_socket: PathBuf,
+    pub limits: ShardLimits,
+}
+
+/// Running shards.
+pub struct Reactor {
+    wakers: Vec<Arc<Waker>>,
+    threads: Vec<JoinHandle<io::Result<()>>>,
+    pub shutdown: Arc<AtomicBool>,
+    pub stats: Vec<Arc<ShardStats>>,
+}
+
+impl Reactor {
+    pub fn start(setup: ReactorSetup) -> io::Result<Self> {
+        let shutdown = Arc::new(AtomicBool::new(false));
+        let mut reactor = Reactor { wakers: Vec::new(), threads: Vec::new(), shutdown: shutdown.clone(), stats: Vec::new() };
+        for (index, (tls_listener, plain_listener)) in setup.tls_listeners.into_iter().zip(setup.plain_listeners).enumerate() {
+            let poll = Poll::new()?;
+            reactor.wakers.push(Arc::new(shard::new_waker(&poll)?));
+            let stats = Arc::new(ShardStats::default());
+            reactor.stats.push(stats.clone());
+            let shard_setup = shard::ShardSetup {
+                index: index as u16,
+                poll,
+                tls_listener,
+                plain_listener,
+                tls_config: setup.tls_config.clone(),
+                store_socket: setup.store_socket.clone(),
+                limits: setup.limits.clone(),
+                stats,
+                shutdown: shutdown.clone(),
+            };
+            let thread = std::thread::Builder::new().name(format!("shard-{index}")).spawn(move || {
+                let shard = shard::Shard::new(shard_setup)?;
+                shard.run()
+            })?;
+            reactor.threads.push(thread);
+        }
+        Ok(reactor)
+    }
+
+    /// Asks every shard to stop; `join` waits for them.
+    pub fn request_shutdown(&self) {
+        self.shutdown.store(true, Ordering::Release);
+        for waker in &self.wakers {
+            if let Err(e) = waker.wake() {
+                tracing::warn!(error = %e, "cannot wake a shard");
+            }
+        }
+    }
+
+    pub fn join(self) -> io::Result<()> {
+        let mut result = Ok(());
+        for thread in self.threads {
+            match thread.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => result = Err(e),
+                Err(_) => result = Err(io::Error::other("a shard thread panicked")),
+            }
+        }
+        result
+    }
+
+    /// Sum of one counter over all shards.
+    pub fn total(&self, pick: impl Fn(&ShardStats) -> &AtomicU64) -> u64 {
+        self.stats.iter().map(|s| pick(s).load(Ordering::Relaxed)).sum()
+    }
+}

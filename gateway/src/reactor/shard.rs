@@ -1,0 +1,745 @@
+//! One shard: a thread with its own mio `Poll`, its own `SO_REUSEPORT` listeners, its own slab of
+//! connections, timer wheel and store link. Nothing on the per-message path takes a lock or
+//! blocks: sockets are edge-triggered and read until `WouldBlock` within a per-wake budget, store
+//! calls are pipelined on a non-blocking link, and telemetry is batched once per loop turn.
+
+use super::conn::{Conn, ConnId, Flush, Port, ReadOutcome, Stage, Transition};
+use super::store_link::{Completion, LinkState, StoreLink, Waiter};
+use super::timer::{Tick, TimerWheel};
+use super::{ShardLimits, ShardStats};
+use crate::session::{CloseReason, DeviceSession, LoginDecision, Outbox, StoreCall, Sniffed, decide_login, sniff};
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token, Waker};
+use portcullis_protocol::frame::{self, Decoded};
+use portcullis_protocol::store::{ClientRole, PinWrite, Presence, Request, Response, StoreError};
+use portcullis_protocol::Status;
+use rustls::ServerConfig;
+use slab::Slab;
+use std::collections::VecDeque;
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+pub const WAKER: Token = Token(0);
+const STORE: Token = Token(1);
+const LISTEN_TLS: Token = Token(2);
+const LISTEN_PLAIN: Token = Token(3);
+/// Connection tokens are slab keys offset past the named tokens.
+const CONN_BASE: usize = 16;
+
+/// Size of the shard's shared read buffer; connections borrow it for the duration of a read.
+const SCRATCH_LEN: usize = 64 * 1024;
+/// Reads per connection per wake-up before others get their turn.
+const READ_BUDGET: usize = 8;
+/// Accepts per listener per wake-up.
+const ACCEPT_BUDGET: usize = 256;
+/// How long accepting pauses after the process ran out of file descriptors.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+/// Pin writes per store request: one store write batch.
+const MAX_WRITE_BATCH: usize = 4096;
+/// How long a closing connection may take to flush its last frames.
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
+/// Upper bound on the shutdown flush of pending writes to the store.
+const SHUTDOWN_FLUSH: Duration = Duration::from_secs(5);
+/// Store calls (other than telemetry) queued while the store is away, at most.
+const MAX_QUEUED_CALLS: usize = 65_536;
+
+pub struct ShardSetup {
+    pub index: u16,
+    pub poll: Poll,
+    pub tls_listener: std::net::TcpListener,
+    pub plain_listener: std::net::TcpListener,
+    pub tls_config: Arc<ServerConfig>,
+    pub store_socket: PathBuf,
+    pub limits: ShardLimits,
+    pub stats: Arc<ShardStats>,
+    pub shutdown: Arc<AtomicBool>,
+}
+
+pub struct Shard {
+    index: u16,
+    poll: Poll,
+    listeners: Vec<(Token, TcpListener, Port)>,
+    tls_config: Arc<ServerConfig>,
+    conns: Slab<Conn>,
+    next_generation: u32,
+    timers: TimerWheel,
+    link: StoreLink,
+    limits: ShardLimits,
+    stats: Arc<ShardStats>,
+    shutdown: Arc<AtomicBool>,
+    scratch: Vec<u8>,
+    outbox: Outbox,
+    telemetry: VecDeque<PinWrite>,
+    /// Connections that still had bytes to read when their budget ran out.
+    backlog: Vec<usize>,
+    accept_paused_until: Option<Instant>,
+    now: Instant,
+    now_tick: Tick,
+    now_ms: u64,
+}
+
+/// Creates the waker before the shard thread starts, so the main thread can hold it.
+pub fn new_waker(poll: &Poll) -> io::Result<Waker> {
+    Waker::new(poll.registry(), WAKER)
+}
+
+impl Shard {
+    pub fn new(setup: ShardSetup) -> io::Result<Self> {
+        let registry = setup.poll.registry();
+        let mut listeners = Vec::new();
+        for (token, listener, port) in
+            [(LISTEN_TLS, setup.tls_listener, Port::Tls), (LISTEN_PLAIN, setup.plain_listener, Port::Plain)]
+        {
+            let mut listener = TcpListener::from_std(listener);
+            registry.register(&mut listener, token, Interest::READABLE)?;
+            listeners.push((token, listener, port));
+        }
+        let now = Instant::now();
+        Ok(Self {
+            index: setup.index,
+            link: StoreLink::new(setup.store_socket, ClientRole::GatewayShard(setup.index), STORE),
+            poll: setup.poll,
+            listeners,
+            tls_config: setup.tls_config,
+            conns: Slab::new(),
+            next_generation: 1,
+            timers: TimerWheel::new(now),
+            limits: setup.limits,
+            stats: setup.stats,
+            shutdown: setup.shutdown,
+            scratch: vec![0; SCRATCH_LEN],
+            outbox: Outbox::default(),
+            telemetry: VecDeque::new(),
+            backlog: Vec::new(),
+            accept_paused_until: None,
+            now,
+            now_tick: 0,
+            now_ms: unix_ms(),
+        })
+    }
+
+    /// Runs until shutdown is requested, then closes every connection and flushes to the store.
+    pub fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        let mut expired = Vec::new();
+        let mut completions = Vec::new();
+        while !self.shutdown.load(Ordering::Acquire) {
+            let timeout = if self.backlog.is_empty() { self.timers.next_wakeup(Instant::now()) } else { Duration::ZERO };
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout.min(Duration::from_millis(200))))
+                && e.kind() != io::ErrorKind::Interrupted
+            {
+                return Err(e);
+            }
+            self.refresh_clock();
+            for event in events.iter() {
+                match event.token() {
+                    WAKER => {}
+                    STORE => {
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.link.on_readable(self.poll.registry(), &mut self.scratch, &mut completions);
+                        }
+                    }
+                    LISTEN_TLS | LISTEN_PLAIN => self.accept(event.token()),
+                    Token(t) => self.conn_event(t - CONN_BASE, event.is_readable(), event.is_writable()),
+                }
+            }
+            self.turn(&mut expired, &mut completions);
+        }
+        self.shut_down(&mut completions);
+        Ok(())
+    }
+
+    /// Work done once per loop turn after the events: backlog, accept retries, completions,
+    /// timers, and the telemetry batch for the store.
+    fn turn(&mut self, expired: &mut Vec<ConnId>, completions: &mut Vec<Completion>) {
+        for key in std::mem::take(&mut self.backlog) {
+            self.conn_event(key, true, false);
+        }
+        if self.accept_paused_until.is_some_and(|until| self.now >= until) {
+            self.accept_paused_until = None;
+            self.accept(LISTEN_TLS);
+            self.accept(LISTEN_PLAIN);
+        }
+        for done in completions.drain(..) {
+            self.complete(done);
+        }
+        self.timers.advance(self.now, expired);
+        for id in expired.drain(..) {
+            self.on_timer(id);
+        }
+        self.flush_store();
+    }
+
+    fn refresh_clock(&mut self) {
+        self.now = Instant::now();
+        self.now_tick = self.timers.tick_of(self.now);
+        self.now_ms = unix_ms();
+    }
+
+    fn flush_store(&mut self) {
+        self.link.maintain(self.poll.registry(), self.now);
+        if self.link.state == LinkState::Up {
+            self.telemetry_to_link();
+        }
+        self.link.pump(self.poll.registry());
+    }
+
+    /// Hands queued telemetry to the link as write batches. Also called before a read so the store
+    /// sees a device's writes before its sync (the link keeps request order).
+    fn telemetry_to_link(&mut self) {
+        while !self.telemetry.is_empty() {
+            let n = self.telemetry.len().min(MAX_WRITE_BATCH);
+            let writes: Vec<PinWrite> = self.telemetry.drain(..n).collect();
+            self.link.submit(Request::WritePins { writes }, Waiter::None);
+        }
+    }
+
+    fn accept(&mut self, token: Token) {
+        if self.accept_paused_until.is_some() {
+            return;
+        }
+        let Some(index) = self.listeners.iter().position(|(t, _, _)| *t == token) else { return };
+        for _ in 0..ACCEPT_BUDGET {
+            let (stream, peer) = match self.listeners[index].1.accept() {
+                Ok(accepted) => accepted,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // EMFILE/ENFILE and friends: pause instead of spinning on a full backlog.
+                    tracing::warn!(shard = self.index, error = %e, "accept failed; pausing accepts");
+                    self.accept_paused_until = Some(self.now + ACCEPT_PAUSE);
+                    return;
+                }
+            };
+            let port = self.listeners[index].2;
+            self.open(stream, peer, port);
+        }
+        // Budget used up: more may be waiting, and edge-triggered readiness will not say so again.
+        self.accept_paused_until = Some(self.now);
+    }
+
+    fn open(&mut self, mut socket: mio::net::TcpStream, peer: std::net::SocketAddr, port: Port) {
+        if let Err(e) = socket.set_nodelay(true) {
+            tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
+        }
+        let (tls, stage) = match port {
+            Port::Plain => (None, Stage::Sniff),
+            Port::Tls => match rustls::ServerConnection::new(self.tls_config.clone()) {
+                Ok(mut tls) => {
+                    tls.set_buffer_limit(Some(self.limits.outbound_queue_bytes));
+                    (Some(Box::new(tls)), Stage::TlsHandshake)
+                }
+                Err(e) => {
+                    tracing::error!(%peer, error = %e, "cannot start a TLS session");
+                    return;
+                }
+            },
+        };
+        let generation = self.next_generation;
+        self.next_generation = self.next_generation.wrapping_add(1).max(1);
+        let deadline = self.timers.deadline_after(self.now, self.limits.login_timeout);
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        if let Err(e) =
+            self.poll.registry().register(&mut socket, Token(key + CONN_BASE), Interest::READABLE | Interest::WRITABLE)
+        {
+            tracing::warn!(%peer, error = %e, "cannot register a new connection");
+            return;
+        }
+        entry.insert(Conn {
+            generation,
+            socket,
+            peer,
+            port,
+            tls,
+            stage,
+            inbuf: Vec::new(),
+            outq: None,
+            deadline,
+            armed: deadline,
+        });
+        self.timers.schedule(ConnId { slot: key as u32, generation }, deadline);
+        self.stats.connections_open.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(shard = self.index, %peer, ?port, "accepted");
+    }
+
+    fn conn_event(&mut self, key: usize, readable: bool, writable: bool) {
+        if !self.conns.contains(key) {
+            return;
+        }
+        if writable {
+            let conn = &mut self.conns[key];
+            match conn.flush() {
+                Flush::Failed(e) => return self.finalize(key, Some(CloseReason::Io(e))),
+                Flush::Done if matches!(conn.stage, Stage::Closing(_)) => return self.finalize(key, None),
+                _ => {}
+            }
+        }
+        if readable {
+            if self.conns[key].tls.is_some() {
+                self.read_tls(key);
+            } else {
+                self.read_plain(key);
+            }
+        }
+    }
+
+    fn read_plain(&mut self, key: usize) {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        for budget in (0..READ_BUDGET).rev() {
+            let Some(conn) = self.conns.get_mut(key) else { break };
+            if matches!(conn.stage, Stage::Closing(_)) {
+                break;
+            }
+            match conn.read_plain(&mut scratch) {
+                ReadOutcome::Data(n) => self.on_bytes(key, &scratch[..n]),
+                ReadOutcome::WouldBlock => break,
+                ReadOutcome::Eof => {
+                    self.close(key, CloseReason::PeerClosed);
+                    break;
+                }
+                ReadOutcome::Failed(e) => {
+                    self.close(key, CloseReason::Io(e));
+                    break;
+                }
+            }
+            if budget == 0 {
+                self.backlog.push(key);
+            }
+        }
+        self.scratch = scratch;
+    }
+
+    fn read_tls(&mut self, key: usize) {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        for budget in (0..READ_BUDGET).rev() {
+            let Some(conn) = self.conns.get_mut(key) else { break };
+            if matches!(conn.stage, Stage::Closing(_)) {
+                break;
+            }
+            let Some(tls) = conn.tls.as_mut() else { break };
+            match tls.read_tls(&mut conn.socket) {
+                Ok(0) => {
+                    self.close(key, CloseReason::PeerClosed);
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.close(key, CloseReason::Io(e.to_string()));
+                    break;
+                }
+            }
+            if let Err(e) = tls.process_new_packets() {
+                // rustls queued a fatal alert (e.g. protocol_version for a TLS 1.1 client): it must
+                // reach the peer before the socket closes.
+                let _ = conn.flush();
+                tracing::warn!(target: "security", peer = %conn.peer, reason = %e, "TLS handshake refused");
+                self.stats.tls_refused.fetch_add(1, Ordering::Relaxed);
+                self.close(key, CloseReason::Tls(e.to_string()));
+                break;
+            }
+            if matches!(conn.stage, Stage::TlsHandshake) && !tls.is_handshaking() {
+                tracing::debug!(peer = %conn.peer, version = ?tls.protocol_version(), "TLS handshake done");
+                conn.stage = std::mem::replace(&mut conn.stage, Stage::Sniff).upgrade(Transition::HandshakeDone);
+            }
+            while let Some(tls) = self.conns.get_mut(key).and_then(|c| c.tls.as_mut()) {
+                match io::Read::read(&mut tls.reader(), &mut scratch) {
+                    Ok(0) => {
+                        self.close(key, CloseReason::PeerClosed);
+                        break;
+                    }
+                    Ok(n) => self.on_bytes(key, &scratch[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                        self.close(key, CloseReason::PeerClosed);
+                        break;
+                    }
+                    Err(e) => {
+                        self.close(key, CloseReason::Io(e.to_string()));
+                        break;
+                    }
+                }
+            }
+            let Some(conn) = self.conns.get_mut(key) else { break };
+            if let Flush::Failed(e) = conn.flush() {
+                self.close(key, CloseReason::Io(e));
+                break;
+            }
+            if budget == 0 {
+                self.backlog.push(key);
+            }
+        }
+        self.scratch = scratch;
+    }
+
+    /// Feeds received bytes to the connection's stage; keeps any incomplete tail.
+    fn on_bytes(&mut self, key: usize, data: &[u8]) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        let mut held = std::mem::take(&mut conn.inbuf);
+        let used = if held.is_empty() {
+            let used = self.process(key, data);
+            held.extend_from_slice(&data[used..]);
+            used
+        } else {
+            held.extend_from_slice(data);
+            let used = self.process(key, &held);
+            held.drain(..used);
+            used
+        };
+        let _ = used;
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        if matches!(conn.stage, Stage::Closing(_)) {
+            return;
+        }
+        let limit = if conn.stage.is_logged_in() {
+            frame::HEADER_LEN + self.limits.max_body
+        } else {
+            self.limits.preauth_buffer_bytes
+        };
+        if held.len() > limit {
+            return self.close(key, CloseReason::PreAuthBufferFull { limit });
+        }
+        // Release the allocation once nothing is pending: idle connections hold no buffer.
+        conn.inbuf = if held.is_empty() { Vec::new() } else { held };
+    }
+
+    /// Runs the stage machine over `input`; returns how many bytes it consumed.
+    fn process(&mut self, key: usize, input: &[u8]) -> usize {
+        let mut pos = 0;
+        let mut active = false;
+        self.outbox.clear();
+        let Some(conn) = self.conns.get_mut(key) else { return input.len() };
+        let id = ConnId { slot: key as u32, generation: conn.generation };
+        loop {
+            let rest = &input[pos..];
+            match &mut conn.stage {
+                Stage::Sniff => match sniff(rest) {
+                    Sniffed::NeedMore => break,
+                    Sniffed::DeviceLogin => advance(&mut conn.stage, Transition::DeviceSniffed),
+                    Sniffed::Http => {
+                        self.outbox.close(CloseReason::NotALogin("HTTP is not served on this port yet".into()));
+                        break;
+                    }
+                    Sniffed::Tls | Sniffed::Unknown => {
+                        self.outbox.close(CloseReason::UnknownProtocol);
+                        break;
+                    }
+                },
+                Stage::Login => match frame::decode(rest, self.limits.max_body_before_login) {
+                    Ok(Decoded::NeedMore { .. }) => break,
+                    Err(e) => {
+                        self.outbox.close(CloseReason::Malformed(e.to_string()));
+                        break;
+                    }
+                    Ok(Decoded::Frame { frame, consumed }) => {
+                        pos += consumed;
+                        match decide_login(&frame) {
+                            LoginDecision::Authenticate { token_hash, msg_id } => {
+                                advance(&mut conn.stage, Transition::LoginSent { msg_id });
+                                self.outbox.store.push(StoreCall::Authenticate { token_hash, msg_id });
+                            }
+                            LoginDecision::RefuseToken { msg_id, reason } => {
+                                tracing::warn!(target: "security", peer = %conn.peer, reason, "device login refused");
+                                self.outbox.response(msg_id, Status::InvalidToken);
+                                self.outbox.close(CloseReason::InvalidToken);
+                                break;
+                            }
+                            LoginDecision::NotALogin { command } => {
+                                let what = format!("command {command} before login");
+                                self.outbox.close(CloseReason::NotALogin(what));
+                                break;
+                            }
+                        }
+                    }
+                },
+                Stage::Device(session) => match frame::decode(rest, self.limits.max_body) {
+                    Ok(Decoded::NeedMore { .. }) => break,
+                    Err(e) => {
+                        self.outbox.close(CloseReason::Malformed(e.to_string()));
+                        break;
+                    }
+                    Ok(Decoded::Frame { frame, consumed }) => {
+                        pos += consumed;
+                        active = true;
+                        session.on_frame(&frame, &mut self.outbox);
+                    }
+                },
+                Stage::TlsHandshake | Stage::Authenticating { .. } => break,
+                Stage::Closing(_) => {
+                    pos = input.len();
+                    break;
+                }
+            }
+        }
+        if active && let Stage::Device(session) = &conn.stage {
+            let timeout = session.heartbeat_timeout(&self.limits.session);
+            conn.deadline = self.timers.deadline_after(self.now, timeout);
+            if conn.deadline < conn.armed {
+                conn.armed = conn.deadline;
+                self.timers.schedule(id, conn.deadline);
+            }
+        }
+        self.apply_outbox(key, id);
+        pos
+    }
+
+    /// Carries out what a stage decided: frames to the socket, calls to the store, closing.
+    fn apply_outbox(&mut self, key: usize, id: ConnId) {
+        let mut outbox = std::mem::take(&mut self.outbox);
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        let mut failure = None;
+        for bytes in outbox.frames() {
+            match conn.send_frame(bytes) {
+                Flush::Failed(e) => {
+                    failure = Some(CloseReason::Io(e));
+                    break;
+                }
+                Flush::Blocked if conn.queued_bytes() > self.limits.outbound_queue_bytes => {
+                    failure = Some(CloseReason::SlowReader { queued: conn.queued_bytes() });
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let device = match &conn.stage {
+            Stage::Device(session) => Some(session.device),
+            _ => None,
+        };
+        for call in outbox.store.drain(..) {
+            self.submit(id, device, call);
+        }
+        let close = failure.or(outbox.close.take());
+        outbox.clear();
+        self.outbox = outbox;
+        if let Some(reason) = close {
+            self.close(key, reason);
+        }
+    }
+
+    fn submit(&mut self, id: ConnId, device: Option<u64>, call: StoreCall) {
+        let at_ms = self.now_ms;
+        if let StoreCall::Authenticate { token_hash, msg_id } = call {
+            self.link.submit(Request::Authenticate { token_hash }, Waiter::Login { conn: id, msg_id });
+            return;
+        }
+        let Some(device) = device else { return };
+        if self.link.outstanding() >= MAX_QUEUED_CALLS && !matches!(call, StoreCall::WritePin { .. }) {
+            tracing::warn!(shard = self.index, "store call queue full; refusing a call");
+            self.stats.store_calls_refused.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        match call {
+            StoreCall::Authenticate { .. } => {}
+            StoreCall::WritePin { pin, value } => {
+                if self.telemetry.len() >= self.limits.store_queue_max_writes {
+                    self.telemetry.pop_front();
+                    let dropped = self.stats.telemetry_dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                    if dropped.is_power_of_two() {
+                        tracing::warn!(shard = self.index, dropped, "telemetry queue full; dropping the oldest values");
+                    }
+                }
+                self.telemetry.push_back(PinWrite { device, pin, value, at_ms });
+            }
+            StoreCall::Sync { msg_id, pins, filter } => {
+                self.telemetry_to_link();
+                self.link.submit(Request::ReadPins { device, pins }, Waiter::Sync { conn: id, msg_id, filter })
+            }
+            StoreCall::WriteProperty { msg_id, pin, property, value } => self.link.submit(
+                Request::WriteProperty { device, pin, property, value, at_ms },
+                Waiter::Property { conn: id, msg_id },
+            ),
+            StoreCall::SetInfo(info) => self.link.submit(Request::SetInfo { device, info, at_ms }, Waiter::None),
+            StoreCall::Presence(presence) => {
+                self.link.submit(Request::SetPresence { device, presence, at_ms }, Waiter::None)
+            }
+        }
+    }
+
+    /// A store reply for a connection that may have gone (then it is dropped).
+    fn complete(&mut self, done: Completion) {
+        self.stats.pins_stored.fetch_add(done.pins_written as u64, Ordering::Relaxed);
+        let (id, msg_id) = match &done.waiter {
+            Waiter::None => {
+                if let Err(e) = &done.result {
+                    tracing::warn!(shard = self.index, error = %e, "store refused a write");
+                }
+                return;
+            }
+            Waiter::Login { conn, msg_id } | Waiter::Sync { conn, msg_id, .. } | Waiter::Property { conn, msg_id } => {
+                (*conn, *msg_id)
+            }
+        };
+        let key = id.slot as usize;
+        if self.conns.get(key).is_none_or(|c| c.generation != id.generation) {
+            return;
+        }
+        self.outbox.clear();
+        match (done.waiter, done.result) {
+            (Waiter::Login { .. }, Ok(Response::Authenticated(Some(auth)))) => return self.logged_in(key, id, msg_id, auth.device),
+            (Waiter::Login { .. }, Ok(Response::Authenticated(None))) => {
+                let conn = &self.conns[key];
+                tracing::warn!(target: "security", peer = %conn.peer, "device login with an unknown token");
+                self.stats.logins_refused.fetch_add(1, Ordering::Relaxed);
+                self.outbox.response(msg_id, Status::InvalidToken);
+                self.outbox.close(CloseReason::InvalidToken);
+            }
+            (Waiter::Login { .. }, other) => {
+                tracing::error!(result = ?other, "store failed a login lookup");
+                self.outbox.response(msg_id, Status::ServerError);
+                self.outbox.close(CloseReason::StoreUnavailable);
+            }
+            (Waiter::Sync { filter, .. }, Ok(Response::Pins(values))) => {
+                if let Stage::Device(session) = &self.conns[key].stage {
+                    let skipped = session.on_sync_reply(msg_id, filter, &values, &self.limits.session, &mut self.outbox);
+                    if skipped > 0 {
+                        tracing::debug!(skipped, "sync values larger than the device buffer were skipped");
+                    }
+                }
+            }
+            (Waiter::Property { .. }, Ok(Response::Done)) => self.outbox.response(msg_id, Status::Ok),
+            (_, Err(StoreError::Invalid(_))) => self.outbox.response(msg_id, Status::IllegalCommandBody),
+            (_, _) => self.outbox.response(msg_id, Status::ServerError),
+        }
+        self.apply_outbox(key, id);
+    }
+
+    fn logged_in(&mut self, key: usize, id: ConnId, msg_id: u16, device: u64) {
+        let conn = &mut self.conns[key];
+        let session = DeviceSession::new(device);
+        let timeout = session.heartbeat_timeout(&self.limits.session);
+        advance(&mut conn.stage, Transition::Authenticated(session));
+        conn.deadline = self.timers.deadline_after(self.now, timeout);
+        self.stats.logins_ok.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(shard = self.index, peer = %conn.peer, device, "device logged in");
+        let addr = conn.peer.to_string();
+        self.outbox.clear();
+        self.outbox.response(msg_id, Status::Ok);
+        self.outbox.store.push(StoreCall::Presence(Presence::Online { addr }));
+        self.apply_outbox(key, id);
+        // Frames the device sent before the store answered (BlynkLib sends its info at once).
+        if self.conns.get(key).is_some_and(|c| !c.inbuf.is_empty()) {
+            self.on_bytes(key, &[]);
+        }
+    }
+
+    fn on_timer(&mut self, id: ConnId) {
+        let key = id.slot as usize;
+        let Some(conn) = self.conns.get_mut(key).filter(|c| c.generation == id.generation) else { return };
+        if conn.deadline > self.now_tick {
+            // Activity moved the deadline: re-arm unless a nearer entry is already live.
+            if conn.armed <= self.now_tick {
+                conn.armed = conn.deadline;
+                self.timers.schedule(id, conn.deadline);
+            }
+            return;
+        }
+        let reason = match &conn.stage {
+            Stage::Closing(_) => return self.finalize(key, None),
+            Stage::Device(session) => {
+                CloseReason::HeartbeatTimeout { secs: session.heartbeat_timeout(&self.limits.session).as_secs() }
+            }
+            _ => CloseReason::LoginTimeout,
+        };
+        self.close(key, reason);
+    }
+
+    /// Starts closing: records the reason, sends close_notify on TLS, flushes, and finalizes at
+    /// once unless bytes are still queued (then on writable or after a short linger).
+    fn close(&mut self, key: usize, reason: CloseReason) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        if matches!(conn.stage, Stage::Closing(_)) {
+            return;
+        }
+        let id = ConnId { slot: key as u32, generation: conn.generation };
+        let device = match &conn.stage {
+            Stage::Device(session) => Some(session.device),
+            _ => None,
+        };
+        let peer = conn.peer;
+        advance(&mut conn.stage, Transition::Close(reason.clone()));
+        if let Some(tls) = conn.tls.as_mut()
+            && !matches!(reason, CloseReason::Tls(_))
+        {
+            tls.send_close_notify();
+        }
+        match &reason {
+            CloseReason::PeerClosed | CloseReason::Shutdown => tracing::debug!(%peer, ?device, %reason, "connection closed"),
+            _ => tracing::info!(%peer, ?device, %reason, "closing connection"),
+        }
+        if let Some(device) = device {
+            self.submit(id, Some(device), StoreCall::Presence(Presence::Offline));
+        }
+        let conn = &mut self.conns[key];
+        let peer_gone = matches!(reason, CloseReason::PeerClosed | CloseReason::Io(_));
+        if peer_gone || conn.flush() != Flush::Blocked {
+            return self.finalize(key, None);
+        }
+        conn.deadline = self.timers.deadline_after(self.now, CLOSE_LINGER);
+        conn.armed = conn.deadline;
+        self.timers.schedule(id, conn.deadline);
+    }
+
+    /// Removes the connection for good.
+    fn finalize(&mut self, key: usize, reason: Option<CloseReason>) {
+        if let Some(reason) = reason
+            && self.conns.get(key).is_some_and(|c| !matches!(c.stage, Stage::Closing(_)))
+        {
+            self.close(key, reason);
+            if !self.conns.contains(key) {
+                return;
+            }
+        }
+        let Some(mut conn) = self.conns.try_remove(key) else { return };
+        let _ = self.poll.registry().deregister(&mut conn.socket);
+        self.stats.connections_open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Stops accepting, closes every connection, and waits (bounded) until the store has
+    /// acknowledged every pending write.
+    fn shut_down(&mut self, completions: &mut Vec<Completion>) {
+        for (_, listener, _) in &mut self.listeners {
+            let _ = self.poll.registry().deregister(listener);
+        }
+        self.listeners.clear();
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            self.close(key, CloseReason::Shutdown);
+            self.finalize(key, None);
+        }
+        let give_up = Instant::now() + SHUTDOWN_FLUSH;
+        let mut events = Events::with_capacity(64);
+        while (!self.telemetry.is_empty() || !self.link.is_idle()) && Instant::now() < give_up {
+            self.refresh_clock();
+            self.flush_store();
+            let _ = self.poll.poll(&mut events, Some(Duration::from_millis(50)));
+            for event in events.iter() {
+                if event.token() == STORE {
+                    self.link.on_readable(self.poll.registry(), &mut self.scratch, completions);
+                }
+            }
+            for done in completions.drain(..) {
+                self.stats.pins_stored.fetch_add(done.pins_written as u64, Ordering::Relaxed);
+            }
+        }
+        let unflushed = self.telemetry.len() + self.link.outstanding();
+        if unflushed > 0 {
+            tracing::error!(shard = self.index, unflushed, "store did not acknowledge every write before shutdown");
+        } else {
+            tracing::info!(shard = self.index, "shard stopped; every write acknowledged by the store");
+        }
+    }
+}
+
+fn advance(stage: &mut Stage, transition: Transition) {
+    let current = std::mem::replace(stage, Stage::Sniff);
+    *stage = current.upgrade(transition);
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}

@@ -1,0 +1,264 @@
+//! A shard's link to the store: a non-blocking Unix socket registered in the shard's own `Poll`,
+//! with requests pipelined and replies matched by id. The shard never waits on it.
+//!
+//! Every request stays in `in_flight` until its reply arrives. If the store dies, the link goes
+//! down, the requests still in flight are moved back to the front of the send queue and re-sent
+//! when the restarted store answers the hello again, so nothing acknowledged is lost and nothing
+//! unacknowledged is forgotten. Telemetry waiting for the link is bounded by the shard.
+
+use super::conn::ConnId;
+use crate::session::SyncFilter;
+use mio::net::UnixStream;
+use mio::{Interest, Registry, Token};
+use portcullis_protocol::store::{
+    self, ClientHello, ClientRole, ReplyEnvelope, Request, RequestEnvelope, Response, ServerHello, StoreError, WIRE_VERSION,
+};
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Delay between reconnection attempts while the store is unreachable.
+pub const RECONNECT_DELAY: Duration = Duration::from_millis(200);
+
+/// Requests written but not yet answered, at most; more wait in the queue.
+pub const MAX_IN_FLIGHT: usize = 1024;
+
+/// Who is waiting for a reply.
+#[derive(Debug, Clone)]
+pub enum Waiter {
+    /// Nobody: presence, info and telemetry batches only need to be stored.
+    None,
+    Login { conn: ConnId, msg_id: u16 },
+    Sync { conn: ConnId, msg_id: u16, filter: SyncFilter },
+    Property { conn: ConnId, msg_id: u16 },
+}
+
+#[derive(Debug)]
+struct Call {
+    request: Request,
+    waiter: Waiter,
+}
+
+/// A reply delivered to the shard.
+#[derive(Debug)]
+pub struct Completion {
+    pub waiter: Waiter,
+    pub result: Result<Response, StoreError>,
+    /// Pin writes confirmed by this reply (for the shard's counters).
+    pub pins_written: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkState {
+    Down,
+    /// Connected, hello sent, waiting for the store's hello.
+    Greeting,
+    Up,
+}
+
+pub struct StoreLink {
+    path: PathBuf,
+    role: ClientRole,
+    token: Token,
+    stream: Option<UnixStream>,
+    pub state: LinkState,
+    retry_at: Instant,
+    next_id: u64,
+    queue: VecDeque<Call>,
+    in_flight: VecDeque<(u64, Call)>,
+    out: Vec<u8>,
+    inbuf: Vec<u8>,
+    /// Times the link was (re)established, for logs and tests.
+    pub connects: u64,
+}
+
+impl StoreLink {
+    pub fn new(path: PathBuf, role: ClientRole, token: Token) -> Self {
+        Self {
+            path,
+            role,
+            token,
+            stream: None,
+            state: LinkState::Down,
+            retry_at: Instant::now(),
+            next_id: 1,
+            queue: VecDeque::new(),
+            in_flight: VecDeque::new(),
+            out: Vec::new(),
+            inbuf: Vec::new(),
+            connects: 0,
+        }
+    }
+
+    /// Requests not yet answered (queued or in flight).
+    pub fn outstanding(&self) -> usize {
+        self.queue.len() + self.in_flight.len()
+    }
+
+    pub fn submit(&mut self, request: Request, waiter: Waiter) {
+        self.queue.push_back(Call { request, waiter });
+    }
+
+    /// Connects if the link is down and the retry delay has passed.
+    pub fn maintain(&mut self, registry: &Registry, now: Instant) {
+        if self.state != LinkState::Down || now < self.retry_at {
+            return;
+        }
+        self.retry_at = now + RECONNECT_DELAY;
+        let mut stream = match UnixStream::connect(&self.path) {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::debug!(path = %self.path.display(), error = %e, "store not reachable yet");
+                return;
+            }
+        };
+        if let Err(e) = registry.register(&mut stream, self.token, Interest::READABLE | Interest::WRITABLE) {
+            tracing::warn!(error = %e, "cannot register the store link");
+            return;
+        }
+        self.out.clear();
+        self.inbuf.clear();
+        let hello = ClientHello { version: WIRE_VERSION, role: self.role.clone() };
+        if let Err(e) = store::encode_frame(&hello, &mut self.out) {
+            tracing::error!(error = %e, "cannot encode the store hello");
+            return;
+        }
+        self.stream = Some(stream);
+        self.state = LinkState::Greeting;
+    }
+
+    /// Moves queued requests into the send buffer and writes what the socket takes.
+    pub fn pump(&mut self, registry: &Registry) {
+        if self.state == LinkState::Up {
+            while self.in_flight.len() < MAX_IN_FLIGHT
+                && let Some(call) = self.queue.pop_front()
+            {
+                let id = self.next_id;
+                self.next_id += 1;
+                let envelope = RequestEnvelope { id, request: call.request };
+                match store::encode_frame(&envelope, &mut self.out) {
+                    Ok(()) => self.in_flight.push_back((id, Call { request: envelope.request, waiter: call.waiter })),
+                    Err(e) => {
+                        // Only an oversize batch can fail here; the shard caps batches well below it.
+                        tracing::error!(error = %e, "dropping a store request that cannot be encoded");
+                    }
+                }
+            }
+        }
+        self.write_out(registry);
+    }
+
+    fn write_out(&mut self, registry: &Registry) {
+        let Some(stream) = self.stream.as_mut() else { return };
+        let mut written = 0;
+        while written < self.out.len() {
+            match stream.write(&self.out[written..]) {
+                Ok(0) => break,
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.out.drain(..written);
+                    self.fail(registry, &format!("write failed: {e}"));
+                    return;
+                }
+            }
+        }
+        self.out.drain(..written);
+    }
+
+    /// Reads replies; returns the completed calls.
+    pub fn on_readable(&mut self, registry: &Registry, scratch: &mut [u8], done: &mut Vec<Completion>) {
+        let Some(stream) = self.stream.as_mut() else { return };
+        let mut closed = None;
+        loop {
+            match stream.read(scratch) {
+                Ok(0) => {
+                    closed = Some("store closed the link".to_string());
+                    break;
+                }
+                Ok(n) => self.inbuf.extend_from_slice(&scratch[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    closed = Some(format!("read failed: {e}"));
+                    break;
+                }
+            }
+        }
+        if let Err(reason) = self.decode_replies(done) {
+            closed = Some(reason);
+        }
+        if let Some(reason) = closed {
+            self.fail(registry, &reason);
+        }
+    }
+
+    fn decode_replies(&mut self, done: &mut Vec<Completion>) -> Result<(), String> {
+        let mut used = 0;
+        let result = loop {
+            let rest = &self.inbuf[used..];
+            if self.state == LinkState::Greeting {
+                match store::decode_frame::<ServerHello>(rest) {
+                    Ok(Some((ServerHello::Accepted { .. }, n))) => {
+                        used += n;
+                        self.state = LinkState::Up;
+                        self.connects += 1;
+                        tracing::info!(role = ?self.role, "store link up");
+                        continue;
+                    }
+                    Ok(Some((ServerHello::Refused { version, reason }, _))) => {
+                        break Err(format!("store refused the link (its wire version {version}): {reason}"));
+                    }
+                    Ok(None) => break Ok(()),
+                    Err(e) => break Err(format!("bad hello from the store: {e}")),
+                }
+            }
+            match store::decode_frame::<ReplyEnvelope>(rest) {
+                Ok(Some((reply, n))) => {
+                    used += n;
+                    let Some((id, call)) = self.in_flight.pop_front() else {
+                        break Err(format!("store answered id {} with nothing in flight", reply.id));
+                    };
+                    if id != reply.id {
+                        break Err(format!("store answered id {} but {id} was next", reply.id));
+                    }
+                    let pins_written = match &call.request {
+                        Request::WritePins { writes } if reply.result.is_ok() => writes.len(),
+                        _ => 0,
+                    };
+                    done.push(Completion { waiter: call.waiter, result: reply.result, pins_written });
+                }
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(format!("bad reply from the store: {e}")),
+            }
+        };
+        self.inbuf.drain(..used);
+        if self.inbuf.is_empty() {
+            self.inbuf = Vec::new();
+        }
+        result
+    }
+
+    /// Marks the link down; unanswered requests go back to the front of the queue, in order.
+    fn fail(&mut self, registry: &Registry, reason: &str) {
+        if let Some(mut stream) = self.stream.take() {
+            let _ = registry.deregister(&mut stream);
+        }
+        if self.state != LinkState::Down {
+            tracing::warn!(reason, requeued = self.in_flight.len(), "store link down; will reconnect");
+        }
+        self.state = LinkState::Down;
+        while let Some((_, call)) = self.in_flight.pop_back() {
+            self.queue.push_front(call);
+        }
+        self.out.clear();
+        self.inbuf.clear();
+    }
+
+    /// True when every request has been answered and nothing waits to be written.
+    pub fn is_idle(&self) -> bool {
+        self.queue.is_empty() && self.in_flight.is_empty() && self.out.is_empty()
+    }
+}

@@ -1,0 +1,13 @@
+//! Sans-IO connection stages. Nothing here touches a socket: a stage takes decoded frames or store
+//! replies and writes its decisions into an [`Outbox`] (frames to send, store calls to make, or a
+//! reason to close). The reactor owns the sockets and carries those decisions out.
+
+pub mod device;
+pub mod login;
+pub mod outbox;
+pub mod sniff;
+
+pub use device::{DeviceSession, SessionLimits, SyncFilter};
+pub use login::{LoginDecision, decide_login};
+pub use outbox::{CloseReason, Outbox, StoreCall};
+pub use sniff::{Sniffed, sniff};

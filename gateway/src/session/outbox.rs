@@ -1,0 +1,128 @@
+//! What a session step decides: frames to send (each written with its own `write` so old Python
+//! clients, which parse one frame per `recv`, see every one), calls to the store, and why a
+//! connection must close. One `Outbox` per shard is reused for every connection, so a step does
+//! not allocate in the common case.
+
+use portcullis_protocol::body::{DeviceInfo, PinAddr};
+use portcullis_protocol::frame::{self, EncodeError};
+use portcullis_protocol::store::{Presence, TokenHash};
+use portcullis_protocol::{Command, Status};
+use std::fmt;
+
+/// A store operation a session needs; the shard turns it into a request and routes the reply back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreCall {
+    Authenticate { token_hash: TokenHash, msg_id: u16 },
+    /// Telemetry: batched per shard and loop turn, never answered to the device.
+    WritePin { pin: PinAddr, value: Vec<u8> },
+    /// Answered with HARDWARE frames carrying `msg_id`.
+    Sync { msg_id: u16, pins: Option<Vec<PinAddr>>, filter: super::SyncFilter },
+    /// Answered with a RESPONSE once stored.
+    WriteProperty { msg_id: u16, pin: PinAddr, property: String, value: Vec<u8> },
+    SetInfo(DeviceInfo),
+    Presence(Presence),
+}
+
+/// Why the gateway closes a connection; logged with the peer address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseReason {
+    PeerClosed,
+    /// A read or write failed (reset, broken pipe).
+    Io(String),
+    /// The first frame was not a login.
+    NotALogin(String),
+    /// Bytes that are no protocol this port serves.
+    UnknownProtocol,
+    Malformed(String),
+    InvalidToken,
+    /// No login within the deadline (TLS handshake included).
+    LoginTimeout,
+    /// Silent for longer than its heartbeat allows.
+    HeartbeatTimeout { secs: u64 },
+    PreAuthBufferFull { limit: usize },
+    /// Its outbound queue hit the bound: it does not read what we send.
+    SlowReader { queued: usize },
+    Tls(String),
+    /// The store refused or failed the login lookup.
+    StoreUnavailable,
+    Shutdown,
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CloseReason::PeerClosed => f.write_str("peer closed the connection"),
+            CloseReason::Io(e) => write!(f, "socket error: {e}"),
+            CloseReason::NotALogin(what) => write!(f, "first frame is not a login ({what})"),
+            CloseReason::UnknownProtocol => f.write_str("first bytes match no protocol served on this port"),
+            CloseReason::Malformed(e) => write!(f, "malformed frame: {e}"),
+            CloseReason::InvalidToken => f.write_str("invalid device token"),
+            CloseReason::LoginTimeout => f.write_str("no login before the deadline"),
+            CloseReason::HeartbeatTimeout { secs } => write!(f, "silent for {secs} s (heartbeat timeout)"),
+            CloseReason::PreAuthBufferFull { limit } => write!(f, "more than {limit} bytes before login completed"),
+            CloseReason::SlowReader { queued } => write!(f, "outbound queue full ({queued} bytes): peer does not read"),
+            CloseReason::Tls(e) => write!(f, "TLS error: {e}"),
+            CloseReason::StoreUnavailable => f.write_str("store could not check the login"),
+            CloseReason::Shutdown => f.write_str("gateway shutting down"),
+        }
+    }
+}
+
+/// Decisions of one session step.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    bytes: Vec<u8>,
+    /// End offset in `bytes` of each frame.
+    ends: Vec<usize>,
+    pub store: Vec<StoreCall>,
+    pub close: Option<CloseReason>,
+}
+
+/// Message ids sent to a device are never 0: the libraries drop the connection on it, and
+/// blynklib's counter sticks at 0 after 65535 frames, so a reply to id 0 goes out as id 1.
+pub fn reply_id(msg_id: u16) -> u16 {
+    msg_id.max(1)
+}
+
+impl Outbox {
+    pub fn response(&mut self, msg_id: u16, status: Status) {
+        frame::encode_response(&mut self.bytes, reply_id(msg_id), status);
+        self.ends.push(self.bytes.len());
+    }
+
+    /// Queues a frame from NUL-joined `args`, unless it would exceed `max_frame` bytes on the wire.
+    pub fn frame_args(&mut self, command: Command, msg_id: u16, args: &[&[u8]], max_frame: usize) -> Result<(), EncodeError> {
+        let len = frame::HEADER_LEN + args.iter().map(|a| a.len() + 1).sum::<usize>().saturating_sub(1);
+        if len > max_frame {
+            return Err(EncodeError::BodyTooLarge { len: len - frame::HEADER_LEN });
+        }
+        frame::encode_args(&mut self.bytes, command, reply_id(msg_id), args)?;
+        self.ends.push(self.bytes.len());
+        Ok(())
+    }
+
+    pub fn close(&mut self, reason: CloseReason) {
+        self.close.get_or_insert(reason);
+    }
+
+    /// The queued frames, one slice each.
+    pub fn frames(&self) -> impl Iterator<Item = &[u8]> {
+        let mut start = 0;
+        self.ends.iter().map(move |&end| {
+            let frame = &self.bytes[start..end];
+            start = end;
+            frame
+        })
+    }
+
+    pub fn has_frames(&self) -> bool {
+        !self.ends.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
+        self.store.clear();
+        self.close = None;
+    }
+}

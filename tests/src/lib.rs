@@ -1,0 +1,217 @@
+//! Test harness for the end-to-end suites: starts the real `portcullis serve` (which starts the
+//! real `portcullis-store`) on ephemeral loopback ports in a temporary data directory, runs admin
+//! commands, and speaks the device protocol over plain TCP or TLS. Every wait is bounded.
+//!
+//! The binaries are looked up next to the test executable's target directory, so run
+//! `cargo build --bins` before `cargo test` (`.ci/run` does).
+
+#![allow(clippy::unwrap_used)] // test harness: a failed unwrap is a failed test
+
+pub mod device;
+
+use serde_json::Value;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long the gateway may take to start and write ports.json.
+pub const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The directory holding the workspace binaries (`target/<profile>`).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/<test-binary>
+    exe.parent().and_then(Path::parent).unwrap().to_path_buf()
+}
+
+pub fn bin(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(path.exists(), "{} is missing: run `cargo build --bins` before the end-to-end tests", path.display());
+    path
+}
+
+/// Polls `check` every 50 ms until it returns `Some` or `timeout` passes.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A running gateway with its own data directory.
+pub struct Gateway {
+    child: Option<Child>,
+    pub data_dir: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+    pub config_path: PathBuf,
+    pub tls_port: u16,
+    pub plain_port: u16,
+    log_path: PathBuf,
+}
+
+impl Gateway {
+    /// Starts a gateway with the default configuration plus `extra_toml` (whole sections).
+    pub fn start(extra_toml: &str) -> Gateway {
+        let temp = tempfile::tempdir().unwrap();
+        let data_dir = temp.path().join("data");
+        let mut gw = Gateway::start_in(&data_dir, extra_toml);
+        gw._temp = Some(temp);
+        gw
+    }
+
+    /// Starts a gateway on an existing data directory (used to restart on the same data).
+    pub fn start_in(data_dir: &Path, extra_toml: &str) -> Gateway {
+        std::fs::create_dir_all(data_dir).unwrap();
+        let config_path = data_dir.with_extension("toml");
+        let config = format!(
+            "data_dir = {:?}\n[server]\nshards = 2\nbind_address = \"127.0.0.1\"\n{extra_toml}\n",
+            data_dir.display().to_string()
+        );
+        std::fs::write(&config_path, config).unwrap();
+        let ports = data_dir.join("ports.json");
+        let _ = std::fs::remove_file(&ports);
+        let log_path = data_dir.with_extension("log");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).unwrap();
+        let child = Command::new(bin("portcullis"))
+            .args(["serve", "--config"])
+            .arg(&config_path)
+            .args(["--tls-port", "0", "--plain-port", "0"])
+            .env("RUST_LOG", "info,portcullis_gateway=debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut gw = Gateway {
+            child: Some(child),
+            data_dir: data_dir.to_path_buf(),
+            _temp: None,
+            config_path,
+            tls_port: 0,
+            plain_port: 0,
+            log_path,
+        };
+        let (tls, plain) = wait_for("ports.json", START_TIMEOUT, || {
+            if let Some(status) = gw.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("gateway exited during start-up ({status}); log:\n{}", gw.log());
+            }
+            let text = std::fs::read_to_string(&ports).ok()?;
+            let v: Value = serde_json::from_str(&text).ok()?;
+            Some((v["tls"].as_u64()? as u16, v["plain"].as_u64()? as u16))
+        });
+        gw.tls_port = tls;
+        gw.plain_port = plain;
+        gw
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    /// Runs `portcullis admin --data-dir D <args> --json` and parses its output.
+    pub fn admin(&self, args: &[&str]) -> Result<Value, String> {
+        let out = Command::new(bin("portcullis"))
+            .arg("admin")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(args)
+            .arg("--json")
+            .output()
+            .unwrap();
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("bad JSON from admin ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+    }
+
+    /// Creates a device; returns its id and token.
+    pub fn create_device(&self, name: &str) -> (u64, String) {
+        let v = self.admin(&["device", "create", "--name", name, "--template", "TMPL0001"]).unwrap();
+        (v["id"].as_u64().unwrap(), v["token"].as_str().unwrap().to_string())
+    }
+
+    /// The stored value of `pin` (e.g. "V5") of `device`, if any.
+    pub fn pin(&self, device: u64, pin: &str) -> Option<String> {
+        let v = self.admin(&["device", "pins", &device.to_string()]).unwrap();
+        v.as_array()?.iter().find(|p| p["pin"] == pin).and_then(|p| p["value"].as_str().map(str::to_string))
+    }
+
+    pub fn device(&self, device: u64) -> Value {
+        self.admin(&["device", "get", &device.to_string()]).unwrap()
+    }
+
+    /// Pid of the child store process (a process whose parent is the gateway).
+    pub fn store_pid(&self) -> Option<i32> {
+        let me = self.pid();
+        std::fs::read_dir("/proc").ok()?.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok()).find(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // Fields after the parenthesised command name: state, ppid, ...
+            let ppid = stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().nth(1)).and_then(|p| p.parse().ok());
+            ppid == Some(me)
+                && std::fs::read_to_string(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.contains("portcullis-store"))
+        })
+    }
+
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), signal).unwrap();
+    }
+
+    /// Sends SIGINT and waits (bounded) for a clean exit.
+    pub fn stop(&mut self) -> ExitStatus {
+        self.signal(nix::sys::signal::Signal::SIGINT);
+        self.wait(Duration::from_secs(30))
+    }
+
+    pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
+        let child = self.child.as_mut().unwrap();
+        let status = wait_for("gateway exit", timeout, || child.try_wait().unwrap());
+        self.child = None;
+        status
+    }
+
+    /// Reads the gateway log so far for a line containing `needle`.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) {
+        wait_for(&format!("log line {needle:?}"), timeout, || self.log().contains(needle).then_some(()));
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGKILL);
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("---- gateway log ({}) ----\n{}", self.log_path.display(), self.log());
+        }
+    }
+}
+
+/// Runs a Python script from `tests/python/` with arguments; returns its stdout, failing the
+/// test with its stderr if it exits non-zero. Bounded by `timeout`.
+pub fn python(script: &str, args: &[&str], timeout: Duration) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("python").join(script);
+    let mut child = Command::new("python3")
+        .arg(&path)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 must be installed (the README's test command installs it)");
+    let status = wait_for(&format!("python {script}"), timeout, || child.try_wait().unwrap());
+    let mut out = String::new();
+    let mut err = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(status.success(), "python {script} failed ({status}):\nstdout:\n{out}\nstderr:\n{err}");
+    out
+}

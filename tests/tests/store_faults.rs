@@ -1,0 +1,73 @@
+//! The store dies and the gateway shuts down: a SIGKILLed store is restarted by the gateway while
+//! devices stay connected and keep writing, and every value the store acknowledged is still there;
+//! SIGINT with connected devices exits 0 and every value written before it survives a restart.
+
+#![allow(clippy::unwrap_used)]
+
+use portcullis_e2e::device::Device;
+use portcullis_e2e::{Gateway, wait_for};
+use portcullis_protocol::{Command, Status};
+use std::time::Duration;
+
+#[test]
+fn killed_store_is_restarted_and_devices_stay_connected() {
+    let gw = Gateway::start("");
+    let (id, token) = gw.create_device("survivor");
+    let mut dev = Device::plain(gw.plain_port);
+    dev.login(&token, Status::Ok);
+    dev.info(30);
+    for i in 0..50 {
+        dev.virtual_write(i, &format!("before-{i}"));
+    }
+    // The sync comes back only after the store has answered: the writes before it are stored.
+    let sync = dev.send(Command::HardwareSync, &[b"vr", b"49"]);
+    assert_eq!(
+        dev.recv(),
+        portcullis_e2e::device::Got::Frame { command: Command::Hardware, id: sync, body: b"vw\x0049\x00before-49".to_vec() }
+    );
+
+    let store = gw.store_pid().expect("the gateway runs a child store");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(store), nix::sys::signal::Signal::SIGKILL).unwrap();
+    // Writes while the store is down are queued in the shard and flushed when it is back.
+    for i in 50..60 {
+        dev.virtual_write(i, &format!("during-{i}"));
+    }
+    wait_for("a new store process", Duration::from_secs(20), || gw.store_pid().filter(|&p| p != store));
+    let ping = dev.send(Command::Ping, &[]);
+    dev.expect_status(ping, Status::Ok);
+
+    wait_for("the restarted store answers", Duration::from_secs(20), || gw.admin(&["device", "get", &id.to_string()]).ok());
+    for i in 0..50u8 {
+        assert_eq!(gw.pin(id, &format!("V{i}")), Some(format!("before-{i}")), "acknowledged value V{i} lost");
+    }
+    wait_for("values written during the outage", Duration::from_secs(10), || {
+        (50..60u8).all(|i| gw.pin(id, &format!("V{i}")) == Some(format!("during-{i}"))).then_some(())
+    });
+    gw.wait_for_log("store link down", Duration::from_secs(1));
+}
+
+#[test]
+fn sigint_closes_connections_flushes_writes_and_exits_zero() {
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().join("data");
+    let mut gw = Gateway::start_in(&data_dir, "");
+    let (id, token) = gw.create_device("flushed");
+    let mut dev = Device::plain(gw.plain_port);
+    dev.login(&token, Status::Ok);
+    for i in 0..200u16 {
+        dev.virtual_write((i % 100) as u8, &format!("v{i}"));
+    }
+    let ping = dev.send(Command::Ping, &[]);
+    dev.expect_status(ping, Status::Ok);
+    let status = gw.stop();
+    assert!(status.success(), "exit status {status}; log:\n{}", gw.log());
+    dev.expect_closed();
+    assert!(gw.log().contains("every write acknowledged"), "{}", gw.log());
+    drop(gw);
+
+    let gw = Gateway::start_in(&data_dir, "");
+    for i in 100..200u16 {
+        assert_eq!(gw.pin(id, &format!("V{}", i % 100)), Some(format!("v{i}")));
+    }
+    assert_eq!(gw.device(id)["online"], false);
+}
