@@ -1,0 +1,554 @@
+//! A blocking client for the store's Unix socket, for callers that may wait: the admin CLI, the
+//! gateway's start-up (presence reset, readiness probe) and the supervisor. The reactor shards do
+//! not use it; they keep their own non-blocking, pipelined link. The client performs the hello
+//! exchange, numbers requests, checks that each reply echoes the id it expects, and pipelines
+//! batches with [`StoreClient::call_many`].
+
+use portcullis_protocol::store::{
+    ClientHello, ClientRole, ReplyEnvelope, Request, RequestEnvelope, Response, ServerHello,
+    StoreError, WIRE_VERSION, WireError, decode_frame, encode_frame,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::io::{self, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use thiserror::Error;
+
+/// Requests in flight at most during [`StoreClient::call_many`]. Writing a whole large batch
+/// before reading any reply could deadlock once both socket buffers are full, so the client
+/// stops writing and drains replies when this many requests or [`MAX_PIPELINED_BYTES`] are
+/// outstanding.
+const MAX_PIPELINED_REQUESTS: usize = 1024;
+
+/// Request bytes in flight at most; well below the default Unix socket buffer (about 200 KiB).
+const MAX_PIPELINED_BYTES: usize = 64 * 1024;
+
+/// Bytes read from the socket per `read` call.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Why a store call failed, by whose fault.
+#[derive(Debug, Error)]
+pub enum StoreClientError {
+    /// Nothing answers on the socket: the store is not running, or this is the wrong data dir.
+    #[error(
+        "cannot reach the store at {}: {source}; is `portcullis serve` running with this --data-dir \
+         (or is store.socket right)?",
+        socket.display()
+    )]
+    Unreachable { socket: PathBuf, source: io::Error },
+    /// The store closed the link (it exited, restarted, or refused us).
+    #[error("the store at {} closed the connection; it may have exited or restarted", socket.display())]
+    Disconnected { socket: PathBuf },
+    /// The store speaks another version of the wire protocol: the binaries are from different builds.
+    #[error(
+        "the store at {} speaks wire version {theirs}, this program speaks {ours}; run a portcullis and \
+         portcullis-store from the same release{}",
+        socket.display(),
+        reason.as_deref().map(|r| format!(" (store said: {r})")).unwrap_or_default()
+    )]
+    VersionMismatch {
+        socket: PathBuf,
+        ours: u16,
+        theirs: u16,
+        reason: Option<String>,
+    },
+    /// The store sent something that breaks the wire contract (a bug on one side).
+    #[error("protocol error on the store link {}: {detail}", socket.display())]
+    Protocol { socket: PathBuf, detail: String },
+    /// The store answered the request with an error.
+    #[error("the store refused the request: {0}")]
+    Store(#[from] StoreError),
+    /// The store did not answer in time.
+    #[error("the store at {} did not answer within {timeout:?} while {waiting_for}", socket.display())]
+    Timeout {
+        socket: PathBuf,
+        timeout: Duration,
+        waiting_for: &'static str,
+    },
+    /// Reading or writing the socket failed for another reason.
+    #[error("I/O error on the store link {}: {source}", socket.display())]
+    Io { socket: PathBuf, source: io::Error },
+}
+
+impl StoreClientError {
+    /// Whether the failure means the store is absent or went away (worth retrying later), as
+    /// opposed to a refusal or a bug.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            StoreClientError::Unreachable { .. } | StoreClientError::Disconnected { .. }
+        )
+    }
+}
+
+/// One blocking link to the store. After a transport or protocol failure the link is out of step
+/// with the store, so every later call fails too: reconnect instead.
+#[derive(Debug)]
+pub struct StoreClient {
+    socket_path: PathBuf,
+    stream: UnixStream,
+    timeout: Duration,
+    next_id: u64,
+    /// Bytes received but not yet decoded (a reply may arrive split or several at once).
+    received: Vec<u8>,
+    /// Set after a failure that desynchronised the link.
+    broken: Option<String>,
+}
+
+impl StoreClient {
+    /// Connects and performs the hello exchange. `timeout` bounds the connect, the hello and,
+    /// later, each call.
+    pub fn connect(
+        socket: &Path,
+        role: ClientRole,
+        timeout: Duration,
+    ) -> Result<Self, StoreClientError> {
+        let stream =
+            UnixStream::connect(socket).map_err(|source| StoreClientError::Unreachable {
+                socket: socket.to_owned(),
+                source,
+            })?;
+        let mut client = StoreClient {
+            socket_path: socket.to_owned(),
+            stream,
+            timeout,
+            next_id: 1,
+            received: Vec::with_capacity(READ_CHUNK),
+            broken: None,
+        };
+        let deadline = Instant::now() + timeout;
+        let mut hello = Vec::new();
+        client.encode(
+            &ClientHello {
+                version: WIRE_VERSION,
+                role,
+            },
+            &mut hello,
+        )?;
+        client.write_all(&hello, deadline, "sending the hello")?;
+        match client.read_message::<ServerHello>(deadline, "waiting for the hello")? {
+            ServerHello::Accepted { version } if version == WIRE_VERSION => Ok(client),
+            ServerHello::Accepted { version } => Err(StoreClientError::VersionMismatch {
+                socket: socket.to_owned(),
+                ours: WIRE_VERSION,
+                theirs: version,
+                reason: None,
+            }),
+            ServerHello::Refused { version, reason } => Err(StoreClientError::VersionMismatch {
+                socket: socket.to_owned(),
+                ours: WIRE_VERSION,
+                theirs: version,
+                reason: Some(reason),
+            }),
+        }
+    }
+
+    /// The socket this client is connected to.
+    pub fn socket_path(&self) -> &Path {
+        &self.socket_path
+    }
+
+    /// Sends one request and waits for its reply; a store-side refusal becomes
+    /// [`StoreClientError::Store`].
+    pub fn call(&mut self, request: Request) -> Result<Response, StoreClientError> {
+        let mut replies = self.call_many(vec![request])?;
+        match replies.pop() {
+            Some(reply) => Ok(reply?),
+            None => Err(self.protocol_error("no reply for a single request".into())),
+        }
+    }
+
+    /// Sends many requests pipelined and returns their results in the same order. The outer
+    /// error is a link failure (after which the link is unusable); the inner ones are the store's
+    /// answers to individual requests.
+    pub fn call_many(
+        &mut self,
+        requests: Vec<Request>,
+    ) -> Result<Vec<Result<Response, StoreError>>, StoreClientError> {
+        if let Some(why) = &self.broken {
+            return Err(self.protocol_error(format!(
+                "link unusable after an earlier failure ({why}); reconnect"
+            )));
+        }
+        let deadline = Instant::now() + self.timeout;
+        let mut results = Vec::with_capacity(requests.len());
+        let mut in_flight = std::collections::VecDeque::new();
+        let mut pending_bytes = Vec::new();
+        for request in requests {
+            let id = self.next_id;
+            self.next_id += 1;
+            self.encode(&RequestEnvelope { id, request }, &mut pending_bytes)?;
+            in_flight.push_back(id);
+            if in_flight.len() >= MAX_PIPELINED_REQUESTS
+                || pending_bytes.len() >= MAX_PIPELINED_BYTES
+            {
+                self.write_all(&pending_bytes, deadline, "sending requests")?;
+                pending_bytes.clear();
+                while let Some(id) = in_flight.pop_front() {
+                    results.push(self.read_reply(id, deadline)?);
+                }
+            }
+        }
+        self.write_all(&pending_bytes, deadline, "sending requests")?;
+        while let Some(id) = in_flight.pop_front() {
+            results.push(self.read_reply(id, deadline)?);
+        }
+        Ok(results)
+    }
+
+    /// Liveness check: a `Ping` answered with `Pong`.
+    pub fn ping(&mut self) -> Result<(), StoreClientError> {
+        match self.call(Request::Ping)? {
+            Response::Pong => Ok(()),
+            other => Err(self.protocol_error(format!("expected Pong, got {other:?}"))),
+        }
+    }
+
+    fn read_reply(
+        &mut self,
+        expected_id: u64,
+        deadline: Instant,
+    ) -> Result<Result<Response, StoreError>, StoreClientError> {
+        let reply: ReplyEnvelope = self.read_message(deadline, "waiting for a reply")?;
+        if reply.id != expected_id {
+            return Err(self.protocol_error(format!(
+                "reply carries id {} but request {expected_id} was next",
+                reply.id
+            )));
+        }
+        Ok(reply.result)
+    }
+
+    fn encode<T: Serialize>(
+        &mut self,
+        message: &T,
+        out: &mut Vec<u8>,
+    ) -> Result<(), StoreClientError> {
+        encode_frame(message, out).map_err(|e| self.wire_error(e))
+    }
+
+    fn write_all(
+        &mut self,
+        bytes: &[u8],
+        deadline: Instant,
+        doing: &'static str,
+    ) -> Result<(), StoreClientError> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let mut written = 0;
+        while written < bytes.len() {
+            let remaining = self.remaining(deadline, doing)?;
+            if let Err(source) = self.stream.set_write_timeout(Some(remaining)) {
+                return Err(self.io_error(source));
+            }
+            match self.stream.write(&bytes[written..]) {
+                Ok(0) => return Err(self.disconnected()),
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(self.transport_error(e, doing)),
+            }
+        }
+        Ok(())
+    }
+
+    fn read_message<T: DeserializeOwned>(
+        &mut self,
+        deadline: Instant,
+        doing: &'static str,
+    ) -> Result<T, StoreClientError> {
+        loop {
+            match decode_frame::<T>(&self.received) {
+                Ok(Some((message, used))) => {
+                    self.received.drain(..used);
+                    return Ok(message);
+                }
+                Ok(None) => {}
+                Err(e) => return Err(self.wire_error(e)),
+            }
+            let remaining = self.remaining(deadline, doing)?;
+            if let Err(source) = self.stream.set_read_timeout(Some(remaining)) {
+                return Err(self.io_error(source));
+            }
+            let start = self.received.len();
+            self.received.resize(start + READ_CHUNK, 0);
+            let outcome = self.stream.read(&mut self.received[start..]);
+            let got = outcome.as_ref().map_or(0, |n| *n);
+            self.received.truncate(start + got);
+            match outcome {
+                Ok(0) => return Err(self.disconnected()),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(self.transport_error(e, doing)),
+            }
+        }
+    }
+
+    fn remaining(
+        &mut self,
+        deadline: Instant,
+        doing: &'static str,
+    ) -> Result<Duration, StoreClientError> {
+        match deadline.checked_duration_since(Instant::now()) {
+            // A zero timeout means "block forever" to the socket API, so treat it as expired.
+            Some(left) if !left.is_zero() => Ok(left),
+            _ => Err(self.timed_out(doing)),
+        }
+    }
+
+    fn transport_error(&mut self, error: io::Error, doing: &'static str) -> StoreClientError {
+        match error.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => self.timed_out(doing),
+            io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::UnexpectedEof => self.disconnected(),
+            _ => self.io_error(error),
+        }
+    }
+
+    fn timed_out(&mut self, waiting_for: &'static str) -> StoreClientError {
+        self.broken = Some(format!("timed out {waiting_for}"));
+        StoreClientError::Timeout {
+            socket: self.socket_path.clone(),
+            timeout: self.timeout,
+            waiting_for,
+        }
+    }
+
+    fn disconnected(&mut self) -> StoreClientError {
+        self.broken = Some("the store closed the connection".into());
+        StoreClientError::Disconnected {
+            socket: self.socket_path.clone(),
+        }
+    }
+
+    fn io_error(&mut self, source: io::Error) -> StoreClientError {
+        self.broken = Some(source.to_string());
+        StoreClientError::Io {
+            socket: self.socket_path.clone(),
+            source,
+        }
+    }
+
+    fn wire_error(&mut self, error: WireError) -> StoreClientError {
+        self.protocol_error(error.to_string())
+    }
+
+    fn protocol_error(&mut self, detail: String) -> StoreClientError {
+        self.broken = Some(detail.clone());
+        StoreClientError::Protocol {
+            socket: self.socket_path.clone(),
+            detail,
+        }
+    }
+}
+
+/// A scripted in-process store for unit tests of the client and its users.
+#[cfg(test)]
+pub(crate) mod fake_store {
+    use super::*;
+    use std::os::unix::net::UnixListener;
+    use std::thread;
+
+    /// Reads one framed message from a blocking stream (server side).
+    fn read_frame<T: DeserializeOwned>(stream: &mut UnixStream, buf: &mut Vec<u8>) -> Option<T> {
+        loop {
+            if let Some((msg, used)) = decode_frame::<T>(buf).expect("valid frame") {
+                buf.drain(..used);
+                return Some(msg);
+            }
+            let mut chunk = [0u8; 4096];
+            match stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    fn send<T: Serialize>(stream: &mut UnixStream, msg: &T) {
+        let mut out = Vec::new();
+        encode_frame(msg, &mut out).expect("encodes");
+        // The client may have given up already (timeout tests); that is not the server's failure.
+        let _ = stream.write_all(&out);
+    }
+
+    /// Accepts one link in a thread, answers the hello with `hello`, then answers each request
+    /// with `answer` until it returns `None` or the client hangs up.
+    pub(crate) fn spawn(
+        hello: ServerHello,
+        mut answer: impl FnMut(RequestEnvelope) -> Option<ReplyEnvelope> + Send + 'static,
+    ) -> (tempfile::TempDir, PathBuf, thread::JoinHandle<()>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("store.sock");
+        let listener = UnixListener::bind(&path).expect("bind");
+        let server = thread::spawn(move || {
+            let (mut stream, _) = listener.accept().expect("accept");
+            let mut buf = Vec::new();
+            let client_hello: ClientHello = read_frame(&mut stream, &mut buf).expect("hello");
+            assert_eq!(client_hello.version, WIRE_VERSION);
+            send(&mut stream, &hello);
+            while let Some(request) = read_frame::<RequestEnvelope>(&mut stream, &mut buf) {
+                match answer(request) {
+                    Some(reply) => send(&mut stream, &reply),
+                    None => return,
+                }
+            }
+        });
+        (dir, path, server)
+    }
+
+    /// A store that accepts the hello and answers every request with `handle`.
+    pub(crate) fn serving(
+        mut handle: impl FnMut(Request) -> Result<Response, StoreError> + Send + 'static,
+    ) -> (tempfile::TempDir, PathBuf, thread::JoinHandle<()>) {
+        spawn(
+            ServerHello::Accepted {
+                version: WIRE_VERSION,
+            },
+            move |env| {
+                Some(ReplyEnvelope {
+                    id: env.id,
+                    result: handle(env.request),
+                })
+            },
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fake_store::{serving, spawn as fake_store};
+    use super::*;
+    use std::thread;
+
+    const TIMEOUT: Duration = Duration::from_secs(5);
+
+    #[test]
+    fn pipelined_calls_come_back_in_order() {
+        let (_dir, path, server) = serving(|request| match request {
+            Request::Ping => Ok(Response::Pong),
+            Request::GetDevice { device } => Err(StoreError::NotFound(format!("device {device}"))),
+            _ => Ok(Response::Done),
+        });
+        let mut client = StoreClient::connect(&path, ClientRole::Admin, TIMEOUT).expect("connects");
+        client.ping().expect("pong");
+        let requests: Vec<Request> = (0..3000)
+            .map(|i| {
+                if i % 2 == 0 {
+                    Request::ResetPresence
+                } else {
+                    Request::GetDevice { device: i }
+                }
+            })
+            .collect();
+        let replies = client.call_many(requests).expect("link works");
+        assert_eq!(replies.len(), 3000);
+        for (i, reply) in replies.iter().enumerate() {
+            if i % 2 == 0 {
+                assert_eq!(reply, &Ok(Response::Done));
+            } else {
+                assert_eq!(reply, &Err(StoreError::NotFound(format!("device {i}"))));
+            }
+        }
+        let err = client
+            .call(Request::GetDevice { device: 9 })
+            .expect_err("not found");
+        assert!(
+            matches!(err, StoreClientError::Store(StoreError::NotFound(_))),
+            "{err}"
+        );
+        drop(client);
+        server.join().expect("server ok");
+    }
+
+    #[test]
+    fn a_wrong_echoed_id_breaks_the_link() {
+        let (_dir, path, _server) = fake_store(
+            ServerHello::Accepted {
+                version: WIRE_VERSION,
+            },
+            |env| {
+                Some(ReplyEnvelope {
+                    id: env.id + 7,
+                    result: Ok(Response::Pong),
+                })
+            },
+        );
+        let mut client = StoreClient::connect(&path, ClientRole::Admin, TIMEOUT).expect("connects");
+        let err = client.call(Request::Ping).expect_err("bad id");
+        assert!(matches!(err, StoreClientError::Protocol { .. }), "{err}");
+        let err = client.call(Request::Ping).expect_err("link is broken");
+        assert!(err.to_string().contains("reconnect"), "{err}");
+    }
+
+    #[test]
+    fn another_wire_version_is_refused_clearly() {
+        let (_dir, path, _server) = fake_store(
+            ServerHello::Accepted {
+                version: WIRE_VERSION + 1,
+            },
+            |_| None,
+        );
+        let err = StoreClient::connect(&path, ClientRole::Admin, TIMEOUT).expect_err("version");
+        assert!(
+            matches!(err, StoreClientError::VersionMismatch { .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("same release"), "{err}");
+
+        let refused = ServerHello::Refused {
+            version: WIRE_VERSION + 1,
+            reason: "too old".into(),
+        };
+        let (_dir, path, _server) = fake_store(refused, |_| None);
+        let err = StoreClient::connect(&path, ClientRole::Admin, TIMEOUT).expect_err("refused");
+        assert!(err.to_string().contains("too old"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_socket_is_unreachable_with_a_hint() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let err = StoreClient::connect(&dir.path().join("store.sock"), ClientRole::Admin, TIMEOUT)
+            .expect_err("absent");
+        assert!(err.is_unavailable());
+        assert!(err.to_string().contains("portcullis serve"), "{err}");
+    }
+
+    #[test]
+    fn silence_times_out_and_a_closed_link_is_reported() {
+        let (_dir, path, _server) = fake_store(
+            ServerHello::Accepted {
+                version: WIRE_VERSION,
+            },
+            |env| {
+                thread::sleep(Duration::from_millis(300));
+                match env.request {
+                    Request::Ping => None,
+                    _ => Some(ReplyEnvelope {
+                        id: env.id,
+                        result: Ok(Response::Done),
+                    }),
+                }
+            },
+        );
+        let mut client = StoreClient::connect(&path, ClientRole::Admin, Duration::from_millis(100))
+            .expect("connects");
+        let err = client.call(Request::ResetPresence).expect_err("slow");
+        assert!(matches!(err, StoreClientError::Timeout { .. }), "{err}");
+
+        let (_dir, path, _server) = fake_store(
+            ServerHello::Accepted {
+                version: WIRE_VERSION,
+            },
+            |_| None,
+        );
+        let mut client = StoreClient::connect(&path, ClientRole::Admin, TIMEOUT).expect("connects");
+        let err = client.call(Request::Ping).expect_err("closed");
+        assert!(
+            matches!(err, StoreClientError::Disconnected { .. }),
+            "{err}"
+        );
+    }
+}
