@@ -84,7 +84,7 @@ fn wrong_tokens_are_refused_and_closed() {
 
 #[test]
 fn non_login_first_frames_and_garbage_are_closed_without_disturbing_others() {
-    let gw = Gateway::start("[server]\n");
+    let gw = Gateway::start("");
     let (id, token) = gw.create_device("steady");
     let mut good = Device::plain(gw.plain_port);
     good.login(&token, Status::Ok);
