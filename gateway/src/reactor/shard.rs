@@ -420,7 +420,7 @@ impl Shard {
             match &mut conn.stage {
                 Stage::Sniff => match sniff(rest) {
                     Sniffed::NeedMore => break,
-                    Sniffed::DeviceLogin => advance(&mut conn.stage, Transition::DeviceSniffed),
+                    Sniffed::Device => advance(&mut conn.stage, Transition::DeviceSniffed),
                     Sniffed::Http => {
                         self.outbox.close(CloseReason::NotALogin("HTTP is not served on this port yet".into()));
                         break;
