@@ -54,6 +54,10 @@ pub enum StoreClientError {
         theirs: u16,
         reason: Option<String>,
     },
+    /// The store speaks our version but refused this client (its reason says why, e.g. a peer
+    /// uid check).
+    #[error("the store at {} refused the connection: {reason}", socket.display())]
+    Refused { socket: PathBuf, reason: String },
     /// The store sent something that breaks the wire contract (a bug on one side).
     #[error("protocol error on the store link {}: {detail}", socket.display())]
     Protocol { socket: PathBuf, detail: String },
@@ -136,6 +140,12 @@ impl StoreClient {
                 theirs: version,
                 reason: None,
             }),
+            ServerHello::Refused { version, reason } if version == WIRE_VERSION => {
+                Err(StoreClientError::Refused {
+                    socket: socket.to_owned(),
+                    reason,
+                })
+            }
             ServerHello::Refused { version, reason } => Err(StoreClientError::VersionMismatch {
                 socket: socket.to_owned(),
                 ours: WIRE_VERSION,
@@ -505,6 +515,15 @@ mod tests {
         let (_dir, path, _server) = fake_store(refused, |_| None);
         let err = StoreClient::connect(&path, ClientRole::Admin, TIMEOUT).expect_err("refused");
         assert!(err.to_string().contains("too old"), "{err}");
+
+        let refused = ServerHello::Refused {
+            version: WIRE_VERSION,
+            reason: "uid 1001 is not allowed".into(),
+        };
+        let (_dir, path, _server) = fake_store(refused, |_| None);
+        let err = StoreClient::connect(&path, ClientRole::Admin, TIMEOUT).expect_err("refused");
+        assert!(matches!(err, StoreClientError::Refused { .. }), "{err}");
+        assert!(err.to_string().contains("uid 1001"), "{err}");
     }
 
     #[test]
