@@ -213,11 +213,9 @@ fn fetch_all_devices(client: &mut StoreClient) -> anyhow::Result<Vec<DeviceRecor
             );
         }
         after = Some(last.id);
-        let full_page = page.len() >= LIST_PAGE as usize;
+        // A short page does not prove the end (the store may cap pages to fit a frame); only an
+        // empty one does.
         devices.extend(page);
-        if !full_page {
-            break;
-        }
     }
     Ok(devices)
 }
