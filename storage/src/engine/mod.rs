@@ -1,0 +1,234 @@
+//! The key-value engine boundary: what the schema layer may ask of a storage engine, with no
+//! RocksDB type in sight. It owns the column-family list ([`Cf`]), our own owned write batch
+//! ([`WriteBatch`]), the two durability classes ([`Durability`]) and the [`Engine`] trait.
+//!
+//! `rocks` is the real engine; `memory` is a `BTreeMap` engine for unit tests (and, behind the
+//! `test-util` feature, for other crates' tests). `conformance` holds one generic test per
+//! behaviour and runs it against both, so the in-memory engine cannot quietly drift from RocksDB.
+
+#[cfg(test)]
+mod conformance;
+#[cfg(any(test, feature = "test-util"))]
+pub mod memory;
+pub mod rocks;
+
+use thiserror::Error;
+
+/// The column families of the store. Adding one is backwards compatible (RocksDB creates missing
+/// families on open); renaming or removing one is a format change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Cf {
+    /// Store-wide metadata: the format version, the device id counter.
+    Meta,
+    /// Device id (8 bytes, big-endian) -> device record.
+    Devices,
+    /// SHA-256 of a device token (32 bytes) -> device id.
+    TokenIndex,
+    /// (device id, pin kind, pin) -> latest pin value.
+    Pins,
+    /// (device id, pin kind, pin, property name) -> latest property value.
+    Properties,
+}
+
+impl Cf {
+    /// Every column family, in a fixed order.
+    pub const ALL: [Cf; 5] = [
+        Cf::Meta,
+        Cf::Devices,
+        Cf::TokenIndex,
+        Cf::Pins,
+        Cf::Properties,
+    ];
+
+    /// The on-disk name. Never change one: it is part of the data format.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Cf::Meta => "meta",
+            Cf::Devices => "devices",
+            Cf::TokenIndex => "token_index",
+            Cf::Pins => "pins",
+            Cf::Properties => "properties",
+        }
+    }
+}
+
+/// How durable a write must be before [`Engine::write`] returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// The WAL is written and fsynced before the call returns: survives power loss.
+    Sync,
+    /// The WAL is written (the bytes are in the OS, so a process crash loses nothing) but fsynced
+    /// later by the periodic syncer ([`Engine::sync_wal`]): a machine crash may lose the last
+    /// sync interval of such writes.
+    Buffered,
+}
+
+/// One operation of a [`WriteBatch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    Put {
+        cf: Cf,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    Delete {
+        cf: Cf,
+        key: Vec<u8>,
+    },
+}
+
+/// An owned list of puts and deletes applied atomically, in order (a later op on the same key
+/// wins).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteBatch {
+    ops: Vec<Op>,
+}
+
+impl WriteBatch {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn put(&mut self, cf: Cf, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+        self.ops.push(Op::Put {
+            cf,
+            key: key.into(),
+            value: value.into(),
+        });
+    }
+
+    pub fn delete(&mut self, cf: Cf, key: impl Into<Vec<u8>>) {
+        self.ops.push(Op::Delete {
+            cf,
+            key: key.into(),
+        });
+    }
+
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    pub fn ops(&self) -> &[Op] {
+        &self.ops
+    }
+
+    pub fn into_ops(self) -> Vec<Op> {
+        self.ops
+    }
+}
+
+/// A key and its value, both owned.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
+/// Engine failures. Always the store's fault (disk, engine, or a bug), never the peer's.
+#[derive(Debug, Error)]
+pub enum EngineError {
+    /// The engine reported an error (IO, corruption, a failed fsync, ...).
+    #[error("engine failure: {0}")]
+    Backend(String),
+    /// The engine refused to open its data directory.
+    #[error("cannot open {path}: {reason}")]
+    Open { path: String, reason: String },
+    /// A column family the schema needs is missing from an open engine (a bug).
+    #[error("column family {0:?} is not open")]
+    MissingCf(&'static str),
+}
+
+/// A sorted key-value store with column families, atomic batches and an explicit WAL sync.
+///
+/// Implementations are shared between connection threads, hence `Send + Sync`; every method takes
+/// `&self`. Reads see every write that returned before they started.
+pub trait Engine: Send + Sync + 'static {
+    /// The value under `key`, if any.
+    fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError>;
+
+    /// Applies `batch` atomically with the given durability. An empty batch is a no-op.
+    fn write(&self, batch: WriteBatch, durability: Durability) -> Result<(), EngineError>;
+
+    /// Up to `limit` entries with `start <= key` and, when `end` is given, `key < end`, in
+    /// ascending key order. This is the paging primitive.
+    fn scan_range(
+        &self,
+        cf: Cf,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, EngineError>;
+
+    /// Every entry whose key starts with `prefix`, in ascending key order. Callers use it only for
+    /// bounded prefixes (one device's pins), never for a whole column family.
+    fn scan_prefix(&self, cf: Cf, prefix: &[u8]) -> Result<Vec<KeyValue>, EngineError> {
+        let end = prefix_successor(prefix);
+        self.scan_range(cf, prefix, end.as_deref(), usize::MAX)
+    }
+
+    /// Makes every write that returned so far durable (fsyncs the WAL).
+    fn sync_wal(&self) -> Result<(), EngineError>;
+}
+
+/// A shared engine is an engine (tests keep a handle to inspect it; tools may share one).
+impl<E: Engine> Engine for std::sync::Arc<E> {
+    fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
+        (**self).get(cf, key)
+    }
+
+    fn write(&self, batch: WriteBatch, durability: Durability) -> Result<(), EngineError> {
+        (**self).write(batch, durability)
+    }
+
+    fn scan_range(
+        &self,
+        cf: Cf,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, EngineError> {
+        (**self).scan_range(cf, start, end, limit)
+    }
+
+    fn scan_prefix(&self, cf: Cf, prefix: &[u8]) -> Result<Vec<KeyValue>, EngineError> {
+        (**self).scan_prefix(cf, prefix)
+    }
+
+    fn sync_wal(&self) -> Result<(), EngineError> {
+        (**self).sync_wal()
+    }
+}
+
+/// The smallest key greater than every key starting with `prefix`, or `None` when no such key
+/// exists (the prefix is empty or all `0xff`).
+pub fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last != u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_successor_handles_carry_and_saturation() {
+        assert_eq!(prefix_successor(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_successor(&[1, 0xff]), Some(vec![2]));
+        assert_eq!(prefix_successor(&[0xff, 0xff]), None);
+        assert_eq!(prefix_successor(&[]), None);
+    }
+
+    #[test]
+    fn cf_names_are_distinct() {
+        let mut names: Vec<_> = Cf::ALL.iter().map(|cf| cf.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), Cf::ALL.len());
+    }
+}
