@@ -1,10 +1,13 @@
 //! The Portcullis store: a separate process that owns the database and serves domain operations
 //! to the gateway over a private Unix socket (DESIGN.md §4).
 //!
-//! So far: `engine`, the key-value boundary (the [`engine::Engine`] trait, RocksDB and an
-//! in-memory engine for tests, and the conformance suite run against both).
+//! Layers, bottom up: `engine` (the key-value boundary: the [`engine::Engine`] trait, RocksDB and
+//! an in-memory engine for tests) and `schema` (the [`Store`]: key layouts, record formats,
+//! validation and durability classes for every `portcullis_protocol::store::Request`).
 
 pub mod engine;
+pub mod schema;
 
 pub use engine::rocks::RocksEngine;
 pub use engine::{Cf, Durability, Engine, EngineError, WriteBatch};
+pub use schema::{SchemaError, Store};

@@ -1,0 +1,125 @@
+//! Key layouts of every column family. Keys are built so that the scans the store needs are
+//! prefix or range scans: device ids are big-endian (numeric order is key order), and a device's
+//! pins and properties all start with its id.
+//!
+//! | family        | key                                                   |
+//! |---------------|-------------------------------------------------------|
+//! | `meta`        | ASCII name (`format_version`, `next_device_id`)       |
+//! | `devices`     | id (u64 BE)                                           |
+//! | `token_index` | SHA-256 of the token (32 bytes)                       |
+//! | `pins`        | id (u64 BE) · kind (`a`/`d`/`v`) · pin (u8)            |
+//! | `properties`  | id (u64 BE) · kind · pin · property name (UTF-8)      |
+
+use portcullis_protocol::body::{PinAddr, PinKind};
+use portcullis_protocol::store::DeviceId;
+
+/// Meta key of the data format version (u32 BE).
+pub(crate) const FORMAT_VERSION: &[u8] = b"format_version";
+/// Meta key of the next device id to hand out (u64 BE). Absent means 1.
+pub(crate) const NEXT_DEVICE_ID: &[u8] = b"next_device_id";
+
+const ID_LEN: usize = 8;
+const PIN_KEY_LEN: usize = ID_LEN + 2;
+
+pub(crate) fn device(id: DeviceId) -> [u8; ID_LEN] {
+    id.to_be_bytes()
+}
+
+pub(crate) fn parse_device(key: &[u8]) -> Option<DeviceId> {
+    key.try_into().ok().map(u64::from_be_bytes)
+}
+
+fn kind_byte(kind: PinKind) -> u8 {
+    match kind {
+        PinKind::Analog => b'a',
+        PinKind::Digital => b'd',
+        PinKind::Virtual => b'v',
+    }
+}
+
+fn kind_from_byte(b: u8) -> Option<PinKind> {
+    match b {
+        b'a' => Some(PinKind::Analog),
+        b'd' => Some(PinKind::Digital),
+        b'v' => Some(PinKind::Virtual),
+        _ => None,
+    }
+}
+
+pub(crate) fn pin(id: DeviceId, pin: PinAddr) -> [u8; PIN_KEY_LEN] {
+    let mut key = [0; PIN_KEY_LEN];
+    key[..ID_LEN].copy_from_slice(&id.to_be_bytes());
+    key[ID_LEN] = kind_byte(pin.kind);
+    key[ID_LEN + 1] = pin.pin;
+    key
+}
+
+/// The pin of a `pins` key (the device part is not checked: the caller scanned its prefix).
+pub(crate) fn parse_pin(key: &[u8]) -> Option<PinAddr> {
+    match key {
+        [_, _, _, _, _, _, _, _, kind, pin] => Some(PinAddr::new(kind_from_byte(*kind)?, *pin)),
+        _ => None,
+    }
+}
+
+pub(crate) fn property(id: DeviceId, pin_addr: PinAddr, name: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(PIN_KEY_LEN + name.len());
+    key.extend_from_slice(&pin(id, pin_addr));
+    key.extend_from_slice(name.as_bytes());
+    key
+}
+
+/// The pin and property name of a `properties` key.
+pub(crate) fn parse_property(key: &[u8]) -> Option<(PinAddr, &str)> {
+    let (head, name) = key.split_at_checked(PIN_KEY_LEN)?;
+    Some((parse_pin(head)?, std::str::from_utf8(name).ok()?))
+}
+
+/// Lower-case hex, for naming keys in error messages.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_keys_sort_numerically() {
+        let mut ids = [300u64, 2, 1 << 40, 255, 256, 0, u64::MAX];
+        let mut keys: Vec<_> = ids.iter().map(|&id| device(id)).collect();
+        keys.sort_unstable();
+        ids.sort_unstable();
+        assert_eq!(
+            keys.iter()
+                .map(|k| parse_device(k).expect("8 bytes"))
+                .collect::<Vec<_>>(),
+            ids
+        );
+        assert_eq!(parse_device(&[1, 2, 3]), None);
+    }
+
+    #[test]
+    fn pin_and_property_keys_round_trip_under_the_device_prefix() {
+        for kind in [PinKind::Analog, PinKind::Digital, PinKind::Virtual] {
+            for p in [0u8, 7, 255] {
+                let addr = PinAddr::new(kind, p);
+                let k = pin(42, addr);
+                assert!(k.starts_with(&device(42)));
+                assert_eq!(parse_pin(&k), Some(addr));
+                let pk = property(42, addr, "label");
+                assert!(pk.starts_with(&k));
+                assert_eq!(parse_property(&pk), Some((addr, "label")));
+            }
+        }
+        assert_eq!(parse_pin(&[0; 9]), None);
+        assert_eq!(parse_pin(&[0, 0, 0, 0, 0, 0, 0, 1, b'x', 1]), None);
+        assert_eq!(parse_property(&[0; 5]), None);
+    }
+
+    #[test]
+    fn one_device_prefix_never_covers_another() {
+        // Device 1's prefix must not match device 256's keys (fixed-width ids guarantee it).
+        assert!(!pin(256, PinAddr::new(PinKind::Virtual, 1)).starts_with(&device(1)));
+    }
+}

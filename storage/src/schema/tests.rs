@@ -1,0 +1,697 @@
+//! Behaviour of every store request, on the in-memory engine (which records durability classes)
+//! and, for the persistence and format-version rules, on RocksDB.
+
+use super::*;
+use crate::engine::memory::MemoryEngine;
+use crate::engine::rocks::RocksEngine;
+use portcullis_protocol::body::PinKind;
+use portcullis_protocol::store::{ReplyEnvelope, encode_frame};
+use std::sync::Arc;
+
+fn store() -> (Store<Arc<MemoryEngine>>, Arc<MemoryEngine>) {
+    let engine = Arc::new(MemoryEngine::new());
+    (Store::open(Arc::clone(&engine)).expect("open"), engine)
+}
+
+fn hash(n: u8) -> TokenHash {
+    [n; 32]
+}
+
+fn create(s: &Store<impl Engine>, name: &str, token: u8) -> DeviceRecord {
+    let req = Request::CreateDevice {
+        org: "acme".into(),
+        template: "TMPL1".into(),
+        name: name.into(),
+        token_hash: hash(token),
+    };
+    match s.handle(req) {
+        Ok(Response::Device(d)) => d,
+        other => panic!("create {name}: {other:?}"),
+    }
+}
+
+fn get(s: &Store<impl Engine>, id: DeviceId) -> DeviceRecord {
+    match s.handle(Request::GetDevice { device: id }) {
+        Ok(Response::Device(d)) => d,
+        other => panic!("get {id}: {other:?}"),
+    }
+}
+
+fn v(pin: u8) -> PinAddr {
+    PinAddr::new(PinKind::Virtual, pin)
+}
+
+fn pw(device: DeviceId, pin: PinAddr, value: &str, at_ms: u64) -> PinWrite {
+    PinWrite {
+        device,
+        pin,
+        value: value.as_bytes().to_vec(),
+        at_ms,
+    }
+}
+
+fn read_pins(
+    s: &Store<impl Engine>,
+    device: DeviceId,
+    pins: Option<Vec<PinAddr>>,
+) -> Vec<(PinAddr, String, u64)> {
+    match s.handle(Request::ReadPins { device, pins }) {
+        Ok(Response::Pins(p)) => p
+            .into_iter()
+            .map(|p| {
+                (
+                    p.pin,
+                    String::from_utf8_lossy(&p.value).into_owned(),
+                    p.at_ms,
+                )
+            })
+            .collect(),
+        other => panic!("read pins: {other:?}"),
+    }
+}
+
+fn invalid(result: Result<Response, StoreError>) -> String {
+    match result {
+        Err(StoreError::Invalid(msg)) => msg,
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+}
+
+#[test]
+fn ping_pongs() {
+    assert_eq!(store().0.handle(Request::Ping), Ok(Response::Pong));
+}
+
+#[test]
+fn devices_get_consecutive_ids_and_authenticate_by_hash() {
+    let (s, _) = store();
+    let a = create(&s, "kitchen", 1);
+    let b = create(&s, "garage", 2);
+    assert_eq!((a.id, b.id), (1, 2));
+    assert_eq!(
+        (
+            a.org.as_str(),
+            a.template.as_str(),
+            a.name.as_str(),
+            a.sessions
+        ),
+        ("acme", "TMPL1", "kitchen", 0)
+    );
+    assert!(a.created_ms > 0 && !a.online() && a.last_seen_ms.is_none());
+    assert_eq!(get(&s, 2), b);
+    let auth = s.handle(Request::Authenticate {
+        token_hash: hash(2),
+    });
+    assert_eq!(
+        auth,
+        Ok(Response::Authenticated(Some(DeviceAuth {
+            device: 2,
+            org: "acme".into(),
+            template: "TMPL1".into()
+        })))
+    );
+    assert_eq!(
+        s.handle(Request::Authenticate {
+            token_hash: hash(9)
+        }),
+        Ok(Response::Authenticated(None))
+    );
+    assert!(matches!(
+        s.handle(Request::GetDevice { device: 3 }),
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+#[test]
+fn a_reused_token_hash_is_refused_and_consumes_no_id() {
+    let (s, _) = store();
+    create(&s, "first", 1);
+    let req = Request::CreateDevice {
+        org: "o".into(),
+        template: "t".into(),
+        name: "dup".into(),
+        token_hash: hash(1),
+    };
+    assert!(invalid(s.handle(req)).contains("token hash"));
+    assert_eq!(create(&s, "second", 2).id, 2);
+}
+
+#[test]
+fn names_are_validated() {
+    let (s, _) = store();
+    let try_create = |org: &str, template: &str, name: &str| {
+        s.handle(Request::CreateDevice {
+            org: org.into(),
+            template: template.into(),
+            name: name.into(),
+            token_hash: hash(7),
+        })
+    };
+    assert!(invalid(try_create("o", "t", "")).contains("device name must not be empty"));
+    assert!(invalid(try_create("o", "t", "  \t")).contains("blank"));
+    assert!(invalid(try_create("", "t", "n")).contains("org"));
+    assert!(invalid(try_create("o", "", "n")).contains("template"));
+    assert!(
+        invalid(try_create("o", "t", &"x".repeat(129)))
+            .contains("129 bytes long; the limit is 128")
+    );
+    assert!(invalid(try_create("o", "t", "bell\x07")).contains("control character at byte 4"));
+    assert!(invalid(try_create("o\n", "t", "n")).contains("org contains a control character"));
+    assert_eq!(
+        s.engine().get(Cf::Meta, keys::NEXT_DEVICE_ID).expect("get"),
+        None,
+        "refusals write nothing"
+    );
+    assert!(matches!(
+        try_create("o", "t", &"x".repeat(128)),
+        Ok(Response::Device(_))
+    ));
+    assert!(
+        matches!(
+            try_create("Zürich", "t", "Küche 🌡"),
+            Err(StoreError::Invalid(_))
+        ),
+        "same token again"
+    );
+    let ok = s.handle(Request::CreateDevice {
+        org: "Zürich".into(),
+        template: "t".into(),
+        name: "Küche 🌡".into(),
+        token_hash: hash(8),
+    });
+    assert!(
+        matches!(ok, Ok(Response::Device(_))),
+        "unicode names are printable: {ok:?}"
+    );
+}
+
+#[test]
+fn listing_pages_by_id() {
+    let (s, _) = store();
+    for i in 1..=5 {
+        create(&s, &format!("d{i}"), i);
+    }
+    let list = |after, limit| match s.handle(Request::ListDevices { after, limit }) {
+        Ok(Response::Devices(d)) => d.into_iter().map(|d| d.id).collect::<Vec<_>>(),
+        other => panic!("list: {other:?}"),
+    };
+    assert_eq!(list(None, 2), vec![1, 2]);
+    assert_eq!(list(Some(2), 2), vec![3, 4]);
+    assert_eq!(list(Some(4), 2), vec![5]);
+    assert_eq!(list(Some(5), 2), Vec::<u64>::new());
+    assert_eq!(list(None, 0), Vec::<u64>::new());
+    assert_eq!(list(Some(u64::MAX), 10), Vec::<u64>::new());
+    assert_eq!(list(Some(0), 100), vec![1, 2, 3, 4, 5]);
+}
+
+#[test]
+fn listing_caps_the_page_and_always_fits_a_frame() {
+    let (s, _) = store();
+    let long = "n".repeat(MAX_NAME_LEN);
+    for i in 0..(MAX_LIST_PAGE + 5) {
+        let mut token = [0u8; 32];
+        token[..4].copy_from_slice(&i.to_be_bytes());
+        let req = Request::CreateDevice {
+            org: long.clone(),
+            template: long.clone(),
+            name: long.clone(),
+            token_hash: token,
+        };
+        assert!(matches!(s.handle(req), Ok(Response::Device(_))));
+    }
+    let Ok(Response::Devices(page)) = s.handle(Request::ListDevices {
+        after: None,
+        limit: u32::MAX,
+    }) else {
+        panic!("list failed")
+    };
+    assert!(
+        !page.is_empty() && page.len() < MAX_LIST_PAGE as usize,
+        "byte budget cuts the page: {}",
+        page.len()
+    );
+    let mut frame = Vec::new();
+    encode_frame(
+        &ReplyEnvelope {
+            id: 1,
+            result: Ok(Response::Devices(page)),
+        },
+        &mut frame,
+    )
+    .expect("the page fits one frame");
+
+    let (small, _) = store();
+    for i in 0..(MAX_LIST_PAGE + 5) {
+        let mut token = [0u8; 32];
+        token[..4].copy_from_slice(&i.to_be_bytes());
+        let req = Request::CreateDevice {
+            org: "o".into(),
+            template: "t".into(),
+            name: "n".into(),
+            token_hash: token,
+        };
+        assert!(matches!(small.handle(req), Ok(Response::Device(_))));
+    }
+    let Ok(Response::Devices(page)) = small.handle(Request::ListDevices {
+        after: None,
+        limit: u32::MAX,
+    }) else {
+        panic!("list failed")
+    };
+    assert_eq!(page.len(), MAX_LIST_PAGE as usize, "limit is capped");
+}
+
+#[test]
+fn pins_write_read_and_overwrite() {
+    let (s, _) = store();
+    let a = create(&s, "a", 1).id;
+    let b = create(&s, "b", 2).id;
+    let d13 = PinAddr::new(PinKind::Digital, 13);
+    let a0 = PinAddr::new(PinKind::Analog, 0);
+    let writes = vec![
+        pw(a, v(5), "1", 10),
+        pw(a, d13, "on", 11),
+        pw(b, v(5), "other", 12),
+        pw(a, v(5), "2", 13),
+        pw(a, a0, "1\03", 14),
+    ];
+    assert_eq!(s.handle(Request::WritePins { writes }), Ok(Response::Done));
+    let all = read_pins(&s, a, None);
+    assert_eq!(
+        all,
+        vec![
+            (a0, "1\03".into(), 14),
+            (d13, "on".into(), 11),
+            (v(5), "2".into(), 13)
+        ],
+        "last write wins, key order"
+    );
+    assert_eq!(read_pins(&s, b, None), vec![(v(5), "other".into(), 12)]);
+    let some = read_pins(&s, a, Some(vec![v(5), v(6), d13, v(5)]));
+    assert_eq!(
+        some,
+        vec![(v(5), "2".into(), 13), (d13, "on".into(), 11)],
+        "asked order, no missing, no duplicates"
+    );
+    assert!(read_pins(&s, a, Some(vec![])).is_empty());
+    assert!(matches!(
+        s.handle(Request::ReadPins {
+            device: 99,
+            pins: None
+        }),
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+#[test]
+fn a_pin_batch_naming_an_unknown_device_has_no_effect() {
+    let (s, engine) = store();
+    let a = create(&s, "a", 1).id;
+    let writes = vec![pw(a, v(1), "kept?", 1), pw(42, v(1), "x", 1)];
+    assert!(
+        matches!(s.handle(Request::WritePins { writes }), Err(StoreError::NotFound(m)) if m.contains("42"))
+    );
+    assert!(read_pins(&s, a, None).is_empty());
+    let big = PinWrite {
+        device: a,
+        pin: v(1),
+        value: vec![b'x'; MAX_VALUE_LEN + 1],
+        at_ms: 1,
+    };
+    assert!(
+        invalid(s.handle(Request::WritePins {
+            writes: vec![pw(a, v(2), "ok", 1), big]
+        }))
+        .contains("limit")
+    );
+    assert!(read_pins(&s, a, None).is_empty());
+    let before = engine.write_log().len();
+    assert_eq!(
+        s.handle(Request::WritePins { writes: vec![] }),
+        Ok(Response::Done)
+    );
+    assert_eq!(
+        engine.write_log().len(),
+        before,
+        "an empty batch writes nothing"
+    );
+}
+
+#[test]
+fn each_request_uses_its_durability_class() {
+    let (s, engine) = store();
+    let id = create(&s, "a", 1).id;
+    let mut log = engine.write_log();
+    assert_eq!(
+        log.drain(..).collect::<Vec<_>>(),
+        vec![Durability::Sync, Durability::Sync],
+        "format stamp, device"
+    );
+    let class_of = |req: Request| {
+        let before = engine.write_log().len();
+        assert!(s.handle(req.clone()).is_ok(), "{req:?}");
+        engine.write_log()[before..].to_vec()
+    };
+    let writes = (0..50).map(|p| pw(id, v(p), "1", 1)).collect();
+    assert_eq!(
+        class_of(Request::WritePins { writes }),
+        vec![Durability::Buffered],
+        "one batch per request"
+    );
+    let online = Request::SetPresence {
+        device: id,
+        presence: Presence::Online {
+            addr: "1.2.3.4:5".into(),
+        },
+        at_ms: 1,
+    };
+    assert_eq!(class_of(online), vec![Durability::Sync]);
+    let info = Request::SetInfo {
+        device: id,
+        info: DeviceInfo::default(),
+        at_ms: 2,
+    };
+    assert_eq!(class_of(info), vec![Durability::Sync]);
+    let prop = Request::WriteProperty {
+        device: id,
+        pin: v(1),
+        property: "label".into(),
+        value: b"x".to_vec(),
+        at_ms: 3,
+    };
+    assert_eq!(class_of(prop), vec![Durability::Sync]);
+    let syncs = engine.sync_count();
+    assert!(s.handle(Request::ResetPresence).is_ok());
+    assert_eq!(engine.sync_count(), syncs + 1, "reset ends with a WAL sync");
+    assert!(
+        class_of(Request::GetDevice { device: id }).is_empty(),
+        "reads write nothing"
+    );
+}
+
+#[test]
+fn presence_counts_sessions_and_reset_clears_them() {
+    let (s, _) = store();
+    let a = create(&s, "a", 1).id;
+    let b = create(&s, "b", 2).id;
+    let online = |d, addr: &str, at| {
+        s.handle(Request::SetPresence {
+            device: d,
+            presence: Presence::Online { addr: addr.into() },
+            at_ms: at,
+        })
+    };
+    let offline = |d, at| {
+        s.handle(Request::SetPresence {
+            device: d,
+            presence: Presence::Offline,
+            at_ms: at,
+        })
+    };
+    assert_eq!(online(a, "10.0.0.1:1000", 100), Ok(Response::Done));
+    assert_eq!(online(a, "10.0.0.2:2000", 200), Ok(Response::Done));
+    let d = get(&s, a);
+    assert_eq!(
+        (d.sessions, d.last_seen_ms, d.last_addr.as_deref()),
+        (2, Some(200), Some("10.0.0.2:2000"))
+    );
+    assert!(d.online());
+    assert_eq!(offline(a, 300), Ok(Response::Done));
+    let d = get(&s, a);
+    assert_eq!(
+        (d.sessions, d.last_seen_ms, d.last_addr.as_deref()),
+        (1, Some(300), Some("10.0.0.2:2000"))
+    );
+    for at in 0..3 {
+        assert_eq!(offline(a, 400 + at), Ok(Response::Done));
+    }
+    assert_eq!(get(&s, a).sessions, 0, "offline saturates at zero");
+    online(a, "x", 500).expect("online");
+    online(b, "y", 500).expect("online");
+    online(b, "y", 501).expect("online");
+    assert_eq!(s.handle(Request::ResetPresence), Ok(Response::Done));
+    assert_eq!((get(&s, a).sessions, get(&s, b).sessions), (0, 0));
+    assert_eq!(get(&s, b).last_seen_ms, Some(501), "reset keeps last_seen");
+    assert!(matches!(online(77, "z", 1), Err(StoreError::NotFound(_))));
+    assert!(invalid(online(a, &"1".repeat(MAX_ADDR_LEN + 1), 1)).contains("address"));
+}
+
+#[test]
+fn reset_presence_covers_more_than_one_chunk() {
+    let (s, _) = store();
+    let n = RESET_CHUNK as u64 * 2 + 3;
+    for i in 0..n {
+        let mut token = [0u8; 32];
+        token[..8].copy_from_slice(&i.to_be_bytes());
+        let req = Request::CreateDevice {
+            org: "o".into(),
+            template: "t".into(),
+            name: "n".into(),
+            token_hash: token,
+        };
+        let Ok(Response::Device(d)) = s.handle(req) else {
+            panic!("create")
+        };
+        let req = Request::SetPresence {
+            device: d.id,
+            presence: Presence::Online { addr: "a".into() },
+            at_ms: 1,
+        };
+        s.handle(req).expect("online");
+    }
+    s.handle(Request::ResetPresence).expect("reset");
+    let Ok(Response::Devices(all)) = s.handle(Request::ListDevices {
+        after: None,
+        limit: MAX_LIST_PAGE,
+    }) else {
+        panic!("list")
+    };
+    assert_eq!(all.len() as u64, n);
+    assert!(all.iter().all(|d| d.sessions == 0));
+}
+
+#[test]
+fn concurrent_presence_updates_are_not_lost() {
+    let (s, _) = store();
+    let id = create(&s, "busy", 1).id;
+    std::thread::scope(|scope| {
+        for t in 0..8 {
+            let s = &s;
+            scope.spawn(move || {
+                for i in 0..50 {
+                    let req = Request::SetPresence {
+                        device: id,
+                        presence: Presence::Online {
+                            addr: format!("{t}:{i}"),
+                        },
+                        at_ms: i,
+                    };
+                    assert_eq!(s.handle(req), Ok(Response::Done));
+                }
+            });
+        }
+    });
+    assert_eq!(get(&s, id).sessions, 400);
+}
+
+#[test]
+fn info_is_recorded_and_validated() {
+    let (s, _) = store();
+    let id = create(&s, "a", 1).id;
+    let info = DeviceInfo {
+        heartbeat_secs: Some(45),
+        buff_in: Some(1024),
+        firmware: Some("1.2".into()),
+        ..DeviceInfo::default()
+    };
+    assert_eq!(
+        s.handle(Request::SetInfo {
+            device: id,
+            info: info.clone(),
+            at_ms: 9
+        }),
+        Ok(Response::Done)
+    );
+    let d = get(&s, id);
+    assert_eq!((d.info, d.last_seen_ms), (Some(info), Some(9)));
+    let long = DeviceInfo {
+        device_type: Some("x".repeat(MAX_INFO_STRING_LEN + 1)),
+        ..DeviceInfo::default()
+    };
+    assert!(
+        invalid(s.handle(Request::SetInfo {
+            device: id,
+            info: long,
+            at_ms: 1
+        }))
+        .contains("info device type")
+    );
+    let lossy = DeviceInfo {
+        firmware: Some("\u{fffd}".repeat(MAX_INFO_FIELD_LEN)),
+        ..DeviceInfo::default()
+    };
+    assert_eq!(
+        s.handle(Request::SetInfo {
+            device: id,
+            info: lossy,
+            at_ms: 1
+        }),
+        Ok(Response::Done),
+        "what the parser may produce"
+    );
+}
+
+#[test]
+fn properties_write_read_and_validate() {
+    let (s, _) = store();
+    let a = create(&s, "a", 1).id;
+    let b = create(&s, "b", 2).id;
+    let prop = |device, pin, property: &str, value: &str, at_ms| {
+        s.handle(Request::WriteProperty {
+            device,
+            pin,
+            property: property.into(),
+            value: value.as_bytes().to_vec(),
+            at_ms,
+        })
+    };
+    assert_eq!(prop(a, v(2), "label", "Temp", 1), Ok(Response::Done));
+    assert_eq!(prop(a, v(1), "color", "#ff0000", 2), Ok(Response::Done));
+    assert_eq!(prop(a, v(1), "color", "#00ff00", 3), Ok(Response::Done));
+    assert_eq!(prop(b, v(1), "label", "B", 4), Ok(Response::Done));
+    let Ok(Response::Properties(props)) = s.handle(Request::ReadProperties { device: a }) else {
+        panic!("read")
+    };
+    let got: Vec<_> = props
+        .iter()
+        .map(|p| (p.pin, p.property.as_str(), p.value.as_slice(), p.at_ms))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (v(1), "color", &b"#00ff00"[..], 3),
+            (v(2), "label", &b"Temp"[..], 1)
+        ]
+    );
+    assert!(invalid(prop(a, v(1), "", "x", 1)).contains("property name"));
+    assert!(
+        invalid(prop(
+            a,
+            v(1),
+            &"p".repeat(MAX_PROPERTY_NAME_LEN + 1),
+            "x",
+            1
+        ))
+        .contains("limit is 64")
+    );
+    assert!(matches!(
+        prop(9, v(1), "label", "x", 1),
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        s.handle(Request::ReadProperties { device: 9 }),
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+#[test]
+fn an_engine_failure_is_a_storage_error_with_no_effect() {
+    let (s, engine) = store();
+    engine.set_fail_writes(true);
+    let req = Request::CreateDevice {
+        org: "o".into(),
+        template: "t".into(),
+        name: "n".into(),
+        token_hash: hash(1),
+    };
+    assert!(matches!(s.handle(req), Err(StoreError::Storage(m)) if m.contains("injected")));
+    engine.set_fail_writes(false);
+    assert_eq!(
+        s.handle(Request::Authenticate {
+            token_hash: hash(1)
+        }),
+        Ok(Response::Authenticated(None))
+    );
+    assert_eq!(create(&s, "n", 1).id, 1, "the failed create consumed no id");
+}
+
+#[test]
+fn corrupt_records_are_reported_as_storage_errors() {
+    let (s, engine) = store();
+    let mut batch = WriteBatch::new();
+    batch.put(Cf::Devices, keys::device(5), vec![0xff; 3]);
+    batch.put(Cf::TokenIndex, hash(3), keys::device(6));
+    engine
+        .write(batch, Durability::Sync)
+        .expect("plant garbage");
+    let err = s.handle(Request::GetDevice { device: 5 });
+    assert!(
+        matches!(&err, Err(StoreError::Storage(m)) if m.contains("corrupt device record")),
+        "{err:?}"
+    );
+    let err = s.handle(Request::Authenticate {
+        token_hash: hash(3),
+    });
+    assert!(
+        matches!(&err, Err(StoreError::Storage(m)) if m.contains("missing device 6")),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn format_version_is_stamped_and_checked() {
+    let engine = Arc::new(MemoryEngine::new());
+    drop(Store::open(Arc::clone(&engine)).expect("fresh"));
+    assert_eq!(
+        engine.get(Cf::Meta, keys::FORMAT_VERSION).expect("get"),
+        Some(1u32.to_be_bytes().to_vec())
+    );
+    drop(Store::open(Arc::clone(&engine)).expect("same version reopens"));
+
+    let mut batch = WriteBatch::new();
+    batch.put(Cf::Meta, keys::FORMAT_VERSION, 2u32.to_be_bytes());
+    engine.write(batch, Durability::Sync).expect("write");
+    let err = Store::open(Arc::clone(&engine)).err().expect("refused");
+    assert_eq!(
+        err.to_string(),
+        "the data directory has format version 2; this build reads only version 1"
+    );
+
+    let unversioned = Arc::new(MemoryEngine::new());
+    let mut batch = WriteBatch::new();
+    batch.put(Cf::Devices, keys::device(1), b"old".to_vec());
+    unversioned.write(batch, Durability::Sync).expect("write");
+    let err = Store::open(unversioned).err().expect("refused");
+    assert!(
+        err.to_string()
+            .contains("none (but the devices family holds data)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn rocksdb_store_persists_and_refuses_unknown_versions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let s = Store::open(RocksEngine::open(dir.path()).expect("open")).expect("store");
+        create(&s, "kept", 1);
+        s.handle(Request::WritePins {
+            writes: vec![pw(1, v(3), "7", 5)],
+        })
+        .expect("pins");
+        s.sync().expect("sync");
+    }
+    {
+        let s = Store::open(RocksEngine::open(dir.path()).expect("reopen")).expect("store");
+        assert_eq!(get(&s, 1).name, "kept");
+        assert_eq!(read_pins(&s, 1, None), vec![(v(3), "7".into(), 5)]);
+        assert_eq!(create(&s, "next", 2).id, 2, "the id counter persisted");
+        let mut batch = WriteBatch::new();
+        batch.put(Cf::Meta, keys::FORMAT_VERSION, 99u32.to_be_bytes());
+        s.engine().write(batch, Durability::Sync).expect("write");
+    }
+    let err = Store::open(RocksEngine::open(dir.path()).expect("reopen"))
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("format version 99"), "{err}");
+}
