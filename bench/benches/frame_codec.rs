@@ -15,9 +15,15 @@ fn stream(frames: usize) -> Vec<u8> {
         let id = (i % 65535 + 1) as u16;
         match i % 10 {
             0 => frame::encode(&mut out, Command::Ping, id, b"").expect("fits"),
-            1 => frame::encode_args(&mut out, Command::Internal, id, &[b"ver", b"1.0.0", b"h-beat", b"45", b"buff-in", b"256"])
+            1 => frame::encode_args(
+                &mut out,
+                Command::Internal,
+                id,
+                &[b"ver", b"1.0.0", b"h-beat", b"45", b"buff-in", b"256"],
+            )
+            .expect("fits"),
+            _ => frame::encode_args(&mut out, Command::Hardware, id, &[b"vw", b"5", b"23.75"])
                 .expect("fits"),
-            _ => frame::encode_args(&mut out, Command::Hardware, id, &[b"vw", b"5", b"23.75"]).expect("fits"),
         }
     }
     out
@@ -38,13 +44,16 @@ fn bench(c: &mut Criterion) {
     let bytes = stream(1000);
     let mut group = c.benchmark_group("frame_codec");
     group.throughput(Throughput::Elements(1000));
-    group.bench_function("decode_1000_frames", |b| b.iter(|| decode_all(black_box(&bytes))));
+    group.bench_function("decode_1000_frames", |b| {
+        b.iter(|| decode_all(black_box(&bytes)))
+    });
     group.bench_function("encode_1000_hardware_writes", |b| {
         let mut out = Vec::with_capacity(16 * 1024);
         b.iter(|| {
             out.clear();
             for i in 0..1000u16 {
-                frame::encode_args(&mut out, Command::Hardware, i + 1, &[b"vw", b"5", b"23.75"]).expect("fits");
+                frame::encode_args(&mut out, Command::Hardware, i + 1, &[b"vw", b"5", b"23.75"])
+                    .expect("fits");
             }
             black_box(out.len())
         })

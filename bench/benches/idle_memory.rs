@@ -23,7 +23,15 @@ use std::time::{Duration, Instant};
 
 fn rss_bytes(pid: i32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: u64 = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    let kb: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
     kb * 1024
 }
 
@@ -41,11 +49,18 @@ fn kernel_tcp_bytes() -> u64 {
 }
 
 fn provision(gw: &Gateway, n: usize) -> Vec<String> {
-    let mut client = StoreClient::connect(&gw.data_dir.join("store.sock"), ClientRole::Admin, Duration::from_secs(10)).unwrap();
+    let mut client = StoreClient::connect(
+        &gw.data_dir.join("store.sock"),
+        ClientRole::Admin,
+        Duration::from_secs(10),
+    )
+    .unwrap();
     let mut tokens = Vec::with_capacity(n);
     for chunk in 0..n.div_ceil(1000) {
         let count = 1000.min(n - chunk * 1000);
-        let batch: Vec<DeviceToken> = (0..count).map(|_| DeviceToken::generate().unwrap()).collect();
+        let batch: Vec<DeviceToken> = (0..count)
+            .map(|_| DeviceToken::generate().unwrap())
+            .collect();
         let requests = batch
             .iter()
             .enumerate()
@@ -67,7 +82,13 @@ fn provision(gw: &Gateway, n: usize) -> Vec<String> {
 fn login_frames(token: &str) -> Vec<u8> {
     let mut out = Vec::new();
     frame::encode(&mut out, Command::HardwareLogin, 1, token.as_bytes()).unwrap();
-    frame::encode_args(&mut out, Command::Internal, 2, &[b"ver", b"1.0.0", b"h-beat", b"600", b"buff-in", b"1024"]).unwrap();
+    frame::encode_args(
+        &mut out,
+        Command::Internal,
+        2,
+        &[b"ver", b"1.0.0", b"h-beat", b"600", b"buff-in", b"1024"],
+    )
+    .unwrap();
     out
 }
 
@@ -75,10 +96,20 @@ fn login_frames(token: &str) -> Vec<u8> {
 fn read_replies(stream: &mut impl Read) {
     let mut got = [0u8; 10];
     stream.read_exact(&mut got).unwrap();
-    assert_eq!(&got, &[0, 0, 1, 0, 200, 0, 0, 2, 0, 200], "login or info refused");
+    assert_eq!(
+        &got,
+        &[0, 0, 1, 0, 200, 0, 0, 2, 0, 200],
+        "login or info refused"
+    );
 }
 
-fn measure(label: &str, gw: &Gateway, n: usize, open: impl Fn(&str) -> Box<dyn Send>, tokens: &[String]) {
+fn measure(
+    label: &str,
+    gw: &Gateway,
+    n: usize,
+    open: impl Fn(&str) -> Box<dyn Send>,
+    tokens: &[String],
+) {
     std::thread::sleep(Duration::from_millis(500));
     let (rss0, kern0) = (rss_bytes(gw.pid()), kernel_tcp_bytes());
     let start = Instant::now();
@@ -107,7 +138,10 @@ fn measure(label: &str, gw: &Gateway, n: usize, open: impl Fn(&str) -> Box<dyn S
 
 fn main() {
     // `cargo bench` passes --bench; nothing else to parse.
-    let n: usize = std::env::var("IDLE_CONNECTIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    let n: usize = std::env::var("IDLE_CONNECTIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
     let gw = Gateway::start("[server]\nshards = 2\n[limits]\nlogin_timeout_ms = 60000\n");
     let tokens = provision(&gw, n);
     let port = gw.plain_port;
@@ -124,7 +158,10 @@ fn main() {
         &tokens,
     );
     std::thread::sleep(Duration::from_secs(2));
-    let config = client_config(&gw.data_dir.join("tls").join("ca.pem"), &rustls::version::TLS13);
+    let config = client_config(
+        &gw.data_dir.join("tls").join("ca.pem"),
+        &rustls::version::TLS13,
+    );
     let tls_port = gw.tls_port;
     measure(
         "tls13",
@@ -132,7 +169,11 @@ fn main() {
         n,
         |token| {
             let tcp = TcpStream::connect(("127.0.0.1", tls_port)).unwrap();
-            let conn = rustls::ClientConnection::new(config.clone(), ServerName::try_from("localhost").unwrap()).unwrap();
+            let conn = rustls::ClientConnection::new(
+                config.clone(),
+                ServerName::try_from("localhost").unwrap(),
+            )
+            .unwrap();
             let mut s = rustls::StreamOwned::new(conn, tcp);
             s.write_all(&login_frames(token)).unwrap();
             read_replies(&mut s);

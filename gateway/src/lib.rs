@@ -5,9 +5,9 @@
 pub mod admin;
 pub mod config;
 pub mod reactor;
+pub mod serve;
 pub mod session;
 pub mod store_client;
 pub mod supervisor;
 pub mod tls;
 pub mod token;
-pub mod serve;

@@ -59,7 +59,12 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     let socket = config.store_socket_path();
     let supervisor = if config.store_is_child() {
         let binary = locate_store_binary(config.store.binary.as_deref())?;
-        Some(StoreSupervisor::start(&binary, &config.data_dir, &socket, config.store.sync_interval_ms)?)
+        Some(StoreSupervisor::start(
+            &binary,
+            &config.data_dir,
+            &socket,
+            config.store.sync_interval_ms,
+        )?)
     } else {
         None
     };
@@ -71,9 +76,22 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     let shards = config.effective_shards();
     let backlog = config.server.listen_backlog as i32;
     let bind = config.server.bind_address;
-    let tls_ports = listener::bind_port("TLS", bind, config.server.tls_port, config.server.tls_fallback_port, shards, backlog)?;
-    let plain_ports =
-        listener::bind_port("plain", bind, config.server.plain_port, config.server.plain_fallback_port, shards, backlog)?;
+    let tls_ports = listener::bind_port(
+        "TLS",
+        bind,
+        config.server.tls_port,
+        config.server.tls_fallback_port,
+        shards,
+        backlog,
+    )?;
+    let plain_ports = listener::bind_port(
+        "plain",
+        bind,
+        config.server.plain_port,
+        config.server.plain_fallback_port,
+        shards,
+        backlog,
+    )?;
     listener::write_ports_file(data_dir, tls_ports.port, plain_ports.port)?;
     tracing::info!(tls_port = tls_ports.port, plain_port = plain_ports.port, shards, %bind, "listening");
 
@@ -87,7 +105,10 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     })?;
 
     if let Some(signal) = signals.forever().next() {
-        tracing::info!(signal, "shutting down: closing listeners and connections, flushing writes");
+        tracing::info!(
+            signal,
+            "shutting down: closing listeners and connections, flushing writes"
+        );
     }
     reactor.request_shutdown();
     let logins = reactor.total(|s| &s.logins_ok);
@@ -97,7 +118,12 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     if let Some(supervisor) = supervisor {
         supervisor.stop();
     }
-    tracing::info!(logins, pins_stored = pins, telemetry_dropped = dropped, "stopped");
+    tracing::info!(
+        logins,
+        pins_stored = pins,
+        telemetry_dropped = dropped,
+        "stopped"
+    );
     joined.context("a shard failed")
 }
 
@@ -116,8 +142,15 @@ fn raise_descriptor_limit() {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     match getrlimit(Resource::RLIMIT_NOFILE) {
         Ok((soft, hard)) => {
-            let limit = if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() { hard } else { soft };
-            tracing::info!(limit, "file descriptor limit (one per connection; see tuning/README.md to raise it)");
+            let limit = if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+                hard
+            } else {
+                soft
+            };
+            tracing::info!(
+                limit,
+                "file descriptor limit (one per connection; see tuning/README.md to raise it)"
+            );
         }
         Err(e) => tracing::warn!(error = %e, "cannot read the file descriptor limit"),
     }

@@ -92,8 +92,14 @@ impl PinAddr {
     /// Parses a name such as `V5`, `v5`, `d13` (used by the admin CLI and the HTTP API).
     pub fn parse_name(name: &str) -> Result<Self, BodyError> {
         let bytes = name.as_bytes();
-        let kind = bytes.first().and_then(|&b| PinKind::from_letter(b)).ok_or_else(|| BodyError::BadPin(name.into()))?;
-        Ok(Self { kind, pin: parse_pin(&bytes[1..])? })
+        let kind = bytes
+            .first()
+            .and_then(|&b| PinKind::from_letter(b))
+            .ok_or_else(|| BodyError::BadPin(name.into()))?;
+        Ok(Self {
+            kind,
+            pin: parse_pin(&bytes[1..])?,
+        })
     }
 }
 
@@ -136,15 +142,22 @@ pub fn parse_hardware(body: &[u8]) -> Result<Hardware<'_>, BodyError> {
         _ => None,
     };
     let (Some(kind), Some(action)) = (kind, op.get(1).map(u8::to_ascii_lowercase)) else {
-        return Err(BodyError::UnknownOperation(String::from_utf8_lossy(op).into_owned()));
+        return Err(BodyError::UnknownOperation(
+            String::from_utf8_lossy(op).into_owned(),
+        ));
     };
     let rest = rest.ok_or(BodyError::Missing("pin"))?;
     let (pin_bytes, value) = split_first(rest);
     let pin = PinAddr::new(kind, parse_pin(pin_bytes)?);
     match action {
-        b'w' => Ok(Hardware::Write { pin, value: value.ok_or(BodyError::MissingValue)? }),
+        b'w' => Ok(Hardware::Write {
+            pin,
+            value: value.ok_or(BodyError::MissingValue)?,
+        }),
         b'r' => Ok(Hardware::Read { pin }),
-        _ => Err(BodyError::UnknownOperation(String::from_utf8_lossy(op).into_owned())),
+        _ => Err(BodyError::UnknownOperation(
+            String::from_utf8_lossy(op).into_owned(),
+        )),
     }
 }
 
@@ -172,7 +185,11 @@ pub fn parse_sync(body: &[u8]) -> Result<SyncRequest, BodyError> {
         _ => None,
     }
     .ok_or_else(|| BodyError::UnknownOperation(String::from_utf8_lossy(op).into_owned()))?;
-    let pins = args.filter(|a| !a.is_empty()).take(MAX_SYNC_PINS).map(parse_pin).collect::<Result<Vec<_>, _>>()?;
+    let pins = args
+        .filter(|a| !a.is_empty())
+        .take(MAX_SYNC_PINS)
+        .map(parse_pin)
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(SyncRequest::Pins { kind, pins })
 }
 
@@ -198,7 +215,11 @@ pub fn parse_property(body: &[u8]) -> Result<PropertyUpdate<'_>, BodyError> {
     if property.is_empty() {
         return Err(BodyError::Missing("property"));
     }
-    Ok(PropertyUpdate { pin, property, value: value.ok_or(BodyError::MissingValue)? })
+    Ok(PropertyUpdate {
+        pin,
+        property,
+        value: value.ok_or(BodyError::MissingValue)?,
+    })
 }
 
 /// What the INTERNAL info message (`ver`/`blynk`, `h-beat`, `buff-in`, ...) tells about a device.
@@ -231,8 +252,10 @@ pub enum Internal {
 pub fn parse_internal(body: &[u8]) -> Internal {
     let mut args = split_args(body);
     let first = args.next().unwrap_or_default();
-    const INFO_KEYS: &[&[u8]] =
-        &[b"ver", b"blynk", b"h-beat", b"buff-in", b"dev", b"cpu", b"con", b"fw", b"fw-type", b"mcu", b"ncp", b"build", b"tmpl"];
+    const INFO_KEYS: &[&[u8]] = &[
+        b"ver", b"blynk", b"h-beat", b"buff-in", b"dev", b"cpu", b"con", b"fw", b"fw-type", b"mcu",
+        b"ncp", b"build", b"tmpl",
+    ];
     if !INFO_KEYS.contains(&first) {
         return Internal::Other(lossy_capped(first));
     }
@@ -270,7 +293,10 @@ mod tests {
     #[test]
     fn splits_arguments() {
         assert_eq!(split_args(b"").count(), 0);
-        assert_eq!(split_args(b"vw\x005\x0042").collect::<Vec<_>>(), vec![&b"vw"[..], b"5", b"42"]);
+        assert_eq!(
+            split_args(b"vw\x005\x0042").collect::<Vec<_>>(),
+            vec![&b"vw"[..], b"5", b"42"]
+        );
         assert_eq!(split_args(b"a\0").collect::<Vec<_>>(), vec![&b"a"[..], b""]);
     }
 
@@ -278,31 +304,66 @@ mod tests {
     fn hardware_writes_reads_and_errors() {
         assert_eq!(
             parse_hardware(b"vw\x005\x0042"),
-            Ok(Hardware::Write { pin: PinAddr::new(PinKind::Virtual, 5), value: b"42" })
+            Ok(Hardware::Write {
+                pin: PinAddr::new(PinKind::Virtual, 5),
+                value: b"42"
+            })
         );
         assert_eq!(
             parse_hardware(b"DW\x0013\x001\x002"),
-            Ok(Hardware::Write { pin: PinAddr::new(PinKind::Digital, 13), value: b"1\x002" })
+            Ok(Hardware::Write {
+                pin: PinAddr::new(PinKind::Digital, 13),
+                value: b"1\x002"
+            })
         );
-        assert_eq!(parse_hardware(b"ar\x000"), Ok(Hardware::Read { pin: PinAddr::new(PinKind::Analog, 0) }));
+        assert_eq!(
+            parse_hardware(b"ar\x000"),
+            Ok(Hardware::Read {
+                pin: PinAddr::new(PinKind::Analog, 0)
+            })
+        );
         assert_eq!(parse_hardware(b"pm\x001\x00out"), Ok(Hardware::PinMode));
-        assert_eq!(parse_hardware(b"vw\x00256\x001"), Err(BodyError::BadPin("256".into())));
-        assert_eq!(parse_hardware(b"vw\x00x\x001"), Err(BodyError::BadPin("x".into())));
+        assert_eq!(
+            parse_hardware(b"vw\x00256\x001"),
+            Err(BodyError::BadPin("256".into()))
+        );
+        assert_eq!(
+            parse_hardware(b"vw\x00x\x001"),
+            Err(BodyError::BadPin("x".into()))
+        );
         assert_eq!(parse_hardware(b"vw\x005"), Err(BodyError::MissingValue));
-        assert_eq!(parse_hardware(b"zz\x005\x001"), Err(BodyError::UnknownOperation("zz".into())));
+        assert_eq!(
+            parse_hardware(b"zz\x005\x001"),
+            Err(BodyError::UnknownOperation("zz".into()))
+        );
         assert_eq!(parse_hardware(b""), Err(BodyError::Empty));
         // An empty value is a legal write (clearing a string pin).
         assert_eq!(
             parse_hardware(b"vw\x001\x00"),
-            Ok(Hardware::Write { pin: PinAddr::new(PinKind::Virtual, 1), value: b"" })
+            Ok(Hardware::Write {
+                pin: PinAddr::new(PinKind::Virtual, 1),
+                value: b""
+            })
         );
     }
 
     #[test]
     fn sync_requests() {
         assert_eq!(parse_sync(b""), Ok(SyncRequest::All));
-        assert_eq!(parse_sync(b"vr\x001\x002"), Ok(SyncRequest::Pins { kind: PinKind::Virtual, pins: vec![1, 2] }));
-        assert_eq!(parse_sync(b"vr"), Ok(SyncRequest::Pins { kind: PinKind::Virtual, pins: vec![] }));
+        assert_eq!(
+            parse_sync(b"vr\x001\x002"),
+            Ok(SyncRequest::Pins {
+                kind: PinKind::Virtual,
+                pins: vec![1, 2]
+            })
+        );
+        assert_eq!(
+            parse_sync(b"vr"),
+            Ok(SyncRequest::Pins {
+                kind: PinKind::Virtual,
+                pins: vec![]
+            })
+        );
         assert!(parse_sync(b"vw\x001").is_err());
         assert!(parse_sync(b"vr\x00999").is_err());
     }
@@ -319,7 +380,9 @@ mod tests {
     #[test]
     fn info_from_each_library_generation() {
         // blynklib 0.2.6
-        let Internal::Info(i) = parse_internal(b"ver\x000.2.6\x00buff-in\x001024\x00h-beat\x0010\x00dev\x00python") else {
+        let Internal::Info(i) =
+            parse_internal(b"ver\x000.2.6\x00buff-in\x001024\x00h-beat\x0010\x00dev\x00python")
+        else {
             panic!("not info")
         };
         assert_eq!((i.heartbeat_secs, i.buff_in), (Some(10), Some(1024)));
@@ -333,17 +396,28 @@ mod tests {
         assert_eq!(i.firmware.as_deref(), Some("1.0.1"));
         assert_eq!(i.template.as_deref(), Some("TMPL1"));
         assert_eq!((i.heartbeat_secs, i.buff_in), (Some(45), Some(256)));
-        let Internal::Info(i) = parse_internal(b"ver\x000.6.1\x00h-beat\x00x\x00buff-in\x00256\x00") else {
+        let Internal::Info(i) =
+            parse_internal(b"ver\x000.6.1\x00h-beat\x00x\x00buff-in\x00256\x00")
+        else {
             panic!("not info")
         };
         assert_eq!((i.heartbeat_secs, i.buff_in), (None, Some(256)));
-        assert_eq!(parse_internal(b"rtc\x00sync"), Internal::Other("rtc".into()));
+        assert_eq!(
+            parse_internal(b"rtc\x00sync"),
+            Internal::Other("rtc".into())
+        );
     }
 
     #[test]
     fn pin_names() {
-        assert_eq!(PinAddr::parse_name("V5"), Ok(PinAddr::new(PinKind::Virtual, 5)));
-        assert_eq!(PinAddr::parse_name("d13").map(|p| p.to_string()), Ok("D13".into()));
+        assert_eq!(
+            PinAddr::parse_name("V5"),
+            Ok(PinAddr::new(PinKind::Virtual, 5))
+        );
+        assert_eq!(
+            PinAddr::parse_name("d13").map(|p| p.to_string()),
+            Ok("D13".into())
+        );
         assert!(PinAddr::parse_name("x1").is_err());
         assert!(PinAddr::parse_name("V").is_err());
     }

@@ -139,6 +139,10 @@ mod tests {
         assert_eq!(Command::from_code(29), Command::HardwareLogin);
         assert_eq!(Command::from_code(99), Command::Unknown(99));
         assert_eq!(Status::from_code(200), Status::Ok);
-        assert!(Command::ALL.iter().all(|c| !matches!(c, Command::Unknown(_))));
+        assert!(
+            Command::ALL
+                .iter()
+                .all(|c| !matches!(c, Command::Unknown(_)))
+        );
     }
 }

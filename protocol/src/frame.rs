@@ -73,18 +73,36 @@ pub fn decode(buf: &[u8], max_body: usize) -> Result<Decoded<'_>, FrameError> {
     let msg_id = u16::from_be_bytes([header[1], header[2]]);
     let third = u16::from_be_bytes([header[3], header[4]]);
     if command == Command::Response {
-        let frame = Frame { command, msg_id, payload: Payload::Status(Status::from_code(third)) };
-        return Ok(Decoded::Frame { frame, consumed: HEADER_LEN });
+        let frame = Frame {
+            command,
+            msg_id,
+            payload: Payload::Status(Status::from_code(third)),
+        };
+        return Ok(Decoded::Frame {
+            frame,
+            consumed: HEADER_LEN,
+        });
     }
     let len = usize::from(third);
     if len > max_body {
-        return Err(FrameError::BodyTooLarge { command: header[0], len, max: max_body });
+        return Err(FrameError::BodyTooLarge {
+            command: header[0],
+            len,
+            max: max_body,
+        });
     }
     let total = HEADER_LEN + len;
     match buf.get(HEADER_LEN..total) {
         Some(body) => {
-            let frame = Frame { command, msg_id, payload: Payload::Body(body) };
-            Ok(Decoded::Frame { frame, consumed: total })
+            let frame = Frame {
+                command,
+                msg_id,
+                payload: Payload::Body(body),
+            };
+            Ok(Decoded::Frame {
+                frame,
+                consumed: total,
+            })
         }
         None => Ok(Decoded::NeedMore { needed: total }),
     }
@@ -107,11 +125,17 @@ pub fn encode_response(out: &mut Vec<u8>, msg_id: u16, status: Status) {
 }
 
 /// Appends a frame whose body is `body`.
-pub fn encode(out: &mut Vec<u8>, command: Command, msg_id: u16, body: &[u8]) -> Result<(), EncodeError> {
+pub fn encode(
+    out: &mut Vec<u8>,
+    command: Command,
+    msg_id: u16,
+    body: &[u8],
+) -> Result<(), EncodeError> {
     if command == Command::Response {
         return Err(EncodeError::ResponseWithBody);
     }
-    let len = u16::try_from(body.len()).map_err(|_| EncodeError::BodyTooLarge { len: body.len() })?;
+    let len =
+        u16::try_from(body.len()).map_err(|_| EncodeError::BodyTooLarge { len: body.len() })?;
     out.reserve(HEADER_LEN + body.len());
     out.push(command.code());
     out.extend_from_slice(&msg_id.to_be_bytes());
@@ -121,7 +145,12 @@ pub fn encode(out: &mut Vec<u8>, command: Command, msg_id: u16, body: &[u8]) -> 
 }
 
 /// Appends a frame whose body is `args` joined with NUL (no trailing NUL, as the libraries send it).
-pub fn encode_args(out: &mut Vec<u8>, command: Command, msg_id: u16, args: &[&[u8]]) -> Result<(), EncodeError> {
+pub fn encode_args(
+    out: &mut Vec<u8>,
+    command: Command,
+    msg_id: u16,
+    args: &[&[u8]],
+) -> Result<(), EncodeError> {
     let len = args.iter().map(|a| a.len()).sum::<usize>() + args.len().saturating_sub(1);
     let len16 = u16::try_from(len).map_err(|_| EncodeError::BodyTooLarge { len })?;
     if command == Command::Response {
@@ -158,25 +187,38 @@ mod tests {
     #[test]
     fn decodes_the_reference_examples() {
         // Blynk.virtualWrite(5, 42) from the reference §1.4.
-        let bytes = [0x14, 0x00, 0x03, 0x00, 0x07, b'v', b'w', 0, b'5', 0, b'4', b'2'];
-        let Ok(Decoded::Frame { frame, consumed }) = decode(&bytes, 1024) else { panic!("no frame") };
+        let bytes = [
+            0x14, 0x00, 0x03, 0x00, 0x07, b'v', b'w', 0, b'5', 0, b'4', b'2',
+        ];
+        let Ok(Decoded::Frame { frame, consumed }) = decode(&bytes, 1024) else {
+            panic!("no frame")
+        };
         assert_eq!(consumed, bytes.len());
         assert_eq!(frame.command, Command::Hardware);
         assert_eq!(frame.msg_id, 3);
         assert_eq!(frame.body(), b"vw\x005\x0042");
         // Login success reply.
         let ok = [0x00, 0x00, 0x01, 0x00, 0xC8];
-        let Ok(Decoded::Frame { frame, .. }) = decode(&ok, 0) else { panic!("no frame") };
+        let Ok(Decoded::Frame { frame, .. }) = decode(&ok, 0) else {
+            panic!("no frame")
+        };
         assert_eq!(frame.payload, Payload::Status(Status::Ok));
     }
 
     #[test]
     fn need_more_versus_malformed() {
         assert_eq!(decode(&[], 10), Ok(Decoded::NeedMore { needed: 5 }));
-        assert_eq!(decode(&[20, 0, 1, 0, 4, b'v'], 10), Ok(Decoded::NeedMore { needed: 9 }));
+        assert_eq!(
+            decode(&[20, 0, 1, 0, 4, b'v'], 10),
+            Ok(Decoded::NeedMore { needed: 9 })
+        );
         assert_eq!(
             decode(&[20, 0, 1, 0x04, 0x01], 1024),
-            Err(FrameError::BodyTooLarge { command: 20, len: 1025, max: 1024 })
+            Err(FrameError::BodyTooLarge {
+                command: 20,
+                len: 1025,
+                max: 1024
+            })
         );
     }
 
@@ -184,14 +226,25 @@ mod tests {
     fn encoding_refuses_what_the_wire_cannot_hold() {
         let mut out = Vec::new();
         let big = vec![0u8; MAX_WIRE_BODY_LEN + 1];
-        assert_eq!(encode(&mut out, Command::Hardware, 1, &big), Err(EncodeError::BodyTooLarge { len: big.len() }));
-        assert_eq!(encode(&mut out, Command::Response, 1, b"x"), Err(EncodeError::ResponseWithBody));
+        assert_eq!(
+            encode(&mut out, Command::Hardware, 1, &big),
+            Err(EncodeError::BodyTooLarge { len: big.len() })
+        );
+        assert_eq!(
+            encode(&mut out, Command::Response, 1, b"x"),
+            Err(EncodeError::ResponseWithBody)
+        );
         encode_args(&mut out, Command::Hardware, 7, &[b"vw", b"1", b"hello"]).expect("fits");
         assert_eq!(out, b"\x14\x00\x07\x00\x0avw\x001\x00hello");
     }
 
     fn arb_frame() -> impl Strategy<Value = (u8, u16, u16, Vec<u8>)> {
-        (any::<u8>(), any::<u16>(), any::<u16>(), proptest::collection::vec(any::<u8>(), 0..300))
+        (
+            any::<u8>(),
+            any::<u16>(),
+            any::<u16>(),
+            proptest::collection::vec(any::<u8>(), 0..300),
+        )
     }
 
     fn encode_owned((cmd, id, status, body): &(u8, u16, u16, Vec<u8>)) -> Vec<u8> {

@@ -138,22 +138,55 @@ pub enum Request {
     /// Liveness check; answered with `Pong`.
     Ping,
     /// Registers a device; the caller generated the token and sends only its hash.
-    CreateDevice { org: String, template: String, name: String, token_hash: TokenHash },
+    CreateDevice {
+        org: String,
+        template: String,
+        name: String,
+        token_hash: TokenHash,
+    },
     /// Devices ordered by id, starting after `after`, at most `limit` (capped at [`MAX_LIST_PAGE`]).
-    ListDevices { after: Option<DeviceId>, limit: u32 },
-    GetDevice { device: DeviceId },
+    ListDevices {
+        after: Option<DeviceId>,
+        limit: u32,
+    },
+    GetDevice {
+        device: DeviceId,
+    },
     /// Looks a token up; `Authenticated(None)` when no device has it.
-    Authenticate { token_hash: TokenHash },
+    Authenticate {
+        token_hash: TokenHash,
+    },
     /// Latest values; `pins: None` means every stored pin of the device.
-    ReadPins { device: DeviceId, pins: Option<Vec<PinAddr>> },
+    ReadPins {
+        device: DeviceId,
+        pins: Option<Vec<PinAddr>>,
+    },
     /// A batch of telemetry writes from one gateway shard (one store write batch).
-    WritePins { writes: Vec<PinWrite> },
-    WriteProperty { device: DeviceId, pin: PinAddr, property: String, value: Vec<u8>, at_ms: u64 },
-    ReadProperties { device: DeviceId },
+    WritePins {
+        writes: Vec<PinWrite>,
+    },
+    WriteProperty {
+        device: DeviceId,
+        pin: PinAddr,
+        property: String,
+        value: Vec<u8>,
+        at_ms: u64,
+    },
+    ReadProperties {
+        device: DeviceId,
+    },
     /// Presence change; `at_ms` becomes `last_seen_ms`.
-    SetPresence { device: DeviceId, presence: Presence, at_ms: u64 },
+    SetPresence {
+        device: DeviceId,
+        presence: Presence,
+        at_ms: u64,
+    },
     /// Records the info message of a device.
-    SetInfo { device: DeviceId, info: DeviceInfo, at_ms: u64 },
+    SetInfo {
+        device: DeviceId,
+        info: DeviceInfo,
+        at_ms: u64,
+    },
     /// Marks every device offline (a gateway starting fresh has no sessions).
     ResetPresence,
 }
@@ -202,7 +235,10 @@ pub fn encode_frame<T: Serialize>(msg: &T, out: &mut Vec<u8>) -> Result<(), Wire
     if len > MAX_FRAME_LEN {
         body.truncate(start);
         *out = body;
-        return Err(WireError::TooLarge { len, max: MAX_FRAME_LEN });
+        return Err(WireError::TooLarge {
+            len,
+            max: MAX_FRAME_LEN,
+        });
     }
     body[start..start + LENGTH_PREFIX].copy_from_slice(&(len as u32).to_be_bytes());
     *out = body;
@@ -212,10 +248,15 @@ pub fn encode_frame<T: Serialize>(msg: &T, out: &mut Vec<u8>) -> Result<(), Wire
 /// Length of the frame at the front of `buf`, once its prefix is there; refuses oversize frames
 /// before their bytes arrive.
 pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, WireError> {
-    let Some(prefix) = buf.first_chunk::<LENGTH_PREFIX>() else { return Ok(None) };
+    let Some(prefix) = buf.first_chunk::<LENGTH_PREFIX>() else {
+        return Ok(None);
+    };
     let len = u32::from_be_bytes(*prefix) as usize;
     if len > MAX_FRAME_LEN {
-        return Err(WireError::TooLarge { len, max: MAX_FRAME_LEN });
+        return Err(WireError::TooLarge {
+            len,
+            max: MAX_FRAME_LEN,
+        });
     }
     Ok(Some(len))
 }
@@ -223,8 +264,12 @@ pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, WireError> {
 /// Decodes the frame at the front of `buf`: `Ok(None)` while it is incomplete, otherwise the
 /// message and the number of bytes it used.
 pub fn decode_frame<T: DeserializeOwned>(buf: &[u8]) -> Result<Option<(T, usize)>, WireError> {
-    let Some(len) = frame_len(buf)? else { return Ok(None) };
-    let Some(payload) = buf.get(LENGTH_PREFIX..LENGTH_PREFIX + len) else { return Ok(None) };
+    let Some(len) = frame_len(buf)? else {
+        return Ok(None);
+    };
+    let Some(payload) = buf.get(LENGTH_PREFIX..LENGTH_PREFIX + len) else {
+        return Ok(None);
+    };
     Ok(Some((postcard::from_bytes(payload)?, LENGTH_PREFIX + len)))
 }
 
@@ -236,7 +281,10 @@ mod tests {
     #[test]
     fn frames_round_trip_in_any_fragmentation() {
         let msgs = vec![
-            RequestEnvelope { id: 1, request: Request::Ping },
+            RequestEnvelope {
+                id: 1,
+                request: Request::Ping,
+            },
             RequestEnvelope {
                 id: 2,
                 request: Request::WritePins {
@@ -277,8 +325,14 @@ mod tests {
     #[test]
     fn oversize_and_garbage_are_refused() {
         let huge = ((MAX_FRAME_LEN + 1) as u32).to_be_bytes();
-        assert!(matches!(decode_frame::<RequestEnvelope>(&huge), Err(WireError::TooLarge { .. })));
+        assert!(matches!(
+            decode_frame::<RequestEnvelope>(&huge),
+            Err(WireError::TooLarge { .. })
+        ));
         let garbage = [0, 0, 0, 3, 0xff, 0xff, 0xff];
-        assert!(matches!(decode_frame::<RequestEnvelope>(&garbage), Err(WireError::Malformed(_))));
+        assert!(matches!(
+            decode_frame::<RequestEnvelope>(&garbage),
+            Err(WireError::Malformed(_))
+        ));
     }
 }

@@ -40,7 +40,9 @@ pub enum Stage {
     /// A device protocol was sniffed; the first frame must be a login.
     Login,
     /// The token went to the store; frames that arrive meanwhile wait in `inbuf`.
-    Authenticating { msg_id: u16 },
+    Authenticating {
+        msg_id: u16,
+    },
     Device(DeviceSession),
     Closing(CloseReason),
 }
@@ -65,10 +67,12 @@ impl Stage {
             (Stage::TlsHandshake, Transition::HandshakeDone) => Stage::Sniff,
             (Stage::Sniff, Transition::DeviceSniffed) => Stage::Login,
             (Stage::Login, Transition::LoginSent { msg_id }) => Stage::Authenticating { msg_id },
-            (Stage::Authenticating { .. }, Transition::Authenticated(session)) => Stage::Device(session),
-            (stage, transition) => {
-                Stage::Closing(CloseReason::Io(format!("internal: {transition:?} is not valid in stage {stage:?}")))
+            (Stage::Authenticating { .. }, Transition::Authenticated(session)) => {
+                Stage::Device(session)
             }
+            (stage, transition) => Stage::Closing(CloseReason::Io(format!(
+                "internal: {transition:?} is not valid in stage {stage:?}"
+            ))),
         }
     }
 
@@ -175,7 +179,9 @@ impl Conn {
             }
             return Flush::Done;
         }
-        let Some(queue) = self.outq.as_mut() else { return Flush::Done };
+        let Some(queue) = self.outq.as_mut() else {
+            return Flush::Done;
+        };
         while let Some(front) = queue.frames.front() {
             match write_some(&mut self.socket, &front[queue.offset..]) {
                 Ok(n) => {
@@ -247,6 +253,10 @@ mod tests {
     fn idle_connection_state_is_small() {
         // The memory budget: an idle logged-in plain connection costs at most 512 bytes of gateway
         // memory, slab slot and timer entry included. Keep the struct far below that.
-        assert!(std::mem::size_of::<Conn>() <= 192, "Conn grew to {} bytes", std::mem::size_of::<Conn>());
+        assert!(
+            std::mem::size_of::<Conn>() <= 192,
+            "Conn grew to {} bytes",
+            std::mem::size_of::<Conn>()
+        );
     }
 }

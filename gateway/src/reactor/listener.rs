@@ -12,7 +12,12 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum ListenError {
     #[error("cannot bind {what} on {addr} or its fallback port {fallback}: {source}")]
-    Bind { what: &'static str, addr: SocketAddr, fallback: u16, source: io::Error },
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        fallback: u16,
+        source: io::Error,
+    },
     #[error("cannot bind shard listener {addr}: {source}")]
     Shard { addr: SocketAddr, source: io::Error },
     #[error("cannot write {path}: {source}")]
@@ -61,21 +66,46 @@ pub fn bind_port(
                 source,
             })?
         }
-        Err(source) => return Err(ListenError::Bind { what, addr: SocketAddr::new(bind, preferred), fallback, source }),
+        Err(source) => {
+            return Err(ListenError::Bind {
+                what,
+                addr: SocketAddr::new(bind, preferred),
+                fallback,
+                source,
+            });
+        }
     };
-    let local = first.local_addr().map_err(|source| ListenError::Shard { addr: SocketAddr::new(bind, preferred), source })?;
+    let local = first.local_addr().map_err(|source| ListenError::Shard {
+        addr: SocketAddr::new(bind, preferred),
+        source,
+    })?;
     let mut listeners = vec![first];
     for _ in 1..shards {
-        listeners.push(bind_one(local, backlog).map_err(|source| ListenError::Shard { addr: local, source })?);
+        listeners.push(
+            bind_one(local, backlog).map_err(|source| ListenError::Shard {
+                addr: local,
+                source,
+            })?,
+        );
     }
-    Ok(PortListeners { port: local.port(), listeners })
+    Ok(PortListeners {
+        port: local.port(),
+        listeners,
+    })
 }
 
 fn bind_first(bind: IpAddr, port: u16, backlog: i32) -> io::Result<std::net::TcpListener> {
     match bind_one(SocketAddr::new(bind, port), backlog) {
-        Err(e) if bind.is_ipv6() && bind.is_unspecified() && e.kind() == io::ErrorKind::AddrNotAvailable => {
+        Err(e)
+            if bind.is_ipv6()
+                && bind.is_unspecified()
+                && e.kind() == io::ErrorKind::AddrNotAvailable =>
+        {
             tracing::warn!("IPv6 unavailable; listening on IPv4 only");
-            bind_one(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port), backlog)
+            bind_one(
+                SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port),
+                backlog,
+            )
         }
         other => other,
     }
@@ -88,7 +118,10 @@ pub fn write_ports_file(data_dir: &Path, tls: u16, plain: u16) -> Result<(), Lis
     let body = serde_json::json!({ "tls": tls, "plain": plain }).to_string();
     std::fs::write(&tmp, body)
         .and_then(|()| std::fs::rename(&tmp, &path))
-        .map_err(|source| ListenError::PortsFile { path: path.display().to_string(), source })
+        .map_err(|source| ListenError::PortsFile {
+            path: path.display().to_string(),
+            source,
+        })
 }
 
 #[cfg(test)]
@@ -109,7 +142,8 @@ mod tests {
     fn falls_back_when_the_preferred_port_is_taken() {
         let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
         let busy = taken.local_addr().expect("addr").port();
-        let bound = bind_port("test", IpAddr::V4(Ipv4Addr::LOCALHOST), busy, 0, 1, 16).expect("falls back");
+        let bound =
+            bind_port("test", IpAddr::V4(Ipv4Addr::LOCALHOST), busy, 0, 1, 16).expect("falls back");
         assert_ne!(bound.port, busy);
     }
 }

@@ -64,8 +64,18 @@ pub struct Reactor {
 impl Reactor {
     pub fn start(setup: ReactorSetup) -> io::Result<Self> {
         let shutdown = Arc::new(AtomicBool::new(false));
-        let mut reactor = Reactor { wakers: Vec::new(), threads: Vec::new(), shutdown: shutdown.clone(), stats: Vec::new() };
-        for (index, (tls_listener, plain_listener)) in setup.tls_listeners.into_iter().zip(setup.plain_listeners).enumerate() {
+        let mut reactor = Reactor {
+            wakers: Vec::new(),
+            threads: Vec::new(),
+            shutdown: shutdown.clone(),
+            stats: Vec::new(),
+        };
+        for (index, (tls_listener, plain_listener)) in setup
+            .tls_listeners
+            .into_iter()
+            .zip(setup.plain_listeners)
+            .enumerate()
+        {
             let poll = Poll::new()?;
             reactor.wakers.push(Arc::new(shard::new_waker(&poll)?));
             let stats = Arc::new(ShardStats::default());
@@ -81,10 +91,12 @@ impl Reactor {
                 stats,
                 shutdown: shutdown.clone(),
             };
-            let thread = std::thread::Builder::new().name(format!("shard-{index}")).spawn(move || {
-                let shard = shard::Shard::new(shard_setup)?;
-                shard.run()
-            })?;
+            let thread = std::thread::Builder::new()
+                .name(format!("shard-{index}"))
+                .spawn(move || {
+                    let shard = shard::Shard::new(shard_setup)?;
+                    shard.run()
+                })?;
             reactor.threads.push(thread);
         }
         Ok(reactor)
@@ -114,6 +126,9 @@ impl Reactor {
 
     /// Sum of one counter over all shards.
     pub fn total(&self, pick: impl Fn(&ShardStats) -> &AtomicU64) -> u64 {
-        self.stats.iter().map(|s| pick(s).load(Ordering::Relaxed)).sum()
+        self.stats
+            .iter()
+            .map(|s| pick(s).load(Ordering::Relaxed))
+            .sum()
     }
 }

@@ -7,12 +7,14 @@ use super::conn::{Conn, ConnId, Flush, Port, ReadOutcome, Stage, Transition};
 use super::store_link::{Completion, LinkState, StoreLink, Waiter};
 use super::timer::{Tick, TimerWheel};
 use super::{ShardLimits, ShardStats};
-use crate::session::{CloseReason, DeviceSession, LoginDecision, Outbox, StoreCall, Sniffed, decide_login, sniff};
+use crate::session::{
+    CloseReason, DeviceSession, LoginDecision, Outbox, Sniffed, StoreCall, decide_login, sniff,
+};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
+use portcullis_protocol::Status;
 use portcullis_protocol::frame::{self, Decoded};
 use portcullis_protocol::store::{ClientRole, PinWrite, Presence, Request, Response, StoreError};
-use portcullis_protocol::Status;
 use rustls::ServerConfig;
 use slab::Slab;
 use std::collections::VecDeque;
@@ -90,9 +92,10 @@ impl Shard {
     pub fn new(setup: ShardSetup) -> io::Result<Self> {
         let registry = setup.poll.registry();
         let mut listeners = Vec::new();
-        for (token, listener, port) in
-            [(LISTEN_TLS, setup.tls_listener, Port::Tls), (LISTEN_PLAIN, setup.plain_listener, Port::Plain)]
-        {
+        for (token, listener, port) in [
+            (LISTEN_TLS, setup.tls_listener, Port::Tls),
+            (LISTEN_PLAIN, setup.plain_listener, Port::Plain),
+        ] {
             let mut listener = TcpListener::from_std(listener);
             registry.register(&mut listener, token, Interest::READABLE)?;
             listeners.push((token, listener, port));
@@ -100,7 +103,11 @@ impl Shard {
         let now = Instant::now();
         Ok(Self {
             index: setup.index,
-            link: StoreLink::new(setup.store_socket, ClientRole::GatewayShard(setup.index), STORE),
+            link: StoreLink::new(
+                setup.store_socket,
+                ClientRole::GatewayShard(setup.index),
+                STORE,
+            ),
             poll: setup.poll,
             listeners,
             tls_config: setup.tls_config,
@@ -127,8 +134,14 @@ impl Shard {
         let mut expired = Vec::new();
         let mut completions = Vec::new();
         while !self.shutdown.load(Ordering::Acquire) {
-            let timeout = if self.backlog.is_empty() { self.timers.next_wakeup(Instant::now()) } else { Duration::ZERO };
-            if let Err(e) = self.poll.poll(&mut events, Some(timeout.min(Duration::from_millis(200))))
+            let timeout = if self.backlog.is_empty() {
+                self.timers.next_wakeup(Instant::now())
+            } else {
+                Duration::ZERO
+            };
+            if let Err(e) = self
+                .poll
+                .poll(&mut events, Some(timeout.min(Duration::from_millis(200))))
                 && e.kind() != io::ErrorKind::Interrupted
             {
                 return Err(e);
@@ -139,11 +152,17 @@ impl Shard {
                     WAKER => {}
                     STORE => {
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            self.link.on_readable(self.poll.registry(), &mut self.scratch, &mut completions);
+                            self.link.on_readable(
+                                self.poll.registry(),
+                                &mut self.scratch,
+                                &mut completions,
+                            );
                         }
                     }
                     LISTEN_TLS | LISTEN_PLAIN => self.accept(event.token()),
-                    Token(t) => self.conn_event(t - CONN_BASE, event.is_readable(), event.is_writable()),
+                    Token(t) => {
+                        self.conn_event(t - CONN_BASE, event.is_readable(), event.is_writable())
+                    }
                 }
             }
             self.turn(&mut expired, &mut completions);
@@ -158,7 +177,10 @@ impl Shard {
         for key in std::mem::take(&mut self.backlog) {
             self.conn_event(key, true, false);
         }
-        if self.accept_paused_until.is_some_and(|until| self.now >= until) {
+        if self
+            .accept_paused_until
+            .is_some_and(|until| self.now >= until)
+        {
             self.accept_paused_until = None;
             self.accept(LISTEN_TLS);
             self.accept(LISTEN_PLAIN);
@@ -193,7 +215,8 @@ impl Shard {
         while !self.telemetry.is_empty() {
             let n = self.telemetry.len().min(MAX_WRITE_BATCH);
             let writes: Vec<PinWrite> = self.telemetry.drain(..n).collect();
-            self.link.submit(Request::WritePins { writes }, Waiter::None);
+            self.link
+                .submit(Request::WritePins { writes }, Waiter::None);
         }
     }
 
@@ -201,7 +224,9 @@ impl Shard {
         if self.accept_paused_until.is_some() {
             return;
         }
-        let Some(index) = self.listeners.iter().position(|(t, _, _)| *t == token) else { return };
+        let Some(index) = self.listeners.iter().position(|(t, _, _)| *t == token) else {
+            return;
+        };
         for _ in 0..ACCEPT_BUDGET {
             let (stream, peer) = match self.listeners[index].1.accept() {
                 Ok(accepted) => accepted,
@@ -240,12 +265,16 @@ impl Shard {
         };
         let generation = self.next_generation;
         self.next_generation = self.next_generation.wrapping_add(1).max(1);
-        let deadline = self.timers.deadline_after(self.now, self.limits.login_timeout);
+        let deadline = self
+            .timers
+            .deadline_after(self.now, self.limits.login_timeout);
         let entry = self.conns.vacant_entry();
         let key = entry.key();
-        if let Err(e) =
-            self.poll.registry().register(&mut socket, Token(key + CONN_BASE), Interest::READABLE | Interest::WRITABLE)
-        {
+        if let Err(e) = self.poll.registry().register(
+            &mut socket,
+            Token(key + CONN_BASE),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
             tracing::warn!(%peer, error = %e, "cannot register a new connection");
             return;
         }
@@ -261,7 +290,13 @@ impl Shard {
             deadline,
             armed: deadline,
         });
-        self.timers.schedule(ConnId { slot: key as u32, generation }, deadline);
+        self.timers.schedule(
+            ConnId {
+                slot: key as u32,
+                generation,
+            },
+            deadline,
+        );
         self.stats.connections_open.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(shard = self.index, %peer, ?port, "accepted");
     }
@@ -274,7 +309,9 @@ impl Shard {
             let conn = &mut self.conns[key];
             match conn.flush() {
                 Flush::Failed(e) => return self.finalize(key, Some(CloseReason::Io(e))),
-                Flush::Done if matches!(conn.stage, Stage::Closing(_)) => return self.finalize(key, None),
+                Flush::Done if matches!(conn.stage, Stage::Closing(_)) => {
+                    return self.finalize(key, None);
+                }
                 _ => {}
             }
         }
@@ -290,7 +327,9 @@ impl Shard {
     fn read_plain(&mut self, key: usize) {
         let mut scratch = std::mem::take(&mut self.scratch);
         for budget in (0..READ_BUDGET).rev() {
-            let Some(conn) = self.conns.get_mut(key) else { break };
+            let Some(conn) = self.conns.get_mut(key) else {
+                break;
+            };
             if matches!(conn.stage, Stage::Closing(_)) {
                 break;
             }
@@ -316,7 +355,9 @@ impl Shard {
     fn read_tls(&mut self, key: usize) {
         let mut scratch = std::mem::take(&mut self.scratch);
         for budget in (0..READ_BUDGET).rev() {
-            let Some(conn) = self.conns.get_mut(key) else { break };
+            let Some(conn) = self.conns.get_mut(key) else {
+                break;
+            };
             if matches!(conn.stage, Stage::Closing(_)) {
                 break;
             }
@@ -345,7 +386,8 @@ impl Shard {
             }
             if matches!(conn.stage, Stage::TlsHandshake) && !tls.is_handshaking() {
                 tracing::debug!(peer = %conn.peer, version = ?tls.protocol_version(), "TLS handshake done");
-                conn.stage = std::mem::replace(&mut conn.stage, Stage::Sniff).upgrade(Transition::HandshakeDone);
+                conn.stage = std::mem::replace(&mut conn.stage, Stage::Sniff)
+                    .upgrade(Transition::HandshakeDone);
             }
             while let Some(tls) = self.conns.get_mut(key).and_then(|c| c.tls.as_mut()) {
                 match io::Read::read(&mut tls.reader(), &mut scratch) {
@@ -365,7 +407,9 @@ impl Shard {
                     }
                 }
             }
-            let Some(conn) = self.conns.get_mut(key) else { break };
+            let Some(conn) = self.conns.get_mut(key) else {
+                break;
+            };
             if let Flush::Failed(e) = conn.flush() {
                 self.close(key, CloseReason::Io(e));
                 break;
@@ -379,7 +423,9 @@ impl Shard {
 
     /// Feeds received bytes to the connection's stage; keeps any incomplete tail.
     fn on_bytes(&mut self, key: usize, data: &[u8]) {
-        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         let mut held = std::mem::take(&mut conn.inbuf);
         let used = if held.is_empty() {
             let used = self.process(key, data);
@@ -392,7 +438,9 @@ impl Shard {
             used
         };
         let _ = used;
-        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         if matches!(conn.stage, Stage::Closing(_)) {
             return;
         }
@@ -413,8 +461,13 @@ impl Shard {
         let mut pos = 0;
         let mut active = false;
         self.outbox.clear();
-        let Some(conn) = self.conns.get_mut(key) else { return input.len() };
-        let id = ConnId { slot: key as u32, generation: conn.generation };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return input.len();
+        };
+        let id = ConnId {
+            slot: key as u32,
+            generation: conn.generation,
+        };
         loop {
             let rest = &input[pos..];
             match &mut conn.stage {
@@ -422,7 +475,9 @@ impl Shard {
                     Sniffed::NeedMore => break,
                     Sniffed::Device => advance(&mut conn.stage, Transition::DeviceSniffed),
                     Sniffed::Http => {
-                        self.outbox.close(CloseReason::NotALogin("HTTP is not served on this port yet".into()));
+                        self.outbox.close(CloseReason::NotALogin(
+                            "HTTP is not served on this port yet".into(),
+                        ));
                         break;
                     }
                     Sniffed::Tls | Sniffed::Unknown => {
@@ -441,7 +496,9 @@ impl Shard {
                         match decide_login(&frame) {
                             LoginDecision::Authenticate { token_hash, msg_id } => {
                                 advance(&mut conn.stage, Transition::LoginSent { msg_id });
-                                self.outbox.store.push(StoreCall::Authenticate { token_hash, msg_id });
+                                self.outbox
+                                    .store
+                                    .push(StoreCall::Authenticate { token_hash, msg_id });
                             }
                             LoginDecision::RefuseToken { msg_id, reason } => {
                                 tracing::warn!(target: "security", peer = %conn.peer, reason, "device login refused");
@@ -491,7 +548,9 @@ impl Shard {
     /// Carries out what a stage decided: frames to the socket, calls to the store, closing.
     fn apply_outbox(&mut self, key: usize, id: ConnId) {
         let mut outbox = std::mem::take(&mut self.outbox);
-        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         let mut failure = None;
         for bytes in outbox.frames() {
             match conn.send_frame(bytes) {
@@ -500,7 +559,9 @@ impl Shard {
                     break;
                 }
                 Flush::Blocked if conn.queued_bytes() > self.limits.outbound_queue_bytes => {
-                    failure = Some(CloseReason::SlowReader { queued: conn.queued_bytes() });
+                    failure = Some(CloseReason::SlowReader {
+                        queued: conn.queued_bytes(),
+                    });
                     break;
                 }
                 _ => {}
@@ -524,13 +585,20 @@ impl Shard {
     fn submit(&mut self, id: ConnId, device: Option<u64>, call: StoreCall) {
         let at_ms = self.now_ms;
         if let StoreCall::Authenticate { token_hash, msg_id } = call {
-            self.link.submit(Request::Authenticate { token_hash }, Waiter::Login { conn: id, msg_id });
+            self.link.submit(
+                Request::Authenticate { token_hash },
+                Waiter::Login { conn: id, msg_id },
+            );
             return;
         }
         let Some(device) = device else { return };
-        if self.link.outstanding() >= MAX_QUEUED_CALLS && !matches!(call, StoreCall::WritePin { .. }) {
+        if self.link.outstanding() >= MAX_QUEUED_CALLS
+            && !matches!(call, StoreCall::WritePin { .. })
+        {
             tracing::warn!(shard = self.index, "store call queue full; refusing a call");
-            self.stats.store_calls_refused.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .store_calls_refused
+                .fetch_add(1, Ordering::Relaxed);
             return;
         }
         match call {
@@ -540,29 +608,74 @@ impl Shard {
                     self.telemetry.pop_front();
                     let dropped = self.stats.telemetry_dropped.fetch_add(1, Ordering::Relaxed) + 1;
                     if dropped.is_power_of_two() {
-                        tracing::warn!(shard = self.index, dropped, "telemetry queue full; dropping the oldest values");
+                        tracing::warn!(
+                            shard = self.index,
+                            dropped,
+                            "telemetry queue full; dropping the oldest values"
+                        );
                     }
                 }
-                self.telemetry.push_back(PinWrite { device, pin, value, at_ms });
+                self.telemetry.push_back(PinWrite {
+                    device,
+                    pin,
+                    value,
+                    at_ms,
+                });
             }
-            StoreCall::Sync { msg_id, pins, filter } => {
+            StoreCall::Sync {
+                msg_id,
+                pins,
+                filter,
+            } => {
                 self.telemetry_to_link();
-                self.link.submit(Request::ReadPins { device, pins }, Waiter::Sync { conn: id, msg_id, filter })
+                self.link.submit(
+                    Request::ReadPins { device, pins },
+                    Waiter::Sync {
+                        conn: id,
+                        msg_id,
+                        filter,
+                    },
+                )
             }
-            StoreCall::WriteProperty { msg_id, pin, property, value } => self.link.submit(
-                Request::WriteProperty { device, pin, property, value, at_ms },
+            StoreCall::WriteProperty {
+                msg_id,
+                pin,
+                property,
+                value,
+            } => self.link.submit(
+                Request::WriteProperty {
+                    device,
+                    pin,
+                    property,
+                    value,
+                    at_ms,
+                },
                 Waiter::Property { conn: id, msg_id },
             ),
-            StoreCall::SetInfo(info) => self.link.submit(Request::SetInfo { device, info, at_ms }, Waiter::None),
-            StoreCall::Presence(presence) => {
-                self.link.submit(Request::SetPresence { device, presence, at_ms }, Waiter::None)
-            }
+            StoreCall::SetInfo(info) => self.link.submit(
+                Request::SetInfo {
+                    device,
+                    info,
+                    at_ms,
+                },
+                Waiter::None,
+            ),
+            StoreCall::Presence(presence) => self.link.submit(
+                Request::SetPresence {
+                    device,
+                    presence,
+                    at_ms,
+                },
+                Waiter::None,
+            ),
         }
     }
 
     /// A store reply for a connection that may have gone (then it is dropped).
     fn complete(&mut self, done: Completion) {
-        self.stats.pins_stored.fetch_add(done.pins_written as u64, Ordering::Relaxed);
+        self.stats
+            .pins_stored
+            .fetch_add(done.pins_written as u64, Ordering::Relaxed);
         let (id, msg_id) = match &done.waiter {
             Waiter::None => {
                 if let Err(e) = &done.result {
@@ -570,17 +683,23 @@ impl Shard {
                 }
                 return;
             }
-            Waiter::Login { conn, msg_id } | Waiter::Sync { conn, msg_id, .. } | Waiter::Property { conn, msg_id } => {
-                (*conn, *msg_id)
-            }
+            Waiter::Login { conn, msg_id }
+            | Waiter::Sync { conn, msg_id, .. }
+            | Waiter::Property { conn, msg_id } => (*conn, *msg_id),
         };
         let key = id.slot as usize;
-        if self.conns.get(key).is_none_or(|c| c.generation != id.generation) {
+        if self
+            .conns
+            .get(key)
+            .is_none_or(|c| c.generation != id.generation)
+        {
             return;
         }
         self.outbox.clear();
         match (done.waiter, done.result) {
-            (Waiter::Login { .. }, Ok(Response::Authenticated(Some(auth)))) => return self.logged_in(key, id, msg_id, auth.device),
+            (Waiter::Login { .. }, Ok(Response::Authenticated(Some(auth)))) => {
+                return self.logged_in(key, id, msg_id, auth.device);
+            }
             (Waiter::Login { .. }, Ok(Response::Authenticated(None))) => {
                 let conn = &self.conns[key];
                 tracing::warn!(target: "security", peer = %conn.peer, "device login with an unknown token");
@@ -595,14 +714,27 @@ impl Shard {
             }
             (Waiter::Sync { filter, .. }, Ok(Response::Pins(values))) => {
                 if let Stage::Device(session) = &self.conns[key].stage {
-                    let skipped = session.on_sync_reply(msg_id, filter, &values, &self.limits.session, &mut self.outbox);
+                    let skipped = session.on_sync_reply(
+                        msg_id,
+                        filter,
+                        &values,
+                        &self.limits.session,
+                        &mut self.outbox,
+                    );
                     if skipped > 0 {
-                        tracing::debug!(skipped, "sync values larger than the device buffer were skipped");
+                        tracing::debug!(
+                            skipped,
+                            "sync values larger than the device buffer were skipped"
+                        );
                     }
                 }
             }
-            (Waiter::Property { .. }, Ok(Response::Done)) => self.outbox.response(msg_id, Status::Ok),
-            (_, Err(StoreError::Invalid(_))) => self.outbox.response(msg_id, Status::IllegalCommandBody),
+            (Waiter::Property { .. }, Ok(Response::Done)) => {
+                self.outbox.response(msg_id, Status::Ok)
+            }
+            (_, Err(StoreError::Invalid(_))) => {
+                self.outbox.response(msg_id, Status::IllegalCommandBody)
+            }
             (_, _) => self.outbox.response(msg_id, Status::ServerError),
         }
         self.apply_outbox(key, id);
@@ -619,7 +751,9 @@ impl Shard {
         let addr = conn.peer.to_string();
         self.outbox.clear();
         self.outbox.response(msg_id, Status::Ok);
-        self.outbox.store.push(StoreCall::Presence(Presence::Online { addr }));
+        self.outbox
+            .store
+            .push(StoreCall::Presence(Presence::Online { addr }));
         self.apply_outbox(key, id);
         // Frames the device sent before the store answered (BlynkLib sends its info at once).
         if self.conns.get(key).is_some_and(|c| !c.inbuf.is_empty()) {
@@ -629,7 +763,13 @@ impl Shard {
 
     fn on_timer(&mut self, id: ConnId) {
         let key = id.slot as usize;
-        let Some(conn) = self.conns.get_mut(key).filter(|c| c.generation == id.generation) else { return };
+        let Some(conn) = self
+            .conns
+            .get_mut(key)
+            .filter(|c| c.generation == id.generation)
+        else {
+            return;
+        };
         if conn.deadline > self.now_tick {
             // Activity moved the deadline: re-arm unless a nearer entry is already live.
             if conn.armed <= self.now_tick {
@@ -640,9 +780,9 @@ impl Shard {
         }
         let reason = match &conn.stage {
             Stage::Closing(_) => return self.finalize(key, None),
-            Stage::Device(session) => {
-                CloseReason::HeartbeatTimeout { secs: session.heartbeat_timeout(&self.limits.session).as_secs() }
-            }
+            Stage::Device(session) => CloseReason::HeartbeatTimeout {
+                secs: session.heartbeat_timeout(&self.limits.session).as_secs(),
+            },
             _ => CloseReason::LoginTimeout,
         };
         self.close(key, reason);
@@ -651,11 +791,16 @@ impl Shard {
     /// Starts closing: records the reason, sends close_notify on TLS, flushes, and finalizes at
     /// once unless bytes are still queued (then on writable or after a short linger).
     fn close(&mut self, key: usize, reason: CloseReason) {
-        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         if matches!(conn.stage, Stage::Closing(_)) {
             return;
         }
-        let id = ConnId { slot: key as u32, generation: conn.generation };
+        let id = ConnId {
+            slot: key as u32,
+            generation: conn.generation,
+        };
         let device = match &conn.stage {
             Stage::Device(session) => Some(session.device),
             _ => None,
@@ -668,7 +813,9 @@ impl Shard {
             tls.send_close_notify();
         }
         match &reason {
-            CloseReason::PeerClosed | CloseReason::Shutdown => tracing::debug!(%peer, ?device, %reason, "connection closed"),
+            CloseReason::PeerClosed | CloseReason::Shutdown => {
+                tracing::debug!(%peer, ?device, %reason, "connection closed")
+            }
             _ => tracing::info!(%peer, ?device, %reason, "closing connection"),
         }
         if let Some(device) = device {
@@ -687,14 +834,19 @@ impl Shard {
     /// Removes the connection for good.
     fn finalize(&mut self, key: usize, reason: Option<CloseReason>) {
         if let Some(reason) = reason
-            && self.conns.get(key).is_some_and(|c| !matches!(c.stage, Stage::Closing(_)))
+            && self
+                .conns
+                .get(key)
+                .is_some_and(|c| !matches!(c.stage, Stage::Closing(_)))
         {
             self.close(key, reason);
             if !self.conns.contains(key) {
                 return;
             }
         }
-        let Some(mut conn) = self.conns.try_remove(key) else { return };
+        let Some(mut conn) = self.conns.try_remove(key) else {
+            return;
+        };
         let _ = self.poll.registry().deregister(&mut conn.socket);
         self.stats.connections_open.fetch_sub(1, Ordering::Relaxed);
     }
@@ -719,18 +871,28 @@ impl Shard {
             let _ = self.poll.poll(&mut events, Some(Duration::from_millis(50)));
             for event in events.iter() {
                 if event.token() == STORE {
-                    self.link.on_readable(self.poll.registry(), &mut self.scratch, completions);
+                    self.link
+                        .on_readable(self.poll.registry(), &mut self.scratch, completions);
                 }
             }
             for done in completions.drain(..) {
-                self.stats.pins_stored.fetch_add(done.pins_written as u64, Ordering::Relaxed);
+                self.stats
+                    .pins_stored
+                    .fetch_add(done.pins_written as u64, Ordering::Relaxed);
             }
         }
         let unflushed = self.telemetry.len() + self.link.outstanding();
         if unflushed > 0 {
-            tracing::error!(shard = self.index, unflushed, "store did not acknowledge every write before shutdown");
+            tracing::error!(
+                shard = self.index,
+                unflushed,
+                "store did not acknowledge every write before shutdown"
+            );
         } else {
-            tracing::info!(shard = self.index, "shard stopped; every write acknowledged by the store");
+            tracing::info!(
+                shard = self.index,
+                "shard stopped; every write acknowledged by the store"
+            );
         }
     }
 }
@@ -741,5 +903,7 @@ fn advance(stage: &mut Stage, transition: Transition) {
 }
 
 fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

@@ -11,7 +11,8 @@ use crate::session::SyncFilter;
 use mio::net::UnixStream;
 use mio::{Interest, Registry, Token};
 use portcullis_protocol::store::{
-    self, ClientHello, ClientRole, ReplyEnvelope, Request, RequestEnvelope, Response, ServerHello, StoreError, WIRE_VERSION,
+    self, ClientHello, ClientRole, ReplyEnvelope, Request, RequestEnvelope, Response, ServerHello,
+    StoreError, WIRE_VERSION,
 };
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -29,9 +30,19 @@ pub const MAX_IN_FLIGHT: usize = 1024;
 pub enum Waiter {
     /// Nobody: presence, info and telemetry batches only need to be stored.
     None,
-    Login { conn: ConnId, msg_id: u16 },
-    Sync { conn: ConnId, msg_id: u16, filter: SyncFilter },
-    Property { conn: ConnId, msg_id: u16 },
+    Login {
+        conn: ConnId,
+        msg_id: u16,
+    },
+    Sync {
+        conn: ConnId,
+        msg_id: u16,
+        filter: SyncFilter,
+    },
+    Property {
+        conn: ConnId,
+        msg_id: u16,
+    },
 }
 
 #[derive(Debug)]
@@ -113,13 +124,20 @@ impl StoreLink {
                 return;
             }
         };
-        if let Err(e) = registry.register(&mut stream, self.token, Interest::READABLE | Interest::WRITABLE) {
+        if let Err(e) = registry.register(
+            &mut stream,
+            self.token,
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
             tracing::warn!(error = %e, "cannot register the store link");
             return;
         }
         self.out.clear();
         self.inbuf.clear();
-        let hello = ClientHello { version: WIRE_VERSION, role: self.role.clone() };
+        let hello = ClientHello {
+            version: WIRE_VERSION,
+            role: self.role.clone(),
+        };
         if let Err(e) = store::encode_frame(&hello, &mut self.out) {
             tracing::error!(error = %e, "cannot encode the store hello");
             return;
@@ -136,9 +154,18 @@ impl StoreLink {
             {
                 let id = self.next_id;
                 self.next_id += 1;
-                let envelope = RequestEnvelope { id, request: call.request };
+                let envelope = RequestEnvelope {
+                    id,
+                    request: call.request,
+                };
                 match store::encode_frame(&envelope, &mut self.out) {
-                    Ok(()) => self.in_flight.push_back((id, Call { request: envelope.request, waiter: call.waiter })),
+                    Ok(()) => self.in_flight.push_back((
+                        id,
+                        Call {
+                            request: envelope.request,
+                            waiter: call.waiter,
+                        },
+                    )),
                     Err(e) => {
                         // Only an oversize batch can fail here; the shard caps batches well below it.
                         tracing::error!(error = %e, "dropping a store request that cannot be encoded");
@@ -150,7 +177,9 @@ impl StoreLink {
     }
 
     fn write_out(&mut self, registry: &Registry) {
-        let Some(stream) = self.stream.as_mut() else { return };
+        let Some(stream) = self.stream.as_mut() else {
+            return;
+        };
         let mut written = 0;
         while written < self.out.len() {
             match stream.write(&self.out[written..]) {
@@ -169,8 +198,15 @@ impl StoreLink {
     }
 
     /// Reads replies; returns the completed calls.
-    pub fn on_readable(&mut self, registry: &Registry, scratch: &mut [u8], done: &mut Vec<Completion>) {
-        let Some(stream) = self.stream.as_mut() else { return };
+    pub fn on_readable(
+        &mut self,
+        registry: &Registry,
+        scratch: &mut [u8],
+        done: &mut Vec<Completion>,
+    ) {
+        let Some(stream) = self.stream.as_mut() else {
+            return;
+        };
         let mut closed = None;
         loop {
             match stream.read(scratch) {
@@ -209,7 +245,9 @@ impl StoreLink {
                         continue;
                     }
                     Ok(Some((ServerHello::Refused { version, reason }, _))) => {
-                        break Err(format!("store refused the link (its wire version {version}): {reason}"));
+                        break Err(format!(
+                            "store refused the link (its wire version {version}): {reason}"
+                        ));
                     }
                     Ok(None) => break Ok(()),
                     Err(e) => break Err(format!("bad hello from the store: {e}")),
@@ -219,7 +257,10 @@ impl StoreLink {
                 Ok(Some((reply, n))) => {
                     used += n;
                     let Some((id, call)) = self.in_flight.pop_front() else {
-                        break Err(format!("store answered id {} with nothing in flight", reply.id));
+                        break Err(format!(
+                            "store answered id {} with nothing in flight",
+                            reply.id
+                        ));
                     };
                     if id != reply.id {
                         break Err(format!("store answered id {} but {id} was next", reply.id));
@@ -228,7 +269,11 @@ impl StoreLink {
                         Request::WritePins { writes } if reply.result.is_ok() => writes.len(),
                         _ => 0,
                     };
-                    done.push(Completion { waiter: call.waiter, result: reply.result, pins_written });
+                    done.push(Completion {
+                        waiter: call.waiter,
+                        result: reply.result,
+                        pins_written,
+                    });
                 }
                 Ok(None) => break Ok(()),
                 Err(e) => break Err(format!("bad reply from the store: {e}")),
@@ -247,7 +292,11 @@ impl StoreLink {
             let _ = registry.deregister(&mut stream);
         }
         if self.state != LinkState::Down {
-            tracing::warn!(reason, requeued = self.in_flight.len(), "store link down; will reconnect");
+            tracing::warn!(
+                reason,
+                requeued = self.in_flight.len(),
+                "store link down; will reconnect"
+            );
         }
         self.state = LinkState::Down;
         while let Some((_, call)) = self.in_flight.pop_back() {

@@ -35,7 +35,12 @@ pub struct TimerWheel {
 
 impl TimerWheel {
     pub fn new(start: Instant) -> Self {
-        Self { start, cursor: 0, slots: (0..SLOTS).map(|_| Vec::new()).collect(), len: 0 }
+        Self {
+            start,
+            cursor: 0,
+            slots: (0..SLOTS).map(|_| Vec::new()).collect(),
+            len: 0,
+        }
     }
 
     /// The tick containing `now`.
@@ -100,7 +105,10 @@ mod tests {
     use super::*;
 
     fn id(n: u32) -> ConnId {
-        ConnId { slot: n, generation: 1 }
+        ConnId {
+            slot: n,
+            generation: 1,
+        }
     }
 
     #[test]

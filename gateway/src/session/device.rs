@@ -24,7 +24,11 @@ pub struct SessionLimits {
 
 impl Default for SessionLimits {
     fn default() -> Self {
-        Self { default_heartbeat_secs: 10, heartbeat_factor: 2.3, default_buff_in: 255 }
+        Self {
+            default_heartbeat_secs: 10,
+            heartbeat_factor: 2.3,
+            default_buff_in: 255,
+        }
     }
 }
 
@@ -51,18 +55,30 @@ pub struct DeviceSession {
 
 impl DeviceSession {
     pub fn new(device: DeviceId) -> Self {
-        Self { device, heartbeat_secs: 0, buff_in: 0 }
+        Self {
+            device,
+            heartbeat_secs: 0,
+            buff_in: 0,
+        }
     }
 
     /// How long the device may stay silent before it is closed.
     pub fn heartbeat_timeout(&self, limits: &SessionLimits) -> Duration {
-        let beat = if self.heartbeat_secs > 0 { self.heartbeat_secs } else { limits.default_heartbeat_secs };
+        let beat = if self.heartbeat_secs > 0 {
+            self.heartbeat_secs
+        } else {
+            limits.default_heartbeat_secs
+        };
         Duration::from_secs((f64::from(beat) * limits.heartbeat_factor).ceil() as u64)
     }
 
     /// Largest frame (header included) we may send to this device.
     pub fn max_outbound_frame(&self, limits: &SessionLimits) -> usize {
-        usize::from(if self.buff_in > 0 { self.buff_in } else { limits.default_buff_in })
+        usize::from(if self.buff_in > 0 {
+            self.buff_in
+        } else {
+            limits.default_buff_in
+        })
     }
 
     /// Handles one frame from the device.
@@ -78,17 +94,30 @@ impl DeviceSession {
             Command::Login | Command::HardwareLogin => out.response(id, Status::AlreadyRegistered),
             Command::Internal => self.on_internal(id, body, out),
             Command::Hardware => match body::parse_hardware(body) {
-                Ok(Hardware::Write { pin, value }) => out.store.push(StoreCall::WritePin { pin, value: value.to_vec() }),
-                Ok(Hardware::Read { pin }) => {
-                    out.store.push(StoreCall::Sync { msg_id: id, pins: Some(vec![pin]), filter: SyncFilter::Named })
-                }
+                Ok(Hardware::Write { pin, value }) => out.store.push(StoreCall::WritePin {
+                    pin,
+                    value: value.to_vec(),
+                }),
+                Ok(Hardware::Read { pin }) => out.store.push(StoreCall::Sync {
+                    msg_id: id,
+                    pins: Some(vec![pin]),
+                    filter: SyncFilter::Named,
+                }),
                 Ok(Hardware::PinMode) => {}
                 Err(_) => out.response(id, Status::IllegalCommand),
             },
             Command::HardwareSync => match body::parse_sync(body) {
-                Ok(SyncRequest::All) => out.store.push(StoreCall::Sync { msg_id: id, pins: None, filter: SyncFilter::Everything }),
+                Ok(SyncRequest::All) => out.store.push(StoreCall::Sync {
+                    msg_id: id,
+                    pins: None,
+                    filter: SyncFilter::Everything,
+                }),
                 Ok(SyncRequest::Pins { kind, pins }) if pins.is_empty() => {
-                    out.store.push(StoreCall::Sync { msg_id: id, pins: None, filter: SyncFilter::Kind(kind) })
+                    out.store.push(StoreCall::Sync {
+                        msg_id: id,
+                        pins: None,
+                        filter: SyncFilter::Kind(kind),
+                    })
                 }
                 Ok(SyncRequest::Pins { kind, pins }) => out.store.push(StoreCall::Sync {
                     msg_id: id,
@@ -129,7 +158,14 @@ impl DeviceSession {
 
     /// Answers a sync with one HARDWARE frame per stored value (same id as the request). Values that
     /// would not fit the device's buffer are skipped and counted.
-    pub fn on_sync_reply(&self, msg_id: u16, filter: SyncFilter, values: &[PinValue], limits: &SessionLimits, out: &mut Outbox) -> usize {
+    pub fn on_sync_reply(
+        &self,
+        msg_id: u16,
+        filter: SyncFilter,
+        values: &[PinValue],
+        limits: &SessionLimits,
+        out: &mut Outbox,
+    ) -> usize {
         let max = self.max_outbound_frame(limits);
         let mut skipped = 0;
         for value in values {
@@ -140,7 +176,15 @@ impl DeviceSession {
             }
             let op = value.pin.write_op();
             let pin = value.pin.pin.to_string();
-            if out.frame_args(Command::Hardware, msg_id, &[&op, pin.as_bytes(), &value.value], max).is_err() {
+            if out
+                .frame_args(
+                    Command::Hardware,
+                    msg_id,
+                    &[&op, pin.as_bytes(), &value.value],
+                    max,
+                )
+                .is_err()
+            {
                 skipped += 1;
             }
         }
@@ -155,14 +199,23 @@ mod tests {
 
     fn step(session: &mut DeviceSession, command: Command, id: u16, body: &[u8]) -> Outbox {
         let mut out = Outbox::default();
-        session.on_frame(&Frame { command, msg_id: id, payload: Payload::Body(body) }, &mut out);
+        session.on_frame(
+            &Frame {
+                command,
+                msg_id: id,
+                payload: Payload::Body(body),
+            },
+            &mut out,
+        );
         out
     }
 
     fn frames(out: &Outbox) -> Vec<(Command, u16, Payload<'_>)> {
         out.frames()
             .map(|bytes| match decode(bytes, 65535) {
-                Ok(Decoded::Frame { frame, consumed }) if consumed == bytes.len() => (frame.command, frame.msg_id, frame.payload),
+                Ok(Decoded::Frame { frame, consumed }) if consumed == bytes.len() => {
+                    (frame.command, frame.msg_id, frame.payload)
+                }
                 other => panic!("outbox holds a bad frame: {other:?}"),
             })
             .collect()
@@ -172,13 +225,36 @@ mod tests {
     fn ping_info_and_second_login() {
         let mut s = DeviceSession::new(1);
         let out = step(&mut s, Command::Ping, 5, b"");
-        assert_eq!(frames(&out), vec![(Command::Response, 5, Payload::Status(Status::Ok))]);
-        let out = step(&mut s, Command::HardwareLogin, 6, b"0123456789abcdef0123456789abcdef");
-        assert_eq!(frames(&out), vec![(Command::Response, 6, Payload::Status(Status::AlreadyRegistered))]);
+        assert_eq!(
+            frames(&out),
+            vec![(Command::Response, 5, Payload::Status(Status::Ok))]
+        );
+        let out = step(
+            &mut s,
+            Command::HardwareLogin,
+            6,
+            b"0123456789abcdef0123456789abcdef",
+        );
+        assert_eq!(
+            frames(&out),
+            vec![(
+                Command::Response,
+                6,
+                Payload::Status(Status::AlreadyRegistered)
+            )]
+        );
         let limits = SessionLimits::default();
         assert_eq!(s.heartbeat_timeout(&limits), Duration::from_secs(23));
-        let out = step(&mut s, Command::Internal, 2, b"ver\x000.2.6\x00buff-in\x001024\x00h-beat\x0045\x00dev\x00python");
-        assert_eq!(frames(&out), vec![(Command::Response, 2, Payload::Status(Status::Ok))]);
+        let out = step(
+            &mut s,
+            Command::Internal,
+            2,
+            b"ver\x000.2.6\x00buff-in\x001024\x00h-beat\x0045\x00dev\x00python",
+        );
+        assert_eq!(
+            frames(&out),
+            vec![(Command::Response, 2, Payload::Status(Status::Ok))]
+        );
         assert!(matches!(out.store[0], StoreCall::SetInfo(_)));
         assert_eq!(s.heartbeat_timeout(&limits), Duration::from_secs(104));
         assert_eq!(s.max_outbound_frame(&limits), 1024);
@@ -189,35 +265,83 @@ mod tests {
         let mut s = DeviceSession::new(1);
         let out = step(&mut s, Command::Hardware, 3, b"vw\x005\x0042");
         assert!(!out.has_frames());
-        assert_eq!(out.store, vec![StoreCall::WritePin { pin: PinAddr::new(PinKind::Virtual, 5), value: b"42".to_vec() }]);
+        assert_eq!(
+            out.store,
+            vec![StoreCall::WritePin {
+                pin: PinAddr::new(PinKind::Virtual, 5),
+                value: b"42".to_vec()
+            }]
+        );
         let out = step(&mut s, Command::Hardware, 4, b"vw\x00999\x001");
-        assert_eq!(frames(&out), vec![(Command::Response, 4, Payload::Status(Status::IllegalCommand))]);
+        assert_eq!(
+            frames(&out),
+            vec![(
+                Command::Response,
+                4,
+                Payload::Status(Status::IllegalCommand)
+            )]
+        );
         let out = step(&mut s, Command::Unknown(99), 0, b"whatever");
         // Id 0 is never sent back.
-        assert_eq!(frames(&out), vec![(Command::Response, 1, Payload::Status(Status::IllegalCommand))]);
+        assert_eq!(
+            frames(&out),
+            vec![(
+                Command::Response,
+                1,
+                Payload::Status(Status::IllegalCommand)
+            )]
+        );
     }
 
     #[test]
     fn sync_replays_values_with_the_request_id_within_buff_in() {
         let mut s = DeviceSession::new(1);
         let out = step(&mut s, Command::HardwareSync, 9, b"vr\x005");
-        let StoreCall::Sync { msg_id: 9, filter, .. } = out.store[0].clone() else { panic!("no sync call") };
+        let StoreCall::Sync {
+            msg_id: 9, filter, ..
+        } = out.store[0].clone()
+        else {
+            panic!("no sync call")
+        };
         let values = vec![
-            PinValue { pin: PinAddr::new(PinKind::Virtual, 5), value: b"42".to_vec(), at_ms: 1 },
-            PinValue { pin: PinAddr::new(PinKind::Virtual, 6), value: vec![b'x'; 400], at_ms: 1 },
+            PinValue {
+                pin: PinAddr::new(PinKind::Virtual, 5),
+                value: b"42".to_vec(),
+                at_ms: 1,
+            },
+            PinValue {
+                pin: PinAddr::new(PinKind::Virtual, 6),
+                value: vec![b'x'; 400],
+                at_ms: 1,
+            },
         ];
         let mut out = Outbox::default();
         let skipped = s.on_sync_reply(9, filter, &values, &SessionLimits::default(), &mut out);
-        assert_eq!(skipped, 1, "a 400-byte value does not fit the default 255-byte buffer");
-        assert_eq!(frames(&out), vec![(Command::Hardware, 9, Payload::Body(b"vw\x005\x0042"))]);
+        assert_eq!(
+            skipped, 1,
+            "a 400-byte value does not fit the default 255-byte buffer"
+        );
+        assert_eq!(
+            frames(&out),
+            vec![(Command::Hardware, 9, Payload::Body(b"vw\x005\x0042"))]
+        );
     }
 
     #[test]
     fn property_is_stored_and_bad_property_answered() {
         let mut s = DeviceSession::new(1);
         let out = step(&mut s, Command::Property, 7, b"1\x00label\x00Temp");
-        assert!(matches!(&out.store[0], StoreCall::WriteProperty { msg_id: 7, property, .. } if property == "label"));
+        assert!(
+            matches!(&out.store[0], StoreCall::WriteProperty { msg_id: 7, property, .. } if property == "label")
+        );
         let out = step(&mut s, Command::Property, 8, b"1");
-        assert_eq!(frames(&out), vec![(Command::Response, 8, Payload::Status(Status::IllegalCommandBody))]);
+        assert_eq!(
+            frames(&out),
+            vec![(
+                Command::Response,
+                8,
+                Payload::Status(Status::IllegalCommandBody)
+            )]
+        );
     }
 }

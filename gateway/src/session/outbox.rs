@@ -12,13 +12,28 @@ use std::fmt;
 /// A store operation a session needs; the shard turns it into a request and routes the reply back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreCall {
-    Authenticate { token_hash: TokenHash, msg_id: u16 },
+    Authenticate {
+        token_hash: TokenHash,
+        msg_id: u16,
+    },
     /// Telemetry: batched per shard and loop turn, never answered to the device.
-    WritePin { pin: PinAddr, value: Vec<u8> },
+    WritePin {
+        pin: PinAddr,
+        value: Vec<u8>,
+    },
     /// Answered with HARDWARE frames carrying `msg_id`.
-    Sync { msg_id: u16, pins: Option<Vec<PinAddr>>, filter: super::SyncFilter },
+    Sync {
+        msg_id: u16,
+        pins: Option<Vec<PinAddr>>,
+        filter: super::SyncFilter,
+    },
     /// Answered with a RESPONSE once stored.
-    WriteProperty { msg_id: u16, pin: PinAddr, property: String, value: Vec<u8> },
+    WriteProperty {
+        msg_id: u16,
+        pin: PinAddr,
+        property: String,
+        value: Vec<u8>,
+    },
     SetInfo(DeviceInfo),
     Presence(Presence),
 }
@@ -38,10 +53,16 @@ pub enum CloseReason {
     /// No login within the deadline (TLS handshake included).
     LoginTimeout,
     /// Silent for longer than its heartbeat allows.
-    HeartbeatTimeout { secs: u64 },
-    PreAuthBufferFull { limit: usize },
+    HeartbeatTimeout {
+        secs: u64,
+    },
+    PreAuthBufferFull {
+        limit: usize,
+    },
     /// Its outbound queue hit the bound: it does not read what we send.
-    SlowReader { queued: usize },
+    SlowReader {
+        queued: usize,
+    },
     Tls(String),
     /// The store refused or failed the login lookup.
     StoreUnavailable,
@@ -54,13 +75,22 @@ impl fmt::Display for CloseReason {
             CloseReason::PeerClosed => f.write_str("peer closed the connection"),
             CloseReason::Io(e) => write!(f, "socket error: {e}"),
             CloseReason::NotALogin(what) => write!(f, "first frame is not a login ({what})"),
-            CloseReason::UnknownProtocol => f.write_str("first bytes match no protocol served on this port"),
+            CloseReason::UnknownProtocol => {
+                f.write_str("first bytes match no protocol served on this port")
+            }
             CloseReason::Malformed(e) => write!(f, "malformed frame: {e}"),
             CloseReason::InvalidToken => f.write_str("invalid device token"),
             CloseReason::LoginTimeout => f.write_str("no login before the deadline"),
-            CloseReason::HeartbeatTimeout { secs } => write!(f, "silent for {secs} s (heartbeat timeout)"),
-            CloseReason::PreAuthBufferFull { limit } => write!(f, "more than {limit} bytes before login completed"),
-            CloseReason::SlowReader { queued } => write!(f, "outbound queue full ({queued} bytes): peer does not read"),
+            CloseReason::HeartbeatTimeout { secs } => {
+                write!(f, "silent for {secs} s (heartbeat timeout)")
+            }
+            CloseReason::PreAuthBufferFull { limit } => {
+                write!(f, "more than {limit} bytes before login completed")
+            }
+            CloseReason::SlowReader { queued } => write!(
+                f,
+                "outbound queue full ({queued} bytes): peer does not read"
+            ),
             CloseReason::Tls(e) => write!(f, "TLS error: {e}"),
             CloseReason::StoreUnavailable => f.write_str("store could not check the login"),
             CloseReason::Shutdown => f.write_str("gateway shutting down"),
@@ -91,10 +121,23 @@ impl Outbox {
     }
 
     /// Queues a frame from NUL-joined `args`, unless it would exceed `max_frame` bytes on the wire.
-    pub fn frame_args(&mut self, command: Command, msg_id: u16, args: &[&[u8]], max_frame: usize) -> Result<(), EncodeError> {
-        let len = frame::HEADER_LEN + args.iter().map(|a| a.len() + 1).sum::<usize>().saturating_sub(1);
+    pub fn frame_args(
+        &mut self,
+        command: Command,
+        msg_id: u16,
+        args: &[&[u8]],
+        max_frame: usize,
+    ) -> Result<(), EncodeError> {
+        let len = frame::HEADER_LEN
+            + args
+                .iter()
+                .map(|a| a.len() + 1)
+                .sum::<usize>()
+                .saturating_sub(1);
         if len > max_frame {
-            return Err(EncodeError::BodyTooLarge { len: len - frame::HEADER_LEN });
+            return Err(EncodeError::BodyTooLarge {
+                len: len - frame::HEADER_LEN,
+            });
         }
         frame::encode_args(&mut self.bytes, command, reply_id(msg_id), args)?;
         self.ends.push(self.bytes.len());

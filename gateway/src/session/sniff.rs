@@ -17,7 +17,9 @@ pub enum Sniffed {
 /// Blynk command codes are below 100 (the reference server rejects anything higher).
 const MAX_BLYNK_COMMAND: u8 = 100;
 
-const HTTP_VERBS: &[&[u8; 4]] = &[b"GET ", b"POST", b"PUT ", b"HEAD", b"OPTI", b"PATC", b"DELE", b"TRAC", b"CONN"];
+const HTTP_VERBS: &[&[u8; 4]] = &[
+    b"GET ", b"POST", b"PUT ", b"HEAD", b"OPTI", b"PATC", b"DELE", b"TRAC", b"CONN",
+];
 
 /// Classifies a connection from the bytes received so far.
 pub fn sniff(bytes: &[u8]) -> Sniffed {
