@@ -13,8 +13,15 @@ use std::time::Duration;
 /// A decoded frame, owned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Got {
-    Status { id: u16, status: Status },
-    Frame { command: Command, id: u16, body: Vec<u8> },
+    Status {
+        id: u16,
+        status: Status,
+    },
+    Frame {
+        command: Command,
+        id: u16,
+        body: Vec<u8>,
+    },
     /// The gateway closed the connection.
     Closed,
 }
@@ -30,7 +37,10 @@ pub struct Device {
 }
 
 /// A rustls client config trusting the gateway's generated CA, limited to one TLS version.
-pub fn client_config(ca_pem: &Path, version: &'static rustls::SupportedProtocolVersion) -> Arc<rustls::ClientConfig> {
+pub fn client_config(
+    ca_pem: &Path,
+    version: &'static rustls::SupportedProtocolVersion,
+) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(ca_pem).unwrap() {
         roots.add(cert.unwrap()).unwrap();
@@ -50,7 +60,12 @@ impl Device {
         let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
         tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         tcp.set_nodelay(true).unwrap();
-        Device { stream: Box::new(tcp.try_clone().unwrap()), tcp, buf: Vec::new(), next_id: 1 }
+        Device {
+            stream: Box::new(tcp.try_clone().unwrap()),
+            tcp,
+            buf: Vec::new(),
+            next_id: 1,
+        }
     }
 
     /// Connects over TLS and completes the handshake; returns the negotiated version too.
@@ -64,7 +79,12 @@ impl Device {
         while stream.conn.is_handshaking() {
             stream.conn.complete_io(&mut stream.sock).unwrap();
         }
-        Device { stream: Box::new(stream), tcp, buf: Vec::new(), next_id: 1 }
+        Device {
+            stream: Box::new(stream),
+            tcp,
+            buf: Vec::new(),
+            next_id: 1,
+        }
     }
 
     pub fn set_read_timeout(&self, timeout: Duration) {
@@ -92,8 +112,15 @@ impl Device {
             match frame::decode(&self.buf, 65535).unwrap() {
                 Decoded::Frame { frame, consumed } => {
                     let got = match frame.payload {
-                        Payload::Status(status) => Got::Status { id: frame.msg_id, status },
-                        Payload::Body(body) => Got::Frame { command: frame.command, id: frame.msg_id, body: body.to_vec() },
+                        Payload::Status(status) => Got::Status {
+                            id: frame.msg_id,
+                            status,
+                        },
+                        Payload::Body(body) => Got::Frame {
+                            command: frame.command,
+                            id: frame.msg_id,
+                            body: body.to_vec(),
+                        },
                     };
                     self.buf.drain(..consumed);
                     return got;
@@ -104,7 +131,12 @@ impl Device {
             match self.stream.read(&mut chunk) {
                 Ok(0) => return Got::Closed,
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
                     panic!("no frame from the gateway within the read timeout")
                 }
                 // A reset or a TLS close without close_notify: closed all the same.
@@ -127,13 +159,28 @@ impl Device {
     /// Sends an info message like blynklib's and expects 200.
     pub fn info(&mut self, heartbeat: u16) {
         let hb = heartbeat.to_string();
-        let id = self.send(Command::Internal, &[b"ver", b"0.2.6", b"buff-in", b"1024", b"h-beat", hb.as_bytes(), b"dev", b"python"]);
+        let id = self.send(
+            Command::Internal,
+            &[
+                b"ver",
+                b"0.2.6",
+                b"buff-in",
+                b"1024",
+                b"h-beat",
+                hb.as_bytes(),
+                b"dev",
+                b"python",
+            ],
+        );
         self.expect_status(id, Status::Ok);
     }
 
     pub fn virtual_write(&mut self, pin: u8, value: &str) {
         let pin = pin.to_string();
-        self.send(Command::Hardware, &[b"vw", pin.as_bytes(), value.as_bytes()]);
+        self.send(
+            Command::Hardware,
+            &[b"vw", pin.as_bytes(), value.as_bytes()],
+        );
     }
 
     /// Waits until the gateway closes the connection; panics if a frame arrives or time runs out.

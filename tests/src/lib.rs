@@ -27,7 +27,11 @@ pub fn bin_dir() -> PathBuf {
 
 pub fn bin(name: &str) -> PathBuf {
     let path = bin_dir().join(name);
-    assert!(path.exists(), "{} is missing: run `cargo build --bins` before the end-to-end tests", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --bins` before the end-to-end tests",
+        path.display()
+    );
     path
 }
 
@@ -38,7 +42,10 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Opt
         if let Some(value) = check() {
             return value;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -76,7 +83,11 @@ impl Gateway {
         let ports = data_dir.join("ports.json");
         let _ = std::fs::remove_file(&ports);
         let log_path = data_dir.with_extension("log");
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .unwrap();
         let child = Command::new(bin("portcullis"))
             .args(["serve", "--config"])
             .arg(&config_path)
@@ -98,7 +109,10 @@ impl Gateway {
         };
         let (tls, plain) = wait_for("ports.json", START_TIMEOUT, || {
             if let Some(status) = gw.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("gateway exited during start-up ({status}); log:\n{}", gw.log());
+                panic!(
+                    "gateway exited during start-up ({status}); log:\n{}",
+                    gw.log()
+                );
             }
             let text = std::fs::read_to_string(&ports).ok()?;
             let v: Value = serde_json::from_str(&text).ok()?;
@@ -130,19 +144,34 @@ impl Gateway {
         if !out.status.success() {
             return Err(String::from_utf8_lossy(&out.stderr).into_owned());
         }
-        serde_json::from_slice(&out.stdout).map_err(|e| format!("bad JSON from admin ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+        serde_json::from_slice(&out.stdout).map_err(|e| {
+            format!(
+                "bad JSON from admin ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
     }
 
     /// Creates a device; returns its id and token.
     pub fn create_device(&self, name: &str) -> (u64, String) {
-        let v = self.admin(&["device", "create", "--name", name, "--template", "TMPL0001"]).unwrap();
-        (v["id"].as_u64().unwrap(), v["token"].as_str().unwrap().to_string())
+        let v = self
+            .admin(&["device", "create", "--name", name, "--template", "TMPL0001"])
+            .unwrap();
+        (
+            v["id"].as_u64().unwrap(),
+            v["token"].as_str().unwrap().to_string(),
+        )
     }
 
     /// The stored value of `pin` (e.g. "V5") of `device`, if any.
     pub fn pin(&self, device: u64, pin: &str) -> Option<String> {
-        let v = self.admin(&["device", "pins", &device.to_string()]).unwrap();
-        v.as_array()?.iter().find(|p| p["pin"] == pin).and_then(|p| p["value"].as_str().map(str::to_string))
+        let v = self
+            .admin(&["device", "pins", &device.to_string()])
+            .unwrap();
+        v.as_array()?
+            .iter()
+            .find(|p| p["pin"] == pin)
+            .and_then(|p| p["value"].as_str().map(str::to_string))
     }
 
     pub fn device(&self, device: u64) -> Value {
@@ -152,13 +181,21 @@ impl Gateway {
     /// Pid of the child store process (a process whose parent is the gateway).
     pub fn store_pid(&self) -> Option<i32> {
         let me = self.pid();
-        std::fs::read_dir("/proc").ok()?.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok()).find(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            // Fields after the parenthesised command name: state, ppid, ...
-            let ppid = stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().nth(1)).and_then(|p| p.parse().ok());
-            ppid == Some(me)
-                && std::fs::read_to_string(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.contains("portcullis-store"))
-        })
+        std::fs::read_dir("/proc")
+            .ok()?
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+            .find(|pid| {
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+                // Fields after the parenthesised command name: state, ppid, ...
+                let ppid = stat
+                    .rsplit(')')
+                    .next()
+                    .and_then(|rest| rest.split_whitespace().nth(1))
+                    .and_then(|p| p.parse().ok());
+                ppid == Some(me)
+                    && std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+                        .is_ok_and(|c| c.contains("portcullis-store"))
+            })
     }
 
     pub fn signal(&self, signal: nix::sys::signal::Signal) {
@@ -180,18 +217,27 @@ impl Gateway {
 
     /// Reads the gateway log so far for a line containing `needle`.
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) {
-        wait_for(&format!("log line {needle:?}"), timeout, || self.log().contains(needle).then_some(()));
+        wait_for(&format!("log line {needle:?}"), timeout, || {
+            self.log().contains(needle).then_some(())
+        });
     }
 }
 
 impl Drop for Gateway {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
             let _ = child.wait();
         }
         if std::thread::panicking() {
-            eprintln!("---- gateway log ({}) ----\n{}", self.log_path.display(), self.log());
+            eprintln!(
+                "---- gateway log ({}) ----\n{}",
+                self.log_path.display(),
+                self.log()
+            );
         }
     }
 }
@@ -199,7 +245,9 @@ impl Drop for Gateway {
 /// Runs a Python script from `tests/python/` with arguments; returns its stdout, failing the
 /// test with its stderr if it exits non-zero. Bounded by `timeout`.
 pub fn python(script: &str, args: &[&str], timeout: Duration) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("python").join(script);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("python")
+        .join(script);
     let mut child = Command::new("python3")
         .arg(&path)
         .args(args)
@@ -207,11 +255,26 @@ pub fn python(script: &str, args: &[&str], timeout: Duration) -> String {
         .stderr(Stdio::piped())
         .spawn()
         .expect("python3 must be installed (the README's test command installs it)");
-    let status = wait_for(&format!("python {script}"), timeout, || child.try_wait().unwrap());
+    let status = wait_for(&format!("python {script}"), timeout, || {
+        child.try_wait().unwrap()
+    });
     let mut out = String::new();
     let mut err = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-    assert!(status.success(), "python {script} failed ({status}):\nstdout:\n{out}\nstderr:\n{err}");
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(
+        status.success(),
+        "python {script} failed ({status}):\nstdout:\n{out}\nstderr:\n{err}"
+    );
     out
 }

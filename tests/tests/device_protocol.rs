@@ -26,9 +26,18 @@ fn login_write_sync_and_read_back() {
     dev.expect_status(ping, Status::Ok);
 
     let sync = dev.send(Command::HardwareSync, &[b"vr", b"5"]);
-    assert_eq!(dev.recv(), Got::Frame { command: Command::Hardware, id: sync, body: b"vw\x005\x0042".to_vec() });
+    assert_eq!(
+        dev.recv(),
+        Got::Frame {
+            command: Command::Hardware,
+            id: sync,
+            body: b"vw\x005\x0042".to_vec()
+        }
+    );
 
-    wait_for("V5 in the store", Duration::from_secs(5), || (gw.pin(id, "V5").as_deref() == Some("42")).then_some(()));
+    wait_for("V5 in the store", Duration::from_secs(5), || {
+        (gw.pin(id, "V5").as_deref() == Some("42")).then_some(())
+    });
     let device = gw.device(id);
     assert_eq!(device["online"], true, "{device}");
     assert_eq!(device["info"]["heartbeat_secs"], 10, "{device}");
@@ -57,8 +66,16 @@ fn login_write_sync_and_read_back() {
     assert_eq!(
         got,
         vec![
-            Got::Frame { command: Command::Hardware, id: sync, body: b"vw\x005\x0042".to_vec() },
-            Got::Frame { command: Command::Hardware, id: sync, body: b"vw\x006\x001\x002".to_vec() },
+            Got::Frame {
+                command: Command::Hardware,
+                id: sync,
+                body: b"vw\x005\x0042".to_vec()
+            },
+            Got::Frame {
+                command: Command::Hardware,
+                id: sync,
+                body: b"vw\x006\x001\x002".to_vec()
+            },
         ]
     );
 }
@@ -96,7 +113,9 @@ fn non_login_first_frames_and_garbage_are_closed_without_disturbing_others() {
     early.expect_closed();
     // Random bytes: closed.
     let mut garbage = Device::plain(gw.plain_port);
-    garbage.send_raw(b"\xff\xfe\xfd\xfc\xfb\xfa garbage").unwrap();
+    garbage
+        .send_raw(b"\xff\xfe\xfd\xfc\xfb\xfa garbage")
+        .unwrap();
     garbage.expect_closed();
     // An oversize login frame (length over the pre-login maximum): closed.
     let mut oversize = Device::plain(gw.plain_port);
@@ -113,7 +132,9 @@ fn non_login_first_frames_and_garbage_are_closed_without_disturbing_others() {
     good.virtual_write(1, "still-here");
     let ping = good.send(Command::Ping, &[]);
     good.expect_status(ping, Status::Ok);
-    wait_for("V1 stored", Duration::from_secs(5), || (gw.pin(id, "V1").as_deref() == Some("still-here")).then_some(()));
+    wait_for("V1 stored", Duration::from_secs(5), || {
+        (gw.pin(id, "V1").as_deref() == Some("still-here")).then_some(())
+    });
     gw.wait_for_log("first frame is not a login", Duration::from_secs(5));
     gw.wait_for_log("first bytes match no protocol", Duration::from_secs(5));
     gw.wait_for_log("exceeds the limit", Duration::from_secs(5));
@@ -129,7 +150,10 @@ fn login_deadline_and_heartbeat_timeout_close_silent_connections() {
     let start = Instant::now();
     silent.expect_closed();
     let waited = start.elapsed();
-    assert!(waited >= Duration::from_millis(900) && waited < Duration::from_secs(4), "closed after {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(4),
+        "closed after {waited:?}"
+    );
 
     // Logs in, announces h-beat 1, then stays silent: closed after ceil(2.3 × 1) = 3 s.
     let mut dev = Device::plain(gw.plain_port);
@@ -138,9 +162,14 @@ fn login_deadline_and_heartbeat_timeout_close_silent_connections() {
     let start = Instant::now();
     dev.expect_closed();
     let waited = start.elapsed();
-    assert!(waited >= Duration::from_millis(2800) && waited < Duration::from_secs(6), "closed after {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(2800) && waited < Duration::from_secs(6),
+        "closed after {waited:?}"
+    );
     gw.wait_for_log("heartbeat timeout", Duration::from_secs(5));
-    wait_for("device offline", Duration::from_secs(5), || (gw.device(id)["online"] == false).then_some(()));
+    wait_for("device offline", Duration::from_secs(5), || {
+        (gw.device(id)["online"] == false).then_some(())
+    });
 
     // A device that keeps pinging within its heartbeat stays connected past the timeout.
     let mut alive = Device::plain(gw.plain_port);

@@ -35,14 +35,20 @@ fn round_trip(lib: &str, tls: bool) {
 
     let out = client(lib, port(&gw), &token, ca, &["--write", "5", &value]);
     assert_eq!(out["connected"], true, "{out}");
-    wait_for("V5 stored", Duration::from_secs(5), || (gw.pin(id, "V5").as_deref() == Some(value.as_str())).then_some(()));
+    wait_for("V5 stored", Duration::from_secs(5), || {
+        (gw.pin(id, "V5").as_deref() == Some(value.as_str())).then_some(())
+    });
 
     // After a reconnect the value comes back through HARDWARE_SYNC.
     let out = client(lib, port(&gw), &token, ca, &["--sync", "5"]);
     assert_eq!(out["synced"], serde_json::json!([value]), "{out}");
 
     // After the gateway (and its store) restart, the value survived in RocksDB.
-    assert!(gw.stop().success(), "gateway did not exit cleanly:\n{}", gw.log());
+    assert!(
+        gw.stop().success(),
+        "gateway did not exit cleanly:\n{}",
+        gw.log()
+    );
     drop(gw);
     let gw = Gateway::start_in(&data_dir, "");
     let out = client(lib, port(&gw), &token, ca, &["--sync", "5"]);

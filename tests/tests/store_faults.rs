@@ -23,26 +23,50 @@ fn killed_store_is_restarted_and_devices_stay_connected() {
     let sync = dev.send(Command::HardwareSync, &[b"vr", b"49"]);
     assert_eq!(
         dev.recv(),
-        portcullis_e2e::device::Got::Frame { command: Command::Hardware, id: sync, body: b"vw\x0049\x00before-49".to_vec() }
+        portcullis_e2e::device::Got::Frame {
+            command: Command::Hardware,
+            id: sync,
+            body: b"vw\x0049\x00before-49".to_vec()
+        }
     );
 
     let store = gw.store_pid().expect("the gateway runs a child store");
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(store), nix::sys::signal::Signal::SIGKILL).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(store),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
     // Writes while the store is down are queued in the shard and flushed when it is back.
     for i in 50..60 {
         dev.virtual_write(i, &format!("during-{i}"));
     }
-    wait_for("a new store process", Duration::from_secs(20), || gw.store_pid().filter(|&p| p != store));
+    wait_for("a new store process", Duration::from_secs(20), || {
+        gw.store_pid().filter(|&p| p != store)
+    });
     let ping = dev.send(Command::Ping, &[]);
     dev.expect_status(ping, Status::Ok);
 
-    wait_for("the restarted store answers", Duration::from_secs(20), || gw.admin(&["device", "get", &id.to_string()]).ok());
+    wait_for(
+        "the restarted store answers",
+        Duration::from_secs(20),
+        || gw.admin(&["device", "get", &id.to_string()]).ok(),
+    );
     for i in 0..50u8 {
-        assert_eq!(gw.pin(id, &format!("V{i}")), Some(format!("before-{i}")), "acknowledged value V{i} lost");
+        assert_eq!(
+            gw.pin(id, &format!("V{i}")),
+            Some(format!("before-{i}")),
+            "acknowledged value V{i} lost"
+        );
     }
-    wait_for("values written during the outage", Duration::from_secs(10), || {
-        (50..60u8).all(|i| gw.pin(id, &format!("V{i}")) == Some(format!("during-{i}"))).then_some(())
-    });
+    wait_for(
+        "values written during the outage",
+        Duration::from_secs(10),
+        || {
+            (50..60u8)
+                .all(|i| gw.pin(id, &format!("V{i}")) == Some(format!("during-{i}")))
+                .then_some(())
+        },
+    );
     gw.wait_for_log("store link down", Duration::from_secs(1));
 }
 
@@ -62,7 +86,11 @@ fn sigint_closes_connections_flushes_writes_and_exits_zero() {
     let status = gw.stop();
     assert!(status.success(), "exit status {status}; log:\n{}", gw.log());
     dev.expect_closed();
-    assert!(gw.log().contains("every write acknowledged"), "{}", gw.log());
+    assert!(
+        gw.log().contains("every write acknowledged"),
+        "{}",
+        gw.log()
+    );
     drop(gw);
 
     let gw = Gateway::start_in(&data_dir, "");

@@ -16,7 +16,10 @@ fn tls13_and_tls12_clients_log_in() {
     let gw = Gateway::start("");
     let (id, token) = gw.create_device("secure");
     let ca = gw.data_dir.join("tls").join("ca.pem");
-    for (version, value) in [(&rustls::version::TLS13, "13"), (&rustls::version::TLS12, "12")] {
+    for (version, value) in [
+        (&rustls::version::TLS13, "13"),
+        (&rustls::version::TLS12, "12"),
+    ] {
         let mut dev = Device::tls(gw.tls_port, client_config(&ca, version));
         dev.login(&token, Status::Ok);
         dev.info(10);
@@ -57,11 +60,21 @@ fn tls11_only_client_gets_a_fatal_alert_and_is_closed() {
     tcp.read_to_end(&mut reply).unwrap();
     // One alert record: type 21, then level fatal (2) and a refusal: protocol_version (70) or
     // handshake_failure (40, what rustls sends when no offered version is one it speaks).
-    assert!(reply.len() >= 7, "expected an alert record, got {reply:02x?}");
+    assert!(
+        reply.len() >= 7,
+        "expected an alert record, got {reply:02x?}"
+    );
     assert_eq!(reply[0], 0x15, "not an alert record: {reply:02x?}");
     assert_eq!(reply[5], 2, "alert is not fatal: {reply:02x?}");
-    assert!([40, 70].contains(&reply[6]), "unexpected alert description: {reply:02x?}");
-    assert_eq!(reply.len(), 7, "nothing but the alert may follow: {reply:02x?}");
+    assert!(
+        [40, 70].contains(&reply[6]),
+        "unexpected alert description: {reply:02x?}"
+    );
+    assert_eq!(
+        reply.len(),
+        7,
+        "nothing but the alert may follow: {reply:02x?}"
+    );
     gw.wait_for_log("TLS handshake refused", Duration::from_secs(5));
 
     // The gateway keeps serving TLS 1.3 after refusing it.
