@@ -142,7 +142,7 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000);
-    let gw = Gateway::start("[server]\nshards = 2\n[limits]\nlogin_timeout_ms = 60000\n");
+    let gw = Gateway::start("[limits]\nlogin_timeout_ms = 60000\n");
     let tokens = provision(&gw, n);
     let port = gw.plain_port;
     measure(
