@@ -2,12 +2,16 @@
 //! to the gateway over a private Unix socket (DESIGN.md §4).
 //!
 //! Layers, bottom up: `engine` (the key-value boundary: the [`engine::Engine`] trait, RocksDB and
-//! an in-memory engine for tests) and `schema` (the [`Store`]: key layouts, record formats,
-//! validation and durability classes for every `portcullis_protocol::store::Request`).
+//! an in-memory engine for tests), `schema` (the [`Store`]: key layouts, record formats,
+//! validation and durability classes for every `portcullis_protocol::store::Request`) and
+//! `server` (the socket, the peer check, the per-connection wire loop, the periodic WAL syncer and
+//! graceful shutdown). `main.rs` is the `portcullis-store` command line.
 
 pub mod engine;
 pub mod schema;
+pub mod server;
 
 pub use engine::rocks::RocksEngine;
 pub use engine::{Cf, Durability, Engine, EngineError, WriteBatch};
 pub use schema::{SchemaError, Store};
+pub use server::{Server, ServerConfig, ServerError};

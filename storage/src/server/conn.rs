@@ -1,0 +1,280 @@
+//! One client link, on its own thread: the peer-uid check, the hello exchange, then the pipelined
+//! request loop. Each turn executes every complete request already buffered, in order, and
+//! writes their replies (echoing the ids) with one write. Anything wrong with the peer's bytes
+//! ends this link only, with the reason logged; the store keeps serving every other link.
+
+use super::ServerConfig;
+use super::socket::peer_uid;
+use crate::engine::Engine;
+use crate::schema::Store;
+use portcullis_protocol::store::{
+    ClientHello, ReplyEnvelope, RequestEnvelope, Response, ServerHello, StoreError, WIRE_VERSION,
+    WireError, decode_frame, encode_frame, frame_len,
+};
+use std::io::{self, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use thiserror::Error;
+
+/// How often a blocked read wakes up to look at the shutdown flag.
+const READ_TICK: Duration = Duration::from_millis(100);
+/// A peer that does not take our replies for this long is dropped.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Smallest read.
+const READ_CHUNK: usize = 64 * 1024;
+/// Replies are flushed once this many bytes are pending, even mid-batch, to bound memory.
+const FLUSH_AT: usize = 256 * 1024;
+
+/// Why a link ended abnormally.
+#[derive(Debug, Error)]
+pub(crate) enum ConnError {
+    /// Peer: runs under another uid than the store.
+    #[error("peer uid {peer} is not the store's uid {ours}; refused")]
+    ForeignUid { peer: u32, ours: u32 },
+    /// Peer: sent a frame that is too large or does not decode.
+    #[error("bad frame: {0}")]
+    BadFrame(#[from] WireError),
+    /// Peer: closed the link in the middle of a frame.
+    #[error("peer closed the link {pending} bytes into an unfinished frame")]
+    HalfFrame { pending: usize },
+    /// Peer: no hello in time.
+    #[error("no hello within {0:?}")]
+    HelloTimeout(Duration),
+    /// Peer: speaks another wire version (we answered `Refused`).
+    #[error("peer speaks wire version {0}; refused")]
+    WrongVersion(u16),
+    /// Store side: the socket failed (or the peer vanished mid-write).
+    #[error("socket error: {0}")]
+    Io(#[from] io::Error),
+    /// Internal: a reply could not be encoded even as an error.
+    #[error("cannot encode a reply: {0}")]
+    Encode(WireError),
+}
+
+/// How a link ended normally.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Closed {
+    /// The peer closed between frames.
+    ByPeer,
+    /// The store is shutting down; everything received was answered.
+    Shutdown,
+}
+
+enum Fill {
+    Data,
+    Eof,
+    Idle,
+}
+
+struct Link<'a> {
+    stream: UnixStream,
+    buf: Vec<u8>,
+    shutdown: &'a AtomicBool,
+}
+
+impl Link<'_> {
+    /// Reads what is available (after at most one [`READ_TICK`]) onto `buf`.
+    fn fill(&mut self) -> Result<Fill, ConnError> {
+        // Size the read for the frame in progress; `frame_len` has refused oversize prefixes
+        // before we get here, so this is bounded by the frame limit.
+        let pending_frame =
+            frame_len(&self.buf)?.map_or(0, |len| (len + 4).saturating_sub(self.buf.len()));
+        let want = pending_frame.max(READ_CHUNK);
+        let start = self.buf.len();
+        self.buf.resize(start + want, 0);
+        let result = self.stream.read(&mut self.buf[start..]);
+        self.buf.truncate(start + *result.as_ref().unwrap_or(&0));
+        match result {
+            Ok(0) => Ok(Fill::Eof),
+            Ok(_) => Ok(Fill::Data),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) =>
+            {
+                Ok(Fill::Idle)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn eof(&self) -> Result<Closed, ConnError> {
+        if self.buf.is_empty() {
+            Ok(Closed::ByPeer)
+        } else {
+            Err(ConnError::HalfFrame {
+                pending: self.buf.len(),
+            })
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        self.shutdown.load(Ordering::SeqCst)
+    }
+}
+
+/// Serves one accepted connection until the peer leaves, misbehaves, or the store shuts down.
+pub(crate) fn serve<E: Engine>(
+    stream: UnixStream,
+    store: &Store<E>,
+    shutdown: &AtomicBool,
+    config: &ServerConfig,
+) -> Result<Closed, ConnError> {
+    let peer = peer_uid(&stream)?;
+    if peer != config.allowed_uid {
+        let err = ConnError::ForeignUid {
+            peer,
+            ours: config.allowed_uid,
+        };
+        // Say why, with our own version so the client can tell it from a version mismatch, but
+        // read nothing from this peer. Best effort: it may already be gone.
+        let mut out = Vec::new();
+        let refused = ServerHello::Refused {
+            version: WIRE_VERSION,
+            reason: err.to_string(),
+        };
+        if encode_frame(&refused, &mut out).is_ok() {
+            let _ = (&stream).write_all(&out);
+        }
+        return Err(err);
+    }
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(READ_TICK))?;
+    stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+    let mut link = Link {
+        stream,
+        buf: Vec::new(),
+        shutdown,
+    };
+
+    let hello = match read_hello(&mut link, config.hello_timeout)? {
+        Ok(hello) => hello,
+        Err(closed) => return Ok(closed),
+    };
+    let mut out = Vec::new();
+    if hello.version != WIRE_VERSION {
+        let reason = format!(
+            "this store speaks wire version {WIRE_VERSION}, not {}",
+            hello.version
+        );
+        encode_frame(
+            &ServerHello::Refused {
+                version: WIRE_VERSION,
+                reason,
+            },
+            &mut out,
+        )
+        .map_err(ConnError::Encode)?;
+        link.stream.write_all(&out)?;
+        return Err(ConnError::WrongVersion(hello.version));
+    }
+    encode_frame(
+        &ServerHello::Accepted {
+            version: WIRE_VERSION,
+        },
+        &mut out,
+    )
+    .map_err(ConnError::Encode)?;
+    link.stream.write_all(&out)?;
+    out.clear();
+    tracing::info!(role = ?hello.role, "link open");
+
+    loop {
+        let mut used = 0;
+        let mut bad = None;
+        loop {
+            match decode_frame::<RequestEnvelope>(&link.buf[used..]) {
+                Ok(Some((envelope, len))) => {
+                    used += len;
+                    let result = store.handle(envelope.request);
+                    if let Err(err) = &result {
+                        tracing::debug!(id = envelope.id, %err, "request refused");
+                    }
+                    push_reply(&mut out, envelope.id, result)?;
+                    if out.len() >= FLUSH_AT {
+                        link.stream.write_all(&out)?;
+                        out.clear();
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    bad = Some(e);
+                    break;
+                }
+            }
+        }
+        link.buf.drain(..used);
+        if !out.is_empty() {
+            // Answer everything before the bad frame, then drop the link.
+            link.stream.write_all(&out)?;
+            out.clear();
+        }
+        if let Some(e) = bad {
+            return Err(e.into());
+        }
+        if link.stopping() {
+            return Ok(Closed::Shutdown);
+        }
+        match link.fill()? {
+            Fill::Data | Fill::Idle => {}
+            Fill::Eof => return link.eof(),
+        }
+    }
+}
+
+/// Waits for the hello; `Err(Closed)` when the peer left cleanly or the store began shutting down.
+fn read_hello(
+    link: &mut Link<'_>,
+    timeout: Duration,
+) -> Result<Result<ClientHello, Closed>, ConnError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some((hello, used)) = decode_frame::<ClientHello>(&link.buf)? {
+            link.buf.drain(..used);
+            return Ok(Ok(hello));
+        }
+        match link.fill()? {
+            Fill::Data => {}
+            Fill::Eof => return link.eof().map(Err),
+            Fill::Idle if link.stopping() => return Ok(Err(Closed::Shutdown)),
+            Fill::Idle if Instant::now() >= deadline => {
+                return Err(ConnError::HelloTimeout(timeout));
+            }
+            Fill::Idle => {}
+        }
+    }
+}
+
+/// Appends the reply frame; a reply too large for one frame becomes an error reply instead.
+fn push_reply(
+    out: &mut Vec<u8>,
+    id: u64,
+    result: Result<Response, StoreError>,
+) -> Result<(), ConnError> {
+    match encode_frame(&ReplyEnvelope { id, result }, out) {
+        Ok(()) => Ok(()),
+        Err(WireError::TooLarge { len, max }) => {
+            tracing::warn!(
+                id,
+                len,
+                "reply over the frame limit; answering with an error"
+            );
+            let why = format!(
+                "the reply would be {len} bytes, over the {max}-byte frame limit; ask for less at once"
+            );
+            encode_frame(
+                &ReplyEnvelope {
+                    id,
+                    result: Err(StoreError::Invalid(why)),
+                },
+                out,
+            )
+            .map_err(ConnError::Encode)
+        }
+        Err(e) => Err(ConnError::Encode(e)),
+    }
+}

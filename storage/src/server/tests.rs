@@ -1,0 +1,396 @@
+//! The server loop in-process, over the in-memory engine: hello, pipelining, every way a peer can
+//! misbehave (each must end only its own link), the uid check, the syncer and shutdown.
+
+use super::*;
+use crate::engine::memory::MemoryEngine;
+use portcullis_protocol::body::{PinAddr, PinKind};
+use portcullis_protocol::store::{
+    ClientHello, ClientRole, PinWrite, ReplyEnvelope, Request, RequestEnvelope, Response,
+    ServerHello, StoreError, WIRE_VERSION, decode_frame, encode_frame,
+};
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+struct Running {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+    engine: Arc<MemoryEngine>,
+    shutdown: Arc<AtomicBool>,
+    handle: Option<JoinHandle<Result<(), ServerError>>>,
+}
+
+impl Running {
+    fn start(config: ServerConfig) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("store.sock");
+        let engine = Arc::new(MemoryEngine::new());
+        let store = Arc::new(Store::open(Arc::clone(&engine)).expect("store"));
+        let server = Server::bind(&path).expect("bind");
+        let shutdown = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&shutdown);
+        let handle = thread::spawn(move || server.run(store, config, flag));
+        Self {
+            _dir: dir,
+            path,
+            engine,
+            shutdown,
+            handle: Some(handle),
+        }
+    }
+
+    fn stop(&mut self) -> Result<(), ServerError> {
+        self.shutdown.store(true, Ordering::SeqCst);
+        let handle = self.handle.take().expect("running");
+        let started = Instant::now();
+        while !handle.is_finished() {
+            assert!(started.elapsed() < WAIT, "server did not stop in time");
+            thread::sleep(Duration::from_millis(10));
+        }
+        handle.join().expect("server thread")
+    }
+
+    fn connect(&self) -> Client {
+        let stream = UnixStream::connect(&self.path).expect("connect");
+        stream.set_read_timeout(Some(WAIT)).expect("timeout");
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    fn hello(&self) -> Client {
+        let mut c = self.connect();
+        c.send(&ClientHello {
+            version: WIRE_VERSION,
+            role: ClientRole::Admin,
+        });
+        assert_eq!(
+            c.recv::<ServerHello>(),
+            Some(ServerHello::Accepted {
+                version: WIRE_VERSION
+            })
+        );
+        c
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.shutdown.store(true, Ordering::SeqCst);
+    }
+}
+
+struct Client {
+    stream: UnixStream,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    fn send<T: serde::Serialize>(&mut self, msg: &T) {
+        let mut out = Vec::new();
+        encode_frame(msg, &mut out).expect("encode");
+        self.stream.write_all(&out).expect("send");
+    }
+
+    fn request(&mut self, id: u64, request: Request) {
+        self.send(&RequestEnvelope { id, request });
+    }
+
+    /// The next message, or `None` once the server closed the link.
+    fn recv<T: serde::de::DeserializeOwned>(&mut self) -> Option<T> {
+        loop {
+            if let Some((msg, used)) =
+                decode_frame::<T>(&self.buf).expect("server frames are valid")
+            {
+                self.buf.drain(..used);
+                return Some(msg);
+            }
+            let mut chunk = [0u8; 65536];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return None,
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+    }
+
+    fn reply(&mut self) -> ReplyEnvelope {
+        self.recv().expect("a reply")
+    }
+
+    fn call(&mut self, id: u64, request: Request) -> Result<Response, StoreError> {
+        self.request(id, request);
+        let reply = self.reply();
+        assert_eq!(reply.id, id);
+        reply.result
+    }
+
+    fn closed(&mut self) -> bool {
+        self.recv::<ReplyEnvelope>().is_none()
+    }
+}
+
+fn create_request(token: u8) -> Request {
+    Request::CreateDevice {
+        org: "o".into(),
+        template: "t".into(),
+        name: format!("d{token}"),
+        token_hash: [token; 32],
+    }
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order_with_their_ids() {
+    let running = Running::start(ServerConfig::default());
+    let mut c = running.hello();
+    let mut batch = Vec::new();
+    let requests = [
+        (70, Request::Ping),
+        (8, create_request(1)),
+        (900, Request::GetDevice { device: 1 }),
+        (5, Request::GetDevice { device: 2 }),
+    ];
+    for (id, request) in requests {
+        encode_frame(&RequestEnvelope { id, request }, &mut batch).expect("encode");
+    }
+    c.stream
+        .write_all(&batch)
+        .expect("one write for four requests");
+    let replies: Vec<ReplyEnvelope> = (0..4).map(|_| c.reply()).collect();
+    assert_eq!(
+        replies.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![70, 8, 900, 5]
+    );
+    assert_eq!(replies[0].result, Ok(Response::Pong));
+    assert!(matches!(&replies[1].result, Ok(Response::Device(d)) if d.id == 1));
+    assert!(matches!(&replies[2].result, Ok(Response::Device(d)) if d.name == "d1"));
+    assert!(matches!(&replies[3].result, Err(StoreError::NotFound(_))));
+}
+
+#[test]
+fn a_request_split_across_writes_is_reassembled() {
+    let running = Running::start(ServerConfig::default());
+    let mut c = running.hello();
+    let mut frame = Vec::new();
+    encode_frame(
+        &RequestEnvelope {
+            id: 3,
+            request: create_request(4),
+        },
+        &mut frame,
+    )
+    .expect("encode");
+    for byte in &frame {
+        c.stream
+            .write_all(std::slice::from_ref(byte))
+            .expect("write");
+    }
+    assert!(matches!(c.reply().result, Ok(Response::Device(_))));
+}
+
+#[test]
+fn a_wrong_wire_version_is_refused_and_closed() {
+    let running = Running::start(ServerConfig::default());
+    let mut c = running.connect();
+    c.send(&ClientHello {
+        version: WIRE_VERSION + 1,
+        role: ClientRole::GatewayControl,
+    });
+    match c.recv::<ServerHello>() {
+        Some(ServerHello::Refused { version, reason }) => {
+            assert_eq!(version, WIRE_VERSION);
+            assert!(
+                reason.contains(&format!("not {}", WIRE_VERSION + 1)),
+                "{reason}"
+            );
+        }
+        other => panic!("expected Refused, got {other:?}"),
+    }
+    assert!(c.closed());
+}
+
+#[test]
+fn a_foreign_uid_is_refused_without_reading_its_hello() {
+    let ours = nix::unistd::geteuid().as_raw();
+    let running = Running::start(ServerConfig {
+        allowed_uid: ours.wrapping_add(1),
+        ..ServerConfig::default()
+    });
+    let mut c = running.connect();
+    let mut frame = Vec::new();
+    encode_frame(
+        &ClientHello {
+            version: WIRE_VERSION,
+            role: ClientRole::Admin,
+        },
+        &mut frame,
+    )
+    .expect("encode");
+    let _ = c.stream.write_all(&frame); // may already be closed
+    match c.recv::<ServerHello>() {
+        Some(ServerHello::Refused { version, reason }) => {
+            assert_eq!(
+                version, WIRE_VERSION,
+                "same version: not a version mismatch"
+            );
+            assert!(reason.contains(&format!("peer uid {ours}")), "{reason}");
+        }
+        other => panic!("expected Refused, got {other:?}"),
+    }
+    assert!(c.recv::<ServerHello>().is_none(), "and the link is closed");
+}
+
+#[test]
+fn an_oversize_frame_closes_only_its_link_after_answering_what_came_before() {
+    let running = Running::start(ServerConfig::default());
+    let mut bad = running.hello();
+    let mut good = running.hello();
+    let mut bytes = Vec::new();
+    encode_frame(
+        &RequestEnvelope {
+            id: 1,
+            request: Request::Ping,
+        },
+        &mut bytes,
+    )
+    .expect("encode");
+    bytes.extend_from_slice(&u32::MAX.to_be_bytes());
+    bad.stream.write_all(&bytes).expect("write");
+    assert_eq!(
+        bad.reply(),
+        ReplyEnvelope {
+            id: 1,
+            result: Ok(Response::Pong)
+        }
+    );
+    assert!(bad.closed());
+    assert_eq!(good.call(2, Request::Ping), Ok(Response::Pong));
+    assert_eq!(
+        running.hello().call(3, Request::Ping),
+        Ok(Response::Pong),
+        "new links still accepted"
+    );
+}
+
+#[test]
+fn malformed_frames_half_frames_and_silent_peers_close_only_their_link() {
+    let running = Running::start(ServerConfig {
+        hello_timeout: Duration::from_millis(300),
+        ..ServerConfig::default()
+    });
+    let mut good = running.hello();
+
+    let mut garbage = running.hello();
+    garbage
+        .stream
+        .write_all(&[0, 0, 0, 3, 0xff, 0xff, 0xff])
+        .expect("write");
+    assert!(garbage.closed());
+
+    let mut garbage_hello = running.connect();
+    garbage_hello
+        .stream
+        .write_all(&[0, 0, 0, 2, 0xff, 0xff])
+        .expect("write");
+    assert!(garbage_hello.recv::<ServerHello>().is_none());
+
+    let mut half = running.hello();
+    half.stream
+        .write_all(&[0, 0, 0, 50, 1, 2, 3])
+        .expect("write");
+    half.stream
+        .shutdown(std::net::Shutdown::Write)
+        .expect("half close");
+    assert!(half.closed());
+
+    let mut silent = running.connect();
+    let started = Instant::now();
+    assert!(
+        silent.recv::<ServerHello>().is_none(),
+        "a link without hello is dropped"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(250));
+
+    assert_eq!(good.call(9, create_request(1)).map(|_| ()), Ok(()));
+}
+
+#[test]
+fn a_reply_over_the_frame_limit_becomes_an_error_reply() {
+    let running = Running::start(ServerConfig::default());
+    let mut c = running.hello();
+    assert!(c.call(1, create_request(1)).is_ok());
+    for round in 0..2u8 {
+        let writes = (0..60u8)
+            .map(|p| PinWrite {
+                device: 1,
+                pin: PinAddr::new(PinKind::Virtual, round * 60 + p),
+                value: vec![b'x'; 65_000],
+                at_ms: 1,
+            })
+            .collect();
+        assert_eq!(
+            c.call(10 + u64::from(round), Request::WritePins { writes }),
+            Ok(Response::Done)
+        );
+    }
+    match c.call(
+        20,
+        Request::ReadPins {
+            device: 1,
+            pins: None,
+        },
+    ) {
+        Err(StoreError::Invalid(why)) => assert!(why.contains("frame limit"), "{why}"),
+        other => panic!(
+            "expected an error reply, got {:?}",
+            other.map(|_| "a response")
+        ),
+    }
+    assert_eq!(
+        c.call(21, Request::Ping),
+        Ok(Response::Pong),
+        "the link survives"
+    );
+}
+
+#[test]
+fn the_syncer_syncs_periodically() {
+    let running = Running::start(ServerConfig {
+        sync_interval: Duration::from_millis(20),
+        ..ServerConfig::default()
+    });
+    let started = Instant::now();
+    while running.engine.sync_count() < 5 {
+        assert!(
+            started.elapsed() < WAIT,
+            "only {} syncs",
+            running.engine.sync_count()
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn shutdown_answers_links_syncs_and_removes_the_socket() {
+    let mut running = Running::start(ServerConfig {
+        sync_interval: Duration::from_secs(3600),
+        ..ServerConfig::default()
+    });
+    let mut c = running.hello();
+    assert!(c.call(1, create_request(1)).is_ok());
+    let syncs = running.engine.sync_count();
+    let started = Instant::now();
+    running.stop().expect("clean stop");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "stopped in {:?}",
+        started.elapsed()
+    );
+    assert!(running.engine.sync_count() > syncs, "a final WAL sync ran");
+    assert!(!running.path.exists(), "socket file removed");
+    assert!(c.closed(), "open links are closed");
+    assert!(UnixStream::connect(&running.path).is_err());
+}
