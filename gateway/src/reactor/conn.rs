@@ -199,15 +199,6 @@ impl Conn {
         self.outq = None;
         Flush::Done
     }
-
-    /// Bytes rustls holds for sending, or our own queue for plain connections.
-    pub fn pending_output(&self) -> usize {
-        match &self.tls {
-            Some(tls) if tls.wants_write() => 1,
-            Some(_) => 0,
-            None => self.queued_bytes(),
-        }
-    }
 }
 
 impl OutQueue {

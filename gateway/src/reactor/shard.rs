@@ -427,17 +427,14 @@ impl Shard {
             return;
         };
         let mut held = std::mem::take(&mut conn.inbuf);
-        let used = if held.is_empty() {
+        if held.is_empty() {
             let used = self.process(key, data);
             held.extend_from_slice(&data[used..]);
-            used
         } else {
             held.extend_from_slice(data);
             let used = self.process(key, &held);
             held.drain(..used);
-            used
-        };
-        let _ = used;
+        }
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
