@@ -273,14 +273,14 @@ fn pins_write_read_and_overwrite() {
         pw(a, d13, "on", 11),
         pw(b, v(5), "other", 12),
         pw(a, v(5), "2", 13),
-        pw(a, a0, "1\03", 14),
+        pw(a, a0, "1\x003", 14),
     ];
     assert_eq!(s.handle(Request::WritePins { writes }), Ok(Response::Done));
     let all = read_pins(&s, a, None);
     assert_eq!(
         all,
         vec![
-            (a0, "1\03".into(), 14),
+            (a0, "1\x003".into(), 14),
             (d13, "on".into(), 11),
             (v(5), "2".into(), 13)
         ],
@@ -341,9 +341,8 @@ fn a_pin_batch_naming_an_unknown_device_has_no_effect() {
 fn each_request_uses_its_durability_class() {
     let (s, engine) = store();
     let id = create(&s, "a", 1).id;
-    let mut log = engine.write_log();
     assert_eq!(
-        log.drain(..).collect::<Vec<_>>(),
+        engine.write_log(),
         vec![Durability::Sync, Durability::Sync],
         "format stamp, device"
     );
