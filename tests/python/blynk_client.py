@@ -88,7 +88,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("lib", choices=["blynklib", "BlynkLib"])
     parser.add_argument("port", type=int)
-    parser.add_argument("token")
+    # An option, not a positional: a base64url token may start with "-", which argparse would
+    # take for a flag; "--token=VALUE" is unambiguous.
+    parser.add_argument("--token", required=True)
     parser.add_argument("--ca")
     parser.add_argument("--write", nargs=2, metavar=("PIN", "VALUE"))
     parser.add_argument("--sync", type=int)

@@ -245,7 +245,11 @@ impl Drop for Gateway {
 /// Runs a Python script from `tests/python/` with arguments; returns its stdout, failing the
 /// test with its stderr if it exits non-zero. Bounded by `timeout`.
 pub fn python(script: &str, args: &[&str], timeout: Duration) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+    // The run-time variable, not `env!`: cargo reuses a test binary built from another checkout
+    // of the same workspace (a shared target dir), and the compile-time path would point there.
+    let manifest_dir =
+        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into());
+    let path = Path::new(&manifest_dir)
         .join("python")
         .join(script);
     let mut child = Command::new("python3")

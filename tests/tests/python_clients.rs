@@ -13,7 +13,9 @@ const PY_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn client(lib: &str, port: u16, token: &str, ca: Option<&str>, extra: &[&str]) -> Value {
     let port = port.to_string();
-    let mut args = vec![lib, port.as_str(), token];
+    // `--token=` keeps a token that starts with '-' from being read as a flag.
+    let token = format!("--token={token}");
+    let mut args = vec![lib, port.as_str(), token.as_str()];
     if let Some(ca) = ca {
         args.extend(["--ca", ca]);
     }
