@@ -249,9 +249,7 @@ pub fn python(script: &str, args: &[&str], timeout: Duration) -> String {
     // of the same workspace (a shared target dir), and the compile-time path would point there.
     let manifest_dir =
         std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into());
-    let path = Path::new(&manifest_dir)
-        .join("python")
-        .join(script);
+    let path = Path::new(&manifest_dir).join("python").join(script);
     let mut child = Command::new("python3")
         .arg(&path)
         .args(args)
