@@ -7,6 +7,7 @@ pub mod listener;
 pub mod shard;
 pub mod store_link;
 pub mod timer;
+pub mod tls_session;
 
 use crate::session::SessionLimits;
 use mio::{Poll, Waker};
