@@ -144,6 +144,10 @@ pub struct AdmissionSection {
     /// Sources tracked at once by the connection and login tables (bounds their memory). Default
     /// 100000.
     pub max_tracked_ips: u32,
+    /// Connections that have not logged in yet, gateway-wide; beyond it new connections are
+    /// refused at accept, so pre-login state (TLS handshakes, buffered login bytes) cannot starve
+    /// the sessions that did log in. Default 20000.
+    pub max_unauthenticated: u32,
     /// Failed device logins (unknown or malformed token) a source may have before back-off starts.
     /// Default 5.
     pub login_free_failures: u32,
@@ -252,6 +256,7 @@ impl Default for AdmissionSection {
             accept_rate_per_ip: 100,
             accept_burst_per_ip: 200,
             max_tracked_ips: 100_000,
+            max_unauthenticated: 20_000,
             login_free_failures: 5,
             login_backoff_initial_ms: 1000,
             login_backoff_max_ms: 60_000,
@@ -526,7 +531,7 @@ impl Config {
 impl AdmissionSection {
     /// Checks the section; on failure names the key and the rule.
     fn validate(&self) -> Result<(), (&'static str, String)> {
-        let positive: [(&'static str, u64); 11] = [
+        let positive: [(&'static str, u64); 12] = [
             (
                 "admission.max_connections_per_ip",
                 self.max_connections_per_ip.into(),
@@ -542,6 +547,10 @@ impl AdmissionSection {
                 self.accept_burst_per_ip.into(),
             ),
             ("admission.max_tracked_ips", self.max_tracked_ips.into()),
+            (
+                "admission.max_unauthenticated",
+                self.max_unauthenticated.into(),
+            ),
             (
                 "admission.login_backoff_initial_ms",
                 self.login_backoff_initial_ms,

@@ -49,6 +49,7 @@ pub fn guards_from(config: &Config) -> Guards {
             accept_rate_per_ip: a.accept_rate_per_ip,
             accept_burst_per_ip: a.accept_burst_per_ip,
             max_tracked_ips: a.max_tracked_ips as usize,
+            max_unauthenticated: a.max_unauthenticated,
         },
         Instant::now(),
     );

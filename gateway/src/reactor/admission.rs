@@ -98,6 +98,10 @@ pub struct AdmissionLimits {
     pub accept_burst_per_ip: u32,
     /// Sources tracked at once; bounds the table's memory.
     pub max_tracked_ips: usize,
+    /// Connections that have not logged in yet, gateway-wide. Bounds the memory pre-login state
+    /// (TLS handshakes, buffered login bytes) can take, so new work is refused before the
+    /// sessions that did log in suffer.
+    pub max_unauthenticated: u32,
 }
 
 /// Why a new connection was refused.
@@ -111,6 +115,8 @@ pub enum Refusal {
     GlobalRate,
     /// The source table is full of sources with open connections.
     TooManySources,
+    /// Too many connections are still before their login.
+    TooManyUnauthenticated,
 }
 
 impl Refusal {
@@ -121,6 +127,7 @@ impl Refusal {
             Refusal::SourceRate => "per_ip_accept_rate",
             Refusal::GlobalRate => "global_accept_rate",
             Refusal::TooManySources => "source_table_full",
+            Refusal::TooManyUnauthenticated => "unauthenticated_cap",
         }
     }
 }
@@ -145,6 +152,8 @@ pub struct Admission {
     limits: AdmissionLimits,
     global: TokenBucket,
     sources: HashMap<SourceKey, Source>,
+    /// Admitted connections that have not logged in (or closed) yet.
+    unauthenticated: u32,
     last_sweep: Instant,
 }
 
@@ -154,6 +163,7 @@ impl Admission {
             global: TokenBucket::new(limits.accept_rate, limits.accept_burst, now),
             limits,
             sources: HashMap::new(),
+            unauthenticated: 0,
             last_sweep: now,
         }
     }
@@ -162,6 +172,9 @@ impl Admission {
     /// so that a flood from one source is refused without spending the gateway-wide allowance.
     pub fn admit(&mut self, ip: IpAddr, now: Instant) -> Admit {
         self.maybe_sweep(now);
+        if self.unauthenticated >= self.limits.max_unauthenticated {
+            return Admit::Refused(Refusal::TooManyUnauthenticated);
+        }
         let key = SourceKey::of(ip);
         if !self.sources.contains_key(&key) && self.sources.len() >= self.limits.max_tracked_ips {
             self.sweep(now);
@@ -184,7 +197,14 @@ impl Admission {
             return Admit::Refused(Refusal::GlobalRate);
         }
         source.open += 1;
+        self.unauthenticated += 1;
         Admit::Accepted
+    }
+
+    /// A connection admitted earlier has left the pre-login stages: it logged in, or it is closing
+    /// before it did. Called exactly once per admitted connection.
+    pub fn leave_unauthenticated(&mut self) {
+        self.unauthenticated = self.unauthenticated.saturating_sub(1);
     }
 
     /// A connection admitted from `ip` has closed.
@@ -192,6 +212,11 @@ impl Admission {
         if let Some(source) = self.sources.get_mut(&SourceKey::of(ip)) {
             source.open = source.open.saturating_sub(1);
         }
+    }
+
+    /// Connections admitted that have not logged in yet.
+    pub fn unauthenticated(&self) -> u32 {
+        self.unauthenticated
     }
 
     /// Open connections counted for the source of `ip`.
@@ -231,6 +256,7 @@ mod tests {
             accept_rate_per_ip: 10,
             accept_burst_per_ip: 5,
             max_tracked_ips: 4,
+            max_unauthenticated: 1000,
         }
     }
 
@@ -316,6 +342,34 @@ mod tests {
         let later = t0 + Duration::from_secs(5);
         assert_eq!(adm.admit(ip(5), later), Admit::Accepted);
         assert_eq!(adm.tracked(), 1);
+    }
+
+    #[test]
+    fn connections_before_login_are_capped_gateway_wide() {
+        let t0 = Instant::now();
+        let mut adm = Admission::new(
+            AdmissionLimits {
+                max_unauthenticated: 2,
+                ..limits()
+            },
+            t0,
+        );
+        assert_eq!(adm.admit(ip(1), t0), Admit::Accepted);
+        assert_eq!(adm.admit(ip(2), t0), Admit::Accepted);
+        assert_eq!(
+            adm.admit(ip(3), t0),
+            Admit::Refused(Refusal::TooManyUnauthenticated)
+        );
+        // A login frees a place; the logged-in connection keeps its per-source count.
+        adm.leave_unauthenticated();
+        assert_eq!(adm.admit(ip(3), t0), Admit::Accepted);
+        assert_eq!(adm.unauthenticated(), 2);
+        assert_eq!(adm.open_from(ip(1)), 1);
+        // A pending connection that closes frees its place and its source count.
+        adm.leave_unauthenticated();
+        adm.release(ip(2));
+        assert_eq!(adm.unauthenticated(), 1);
+        assert_eq!(adm.open_from(ip(2)), 0);
     }
 
     #[test]

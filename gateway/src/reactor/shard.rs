@@ -298,7 +298,9 @@ impl Shard {
     /// Opens an admitted connection; releases its admission if it cannot be opened after all.
     fn open(&mut self, socket: mio::net::TcpStream, peer: std::net::SocketAddr, port: Port) {
         if !self.try_open(socket, peer, port) {
-            self.guards.admission().release(peer.ip());
+            let mut admission = self.guards.admission();
+            admission.leave_unauthenticated();
+            admission.release(peer.ip());
         }
     }
 
@@ -822,6 +824,7 @@ impl Shard {
         let session = DeviceSession::new(device);
         let timeout = session.heartbeat_timeout(&self.limits.session);
         advance(&mut conn.stage, Transition::Authenticated(session));
+        self.guards.admission().leave_unauthenticated();
         conn.deadline = self.timers.deadline_after(self.now, timeout);
         self.stats.logins_ok.fetch_add(1, Ordering::Relaxed);
         tracing::info!(shard = self.index, peer = %conn.peer, device, "device logged in");
@@ -883,6 +886,9 @@ impl Shard {
             _ => None,
         };
         let peer = conn.peer;
+        if !conn.stage.is_logged_in() {
+            self.guards.admission().leave_unauthenticated();
+        }
         advance(&mut conn.stage, Transition::Close(reason.clone()));
         if let Some(tls) = conn.tls.as_mut()
             && !matches!(reason, CloseReason::Tls(_))
