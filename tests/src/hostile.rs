@@ -15,7 +15,7 @@ pub fn connect_from(source: Ipv4Addr, port: u16) -> io::Result<TcpStream> {
         &SocketAddr::from((Ipv4Addr::LOCALHOST, port)).into(),
         Duration::from_secs(5),
     )?;
-    socket.set_nodelay(true)?;
+    socket.set_tcp_nodelay(true)?;
     Ok(socket.into())
 }
 
@@ -99,4 +99,24 @@ pub fn count_lines(log: &str, needles: &[&str]) -> usize {
     log.lines()
         .filter(|l| needles.iter().all(|n| l.contains(n)))
         .count()
+}
+
+/// `log` without ANSI colour sequences (the gateway colours its text log even into a file), so
+/// `key=value` fields can be matched as written.
+pub fn plain_log(log: &str) -> String {
+    let mut out = String::with_capacity(log.len());
+    let mut chars = log.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // Skip `ESC [ ... <letter>`.
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
