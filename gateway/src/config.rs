@@ -118,6 +118,10 @@ pub struct LimitsSection {
     /// Bytes queued towards one connection (each queued frame counted with 40 bytes of overhead)
     /// before it is considered a slow reader and closed. Default 65536.
     pub outbound_queue_bytes: u32,
+    /// Kernel send buffer (`SO_SNDBUF`) of each connection, in bytes; the kernel doubles it. A
+    /// fixed size instead of autotuning keeps a peer that never reads from parking megabytes of
+    /// answers in the kernel. 4096 ..= 16777216. Default 32768.
+    pub socket_send_buffer_bytes: u32,
     /// Pin writes a shard may queue for the store while the store is slow or restarting; beyond
     /// that, writes are dropped and counted. Default 100000.
     pub store_queue_max_writes: u32,
@@ -241,6 +245,7 @@ impl Default for LimitsSection {
             default_heartbeat_secs: 10,
             heartbeat_factor: 2.3,
             outbound_queue_bytes: 65_536,
+            socket_send_buffer_bytes: 32_768,
             store_queue_max_writes: 100_000,
             default_buff_in: 255,
         }
@@ -433,6 +438,15 @@ impl Config {
                 format!(
                     "must be at least limits.max_body + 5 ({}) to hold one frame",
                     limits.max_body + 5
+                ),
+            );
+        }
+        if !(4096..=16 << 20).contains(&limits.socket_send_buffer_bytes) {
+            return invalid(
+                "limits.socket_send_buffer_bytes",
+                format!(
+                    "is {} but must be between 4096 and 16777216",
+                    limits.socket_send_buffer_bytes
                 ),
             );
         }

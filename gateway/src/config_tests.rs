@@ -59,6 +59,7 @@ fn defaults_are_valid_and_match_the_documentation() {
     );
     assert_eq!(config.limits.default_buff_in, 255);
     assert_eq!(config.limits.preauth_buffer_bytes, 4116);
+    assert_eq!(config.limits.socket_send_buffer_bytes, 32_768);
     let a = &config.admission;
     assert_eq!(
         (a.max_connections_per_ip, a.accept_rate, a.accept_burst),
@@ -208,6 +209,10 @@ fn invalid_values_are_rejected_naming_the_key() {
     assert_eq!(
         invalid_key("[limits]\noutbound_queue_bytes = 100\n"),
         "limits.outbound_queue_bytes"
+    );
+    assert_eq!(
+        invalid_key("[limits]\nsocket_send_buffer_bytes = 100\n"),
+        "limits.socket_send_buffer_bytes"
     );
     assert_eq!(
         invalid_key("[limits]\npreauth_buffer_bytes = 100\n"),

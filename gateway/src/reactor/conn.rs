@@ -170,8 +170,11 @@ impl Conn {
             }
             return Flush::Blocked;
         }
+        // Frames are already waiting, so the kernel refused our last write: queue without another
+        // write attempt. The writable event flushes; a peer that never reads then fills its queue
+        // bound without costing a syscall (and a tiny TCP segment) per answer.
         self.outq.get_or_insert_default().push(frame.to_vec());
-        self.flush()
+        Flush::Blocked
     }
 
     /// Writes whatever is queued, frame by frame (plain) or record by record (TLS).

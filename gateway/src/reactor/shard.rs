@@ -313,6 +313,14 @@ impl Shard {
         if let Err(e) = socket.set_nodelay(true) {
             tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
         }
+        // A fixed kernel send buffer: autotuning would let a peer that never reads park megabytes
+        // of our answers in the kernel (tiny writes coalesce there), so the outbound queue bound
+        // would never be reached while the shard spent a syscall on every answer.
+        if let Err(e) = socket2::SockRef::from(&socket)
+            .set_send_buffer_size(self.limits.socket_send_buffer_bytes)
+        {
+            tracing::debug!(%peer, error = %e, "cannot set SO_SNDBUF");
+        }
         let (tls, stage) = match port {
             Port::Plain => (None, Stage::Sniff),
             Port::Tls => match rustls::ServerConnection::new(self.tls_config.clone()) {
