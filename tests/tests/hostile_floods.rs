@@ -348,3 +348,29 @@ fn running_out_of_descriptors_pauses_accepting_and_resumes_after_closes() {
     d.login(&token, Status::Ok);
     ping(&mut d);
 }
+
+#[test]
+fn connections_before_login_are_capped_and_logged_in_devices_keep_working() {
+    let gw = Gateway::start("[admission]\nmax_unauthenticated = 20\n");
+    let (_, token) = gw.create_device("established");
+    let mut established = Device::plain(gw.plain_port);
+    established.login(&token, Status::Ok);
+
+    // Many sources, so the per-source limits are not what refuses them.
+    let mut idle: Vec<TcpStream> = (0..40)
+        .map(|i| connect_from(Ipv4Addr::new(127, 0, 8, 1 + (i % 10) as u8), gw.plain_port).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    idle.retain_mut(|s| !peer_closed(s, Duration::from_millis(20)));
+    assert_eq!(idle.len(), 20, "exactly the pre-login cap stays open");
+    assert!(plain_log(&gw.log()).contains("unauthenticated_cap"));
+    // The session that had logged in is untouched.
+    ping(&mut established);
+
+    // Once the pending ones are gone, new devices get in again.
+    drop(idle);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut late = Device::plain(gw.plain_port);
+    late.login(&token, Status::Ok);
+    ping(&mut late);
+}
