@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used)] // test harness: a failed unwrap is a failed test
 
 pub mod device;
+pub mod hostile;
 
 use serde_json::Value;
 use std::io::Read;

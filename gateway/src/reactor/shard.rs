@@ -3,11 +3,13 @@
 //! blocks: sockets are edge-triggered and read until `WouldBlock` within a per-wake budget, store
 //! calls are pipelined on a non-blocking link, and telemetry is batched once per loop turn.
 
+use super::admission::{Admit, Guards, Refusal};
 use super::conn::{Conn, ConnId, Flush, Port, ReadOutcome, Stage, Transition};
 use super::store_link::{Completion, LinkState, StoreLink, Waiter};
 use super::timer::{Tick, TimerWheel};
 use super::tls_session::{TlsError, TlsSession};
 use super::{ShardLimits, ShardStats};
+use crate::session::throttle::LoginGate;
 use crate::session::{
     CloseReason, DeviceSession, LoginDecision, Outbox, Sniffed, StoreCall, decide_login, sniff,
 };
@@ -57,6 +59,7 @@ pub struct ShardSetup {
     pub tls_config: Arc<ServerConfig>,
     pub store_socket: PathBuf,
     pub limits: ShardLimits,
+    pub guards: Arc<Guards>,
     pub stats: Arc<ShardStats>,
     pub shutdown: Arc<AtomicBool>,
 }
@@ -71,6 +74,7 @@ pub struct Shard {
     timers: TimerWheel,
     link: StoreLink,
     limits: ShardLimits,
+    guards: Arc<Guards>,
     stats: Arc<ShardStats>,
     shutdown: Arc<AtomicBool>,
     scratch: Vec<u8>,
@@ -83,6 +87,8 @@ pub struct Shard {
     /// Connections that still had bytes to read when their budget ran out.
     backlog: Vec<usize>,
     accept_paused_until: Option<Instant>,
+    /// Accepting stopped because descriptors (or kernel memory) ran out; a close resumes it.
+    accept_starved: bool,
     now: Instant,
     now_tick: Tick,
     now_ms: u64,
@@ -120,6 +126,7 @@ impl Shard {
             next_generation: 1,
             timers: TimerWheel::new(now),
             limits: setup.limits,
+            guards: setup.guards,
             stats: setup.stats,
             shutdown: setup.shutdown,
             scratch: vec![0; SCRATCH_LEN],
@@ -129,6 +136,7 @@ impl Shard {
             telemetry: VecDeque::new(),
             backlog: Vec::new(),
             accept_paused_until: None,
+            accept_starved: false,
             now,
             now_tick: 0,
             now_ms: unix_ms(),
@@ -238,14 +246,40 @@ impl Shard {
             let (stream, peer) = match self.listeners[index].1.accept() {
                 Ok(accepted) => accepted,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
+                    ) =>
+                {
+                    continue;
+                }
                 Err(e) => {
-                    // EMFILE/ENFILE and friends: pause instead of spinning on a full backlog.
-                    tracing::warn!(shard = self.index, error = %e, "accept failed; pausing accepts");
+                    // EMFILE/ENFILE/ENOBUFS/ENOMEM: the pending connection stays in the kernel
+                    // backlog. Pause instead of spinning on it; the next close (or the pause
+                    // timer, for descriptors freed elsewhere in the process) resumes accepting.
+                    if !self.accept_starved {
+                        tracing::warn!(target: "security", shard = self.index, error = %e, open = self.conns.len(), "accept failed; pausing accepts until a connection closes");
+                        self.stats.accept_pauses.fetch_add(1, Ordering::Relaxed);
+                    }
+                    self.accept_starved = true;
                     self.accept_paused_until = Some(self.now + ACCEPT_PAUSE);
                     return;
                 }
             };
+            if self.accept_starved {
+                self.accept_starved = false;
+                tracing::info!(
+                    shard = self.index,
+                    open = self.conns.len(),
+                    "accepting again"
+                );
+            }
+            let admitted = self.guards.admission().admit(peer.ip(), self.now);
+            if let Admit::Refused(refusal) = admitted {
+                self.refuse(peer, refusal);
+                continue;
+            }
             let port = self.listeners[index].2;
             self.open(stream, peer, port);
         }
@@ -253,9 +287,46 @@ impl Shard {
         self.accept_paused_until = Some(self.now);
     }
 
-    fn open(&mut self, mut socket: mio::net::TcpStream, peer: std::net::SocketAddr, port: Port) {
+    /// A connection refused at accept: its socket is dropped (closed) by the caller. Logged on the
+    /// security target at powers of two per shard, so a flood cannot flood the log too.
+    fn refuse(&mut self, peer: std::net::SocketAddr, refusal: Refusal) {
+        let refused = self
+            .stats
+            .connections_refused
+            .fetch_add(1, Ordering::Relaxed)
+            + 1;
+        if refused.is_power_of_two() {
+            tracing::warn!(target: "security", event = "connection_refused", shard = self.index, %peer, reason = refusal.name(), ?refusal, refused_total = refused, "connection refused at accept");
+        } else {
+            tracing::debug!(target: "security", event = "connection_refused", %peer, reason = refusal.name(), "connection refused at accept");
+        }
+    }
+
+    /// Opens an admitted connection; releases its admission if it cannot be opened after all.
+    fn open(&mut self, socket: mio::net::TcpStream, peer: std::net::SocketAddr, port: Port) {
+        if !self.try_open(socket, peer, port) {
+            let mut admission = self.guards.admission();
+            admission.leave_unauthenticated();
+            admission.release(peer.ip());
+        }
+    }
+
+    fn try_open(
+        &mut self,
+        mut socket: mio::net::TcpStream,
+        peer: std::net::SocketAddr,
+        port: Port,
+    ) -> bool {
         if let Err(e) = socket.set_nodelay(true) {
             tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
+        }
+        // A fixed kernel send buffer: autotuning would let a peer that never reads park megabytes
+        // of our answers in the kernel (tiny writes coalesce there), so the outbound queue bound
+        // would never be reached while the shard spent a syscall on every answer.
+        if let Err(e) = socket2::SockRef::from(&socket)
+            .set_send_buffer_size(self.limits.socket_send_buffer_bytes)
+        {
+            tracing::debug!(%peer, error = %e, "cannot set SO_SNDBUF");
         }
         let (tls, stage) = match port {
             Port::Plain => (None, Stage::Sniff),
@@ -263,7 +334,7 @@ impl Shard {
                 Ok(tls) => (Some(Box::new(tls)), Stage::TlsHandshake),
                 Err(e) => {
                     tracing::error!(%peer, error = %e, "cannot start a TLS session");
-                    return;
+                    return false;
                 }
             },
         };
@@ -280,7 +351,7 @@ impl Shard {
             Interest::READABLE | Interest::WRITABLE,
         ) {
             tracing::warn!(%peer, error = %e, "cannot register a new connection");
-            return;
+            return false;
         }
         entry.insert(Conn {
             generation,
@@ -303,6 +374,7 @@ impl Shard {
         );
         self.stats.connections_open.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(shard = self.index, %peer, ?port, "accepted");
+        true
     }
 
     fn conn_event(&mut self, key: usize, readable: bool, writable: bool) {
@@ -476,13 +548,30 @@ impl Shard {
                         pos += consumed;
                         match decide_login(&frame) {
                             LoginDecision::Authenticate { token_hash, msg_id } => {
+                                let gate = self.guards.throttle().check(conn.peer.ip(), self.now);
+                                if gate != LoginGate::Open {
+                                    self.stats.logins_throttled.fetch_add(1, Ordering::Relaxed);
+                                    let reason = throttled(
+                                        conn.peer,
+                                        gate,
+                                        "login refused without checking the token",
+                                    );
+                                    self.outbox.response(msg_id, Status::QuotaLimit);
+                                    self.outbox.close(reason);
+                                    break;
+                                }
                                 advance(&mut conn.stage, Transition::LoginSent { msg_id });
                                 self.outbox
                                     .store
                                     .push(StoreCall::Authenticate { token_hash, msg_id });
                             }
                             LoginDecision::RefuseToken { msg_id, reason } => {
-                                tracing::warn!(target: "security", peer = %conn.peer, reason, "device login refused");
+                                let gate = self
+                                    .guards
+                                    .throttle()
+                                    .record_failure(conn.peer.ip(), self.now);
+                                tracing::warn!(target: "security", event = "login_failed", peer = %conn.peer, reason, next = gate.name(), "device login refused");
+                                self.stats.logins_refused.fetch_add(1, Ordering::Relaxed);
                                 self.outbox.response(msg_id, Status::InvalidToken);
                                 self.outbox.close(CloseReason::InvalidToken);
                                 break;
@@ -682,8 +771,9 @@ impl Shard {
                 return self.logged_in(key, id, msg_id, auth.device);
             }
             (Waiter::Login { .. }, Ok(Response::Authenticated(None))) => {
-                let conn = &self.conns[key];
-                tracing::warn!(target: "security", peer = %conn.peer, "device login with an unknown token");
+                let peer = self.conns[key].peer;
+                let gate = self.guards.throttle().record_failure(peer.ip(), self.now);
+                tracing::warn!(target: "security", event = "login_failed", %peer, reason = "unknown token", next = gate.name(), "device login with an unknown token");
                 self.stats.logins_refused.fetch_add(1, Ordering::Relaxed);
                 self.outbox.response(msg_id, Status::InvalidToken);
                 self.outbox.close(CloseReason::InvalidToken);
@@ -726,6 +816,7 @@ impl Shard {
         let session = DeviceSession::new(device);
         let timeout = session.heartbeat_timeout(&self.limits.session);
         advance(&mut conn.stage, Transition::Authenticated(session));
+        self.guards.admission().leave_unauthenticated();
         conn.deadline = self.timers.deadline_after(self.now, timeout);
         self.stats.logins_ok.fetch_add(1, Ordering::Relaxed);
         tracing::info!(shard = self.index, peer = %conn.peer, device, "device logged in");
@@ -787,6 +878,9 @@ impl Shard {
             _ => None,
         };
         let peer = conn.peer;
+        if !conn.stage.is_logged_in() {
+            self.guards.admission().leave_unauthenticated();
+        }
         advance(&mut conn.stage, Transition::Close(reason.clone()));
         if let Some(tls) = conn.tls.as_mut()
             && !matches!(reason, CloseReason::Tls(_))
@@ -832,7 +926,12 @@ impl Shard {
             return;
         };
         let _ = self.poll.registry().deregister(&mut conn.socket);
+        self.guards.admission().release(conn.peer.ip());
         self.stats.connections_open.fetch_sub(1, Ordering::Relaxed);
+        if self.accept_starved {
+            // A descriptor just came free: try the backlog on this loop turn.
+            self.accept_paused_until = Some(self.now);
+        }
     }
 
     /// Stops accepting, closes every connection, and waits (bounded) until the store has
@@ -878,6 +977,24 @@ impl Shard {
                 "shard stopped; every write acknowledged by the store"
             );
         }
+    }
+}
+
+/// Logs a login refused by the throttle on the security target and names the close reason.
+fn throttled(peer: std::net::SocketAddr, gate: LoginGate, what: &'static str) -> CloseReason {
+    let (retry_in, failures) = match gate {
+        LoginGate::Open => (Duration::ZERO, 0),
+        LoginGate::BackingOff { retry_in, failures } => (retry_in, failures),
+        LoginGate::Blocked {
+            remaining,
+            failures,
+        } => (remaining, failures),
+    };
+    let retry_in_ms = retry_in.as_millis() as u64;
+    tracing::warn!(target: "security", event = "login_throttled", %peer, reason = gate.name(), failures, retry_in_ms, "{what}");
+    CloseReason::LoginThrottled {
+        gate: gate.name(),
+        retry_in_ms,
     }
 }
 
