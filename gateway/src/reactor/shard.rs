@@ -509,13 +509,36 @@ impl Shard {
         conn.inbuf = if held.is_empty() { Vec::new() } else { held };
     }
 
-    /// Runs the stage machine over `input`; returns how many bytes it consumed.
+    /// Runs the stage machine over `input`; returns how many bytes it consumed. Answers are sent
+    /// whenever a queue's worth has piled up, so a peer that pipelines requests and never reads is
+    /// caught as a slow reader after one queue of answers, not after its whole input.
     fn process(&mut self, key: usize, input: &[u8]) -> usize {
+        let mut pos = 0;
+        loop {
+            let (used, outbox_full) = self.process_some(key, &input[pos..]);
+            pos += used;
+            let open = self
+                .conns
+                .get(key)
+                .is_some_and(|c| !matches!(c.stage, Stage::Closing(_)));
+            if !open {
+                return input.len();
+            }
+            if !outbox_full {
+                return pos;
+            }
+        }
+    }
+
+    /// One pass of [`Self::process`]: stops early (returning `true`) once the outbox holds more
+    /// than the connection's outbound queue bound.
+    fn process_some(&mut self, key: usize, input: &[u8]) -> (usize, bool) {
+        let mut outbox_full = false;
         let mut pos = 0;
         let mut active = false;
         self.outbox.clear();
         let Some(conn) = self.conns.get_mut(key) else {
-            return input.len();
+            return (input.len(), false);
         };
         let id = ConnId {
             slot: key as u32,
@@ -594,6 +617,10 @@ impl Shard {
                         pos += consumed;
                         active = true;
                         session.on_frame(&frame, &mut self.outbox);
+                        if self.outbox.pending_bytes() > self.limits.outbound_queue_bytes {
+                            outbox_full = true;
+                            break;
+                        }
                     }
                 },
                 Stage::TlsHandshake | Stage::Authenticating { .. } => break,
@@ -612,7 +639,7 @@ impl Shard {
             }
         }
         self.apply_outbox(key, id);
-        pos
+        (pos, outbox_full)
     }
 
     /// Carries out what a stage decided: frames to the socket, calls to the store, closing.

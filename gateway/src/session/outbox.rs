@@ -168,6 +168,11 @@ impl Outbox {
         })
     }
 
+    /// Bytes of the queued frames.
+    pub fn pending_bytes(&self) -> usize {
+        self.bytes.len()
+    }
+
     pub fn has_frames(&self) -> bool {
         !self.ends.is_empty()
     }
