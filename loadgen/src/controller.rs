@@ -151,6 +151,8 @@ pub fn run(
                     current = Phase::Ready;
                     set_phase(current);
                     hooks.ready(&snap);
+                    // The barrier may have taken a while: no burst of catch-up snapshots.
+                    next_snapshot = Instant::now() + SNAPSHOT_INTERVAL;
                     let snap = snapshot(&lives);
                     times.online_at_measure = snap.online;
                     disconnects_at_measure = snap.disconnects;
