@@ -6,7 +6,7 @@
 
 use crate::plan::{Phase, PhaseCell, Plan, Scenario};
 use crate::procfs;
-use crate::shard::{Live, Shard, ShardResult};
+use crate::shard::{Live, Shard, ShardResult, TelemetryProgress};
 use crate::tally::Tally;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -72,7 +72,7 @@ pub struct PhaseTimes {
 /// What one process's run produced.
 pub struct LocalOutcome {
     pub tally: Tally,
-    pub telemetry: Vec<(usize, u64, u64)>,
+    pub telemetry: Vec<TelemetryProgress>,
     pub times: PhaseTimes,
 }
 

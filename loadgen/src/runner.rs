@@ -10,6 +10,7 @@ use crate::observer::{GatewayProbe, Gauges, Observer};
 use crate::plan::{self, DeviceSpec, Plan, Scenario};
 use crate::procfs;
 use crate::report::Stored;
+use crate::shard::TelemetryProgress;
 use crate::store_ops;
 use crate::tokens::{self, TokenLine};
 use crate::transport::TlsClient;
@@ -317,12 +318,12 @@ fn store_socket(common: &Common) -> Option<PathBuf> {
 fn read_back(
     socket: &Path,
     all: &[TokenLine],
-    telemetry: &[(usize, u64, u64)],
+    telemetry: &[TelemetryProgress],
     pin: u8,
     measure_s: f64,
 ) -> anyhow::Result<Stored> {
-    let ids: Vec<u64> = telemetry.iter().map(|(i, ..)| all[*i].id).collect();
-    let sent: u64 = telemetry.iter().map(|(_, s, _)| s).sum();
+    let ids: Vec<u64> = telemetry.iter().map(|t| all[t.device].id).collect();
+    let sent: u64 = telemetry.iter().map(|t| t.sent).sum();
     let deadline = std::time::Instant::now() + READ_BACK_PATIENCE;
     let mut last_total = None;
     loop {
@@ -331,7 +332,7 @@ fn read_back(
         let complete = values
             .iter()
             .zip(telemetry)
-            .filter(|(v, (_, s, _))| v.unwrap_or(0) == *s)
+            .filter(|(v, t)| v.unwrap_or(0) == t.sent)
             .count();
         let settled = total == sent || last_total == Some(total);
         if settled || std::time::Instant::now() >= deadline {

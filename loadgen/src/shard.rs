@@ -78,11 +78,19 @@ struct Sim {
     dialing: bool,
 }
 
+/// How far one device got with its telemetry.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub struct TelemetryProgress {
+    /// Position in the token file.
+    pub device: usize,
+    pub sent: u64,
+    pub acked: u64,
+}
+
 /// What a shard hands back when it ends.
 pub struct ShardResult {
     pub tally: Tally,
-    /// Telemetry per device: (token file index, writes sent, writes acknowledged).
-    pub telemetry: Vec<(usize, u64, u64)>,
+    pub telemetry: Vec<TelemetryProgress>,
 }
 
 pub struct Shard {
@@ -189,7 +197,11 @@ impl Shard {
             .iter()
             .filter_map(|sim| {
                 let (sent, acked) = sim.activity.telemetry_progress()?;
-                Some((self.plan.devices[sim.spec].index, sent, acked))
+                Some(TelemetryProgress {
+                    device: self.plan.devices[sim.spec].index,
+                    sent,
+                    acked,
+                })
             })
             .collect();
         for key in 0..self.sims.len() {

@@ -8,6 +8,7 @@
 
 use crate::controller::{Hooks, PhaseTimes, Snapshot};
 use crate::plan::Phase;
+use crate::shard::TelemetryProgress;
 use crate::tally::{Tally, WireTally};
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
@@ -30,7 +31,7 @@ pub enum WorkerMessage {
     MeasureOver(Snapshot),
     Done {
         tally: WireTally,
-        telemetry: Vec<(usize, u64, u64)>,
+        telemetry: Vec<TelemetryProgress>,
         times: PhaseTimes,
     },
 }
@@ -47,7 +48,7 @@ impl WorkerPipe {
         }
     }
 
-    pub fn done(tally: &Tally, telemetry: Vec<(usize, u64, u64)>, times: PhaseTimes) {
+    pub fn done(tally: &Tally, telemetry: Vec<TelemetryProgress>, times: PhaseTimes) {
         Self::send(&WorkerMessage::Done {
             tally: tally.to_wire(),
             telemetry,
@@ -82,13 +83,13 @@ struct Worker {
     latest: Snapshot,
     ready: Option<Snapshot>,
     measure_over: Option<Snapshot>,
-    done: Option<(Tally, Vec<(usize, u64, u64)>, PhaseTimes)>,
+    done: Option<(Tally, Vec<TelemetryProgress>, PhaseTimes)>,
 }
 
 /// What the workers produced together.
 pub struct Merged {
     pub tally: Tally,
-    pub telemetry: Vec<(usize, u64, u64)>,
+    pub telemetry: Vec<TelemetryProgress>,
     pub times: PhaseTimes,
 }
 
