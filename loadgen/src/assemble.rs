@@ -178,20 +178,26 @@ fn cpu(facts: &RunFacts<'_>, observer: &Observer, result: &Outcome) -> Cpu {
         .copied()
         .unwrap_or(0.0)
         * result.ramp_s;
+    let gateway_measure = match (end, ready) {
+        (Some(e), Some(r)) => secs(e.gateway_cpu, r.gateway_cpu),
+        _ => None,
+    };
+    let requests = result.counts.get("pings_ok").copied().unwrap_or(0)
+        + result.counts.get("writes_acked").copied().unwrap_or(0);
     Cpu {
         loadgen_mean_pct: mean,
         loadgen_peak_pct: peak,
         loadgen_capacity_pct: threads as f64 * 100.0,
         gateway_cpu_s_ramp: gateway_ramp,
-        gateway_cpu_s_measure: match (end, ready) {
-            (Some(e), Some(r)) => secs(e.gateway_cpu, r.gateway_cpu),
-            _ => None,
-        },
+        gateway_cpu_s_measure: gateway_measure,
         store_cpu_s_measure: match (end, ready) {
             (Some(e), Some(r)) => secs(e.store_cpu, r.store_cpu),
             _ => None,
         },
         logins_per_gateway_cpu_s: gateway_ramp.filter(|&s| s > 0.0).map(|s| ramp_logins / s),
+        requests_per_gateway_cpu_s: gateway_measure
+            .filter(|&s| s > 0.0 && requests > 0)
+            .map(|s| requests as f64 / s),
     }
 }
 

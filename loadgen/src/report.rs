@@ -99,6 +99,10 @@ pub struct Cpu {
     pub store_cpu_s_measure: Option<f64>,
     /// Logins completed during the ramp per second of gateway CPU (TLS: full handshakes).
     pub logins_per_gateway_cpu_s: Option<f64>,
+    /// PINGs answered or writes acknowledged during the measured part per second of gateway CPU:
+    /// throughput normalised for a machine whose CPUs are shared with other work.
+    #[serde(default)]
+    pub requests_per_gateway_cpu_s: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -197,6 +201,9 @@ impl Report {
         if let Some(l) = self.cpu.logins_per_gateway_cpu_s {
             let _ = writeln!(s, "  logins per gateway CPU-second {l:.0}");
         }
+        if let Some(r) = self.cpu.requests_per_gateway_cpu_s {
+            let _ = writeln!(s, "  requests per gateway CPU-second {r:.0}");
+        }
         for (reason, n) in &r.failures {
             let _ = writeln!(s, "  FAILED {n} × {reason}");
         }
@@ -246,6 +253,9 @@ pub fn figures(report: &Report) -> Vec<(String, f64)> {
     }
     if let Some(v) = report.cpu.logins_per_gateway_cpu_s {
         out.push(("logins per gateway CPU-s".into(), v));
+    }
+    if let Some(v) = report.cpu.requests_per_gateway_cpu_s {
+        out.push(("requests per gateway CPU-s".into(), v));
     }
     out.push(("loadgen CPU mean %".into(), report.cpu.loadgen_mean_pct));
     out

@@ -76,6 +76,8 @@ struct Sim {
     redials: u32,
     /// A connect is in flight (counts against `max_connecting`).
     dialing: bool,
+    /// When bytes last went out: the gateway's silence timer runs from the last frame it got.
+    last_sent: Instant,
 }
 
 /// How far one device got with its telemetry.
@@ -136,6 +138,7 @@ impl Shard {
                 offline_since: None,
                 redials: 0,
                 dialing: false,
+                last_sent: Instant::now(),
             })
             .collect();
         let dial_queue = (0..sims.len()).collect();
@@ -497,7 +500,10 @@ impl Shard {
         }
         sim.redials = 0;
         sim.activity = Activity::heartbeat(self.plan.heartbeat_secs);
-        let first = now + Duration::from_secs(u64::from(self.plan.heartbeat_secs.max(1)));
+        // Like the Blynk libraries: the next PING is due a heartbeat after the last frame sent
+        // (the info message), not after its reply, which a busy store may delay for seconds.
+        let beat = Duration::from_secs(u64::from(self.plan.heartbeat_secs.max(1)));
+        let first = (sim.last_sent + beat).max(now);
         self.timers
             .push(Reverse((first, key, sim.epoch, TimerKind::Activity)));
     }
@@ -526,8 +532,12 @@ impl Shard {
         if self.out.is_empty() {
             return Ok(());
         }
-        let result = match self.sims[key].link.as_mut() {
-            Some(link) => link.send(&self.out),
+        let sim = &mut self.sims[key];
+        let result = match sim.link.as_mut() {
+            Some(link) => {
+                sim.last_sent = Instant::now();
+                link.send(&self.out)
+            }
             None => Ok(()),
         };
         self.out.clear();

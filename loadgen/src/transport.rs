@@ -99,6 +99,14 @@ impl Link {
         socket.set_nonblocking(true).map_err(LinkError::Connect)?;
         socket.set_tcp_nodelay(true).map_err(LinkError::Connect)?;
         if let Some(source) = source {
+            // Let connect() pick the port by the whole 4-tuple: without this, bind() reserves a
+            // port per source address (one range for every destination) and its search for a
+            // free one gets slow as the range fills.
+            let _ = nix::sys::socket::setsockopt(
+                &socket,
+                nix::sys::socket::sockopt::IpBindAddressNoPort,
+                &true,
+            );
             socket
                 .bind(&SockAddr::from(SocketAddr::new(source, 0)))
                 .map_err(LinkError::Connect)?;
