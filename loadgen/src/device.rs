@@ -112,8 +112,7 @@ impl DeviceState {
         use Event as E;
         match (self, event) {
             (_, E::Dialed { now }) => (S::Connecting { started: now }, Outcome::Nothing),
-            (S::Connecting { started }, E::TcpConnected { now, tls: true }) => {
-                let _ = now;
+            (S::Connecting { started }, E::TcpConnected { tls: true, .. }) => {
                 (S::Handshaking { started }, Outcome::Nothing)
             }
             (S::Connecting { started }, E::TcpConnected { now, tls: false })
