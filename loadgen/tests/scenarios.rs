@@ -259,10 +259,12 @@ fn scenarios_against_the_real_gateway() {
     );
     assert!(r["cpu"]["logins_per_gateway_cpu_s"].as_f64().unwrap() > 0.0);
 
-    // Ping: 200 devices, one PING in flight each.
+    // Ping: 200 devices, one PING in flight each, spread over two loopback source addresses.
     let prefix = dir.path().join("ping");
     loadgen(&[
         "ping",
+        "--source-addrs",
+        "2",
         "--tokens",
         tokens_s,
         "--devices",
@@ -278,6 +280,10 @@ fn scenarios_against_the_real_gateway() {
     ]);
     let r = report(&prefix);
     assert_no_failures(&r);
+    assert_eq!(
+        r["setup"]["source_addresses"],
+        serde_json::json!(["127.0.0.2", "127.0.0.3"])
+    );
     let pings = r["result"]["counts"]["pings_ok"].as_u64().unwrap();
     assert!(pings > 200, "only {pings} pings");
     assert_eq!(r["latency_ms"]["ping"]["count"].as_u64().unwrap(), pings);
