@@ -204,7 +204,8 @@ fn tls_config() -> std::sync::Arc<rustls::ServerConfig> {
         std::sync::OnceLock::new();
     CONFIG
         .get_or_init(|| {
-            let dir = std::env::temp_dir().join(format!("portcullis-fuzz-tls-{}", std::process::id()));
+            let dir =
+                std::env::temp_dir().join(format!("portcullis-fuzz-tls-{}", std::process::id()));
             let paths = portcullis_gateway::tls::ensure_dev_certificate(&dir, &[])
                 .expect("a development certificate can be generated");
             let config = portcullis_gateway::tls::load_server_config(&paths.cert, &paths.key)

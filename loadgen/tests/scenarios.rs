@@ -60,7 +60,10 @@ impl Gateway {
             &config,
             format!(
                 "data_dir = {:?}\n[server]\nshards = 2\nbind_address = \"127.0.0.1\"\ntls_port = {tls}\n\
-                 tls_fallback_port = {tls}\nplain_port = {plain}\nplain_fallback_port = {plain}\n",
+                 tls_fallback_port = {tls}\nplain_port = {plain}\nplain_fallback_port = {plain}\n\
+                 # Every simulated device comes from loopback: lift the per-source admission limits.\n\
+                 [admission]\nmax_connections_per_ip = 100000\naccept_rate_per_ip = 100000\n\
+                 accept_burst_per_ip = 100000\n",
                 data_dir.display().to_string()
             ),
         )

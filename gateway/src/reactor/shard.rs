@@ -846,7 +846,7 @@ impl Shard {
         self.guards.admission().leave_unauthenticated();
         conn.deadline = self.timers.deadline_after(self.now, timeout);
         self.stats.logins_ok.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(shard = self.index, peer = %conn.peer, device, "device logged in");
+        tracing::debug!(shard = self.index, peer = %conn.peer, device, "device logged in");
         let addr = conn.peer.to_string();
         self.outbox.clear();
         self.outbox.response(msg_id, Status::Ok);
