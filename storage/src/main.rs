@@ -5,10 +5,9 @@
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
-use portcullis_storage::{RocksEngine, Server, ServerConfig, Store};
+use portcullis_storage::{EngineOptions, Retention, Server, ServerConfig, StoreOptions, datadir};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use std::io::{self, IsTerminal, Read};
-use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -20,10 +19,26 @@ The Portcullis store: owns the RocksDB database and serves the gateway's domain 
 (devices, token lookups, pin values, presence) over a private Unix socket (mode 0600, peer uid \
 checked against the store's own).
 
-Durability: device, token, presence, info and property changes are fsynced to disk before the \
-store replies. Pin values (telemetry) are acknowledged once written to the write-ahead log, so a \
-crash of the store process loses nothing, and the log is fsynced every --sync-interval-ms \
-milliseconds, so a machine crash or power loss can lose at most that window of pin writes.";
+DURABILITY CONTRACT
+  * Device, token, presence, info and property changes (the sync class) are written to the \
+write-ahead log (WAL) and the WAL is fsynced before the store replies: an acknowledged change \
+survives a crash of the store, of the machine, and power loss.
+  * Pin values and pin history (telemetry, the buffered class) are acknowledged once written to \
+the WAL (handed to the kernel): a crash of the store process loses nothing acknowledged. The WAL \
+is fsynced at least every --sync-interval-ms milliseconds (default 100), so a machine crash or \
+power loss can lose at most that window of acknowledged pin writes.
+  * Group commit: writes arriving from all links while the previous group commits (plus \
+--commit-window-us, default 0) form one RocksDB write batch with at most one WAL fsync. Reads \
+are answered from RocksDB without waiting for any fsync.
+  * WAL recovery mode is point-in-time: after an unclean stop the WAL is replayed up to the \
+first torn or corrupt record, so the database comes back as a gap-free prefix of the writes \
+that includes every fsynced (acknowledged sync-class) write.
+
+DATA DIRECTORY
+  The data directory carries a format marker (PORTCULLIS_STORE) and the database. The store \
+refuses to start on a directory it did not create, of another format version, or that is \
+damaged, and says how to recover (restore a backup with --restore). It never starts empty over \
+existing data.";
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum LogFormat {
@@ -42,13 +57,35 @@ struct Args {
 
     /// Unix socket to listen on. Created with mode 0600; a stale socket file nothing listens on
     /// is replaced, a live one or a non-socket file makes the store refuse to start.
-    #[arg(long, value_name = "PATH")]
-    socket: PathBuf,
+    #[arg(long, value_name = "PATH", required_unless_present = "restore")]
+    socket: Option<PathBuf>,
+
+    /// Restore the backup in DIR (written by `portcullis admin backup`) as --data-dir, which must
+    /// not exist or be empty, then exit without serving. Stop the store before restoring.
+    #[arg(long, value_name = "DIR")]
+    restore: Option<PathBuf>,
 
     /// Milliseconds between WAL fsyncs: the longest a pin write may stay acknowledged but not yet
     /// on disk (power-loss window). 1 to 60000.
     #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     sync_interval_ms: u64,
+
+    /// Microseconds the group committer waits after the first write of a group for more writes
+    /// to join it. 0 (the default) groups whatever queued while the previous group committed.
+    #[arg(long, value_name = "US", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    commit_window_us: u64,
+
+    /// Size of RocksDB's block cache in MiB (cached data blocks for point reads). 1 to 65536.
+    #[arg(long, value_name = "MIB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    block_cache_mib: u64,
+
+    /// Days of pin history kept (0 keeps no history). Expired points are dropped by compaction.
+    #[arg(long, value_name = "DAYS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=36_500))]
+    history_retention_days: u64,
+
+    /// Retention for the devices of one template, as TEMPLATE=DAYS; may be given many times.
+    #[arg(long, value_name = "TEMPLATE=DAYS", value_parser = parse_template_retention)]
+    template_retention: Vec<(String, u64)>,
 
     /// Shut down gracefully when stdin reaches end of file. A parent that spawns the store with a
     /// piped stdin gets it to exit whenever the parent dies, even by SIGKILL.
@@ -59,6 +96,26 @@ struct Args {
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
 }
+
+fn parse_template_retention(arg: &str) -> Result<(String, u64), String> {
+    let (template, days) = arg
+        .rsplit_once('=')
+        .ok_or_else(|| format!("{arg:?} is not TEMPLATE=DAYS"))?;
+    if template.is_empty() {
+        return Err(format!("{arg:?} names no template"));
+    }
+    let days: u64 = days
+        .parse()
+        .map_err(|_| format!("{days:?} in {arg:?} is not a number of days"))?;
+    if days > 36_500 {
+        return Err(format!(
+            "{days} days in {arg:?} is over the 36500-day limit"
+        ));
+    }
+    Ok((template.to_owned(), days))
+}
+
+const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -95,31 +152,52 @@ fn run(args: Args) -> anyhow::Result<()> {
         signal_hook::flag::register(signal, Arc::clone(&shutdown))
             .context("installing signal handlers")?;
     }
+    if let Some(backup) = &args.restore {
+        datadir::restore(backup, &args.data_dir).with_context(|| {
+            format!(
+                "restoring {} into {}",
+                backup.display(),
+                args.data_dir.display()
+            )
+        })?;
+        tracing::info!(backup = %backup.display(), data_dir = %args.data_dir.display(), "backup restored; start the store on it normally");
+        return Ok(());
+    }
+    let Some(socket) = args.socket.clone() else {
+        anyhow::bail!("--socket is required to serve");
+    };
     if args.exit_on_stdin_eof {
         watch_stdin(Arc::clone(&shutdown)).context("starting the stdin watcher")?;
     }
     tracing::info!(
         data_dir = %args.data_dir.display(),
-        socket = %args.socket.display(),
+        socket = %socket.display(),
         sync_interval_ms = args.sync_interval_ms,
         "starting the store"
     );
 
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&args.data_dir)
-        .with_context(|| format!("creating the data directory {}", args.data_dir.display()))?;
-    let engine = RocksEngine::open(&args.data_dir).context("opening the database")?;
+    let engine_options = EngineOptions {
+        block_cache_bytes: usize::try_from(args.block_cache_mib << 20).unwrap_or(usize::MAX),
+        create_if_missing: false,
+    };
+    let retention = Retention {
+        default: DAY * u32::try_from(args.history_retention_days).unwrap_or(u32::MAX),
+        by_template: args
+            .template_retention
+            .iter()
+            .map(|(t, days)| (t.clone(), DAY * u32::try_from(*days).unwrap_or(u32::MAX)))
+            .collect(),
+    };
     let store = Arc::new(
-        Store::open(engine)
+        datadir::open(&args.data_dir, &engine_options, StoreOptions { retention })
             .with_context(|| format!("opening the store in {}", args.data_dir.display()))?,
     );
-    let server = Server::bind(&args.socket).context("binding the store socket")?;
+    let server = Server::bind(&socket).context("binding the store socket")?;
     tracing::info!(socket = %server.path().display(), "store ready");
 
     let config = ServerConfig {
         sync_interval: Duration::from_millis(args.sync_interval_ms),
+        commit_window: Duration::from_micros(args.commit_window_us),
         ..ServerConfig::default()
     };
     server.run(store, config, shutdown).context("serving")?;
