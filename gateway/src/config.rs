@@ -148,6 +148,11 @@ pub struct StoreSection {
     /// of that template: `{ TMPL123 = 7 }`. Default: none.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub history_retention_by_template: BTreeMap<String, u64>,
+    /// Key file that turns on encryption at rest in the child store (lines `ID HEX`, mode 0600;
+    /// made with `portcullis-store rotate-key --key-file FILE`). Must be set when the store's
+    /// data directory is created and kept from then on. Default: none (values stored in clear).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
 }
 
 /// `[log]`: diagnostics on standard error.
@@ -221,6 +226,7 @@ impl Default for StoreSection {
             block_cache_mib: 64,
             history_retention_days: 30,
             history_retention_by_template: BTreeMap::new(),
+            key_file: None,
         }
     }
 }
@@ -497,6 +503,10 @@ impl Config {
         for (template, days) in &store.history_retention_by_template {
             args.push("--template-retention".to_owned());
             args.push(format!("{template}={days}"));
+        }
+        if let Some(key_file) = &store.key_file {
+            args.push("--key-file".to_owned());
+            args.push(key_file.display().to_string());
         }
         args
     }

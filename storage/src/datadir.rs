@@ -13,7 +13,8 @@
 //! directory, checks that it opens, stamps it, and only then moves it into place.
 
 use crate::engine::rocks::RocksEngine;
-use crate::engine::{EngineError, EngineOptions};
+use crate::engine::sealed::{Keyring, SEALING_KEY, Sealed};
+use crate::engine::{Cf, Engine, EngineError, EngineOptions};
 use crate::schema::{FORMAT_VERSION, SchemaError, Store};
 use std::fs;
 use std::io::{self, Write};
@@ -46,6 +47,9 @@ pub enum DataDirError {
         "{} is a store data directory but its database cannot be opened ({reason}). The store will not start empty over it. Restore the latest backup: move the directory aside, then run portcullis-store --data-dir {} --restore BACKUP_DIR", dir.display(), dir.display()
     )]
     Damaged { dir: PathBuf, reason: String },
+    /// Operator: another store process has the database open.
+    #[error("{} is in use by another store process ({reason}); stop it first", dir.display())]
+    InUse { dir: PathBuf, reason: String },
     /// Operator: the directory holds something else.
     #[error(
         "{} is not a store data directory: it holds {example:?} and no PORTCULLIS_STORE marker. Point --data-dir at a new or empty directory, or restore a backup into one with --restore BACKUP_DIR", dir.display()
@@ -57,6 +61,9 @@ pub enum DataDirError {
     /// Operator: the backup is not a usable checkpoint.
     #[error("{} is not a usable backup: {reason}", dir.display())]
     BadBackup { dir: PathBuf, reason: String },
+    /// Operator: the key file does not fit the database (missing, wrong, or not wanted).
+    #[error("{0}")]
+    Sealing(String),
     /// Store: the schema refused the database (it says why).
     #[error(transparent)]
     Schema(#[from] SchemaError),
@@ -185,12 +192,15 @@ fn sync_dir(dir: &Path) -> Result<(), DataDirError> {
 }
 
 /// Opens the store in `dir` after [`inspect`] allowed it: creates a new one (mode 0700) or opens
-/// the existing database without ever creating one in its place.
+/// the existing database without ever creating one in its place. With `keys`, values are sealed
+/// at rest (a new database becomes a sealed one; a clear one is refused), without, a sealed
+/// database is refused.
 pub fn open(
     dir: &Path,
     engine: &EngineOptions,
     options: crate::schema::StoreOptions,
-) -> Result<Store<RocksEngine>, DataDirError> {
+    keys: Option<Keyring>,
+) -> Result<Store<Sealed<RocksEngine>>, DataDirError> {
     let state = inspect(dir)?;
     if state == DirState::New {
         fs::DirBuilder::new()
@@ -204,6 +214,11 @@ pub fn open(
         ..engine.clone()
     };
     let engine = RocksEngine::open_with(dir, &engine_options).map_err(|e| match e {
+        // RocksDB's LOCK file: another process has it open, which is no damage at all.
+        EngineError::Open { reason, .. } if reason.contains("lock") => DataDirError::InUse {
+            dir: dir.to_owned(),
+            reason,
+        },
         EngineError::Open { reason, .. } => DataDirError::Damaged {
             dir: dir.to_owned(),
             reason,
@@ -213,6 +228,11 @@ pub fn open(
             reason: other.to_string(),
         },
     })?;
+    let engine = match keys {
+        Some(keys) => Sealed::open(engine, keys),
+        None => Sealed::clear(engine),
+    }
+    .map_err(|e| DataDirError::Sealing(e.to_string()))?;
     let store = Store::open_with(engine, options)?;
     if state != DirState::Ours {
         write_marker(dir)?;
@@ -270,7 +290,14 @@ pub fn restore(backup: &Path, dir: &Path) -> Result<(), DataDirError> {
             },
         )
         .map_err(|e| bad(e.to_string()))?;
-        Store::open(engine).map_err(|e| bad(e.to_string()))?;
+        // A sealed backup can only be read with its key; the store checks it at its next start.
+        if engine
+            .get(Cf::Meta, SEALING_KEY)
+            .map_err(|e| bad(e.to_string()))?
+            .is_none()
+        {
+            Store::open(engine).map_err(|e| bad(e.to_string()))?;
+        }
     }
     write_marker(&staging)?;
     if dir.exists() {
@@ -286,10 +313,9 @@ pub fn restore(backup: &Path, dir: &Path) -> Result<(), DataDirError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::Engine;
     use portcullis_protocol::store::{Request, Response};
 
-    fn create(store: &Store<RocksEngine>, token: u8) -> u64 {
+    fn create(store: &Store<impl Engine>, token: u8) -> u64 {
         match store.handle(Request::CreateDevice {
             org: "o".into(),
             template: "T".into(),
@@ -310,7 +336,7 @@ mod tests {
         let root = tempfile::tempdir().expect("tempdir");
         let dir = root.path().join("store");
         {
-            let s = open(&dir, &EngineOptions::default(), opts()).expect("new");
+            let s = open(&dir, &EngineOptions::default(), opts(), None).expect("new");
             create(&s, 1);
         }
         assert!(
@@ -318,7 +344,7 @@ mod tests {
                 == Some(FORMAT_VERSION)
         );
         assert_eq!(inspect(&dir).expect("inspect"), DirState::Ours);
-        let s = open(&dir, &EngineOptions::default(), opts()).expect("reopen");
+        let s = open(&dir, &EngineOptions::default(), opts(), None).expect("reopen");
         assert_eq!(create(&s, 2), 2, "the first device is still there");
     }
 
@@ -328,7 +354,7 @@ mod tests {
         let foreign = root.path().join("foreign");
         fs::create_dir(&foreign).expect("mkdir");
         fs::write(foreign.join("photo.jpg"), b"x").expect("write");
-        let err = open(&foreign, &EngineOptions::default(), opts())
+        let err = open(&foreign, &EngineOptions::default(), opts(), None)
             .err()
             .expect("foreign");
         assert!(matches!(err, DataDirError::Foreign { .. }), "{err}");
@@ -339,20 +365,20 @@ mod tests {
         );
 
         let dir = root.path().join("store");
-        drop(open(&dir, &EngineOptions::default(), opts()).expect("new"));
+        drop(open(&dir, &EngineOptions::default(), opts(), None).expect("new"));
         fs::write(
             dir.join(MARKER),
             format!("{MARKER_HEADER}\nformat_version = 7\n"),
         )
         .expect("w");
-        let err = open(&dir, &EngineOptions::default(), opts())
+        let err = open(&dir, &EngineOptions::default(), opts(), None)
             .err()
             .expect("version");
         assert!(err.to_string().contains("format version 7"), "{err}");
 
         write_marker(&dir).expect("marker");
         fs::remove_file(dir.join("CURRENT")).expect("damage");
-        let err = open(&dir, &EngineOptions::default(), opts())
+        let err = open(&dir, &EngineOptions::default(), opts(), None)
             .err()
             .expect("damaged");
         assert!(matches!(err, DataDirError::Damaged { .. }), "{err}");
@@ -369,7 +395,7 @@ mod tests {
             create(&s, 1);
         }
         assert_eq!(inspect(&dir).expect("inspect"), DirState::Unmarked);
-        let s = open(&dir, &EngineOptions::default(), opts()).expect("adopted");
+        let s = open(&dir, &EngineOptions::default(), opts(), None).expect("adopted");
         assert_eq!(create(&s, 2), 2);
         assert_eq!(inspect(&dir).expect("inspect"), DirState::Ours);
     }
@@ -380,7 +406,7 @@ mod tests {
         let dir = root.path().join("store");
         let backup = root.path().join("backup");
         {
-            let s = open(&dir, &EngineOptions::default(), opts()).expect("new");
+            let s = open(&dir, &EngineOptions::default(), opts(), None).expect("new");
             create(&s, 1);
             s.engine().checkpoint(&backup).expect("checkpoint");
             create(&s, 2);
@@ -389,9 +415,46 @@ mod tests {
         assert!(matches!(err, DataDirError::RestoreTarget(_)), "{err}");
         let restored = root.path().join("restored");
         restore(&backup, &restored).expect("restore");
-        let s = open(&restored, &EngineOptions::default(), opts()).expect("open restored");
+        let s = open(&restored, &EngineOptions::default(), opts(), None).expect("open restored");
         assert_eq!(create(&s, 3), 2, "the backup holds device 1 only");
         let err = restore(&root.path().join("nothing"), &root.path().join("x")).expect_err("bad");
         assert!(matches!(err, DataDirError::BadBackup { .. }), "{err}");
+    }
+
+    fn keys(byte: u8) -> Keyring {
+        let root = tempfile::tempdir().expect("tempdir");
+        let path = root.path().join("keys");
+        let line = format!("1 {}\n", format!("{byte:02x}").repeat(32));
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .mode(0o600)
+                .open(&path)
+                .expect("key file");
+            f.write_all(line.as_bytes()).expect("write");
+        }
+        Keyring::load(&path).expect("load")
+    }
+
+    #[test]
+    fn a_sealed_store_needs_its_own_key() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let dir = root.path().join("store");
+        {
+            let s = open(&dir, &EngineOptions::default(), opts(), Some(keys(7))).expect("new");
+            create(&s, 1);
+        }
+        let err = open(&dir, &EngineOptions::default(), opts(), Some(keys(8)))
+            .err()
+            .expect("wrong key");
+        assert!(err.to_string().contains("wrong key file"), "{err}");
+        let err = open(&dir, &EngineOptions::default(), opts(), None)
+            .err()
+            .expect("no key");
+        assert!(err.to_string().contains("key file"), "{err}");
+        let s = open(&dir, &EngineOptions::default(), opts(), Some(keys(7))).expect("right key");
+        assert_eq!(create(&s, 2), 2);
     }
 }

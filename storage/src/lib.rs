@@ -15,5 +15,5 @@ pub mod server;
 pub use engine::rocks::RocksEngine;
 pub use engine::{Cf, Durability, Engine, EngineError, EngineOptions, WriteBatch};
 pub use schema::history::Retention;
-pub use schema::{SchemaError, Store, StoreOptions};
+pub use schema::{Applied, SchemaError, Store, StoreOptions};
 pub use server::{Server, ServerConfig, ServerError};

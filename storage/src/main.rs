@@ -5,6 +5,7 @@
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
+use portcullis_storage::engine::sealed::{Keyring, rotate_key};
 use portcullis_storage::{EngineOptions, Retention, Server, ServerConfig, StoreOptions, datadir};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use std::io::{self, IsTerminal, Read};
@@ -34,6 +35,12 @@ are answered from RocksDB without waiting for any fsync.
 first torn or corrupt record, so the database comes back as a gap-free prefix of the writes \
 that includes every fsynced (acknowledged sync-class) write.
 
+ENCRYPTION AT REST (opt-in)
+  With --key-file, every value is sealed with ChaCha20-Poly1305 under the current key of the \
+file; each value records its key id, so `portcullis-store rotate-key --key-file F` adds a key \
+without making older values unreadable. A wrong or missing key stops the store at start with a \
+message saying which; it never serves undecryptable data.
+
 DATA DIRECTORY
   The data directory carries a format marker (PORTCULLIS_STORE) and the database. The store \
 refuses to start on a directory it did not create, of another format version, or that is \
@@ -49,11 +56,20 @@ enum LogFormat {
 }
 
 #[derive(Debug, Parser)]
-#[command(name = "portcullis-store", version, about = "The Portcullis store process", long_about = LONG_ABOUT)]
+#[command(name = "portcullis-store", version, about = "The Portcullis store process", long_about = LONG_ABOUT, subcommand_negates_reqs = true)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Tool>,
+
     /// Directory of the database (created with mode 0700 if missing). Only one store may use it.
-    #[arg(long, value_name = "DIR")]
-    data_dir: PathBuf,
+    #[arg(long, value_name = "DIR", required = true)]
+    data_dir: Option<PathBuf>,
+
+    /// Encrypt values at rest with the keys in this file (lines `ID HEX`, mode 0600; create or
+    /// extend it with `portcullis-store rotate-key`). Chosen when a data directory is created: a
+    /// clear database refuses a key file, a sealed one requires it.
+    #[arg(long, value_name = "FILE")]
+    key_file: Option<PathBuf>,
 
     /// Unix socket to listen on. Created with mode 0600; a stale socket file nothing listens on
     /// is replaced, a live one or a non-socket file makes the store refuse to start.
@@ -95,6 +111,18 @@ struct Args {
     /// Format of the log lines written to stderr (filter with RUST_LOG, default "info").
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Tool {
+    /// Add a new random key to a key file (creating it, mode 0600) and make it the current one.
+    /// Restart the store to seal new writes with it; values sealed with older keys stay readable
+    /// as long as their keys stay in the file.
+    RotateKey {
+        /// The key file (the store's --key-file).
+        #[arg(long, value_name = "FILE")]
+        key_file: PathBuf,
+    },
 }
 
 fn parse_template_retention(arg: &str) -> Result<(String, u64), String> {
@@ -143,6 +171,16 @@ fn init_logging(format: LogFormat) {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(Tool::RotateKey { key_file }) = &args.command {
+        let id = rotate_key(key_file)
+            .with_context(|| format!("rotating the key in {}", key_file.display()))?;
+        tracing::info!(key_id = id, key_file = %key_file.display(), "new current key added; restart the store to use it");
+        println!("key {id} added to {} and made current", key_file.display());
+        return Ok(());
+    }
+    let Some(data_dir) = args.data_dir.clone() else {
+        anyhow::bail!("--data-dir is required");
+    };
     let shutdown = Arc::new(AtomicBool::new(false));
     for signal in [SIGINT, SIGTERM] {
         // Registered first, so it sees the flag before the second registration sets it: the first
@@ -153,14 +191,10 @@ fn run(args: Args) -> anyhow::Result<()> {
             .context("installing signal handlers")?;
     }
     if let Some(backup) = &args.restore {
-        datadir::restore(backup, &args.data_dir).with_context(|| {
-            format!(
-                "restoring {} into {}",
-                backup.display(),
-                args.data_dir.display()
-            )
+        datadir::restore(backup, &data_dir).with_context(|| {
+            format!("restoring {} into {}", backup.display(), data_dir.display())
         })?;
-        tracing::info!(backup = %backup.display(), data_dir = %args.data_dir.display(), "backup restored; start the store on it normally");
+        tracing::info!(backup = %backup.display(), data_dir = %data_dir.display(), "backup restored; start the store on it normally");
         return Ok(());
     }
     let Some(socket) = args.socket.clone() else {
@@ -170,7 +204,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         watch_stdin(Arc::clone(&shutdown)).context("starting the stdin watcher")?;
     }
     tracing::info!(
-        data_dir = %args.data_dir.display(),
+        data_dir = %data_dir.display(),
         socket = %socket.display(),
         sync_interval_ms = args.sync_interval_ms,
         "starting the store"
@@ -188,9 +222,15 @@ fn run(args: Args) -> anyhow::Result<()> {
             .map(|(t, days)| (t.clone(), DAY * u32::try_from(*days).unwrap_or(u32::MAX)))
             .collect(),
     };
+    let keys = args
+        .key_file
+        .as_deref()
+        .map(Keyring::load)
+        .transpose()
+        .context("loading the encryption key file")?;
     let store = Arc::new(
-        datadir::open(&args.data_dir, &engine_options, StoreOptions { retention })
-            .with_context(|| format!("opening the store in {}", args.data_dir.display()))?,
+        datadir::open(&data_dir, &engine_options, StoreOptions { retention }, keys)
+            .with_context(|| format!("opening the store in {}", data_dir.display()))?,
     );
     let server = Server::bind(&socket).context("binding the store socket")?;
     tracing::info!(socket = %server.path().display(), "store ready");

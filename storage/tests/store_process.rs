@@ -462,7 +462,7 @@ fn a_second_store_refuses_to_start() {
     assert!(
         fs::read_to_string(&log)
             .unwrap_or_default()
-            .contains("opening the database")
+            .contains("in use by another store process")
     );
 
     assert_eq!(
@@ -488,6 +488,13 @@ fn help_explains_the_flags_and_the_durability_contract() {
         "--log-format",
         "fsynced",
         "power loss",
+        "--commit-window-us",
+        "--block-cache-mib",
+        "--history-retention-days",
+        "--key-file",
+        "--restore",
+        "rotate-key",
+        "point-in-time",
     ] {
         assert!(help.contains(needle), "--help lacks {needle:?}:\n{help}");
     }

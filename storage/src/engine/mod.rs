@@ -11,6 +11,7 @@ mod conformance;
 #[cfg(any(test, feature = "test-util"))]
 pub mod memory;
 pub mod rocks;
+pub mod sealed;
 
 use thiserror::Error;
 
@@ -195,6 +196,9 @@ pub enum EngineError {
     /// A column family the schema needs is missing from an open engine (a bug).
     #[error("column family {0:?} is not open")]
     MissingCf(&'static str),
+    /// Encryption at rest refused the database or a value (wrong or missing key, tampering).
+    #[error("encryption at rest: {0}")]
+    Sealing(String),
     /// The engine cannot do this at all (the in-memory engine has no files to checkpoint).
     #[error("not supported by this engine: {0}")]
     Unsupported(&'static str),

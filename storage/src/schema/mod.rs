@@ -266,24 +266,39 @@ impl<E: Engine> Store<E> {
         self.execute_read(request).map_err(report)
     }
 
-    /// Commits write requests as one group: one engine batch (a `ResetPresence`, which pages over
-    /// every device, splits the group around itself) and one WAL sync if any request needs it.
-    /// `on_applied` runs once the writes are visible to readers and before the sync, so readers
-    /// waiting for these writes need not wait for the disk. Returns one result per request, in
-    /// order; a sync-class result is only returned once its sync is done.
+    /// Commits write requests as one group: [`Store::apply_group`], then the group's WAL sync if
+    /// it needs one ([`Store::finish_sync`]). `on_applied` runs in between. Returns one result
+    /// per request, in order; a sync-class result is only returned once its sync is done.
     pub fn commit_group(
         &self,
         requests: Vec<Request>,
         on_applied: impl FnOnce(),
     ) -> Vec<Result<Response, StoreError>> {
+        let Applied {
+            mut results,
+            needs_sync,
+        } = self.apply_group(requests);
+        on_applied();
+        if needs_sync {
+            let synced = self.engine.sync_wal().map_err(SchemaError::from);
+            finish_sync(&synced, &mut results);
+        }
+        results
+    }
+
+    /// Validates and writes a group of write requests as one engine batch, without a WAL sync (a
+    /// `ResetPresence`, which pages over every device, splits the group around itself). The
+    /// writes are visible to readers when this returns; the caller must sync the WAL before
+    /// handing out any result when [`Applied::needs_sync`] says so.
+    pub fn apply_group(&self, requests: Vec<Request>) -> Applied {
         let _writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
         let mut results: Vec<Result<Response, StoreError>> = Vec::with_capacity(requests.len());
         let mut group = Group::new(&self.engine);
         let mut members: Vec<usize> = Vec::new();
-        let mut sync = false;
+        let mut needs_sync = false;
         for request in requests {
             if matches!(request, Request::ResetPresence) {
-                sync |= finish(group, &mut members, &mut results);
+                needs_sync |= finish(group, &mut members, &mut results);
                 group = Group::new(&self.engine);
                 results.push(
                     self.reset_presence()
@@ -301,18 +316,11 @@ impl<E: Engine> Store<E> {
                 Err(err) => results.push(Err(report(err))),
             }
         }
-        sync |= finish(group, &mut members, &mut results);
-        on_applied();
-        if sync && let Err(err) = self.engine.sync_wal() {
-            tracing::error!(%err, "WAL sync of a group failed");
-            // The writes are in the WAL but maybe not on disk: we cannot promise what the sync
-            // class promises, so every request of the group is answered with the failure.
-            let why = format!("written but not synced to disk: {err}");
-            for r in results.iter_mut().filter(|r| r.is_ok()) {
-                *r = Err(StoreError::Storage(why.clone()));
-            }
+        needs_sync |= finish(group, &mut members, &mut results);
+        Applied {
+            results,
+            needs_sync,
         }
-        results
     }
 
     fn execute_read(&self, request: Request) -> Result<Response> {
@@ -664,6 +672,29 @@ impl<E: Engine> Store<E> {
             dir: dir.to_owned(),
             bytes,
         })
+    }
+}
+
+/// A group written by [`Store::apply_group`].
+#[derive(Debug)]
+pub struct Applied {
+    /// One result per request, in order.
+    pub results: Vec<Result<Response, StoreError>>,
+    /// Whether a request of the group is of the sync class: no result may be handed out before a
+    /// WAL sync.
+    pub needs_sync: bool,
+}
+
+/// After a WAL sync for some groups: a failed sync turns every successful result into the
+/// failure, since the promise of the sync class cannot be kept (the writes are in the WAL but
+/// maybe not on disk).
+pub fn finish_sync(synced: &Result<()>, results: &mut [Result<Response, StoreError>]) {
+    if let Err(err) = synced {
+        tracing::error!(%err, "WAL sync of a group failed");
+        let why = format!("written but not synced to disk: {err}");
+        for r in results.iter_mut().filter(|r| r.is_ok()) {
+            *r = Err(StoreError::Storage(why.clone()));
+        }
     }
 }
 

@@ -1,17 +1,19 @@
-//! The group committer: one thread that owns every write. Links hand it write requests
-//! ([`Committer::submit`]) and keep reading; it takes everything queued when it becomes free
-//! (plus, with a commit window, whatever arrives within the window after the first request) and
-//! commits it as one group ([`Store::commit_group`]): one engine batch, at most one WAL sync.
-//! While one group syncs, the next one queues up, so the number of fsyncs follows the disk's
-//! speed, not the number of requests: 100 000 pipelined device creations share a few hundred
-//! syncs.
+//! The group committer: two threads that own every write. Links hand write requests to the
+//! applier ([`Committer::submit`]) and keep reading; the applier takes everything queued when it
+//! becomes free (plus, with a commit window, whatever arrives within the window after the first
+//! request) and applies it as one group ([`Store::apply_group`]): one engine batch, visible to
+//! readers at once. Groups that hold a sync-class write go to the syncer, which makes one WAL
+//! fsync for every group waiting at that moment and only then releases their results. The applier
+//! never waits for the disk, so while one fsync runs the next groups are already applied and
+//! queue up for the next fsync: the number of fsyncs follows the disk's speed, not the number of
+//! requests, and a read that follows its own link's write waits for an apply, never for a sync.
 //!
-//! Each result goes back on the submitting link's own channel, in submission order. The
-//! committer also publishes how far writes are applied (visible to readers), so that a link can
-//! tell whether a read may run at once or must run after its own pending writes.
+//! Results go back on each submitting link's own channel. Per link they must arrive in
+//! submission order, so once any group waits for the syncer, later groups' results wait behind
+//! it (released right after its fsync) even when they need no fsync themselves.
 
 use crate::engine::Engine;
-use crate::schema::Store;
+use crate::schema::{Applied, Store, finish_sync};
 use portcullis_protocol::store::{Request, Response, StoreError};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -37,37 +39,81 @@ struct Queue {
     closing: bool,
 }
 
+/// An applied group whose results wait for the syncer.
+struct Held {
+    applied: Applied,
+    replies: Vec<Sender<Outcome>>,
+}
+
+#[derive(Default)]
+struct SyncQueue {
+    held: Vec<Held>,
+    /// The syncer is between taking groups and releasing their results.
+    busy: bool,
+    closing: bool,
+}
+
 #[derive(Default)]
 struct Shared {
     queue: Mutex<Queue>,
     work: Condvar,
     /// Sequence number of the last job whose writes readers can see.
     applied: Mutex<u64>,
+    applied_changed: Condvar,
+    syncs: Mutex<SyncQueue>,
+    sync_work: Condvar,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Both mutexes guard plain counters and a queue that stays consistent across a panic.
+    // These mutexes guard counters and queues that stay consistent across a panic.
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// A handle on the committer thread, shared by every link.
+/// A handle on the committer threads, shared by every link.
 #[derive(Clone)]
 pub(crate) struct Committer {
     shared: Arc<Shared>,
 }
 
+/// The committer's threads; join them after [`Committer::close`].
+pub(crate) struct Threads {
+    applier: JoinHandle<()>,
+    syncer: JoinHandle<()>,
+}
+
+impl Threads {
+    /// Waits for both threads; false if one panicked.
+    pub(crate) fn join(self) -> bool {
+        let applier = self.applier.join().is_ok();
+        self.syncer.join().is_ok() && applier
+    }
+}
+
 impl Committer {
-    /// Starts the committer thread over `store`.
+    /// Starts the applier and syncer threads over `store`.
     pub(crate) fn start<E: Engine>(
         store: Arc<Store<E>>,
         window: Duration,
-    ) -> std::io::Result<(Self, JoinHandle<()>)> {
+    ) -> std::io::Result<(Self, Threads)> {
         let shared = Arc::new(Shared::default());
+        let (worker, sync_store) = (Arc::clone(&shared), Arc::clone(&store));
+        let syncer = thread::Builder::new()
+            .name("store-syncer".into())
+            .spawn(move || sync_loop(&worker, &sync_store))?;
         let worker = Arc::clone(&shared);
-        let handle = thread::Builder::new()
+        let applier = thread::Builder::new()
             .name("store-committer".into())
-            .spawn(move || run(&worker, &store, window))?;
-        Ok((Self { shared }, handle))
+            .spawn(move || apply_loop(&worker, &store, window));
+        let applier = match applier {
+            Ok(handle) => handle,
+            Err(e) => {
+                lock(&shared.syncs).closing = true;
+                shared.sync_work.notify_all();
+                let _ = syncer.join();
+                return Err(e);
+            }
+        };
+        Ok((Self { shared }, Threads { applier, syncer }))
     }
 
     /// Queues a write; its result will arrive on `reply`. Returns the job's sequence number.
@@ -84,19 +130,34 @@ impl Committer {
         seq
     }
 
-    /// Sequence number of the last job whose writes readers can see.
-    pub(crate) fn applied(&self) -> u64 {
-        *lock(&self.shared.applied)
+    /// Blocks until the writes of job `seq` (and every job before it) are visible to readers.
+    /// That takes an apply, never an fsync.
+    pub(crate) fn wait_applied(&self, seq: u64) {
+        let mut applied = lock(&self.shared.applied);
+        while *applied < seq {
+            applied = self
+                .shared
+                .applied_changed
+                .wait(applied)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
     }
 
-    /// Commits what is queued, then stops the thread (join its handle to wait for that).
+    /// Commits what is queued, syncs what needs it, then stops both threads.
     pub(crate) fn close(&self) {
         lock(&self.shared.queue).closing = true;
         self.shared.work.notify_all();
     }
 }
 
-fn run<E: Engine>(shared: &Shared, store: &Store<E>, window: Duration) {
+fn send_all(held: Held) {
+    for (reply, result) in held.replies.into_iter().zip(held.applied.results) {
+        // A link that went away no longer needs its answer.
+        let _ = reply.send(result);
+    }
+}
+
+fn apply_loop<E: Engine>(shared: &Shared, store: &Store<E>, window: Duration) {
     loop {
         let (jobs, last_seq) = {
             let mut queue = lock(&shared.queue);
@@ -107,7 +168,7 @@ fn run<E: Engine>(shared: &Shared, store: &Store<E>, window: Duration) {
                     .unwrap_or_else(PoisonError::into_inner);
             }
             if queue.jobs.is_empty() {
-                return;
+                break;
             }
             if !window.is_zero() {
                 let deadline = Instant::now() + window;
@@ -127,10 +188,53 @@ fn run<E: Engine>(shared: &Shared, store: &Store<E>, window: Duration) {
         };
         let (requests, replies): (Vec<Request>, Vec<Sender<Outcome>>) =
             jobs.into_iter().map(|j| (j.request, j.reply)).unzip();
-        let results = store.commit_group(requests, || *lock(&shared.applied) = last_seq);
-        for (reply, result) in replies.into_iter().zip(results) {
-            // A link that went away no longer needs its answer.
-            let _ = reply.send(result);
+        let applied = store.apply_group(requests);
+        *lock(&shared.applied) = last_seq;
+        shared.applied_changed.notify_all();
+        let held = Held { applied, replies };
+        let mut syncs = lock(&shared.syncs);
+        if !held.applied.needs_sync && !syncs.busy && syncs.held.is_empty() {
+            // Nothing earlier is waiting for a sync: telemetry is acknowledged at once.
+            drop(syncs);
+            send_all(held);
+        } else {
+            syncs.held.push(held);
+            drop(syncs);
+            shared.sync_work.notify_one();
         }
+    }
+    lock(&shared.syncs).closing = true;
+    shared.sync_work.notify_all();
+}
+
+fn sync_loop<E: Engine>(shared: &Shared, store: &Store<E>) {
+    loop {
+        let held = {
+            let mut syncs = lock(&shared.syncs);
+            while syncs.held.is_empty() && !syncs.closing {
+                syncs = shared
+                    .sync_work
+                    .wait(syncs)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+            if syncs.held.is_empty() {
+                return;
+            }
+            syncs.busy = true;
+            std::mem::take(&mut syncs.held)
+        };
+        let mut held = held;
+        if held.iter().any(|h| h.applied.needs_sync) {
+            let synced = store.sync();
+            for h in &mut held {
+                finish_sync(&synced, &mut h.applied.results);
+            }
+        }
+        // Released under the lock, so the applier cannot slip a later group's results out first.
+        let mut syncs = lock(&shared.syncs);
+        for h in held {
+            send_all(h);
+        }
+        syncs.busy = false;
     }
 }

@@ -1,11 +1,10 @@
 //! One client link: the peer-uid check, the hello exchange, then the pipelined request loop on
 //! two threads. The reader (the link's thread) decodes every complete request already buffered,
-//! in order, and never blocks on the disk: a write goes to the group committer; a read is
-//! answered at once from the engine, unless one of this link's own writes is still pending, in
-//! which case the writer runs it in its turn, right after that write's outcome (so the read sees
-//! it, and the reader keeps feeding later writes into the same group). The writer thread sends
-//! the replies back in request order, echoing the ids, waiting for each write's outcome in turn
-//! and batching whatever is ready into one socket write. Anything wrong with the peer's
+//! in order, and never waits for the disk: a write goes to the group committer; a read is
+//! answered from the engine once this link's own earlier writes are applied (visible), which
+//! takes an apply, never an fsync, and keeps the read from seeing the link's later writes. The
+//! writer thread sends the replies back in request order, echoing the ids, waiting for each
+//! write's outcome in turn and batching whatever is ready into one socket write. Anything wrong with the peer's
 //! bytes ends this link only, with the reason logged; the store keeps serving every other link.
 
 use super::ServerConfig;
@@ -44,8 +43,6 @@ enum Owed {
     Ready(u64, Outcome),
     /// A write: its outcome is the next one on the link's outcome channel.
     Committed(u64),
-    /// A read to run once the writes before it are done.
-    Deferred(u64, portcullis_protocol::store::Request),
 }
 
 /// Why a link ended abnormally.
@@ -215,7 +212,7 @@ pub(crate) fn serve<E: Engine>(
         let writer = thread::Builder::new()
             .name("store-link-writer".into())
             .spawn_scoped(scope, move || {
-                write_replies(writer_stream, store, &owed_rx, &outcome_rx)
+                write_replies(writer_stream, &owed_rx, &outcome_rx)
             })
             .map_err(|e| ConnError::Writer(e.to_string()))?;
         let read_result = read_requests(&mut link, store, committer, &owed_tx, &outcome_tx);
@@ -240,8 +237,7 @@ fn read_requests<E: Engine>(
     outcomes: &mpsc::Sender<Outcome>,
 ) -> Result<Closed, ConnError> {
     let writer_gone = || ConnError::Writer("the reply writer stopped".into());
-    // Sequence number of this link's last submitted write; a read runs at once only when the
-    // committer has applied it.
+    // Sequence number of this link's last submitted write; a read waits until it is applied.
     let mut last_write = 0;
     loop {
         let mut used = 0;
@@ -254,9 +250,8 @@ fn read_requests<E: Engine>(
                     let next = if is_write(&envelope.request) {
                         last_write = committer.submit(envelope.request, outcomes);
                         Owed::Committed(id)
-                    } else if last_write > committer.applied() {
-                        Owed::Deferred(id, envelope.request)
                     } else {
+                        committer.wait_applied(last_write);
                         Owed::Ready(id, read(store, id, envelope.request))
                     };
                     owed.send(next).map_err(|_| writer_gone())?;
@@ -297,9 +292,8 @@ fn read<E: Engine>(
 
 /// Sends the owed replies in order until the reader is done and everything is answered. On a
 /// socket failure it shuts the socket down so the reader stops too.
-fn write_replies<E: Engine>(
+fn write_replies(
     mut stream: UnixStream,
-    store: &Store<E>,
     owed: &Receiver<Owed>,
     outcomes: &Receiver<Outcome>,
 ) -> Result<(), ConnError> {
@@ -319,9 +313,6 @@ fn write_replies<E: Engine>(
             };
             let (id, result) = match next {
                 Owed::Ready(id, result) => (id, result),
-                // Every write before it has its outcome (it came earlier in this order), so
-                // every one of them is applied.
-                Owed::Deferred(id, request) => (id, read(store, id, request)),
                 Owed::Committed(id) => {
                     let result = match outcomes.try_recv() {
                         Ok(result) => result,

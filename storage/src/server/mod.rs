@@ -218,7 +218,7 @@ impl Server {
             }
         }
         committer.close();
-        if committer_thread.join().is_err() {
+        if !committer_thread.join() {
             tracing::error!("the group committer panicked");
         }
         syncer.thread().unpark();
