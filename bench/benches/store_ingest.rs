@@ -16,7 +16,8 @@
 //! Run: `cargo bench -p portcullis-bench --bench store_ingest` (release), or, without a release
 //! build, the binary `cargo build --workspace --all-targets` leaves in `target/debug/deps/
 //! store_ingest-*` (dependencies, RocksDB included, are optimized there; our crates are not).
-//! Sizes: `INGEST_WRITES` (default 400000) and `PROVISION` (default 100000).
+//! Sizes: `INGEST_WRITES` (default 400000), `INGEST_WINDOW` (default 64) and `PROVISION`
+//! (default 100000).
 
 #![allow(clippy::unwrap_used)]
 
@@ -34,6 +35,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 const LINKS: usize = 2;
+/// Write requests in flight per link by default (`INGEST_WINDOW`): deep enough to saturate the
+/// store; latency then mostly measures the queue, so a shallow window shows the store's own.
 const WINDOW: usize = 64;
 const PINS_PER_REQUEST: usize = 100;
 const DEVICES: u64 = 1000;
@@ -208,6 +211,7 @@ fn create(n: u64) -> Request {
 fn main() {
     let writes = env_usize("INGEST_WRITES", 400_000);
     let provision = env_usize("PROVISION", 100_000);
+    let window = env_usize("INGEST_WINDOW", WINDOW).max(1);
 
     let raw = raw_rocksdb(writes);
     println!(
@@ -239,11 +243,11 @@ fn main() {
                 .collect()
         })
         .collect();
-    let (secs, lat) = run_links(&store, per_link, WINDOW);
+    let (secs, lat) = run_links(&store, per_link, window);
     let total = (requests_per_link * LINKS * PINS_PER_REQUEST) as f64;
     let rate = total / secs;
     println!(
-        "store pin writes over {LINKS} links: {rate:.0}/s; per request of {PINS_PER_REQUEST}: p50 {:?}, p99 {:?} (send to acknowledged = in the WAL; fsynced within 100 ms)",
+        "store pin writes over {LINKS} links, {window} requests in flight each: {rate:.0}/s; per request of {PINS_PER_REQUEST}: p50 {:?}, p99 {:?} (send to acknowledged = in the WAL; fsynced within 100 ms)",
         percentile(&lat, 0.5),
         percentile(&lat, 0.99)
     );
