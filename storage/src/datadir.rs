@@ -257,6 +257,13 @@ pub fn restore(backup: &Path, dir: &Path) -> Result<(), DataDirError> {
     let name = dir
         .file_name()
         .ok_or_else(|| DataDirError::RestoreTarget(dir.to_owned()))?;
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .map_err(io_err("create", parent))?;
+    }
     let staging = dir.with_file_name(format!(".{}.restoring", name.to_string_lossy()));
     if staging.exists() {
         fs::remove_dir_all(&staging).map_err(io_err("remove the leftover", &staging))?;
