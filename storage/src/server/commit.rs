@@ -209,7 +209,7 @@ fn apply_loop<E: Engine>(shared: &Shared, store: &Store<E>, window: Duration) {
 
 fn sync_loop<E: Engine>(shared: &Shared, store: &Store<E>) {
     loop {
-        let held = {
+        let mut held = {
             let mut syncs = lock(&shared.syncs);
             while syncs.held.is_empty() && !syncs.closing {
                 syncs = shared
@@ -223,7 +223,6 @@ fn sync_loop<E: Engine>(shared: &Shared, store: &Store<E>) {
             syncs.busy = true;
             std::mem::take(&mut syncs.held)
         };
-        let mut held = held;
         if held.iter().any(|h| h.applied.needs_sync) {
             let synced = store.sync();
             for h in &mut held {

@@ -297,49 +297,55 @@ fn write_replies(
     owed: &Receiver<Owed>,
     outcomes: &Receiver<Outcome>,
 ) -> Result<(), ConnError> {
-    let result = (|| -> Result<(), ConnError> {
-        let mut out = Vec::new();
-        loop {
-            let next = match owed.try_recv() {
-                Ok(next) => next,
-                Err(TryRecvError::Empty) => {
-                    flush(&mut stream, &mut out)?;
-                    match owed.recv() {
-                        Ok(next) => next,
-                        Err(_) => return Ok(()),
-                    }
-                }
-                Err(TryRecvError::Disconnected) => return flush(&mut stream, &mut out),
-            };
-            let (id, result) = match next {
-                Owed::Ready(id, result) => (id, result),
-                Owed::Committed(id) => {
-                    let result = match outcomes.try_recv() {
-                        Ok(result) => result,
-                        Err(_) => {
-                            // Do not hold finished replies back while the group commits.
-                            flush(&mut stream, &mut out)?;
-                            outcomes.recv().map_err(|_| {
-                                ConnError::Writer("the committer dropped a write".into())
-                            })?
-                        }
-                    };
-                    if let Err(err) = &result {
-                        tracing::debug!(id, %err, "write refused");
-                    }
-                    (id, result)
-                }
-            };
-            push_reply(&mut out, id, result)?;
-            if out.len() >= FLUSH_AT {
-                flush(&mut stream, &mut out)?;
-            }
-        }
-    })();
+    let result = send_in_order(&mut stream, owed, outcomes);
     if result.is_err() {
         let _ = stream.shutdown(Shutdown::Both);
     }
     result
+}
+
+fn send_in_order(
+    stream: &mut UnixStream,
+    owed: &Receiver<Owed>,
+    outcomes: &Receiver<Outcome>,
+) -> Result<(), ConnError> {
+    let mut out = Vec::new();
+    loop {
+        let next = match owed.try_recv() {
+            Ok(next) => next,
+            Err(TryRecvError::Empty) => {
+                flush(stream, &mut out)?;
+                match owed.recv() {
+                    Ok(next) => next,
+                    Err(_) => return Ok(()),
+                }
+            }
+            Err(TryRecvError::Disconnected) => return flush(stream, &mut out),
+        };
+        let (id, result) = match next {
+            Owed::Ready(id, result) => (id, result),
+            Owed::Committed(id) => {
+                let result = match outcomes.try_recv() {
+                    Ok(result) => result,
+                    Err(_) => {
+                        // Do not hold finished replies back while the group commits.
+                        flush(stream, &mut out)?;
+                        outcomes.recv().map_err(|_| {
+                            ConnError::Writer("the committer dropped a write".into())
+                        })?
+                    }
+                };
+                if let Err(err) = &result {
+                    tracing::debug!(id, %err, "write refused");
+                }
+                (id, result)
+            }
+        };
+        push_reply(&mut out, id, result)?;
+        if out.len() >= FLUSH_AT {
+            flush(stream, &mut out)?;
+        }
+    }
 }
 
 fn flush(stream: &mut UnixStream, out: &mut Vec<u8>) -> Result<(), ConnError> {
