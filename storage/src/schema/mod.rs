@@ -13,6 +13,7 @@
 //! is `Durability::Buffered` (in the WAL, so a process crash loses nothing; fsynced by the
 //! server's periodic WAL sync).
 
+mod devices;
 mod group;
 pub mod history;
 #[cfg(test)]
@@ -23,15 +24,16 @@ mod records;
 mod tests;
 
 use crate::engine::{Cf, Durability, Engine, EngineError, WriteBatch, unix_ms};
+use devices::{find_device, load_device, require_device, set_info, set_presence, write_property};
 use group::{Change, Committed, Group, View};
 use history::Retention;
 use portcullis_protocol::body::{DeviceInfo, MAX_INFO_FIELD_LEN, PinAddr};
 use portcullis_protocol::frame::MAX_WIRE_BODY_LEN;
 use portcullis_protocol::store::{
-    DeviceAuth, DeviceId, DeviceRecord, MAX_FRAME_LEN, MAX_LIST_PAGE, PinValue, PinWrite, Presence,
+    DeviceAuth, DeviceId, DeviceRecord, MAX_FRAME_LEN, MAX_LIST_PAGE, PinValue, PinWrite,
     PropertyValue, Request, Response, StoreError, TokenHash,
 };
-use records::{StoredDevice, StoredInfo, StoredValue, decode, encode};
+use records::{StoredDevice, StoredValue, decode, encode};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -733,91 +735,4 @@ fn finish<E: Engine>(
             false
         }
     }
-}
-
-fn find_device(view: &impl View, id: DeviceId) -> Result<Option<StoredDevice>> {
-    let key = keys::device(id);
-    view.get(Cf::Devices, &key)?
-        .map(|bytes| decode("device", &key, &bytes))
-        .transpose()
-}
-
-fn load_device(view: &impl View, id: DeviceId) -> Result<StoredDevice> {
-    find_device(view, id)?.ok_or_else(|| SchemaError::NotFound(format!("device {id}")))
-}
-
-fn require_device(view: &impl View, id: DeviceId) -> Result<()> {
-    match view.get(Cf::Devices, &keys::device(id))? {
-        Some(_) => Ok(()),
-        None => Err(SchemaError::NotFound(format!("device {id}"))),
-    }
-}
-
-fn write_property(
-    view: &impl View,
-    device: DeviceId,
-    pin: PinAddr,
-    property: &str,
-    value: Vec<u8>,
-    at_ms: u64,
-) -> Result<Change> {
-    check_text("property name", property, MAX_PROPERTY_NAME_LEN)?;
-    check_value(&format!("property {property} of pin {pin}"), &value)?;
-    require_device(view, device)?;
-    let mut change = Change::new(Durability::Sync);
-    change.batch.put(
-        Cf::Properties,
-        keys::property(device, pin, property),
-        encode(&StoredValue { value, at_ms })?,
-    );
-    Ok(change)
-}
-
-/// Loads a device (as the group sees it), lets `edit` change it, and writes it back synced.
-fn update_device(
-    view: &impl View,
-    id: DeviceId,
-    edit: impl FnOnce(&mut StoredDevice),
-) -> Result<Change> {
-    let mut record = load_device(view, id)?;
-    edit(&mut record);
-    let mut change = Change::new(Durability::Sync);
-    change
-        .batch
-        .put(Cf::Devices, keys::device(id), encode(&record)?);
-    Ok(change)
-}
-
-fn set_presence(
-    view: &impl View,
-    device: DeviceId,
-    presence: Presence,
-    at_ms: u64,
-) -> Result<Change> {
-    if let Presence::Online { addr } = &presence
-        && addr.len() > MAX_ADDR_LEN
-    {
-        return Err(SchemaError::Invalid(format!(
-            "address is {} bytes long; the limit is {MAX_ADDR_LEN}",
-            addr.len()
-        )));
-    }
-    update_device(view, device, |d| {
-        d.last_seen_ms = Some(at_ms);
-        match presence {
-            Presence::Online { addr } => {
-                d.sessions = d.sessions.saturating_add(1);
-                d.last_addr = Some(addr);
-            }
-            Presence::Offline => d.sessions = d.sessions.saturating_sub(1),
-        }
-    })
-}
-
-fn set_info(view: &impl View, device: DeviceId, info: DeviceInfo, at_ms: u64) -> Result<Change> {
-    check_info(&info)?;
-    update_device(view, device, |d| {
-        d.info = Some(StoredInfo::from(info));
-        d.last_seen_ms = Some(at_ms);
-    })
 }

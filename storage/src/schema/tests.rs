@@ -5,7 +5,7 @@ use super::*;
 use crate::engine::memory::MemoryEngine;
 use crate::engine::rocks::RocksEngine;
 use portcullis_protocol::body::PinKind;
-use portcullis_protocol::store::{ReplyEnvelope, encode_frame};
+use portcullis_protocol::store::{Presence, ReplyEnvelope, encode_frame};
 use std::sync::Arc;
 
 fn store() -> (Store<Arc<MemoryEngine>>, Arc<MemoryEngine>) {
