@@ -525,6 +525,25 @@ mod tests {
         Config::from_toml(text, Path::new("portcullis.toml"))
     }
 
+    #[test]
+    fn store_settings_reach_the_child_store_as_flags() {
+        let config = parse(
+            "[store]\ncommit_window_us = 250\nblock_cache_mib = 128\nhistory_retention_days = 7\nkey_file = \"/k\"\n[store.history_retention_by_template]\nT1 = 2\n",
+        )
+        .expect("valid");
+        let args = config.store_child_args().join(" ");
+        for flag in [
+            "--sync-interval-ms 100",
+            "--commit-window-us 250",
+            "--block-cache-mib 128",
+            "--history-retention-days 7",
+            "--template-retention T1=2",
+            "--key-file /k",
+        ] {
+            assert!(args.contains(flag), "{flag:?} missing from {args:?}");
+        }
+    }
+
     fn invalid_key(text: &str) -> &'static str {
         match parse(text) {
             Err(ConfigError::Invalid { key, .. }) => key,
@@ -713,6 +732,23 @@ mod tests {
             invalid_key("[store]\nsync_interval_ms = 0\n"),
             "store.sync_interval_ms"
         );
+        for (text, key) in [
+            (
+                "[store]\ncommit_window_us = 10001\n",
+                "store.commit_window_us",
+            ),
+            ("[store]\nblock_cache_mib = 0\n", "store.block_cache_mib"),
+            (
+                "[store]\nhistory_retention_days = 36501\n",
+                "store.history_retention_days",
+            ),
+            (
+                "[store.history_retention_by_template]\n\"A=B\" = 1\n",
+                "store.history_retention_by_template",
+            ),
+        ] {
+            assert_eq!(invalid_key(text), key, "{text}");
+        }
         assert_eq!(
             invalid_key("[log]\nlevel = \"portcullis=loud\"\n"),
             "log.level"
