@@ -277,7 +277,11 @@ mod tests {
         assert_eq!(parse_step("2h"), Ok(7_200_000));
         assert_eq!(parse_step("1d"), Ok(86_400_000));
         assert!(parse_step("0s").is_err());
-        assert!(parse_step("5w").unwrap_err().contains("unknown unit"));
+        assert!(
+            parse_step("5w")
+                .expect_err("no such unit")
+                .contains("unknown unit")
+        );
         assert!(parse_step("m").is_err());
     }
 }
