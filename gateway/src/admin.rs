@@ -7,7 +7,7 @@ use crate::config::Config;
 use crate::store_client::StoreClient;
 use crate::token::DeviceToken;
 use anyhow::{Context, anyhow, bail};
-use portcullis_protocol::body::{DeviceInfo, SEPARATOR};
+use portcullis_protocol::body::{DeviceInfo, PinAddr, SEPARATOR};
 use portcullis_protocol::store::{
     ClientRole, DeviceId, DeviceRecord, PinValue, Request, Response, StoreError,
 };
@@ -43,6 +43,11 @@ pub enum AdminCommand {
     /// Create, list and inspect devices.
     #[command(subcommand)]
     Device(DeviceCommand),
+    /// Write a consistent checkpoint of the running store's database into DIR (a new directory).
+    Backup {
+        /// Where to write it; must not exist yet, its parent must.
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -71,6 +76,33 @@ pub enum DeviceCommand {
         /// Device id (see `device list`).
         id: DeviceId,
     },
+    /// Show the stored values of one pin over a time range, raw or downsampled.
+    History {
+        /// Device id (see `device list`).
+        id: DeviceId,
+        /// Pin name such as V5, D13 or A0.
+        #[arg(value_parser = parse_pin)]
+        pin: PinAddr,
+        /// Start of the range (inclusive): RFC 3339 or Unix ms [default: one day before --to].
+        #[arg(long, value_parser = crate::admin_store::parse_time)]
+        from: Option<u64>,
+        /// End of the range (exclusive): RFC 3339 or Unix ms [default: now].
+        #[arg(long, value_parser = crate::admin_store::parse_time)]
+        to: Option<u64>,
+        /// Downsample into buckets of this length (min/max/avg each): 500ms, 30s, 5m, 1h, 1d.
+        #[arg(long, value_parser = crate::admin_store::parse_step)]
+        step: Option<u64>,
+    },
+}
+
+fn parse_pin(name: &str) -> Result<PinAddr, String> {
+    PinAddr::parse_name(name).map_err(|e| e.to_string())
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Runs an admin command against the store of the configured gateway, printing to stdout.
@@ -102,6 +134,26 @@ pub fn execute(
         AdminCommand::Device(DeviceCommand::List) => list_devices(client, json, out),
         AdminCommand::Device(DeviceCommand::Get { id }) => get_device(client, id, json, out),
         AdminCommand::Device(DeviceCommand::Pins { id }) => device_pins(client, id, json, out),
+        AdminCommand::Device(DeviceCommand::History {
+            id,
+            pin,
+            from,
+            to,
+            step,
+        }) => {
+            let to = to.unwrap_or_else(now_ms);
+            let from = from
+                .unwrap_or_else(|| to.saturating_sub(crate::admin_store::DEFAULT_HISTORY_SPAN_MS));
+            let query = crate::admin_store::HistoryQuery {
+                device: id,
+                pin,
+                from_ms: from,
+                to_ms: to,
+                step_ms: step,
+            };
+            crate::admin_store::device_history(client, query, json, out)
+        }
+        AdminCommand::Backup { dir } => crate::admin_store::backup(client, &dir, json, out),
     }
 }
 
@@ -397,7 +449,10 @@ fn device_pins(
 }
 
 /// Turns "not found" into a message about the device the user named.
-fn device_error(id: DeviceId, error: crate::store_client::StoreClientError) -> anyhow::Error {
+pub(crate) fn device_error(
+    id: DeviceId,
+    error: crate::store_client::StoreClientError,
+) -> anyhow::Error {
     match error {
         crate::store_client::StoreClientError::Store(StoreError::NotFound(_)) => {
             anyhow!("device {id} does not exist (see `portcullis admin device list`)")
@@ -407,7 +462,7 @@ fn device_error(id: DeviceId, error: crate::store_client::StoreClientError) -> a
 }
 
 /// Unix milliseconds as RFC 3339 UTC, or the raw number when out of range.
-fn format_ms(ms: u64) -> String {
+pub(crate) fn format_ms(ms: u64) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .ok()
         .and_then(|at| {
@@ -418,13 +473,13 @@ fn format_ms(ms: u64) -> String {
 }
 
 /// Device-supplied text with control characters replaced, so a name cannot drive the terminal.
-fn printable(text: &str) -> String {
+pub(crate) fn printable(text: &str) -> String {
     text.chars()
         .map(|c| if c.is_control() { '\u{fffd}' } else { c })
         .collect()
 }
 
-fn write_table<const N: usize>(
+pub(crate) fn write_table<const N: usize>(
     out: &mut dyn Write,
     header: [&str; N],
     rows: &[[String; N]],
@@ -455,7 +510,7 @@ mod tests {
     use super::*;
     use crate::store_client::fake_store::serving;
     use crate::token::{is_plausible_token, token_hash};
-    use portcullis_protocol::body::{PinAddr, PinKind};
+    use portcullis_protocol::body::PinKind;
     use portcullis_protocol::store::TokenHash;
     use std::sync::{Arc, Mutex};
 

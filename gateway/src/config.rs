@@ -4,6 +4,7 @@
 //! same keys and defaults as the doc comments here.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use thiserror::Error;
@@ -186,6 +187,23 @@ pub struct StoreSection {
     /// this much acknowledged telemetry is lost on a power cut. Account and device changes are
     /// always synced before they are acknowledged. Default 100.
     pub sync_interval_ms: u64,
+    /// How long the child store's group committer waits after the first write of a group for more
+    /// writes to join the same batch and WAL sync, in microseconds (0 to 10000). 0 groups whatever
+    /// arrived while the previous group was committing. Default 0.
+    pub commit_window_us: u64,
+    /// Size of the child store's RocksDB block cache in MiB (1 to 65536). Default 64.
+    pub block_cache_mib: u64,
+    /// Days of pin history the child store keeps (0 keeps none, at most 36500). Default 30.
+    pub history_retention_days: u64,
+    /// Per-template history retention in days, overriding `history_retention_days` for the devices
+    /// of that template: `{ TMPL123 = 7 }`. Default: none.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub history_retention_by_template: BTreeMap<String, u64>,
+    /// Key file that turns on encryption at rest in the child store (lines `ID HEX`, mode 0600;
+    /// made with `portcullis-store rotate-key --key-file FILE`). Must be set when the store's
+    /// data directory is created and kept from then on. Default: none (values stored in clear).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
 }
 
 /// `[log]`: diagnostics on standard error.
@@ -278,6 +296,11 @@ impl Default for StoreSection {
             socket: None,
             binary: None,
             sync_interval_ms: 100,
+            commit_window_us: 0,
+            block_cache_mib: 64,
+            history_retention_days: 30,
+            history_retention_by_template: BTreeMap::new(),
+            key_file: None,
         }
     }
 }
@@ -475,6 +498,34 @@ impl Config {
                 "must be between 1 and 60000".into(),
             );
         }
+        if self.store.commit_window_us > 10_000 {
+            return invalid(
+                "store.commit_window_us",
+                "must be between 0 and 10000".into(),
+            );
+        }
+        if self.store.block_cache_mib == 0 || self.store.block_cache_mib > 65_536 {
+            return invalid(
+                "store.block_cache_mib",
+                "must be between 1 and 65536".into(),
+            );
+        }
+        if self.store.history_retention_days > 36_500 {
+            return invalid(
+                "store.history_retention_days",
+                "must be between 0 and 36500".into(),
+            );
+        }
+        for (template, days) in &self.store.history_retention_by_template {
+            if template.is_empty() || template.contains('=') || *days > 36_500 {
+                return invalid(
+                    "store.history_retention_by_template",
+                    format!(
+                        "{template:?} = {days}: the template must be non-empty without '=', the days between 0 and 36500"
+                    ),
+                );
+            }
+        }
         let socket = self.store_socket_path();
         if socket.as_os_str().len() > MAX_UNIX_SOCKET_PATH {
             let key = if self.store.socket.is_some() {
@@ -534,6 +585,30 @@ impl Config {
     /// Where the generated development certificate lives.
     pub fn tls_dir(&self) -> PathBuf {
         self.data_dir.join("tls")
+    }
+
+    /// Command-line options that carry the `[store]` settings to a child `portcullis-store`.
+    pub fn store_child_args(&self) -> Vec<String> {
+        let store = &self.store;
+        let mut args = vec![
+            "--sync-interval-ms".to_owned(),
+            store.sync_interval_ms.to_string(),
+            "--commit-window-us".to_owned(),
+            store.commit_window_us.to_string(),
+            "--block-cache-mib".to_owned(),
+            store.block_cache_mib.to_string(),
+            "--history-retention-days".to_owned(),
+            store.history_retention_days.to_string(),
+        ];
+        for (template, days) in &store.history_retention_by_template {
+            args.push("--template-retention".to_owned());
+            args.push(format!("{template}={days}"));
+        }
+        if let Some(key_file) = &store.key_file {
+            args.push("--key-file".to_owned());
+            args.push(key_file.display().to_string());
+        }
+        args
     }
 
     /// Where the child store keeps its database.

@@ -15,6 +15,25 @@ fn invalid_key(text: &str) -> &'static str {
 }
 
 #[test]
+fn store_settings_reach_the_child_store_as_flags() {
+    let config = parse(
+        "[store]\ncommit_window_us = 250\nblock_cache_mib = 128\nhistory_retention_days = 7\nkey_file = \"/k\"\n[store.history_retention_by_template]\nT1 = 2\n",
+    )
+    .expect("valid");
+    let args = config.store_child_args().join(" ");
+    for flag in [
+        "--sync-interval-ms 100",
+        "--commit-window-us 250",
+        "--block-cache-mib 128",
+        "--history-retention-days 7",
+        "--template-retention T1=2",
+        "--key-file /k",
+    ] {
+        assert!(args.contains(flag), "{flag:?} missing from {args:?}");
+    }
+}
+
+#[test]
 fn defaults_are_valid_and_match_the_documentation() {
     let config = Config::load(None).expect("defaults validate");
     assert_eq!(config, parse("").expect("empty file is all defaults"));
@@ -183,6 +202,23 @@ fn wrong_types_are_rejected() {
 
 #[test]
 fn invalid_values_are_rejected_naming_the_key() {
+    for (text, key) in [
+        (
+            "[store]\ncommit_window_us = 10001\n",
+            "store.commit_window_us",
+        ),
+        ("[store]\nblock_cache_mib = 0\n", "store.block_cache_mib"),
+        (
+            "[store]\nhistory_retention_days = 36501\n",
+            "store.history_retention_days",
+        ),
+        (
+            "[store.history_retention_by_template]\n\"A=B\" = 1\n",
+            "store.history_retention_by_template",
+        ),
+    ] {
+        assert_eq!(invalid_key(text), key, "{text}");
+    }
     assert_eq!(invalid_key("[tls]\ncert = \"c.pem\"\n"), "tls.key");
     assert_eq!(invalid_key("[tls]\nkey = \"k.pem\"\n"), "tls.cert");
     assert_eq!(invalid_key("[tls]\nnames = [\"bad name!\"]\n"), "tls.names");

@@ -3,6 +3,7 @@
 //! this crate.
 
 pub mod admin;
+pub mod admin_store;
 pub mod config;
 pub mod reactor;
 pub mod serve;

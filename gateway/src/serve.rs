@@ -90,7 +90,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
             &binary,
             &config.data_dir,
             &socket,
-            config.store.sync_interval_ms,
+            config.store_child_args(),
         )?)
     } else {
         None

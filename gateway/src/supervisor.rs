@@ -83,7 +83,8 @@ struct Launch {
     binary: PathBuf,
     store_dir: PathBuf,
     socket: PathBuf,
-    sync_interval_ms: u64,
+    /// Settings passed on the command line (see `Config::store_child_args`).
+    extra_args: Vec<String>,
 }
 
 impl Launch {
@@ -94,8 +95,7 @@ impl Launch {
             .arg("--socket")
             .arg(&self.socket)
             .arg("--exit-on-stdin-eof")
-            .arg("--sync-interval-ms")
-            .arg(self.sync_interval_ms.to_string())
+            .args(&self.extra_args)
             .stdin(Stdio::piped())
             .stdout(Stdio::inherit())
             .stderr(Stdio::inherit())
@@ -155,7 +155,7 @@ impl StoreSupervisor {
         binary: &Path,
         data_dir: &Path,
         socket: &Path,
-        sync_interval_ms: u64,
+        extra_args: Vec<String>,
     ) -> Result<StoreSupervisor, SupervisorError> {
         let store_dir = data_dir.join("store");
         for dir in [data_dir, &store_dir] {
@@ -180,7 +180,7 @@ impl StoreSupervisor {
             binary: binary.to_owned(),
             store_dir,
             socket: socket.to_owned(),
-            sync_interval_ms,
+            extra_args,
         };
         let first = launch.spawn()?;
         let shared = Arc::new(Shared {

@@ -24,6 +24,12 @@ pub const MAX_FRAME_LEN: usize = 4 * 1024 * 1024;
 /// Largest page a `ListDevices` request may ask for, so a reply always fits in one frame.
 pub const MAX_LIST_PAGE: u32 = 10_000;
 
+/// Most raw points one `ReadHistory` reply carries; a longer range is paged (`more`).
+pub const MAX_HISTORY_POINTS: u32 = 10_000;
+
+/// Most buckets one downsampled `ReadHistory` may ask for ((to - from) / step).
+pub const MAX_HISTORY_BUCKETS: u64 = 10_000;
+
 /// Numeric device id, assigned by the store.
 pub type DeviceId = u64;
 
@@ -59,7 +65,7 @@ pub struct RequestEnvelope {
     pub request: Request,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReplyEnvelope {
     pub id: u64,
     pub result: Result<Response, StoreError>,
@@ -189,9 +195,56 @@ pub enum Request {
     },
     /// Marks every device offline (a gateway starting fresh has no sessions).
     ResetPresence,
+    /// Stored values of one pin with `from_ms <= at_ms < to_ms`, oldest first. Without `step_ms`,
+    /// raw points (at most `limit`, capped at [`MAX_HISTORY_POINTS`]; `more` says whether the
+    /// range holds further points: ask again from the last point's time + 1). With `step_ms`,
+    /// one bucket per `step_ms` starting at `from_ms` with the min/max/avg of the numeric values
+    /// in it (empty buckets are left out; at most [`MAX_HISTORY_BUCKETS`]).
+    ReadHistory {
+        device: DeviceId,
+        pin: PinAddr,
+        from_ms: u64,
+        to_ms: u64,
+        step_ms: Option<u64>,
+        limit: u32,
+    },
+    /// Writes a consistent checkpoint of the whole database into `dir` (an absolute path that
+    /// must not exist yet; its parent must) while the store keeps serving.
+    Backup {
+        dir: String,
+    },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One stored historic value of a pin.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryPoint {
+    pub at_ms: u64,
+    pub value: Vec<u8>,
+}
+
+/// The numeric values of one pin within `[start_ms, start_ms + step)`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryBucket {
+    pub start_ms: u64,
+    /// Values in the bucket that parse as numbers (the first value of a multi-value write).
+    pub count: u64,
+    pub min: f64,
+    pub max: f64,
+    pub avg: f64,
+}
+
+/// The answer to `ReadHistory`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum History {
+    Points {
+        points: Vec<HistoryPoint>,
+        more: bool,
+    },
+    Buckets(Vec<HistoryBucket>),
+}
+
+// Not `Eq`: history buckets carry floats.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Response {
     Pong,
     /// The request was applied and is durable to its class's promise.
@@ -201,6 +254,12 @@ pub enum Response {
     Authenticated(Option<DeviceAuth>),
     Pins(Vec<PinValue>),
     Properties(Vec<PropertyValue>),
+    History(History),
+    /// A checkpoint was written: where, and the bytes of its files.
+    BackedUp {
+        dir: String,
+        bytes: u64,
+    },
 }
 
 /// Why the store refused or failed a request, saying whose fault it is.

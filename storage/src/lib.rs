@@ -7,11 +7,13 @@
 //! `server` (the socket, the peer check, the per-connection wire loop, the periodic WAL syncer and
 //! graceful shutdown). `main.rs` is the `portcullis-store` command line.
 
+pub mod datadir;
 pub mod engine;
 pub mod schema;
 pub mod server;
 
 pub use engine::rocks::RocksEngine;
-pub use engine::{Cf, Durability, Engine, EngineError, WriteBatch};
-pub use schema::{SchemaError, Store};
+pub use engine::{Cf, Durability, Engine, EngineError, EngineOptions, WriteBatch};
+pub use schema::history::Retention;
+pub use schema::{Applied, SchemaError, Store, StoreOptions};
 pub use server::{Server, ServerConfig, ServerError};

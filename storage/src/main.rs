@@ -5,10 +5,10 @@
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
-use portcullis_storage::{RocksEngine, Server, ServerConfig, Store};
+use portcullis_storage::engine::sealed::{Keyring, rotate_key};
+use portcullis_storage::{EngineOptions, Retention, Server, ServerConfig, StoreOptions, datadir};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use std::io::{self, IsTerminal, Read};
-use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -20,10 +20,32 @@ The Portcullis store: owns the RocksDB database and serves the gateway's domain 
 (devices, token lookups, pin values, presence) over a private Unix socket (mode 0600, peer uid \
 checked against the store's own).
 
-Durability: device, token, presence, info and property changes are fsynced to disk before the \
-store replies. Pin values (telemetry) are acknowledged once written to the write-ahead log, so a \
-crash of the store process loses nothing, and the log is fsynced every --sync-interval-ms \
-milliseconds, so a machine crash or power loss can lose at most that window of pin writes.";
+DURABILITY CONTRACT
+  * Device, token, presence, info and property changes (the sync class) are written to the \
+write-ahead log (WAL) and the WAL is fsynced before the store replies: an acknowledged change \
+survives a crash of the store, of the machine, and power loss.
+  * Pin values and pin history (telemetry, the buffered class) are acknowledged once written to \
+the WAL (handed to the kernel): a crash of the store process loses nothing acknowledged. The WAL \
+is fsynced at least every --sync-interval-ms milliseconds (default 100), so a machine crash or \
+power loss can lose at most that window of acknowledged pin writes.
+  * Group commit: writes arriving from all links while the previous group commits (plus \
+--commit-window-us, default 0) form one RocksDB write batch with at most one WAL fsync. Reads \
+are answered from RocksDB without waiting for any fsync.
+  * WAL recovery mode is point-in-time: after an unclean stop the WAL is replayed up to the \
+first torn or corrupt record, so the database comes back as a gap-free prefix of the writes \
+that includes every fsynced (acknowledged sync-class) write.
+
+ENCRYPTION AT REST (opt-in)
+  With --key-file, every value is sealed with ChaCha20-Poly1305 under the current key of the \
+file; each value records its key id, so `portcullis-store rotate-key --key-file F` adds a key \
+without making older values unreadable. A wrong or missing key stops the store at start with a \
+message saying which; it never serves undecryptable data.
+
+DATA DIRECTORY
+  The data directory carries a format marker (PORTCULLIS_STORE) and the database. The store \
+refuses to start on a directory it did not create, of another format version, or that is \
+damaged, and says how to recover (restore a backup with --restore). It never starts empty over \
+existing data.";
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum LogFormat {
@@ -34,21 +56,52 @@ enum LogFormat {
 }
 
 #[derive(Debug, Parser)]
-#[command(name = "portcullis-store", version, about = "The Portcullis store process", long_about = LONG_ABOUT)]
+#[command(name = "portcullis-store", version, about = "The Portcullis store process", long_about = LONG_ABOUT, subcommand_negates_reqs = true)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Tool>,
+
     /// Directory of the database (created with mode 0700 if missing). Only one store may use it.
-    #[arg(long, value_name = "DIR")]
-    data_dir: PathBuf,
+    #[arg(long, value_name = "DIR", required = true)]
+    data_dir: Option<PathBuf>,
+
+    /// Encrypt values at rest with the keys in this file (lines `ID HEX`, mode 0600; create or
+    /// extend it with `portcullis-store rotate-key`). Chosen when a data directory is created: a
+    /// clear database refuses a key file, a sealed one requires it.
+    #[arg(long, value_name = "FILE")]
+    key_file: Option<PathBuf>,
 
     /// Unix socket to listen on. Created with mode 0600; a stale socket file nothing listens on
     /// is replaced, a live one or a non-socket file makes the store refuse to start.
-    #[arg(long, value_name = "PATH")]
-    socket: PathBuf,
+    #[arg(long, value_name = "PATH", required_unless_present = "restore")]
+    socket: Option<PathBuf>,
+
+    /// Restore the backup in DIR (written by `portcullis admin backup`) as --data-dir, which must
+    /// not exist or be empty, then exit without serving. Stop the store before restoring.
+    #[arg(long, value_name = "DIR")]
+    restore: Option<PathBuf>,
 
     /// Milliseconds between WAL fsyncs: the longest a pin write may stay acknowledged but not yet
     /// on disk (power-loss window). 1 to 60000.
     #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     sync_interval_ms: u64,
+
+    /// Microseconds the group committer waits after the first write of a group for more writes
+    /// to join it. 0 (the default) groups whatever queued while the previous group committed.
+    #[arg(long, value_name = "US", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    commit_window_us: u64,
+
+    /// Size of RocksDB's block cache in MiB (cached data blocks for point reads). 1 to 65536.
+    #[arg(long, value_name = "MIB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    block_cache_mib: u64,
+
+    /// Days of pin history kept (0 keeps no history). Expired points are dropped by compaction.
+    #[arg(long, value_name = "DAYS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=36_500))]
+    history_retention_days: u64,
+
+    /// Retention for the devices of one template, as TEMPLATE=DAYS; may be given many times.
+    #[arg(long, value_name = "TEMPLATE=DAYS", value_parser = parse_template_retention)]
+    template_retention: Vec<(String, u64)>,
 
     /// Shut down gracefully when stdin reaches end of file. A parent that spawns the store with a
     /// piped stdin gets it to exit whenever the parent dies, even by SIGKILL.
@@ -59,6 +112,38 @@ struct Args {
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
 }
+
+#[derive(Debug, clap::Subcommand)]
+enum Tool {
+    /// Add a new random key to a key file (creating it, mode 0600) and make it the current one.
+    /// Restart the store to seal new writes with it; values sealed with older keys stay readable
+    /// as long as their keys stay in the file.
+    RotateKey {
+        /// The key file (the store's --key-file).
+        #[arg(long, value_name = "FILE")]
+        key_file: PathBuf,
+    },
+}
+
+fn parse_template_retention(arg: &str) -> Result<(String, u64), String> {
+    let (template, days) = arg
+        .rsplit_once('=')
+        .ok_or_else(|| format!("{arg:?} is not TEMPLATE=DAYS"))?;
+    if template.is_empty() {
+        return Err(format!("{arg:?} names no template"));
+    }
+    let days: u64 = days
+        .parse()
+        .map_err(|_| format!("{days:?} in {arg:?} is not a number of days"))?;
+    if days > 36_500 {
+        return Err(format!(
+            "{days} days in {arg:?} is over the 36500-day limit"
+        ));
+    }
+    Ok((template.to_owned(), days))
+}
+
+const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -86,6 +171,16 @@ fn init_logging(format: LogFormat) {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(Tool::RotateKey { key_file }) = &args.command {
+        let id = rotate_key(key_file)
+            .with_context(|| format!("rotating the key in {}", key_file.display()))?;
+        tracing::info!(key_id = id, key_file = %key_file.display(), "new current key added; restart the store to use it");
+        println!("key {id} added to {} and made current", key_file.display());
+        return Ok(());
+    }
+    let Some(data_dir) = args.data_dir.clone() else {
+        anyhow::bail!("--data-dir is required");
+    };
     let shutdown = Arc::new(AtomicBool::new(false));
     for signal in [SIGINT, SIGTERM] {
         // Registered first, so it sees the flag before the second registration sets it: the first
@@ -95,31 +190,54 @@ fn run(args: Args) -> anyhow::Result<()> {
         signal_hook::flag::register(signal, Arc::clone(&shutdown))
             .context("installing signal handlers")?;
     }
+    if let Some(backup) = &args.restore {
+        datadir::restore(backup, &data_dir).with_context(|| {
+            format!("restoring {} into {}", backup.display(), data_dir.display())
+        })?;
+        tracing::info!(backup = %backup.display(), data_dir = %data_dir.display(), "backup restored; start the store on it normally");
+        return Ok(());
+    }
+    let Some(socket) = args.socket.clone() else {
+        anyhow::bail!("--socket is required to serve");
+    };
     if args.exit_on_stdin_eof {
         watch_stdin(Arc::clone(&shutdown)).context("starting the stdin watcher")?;
     }
     tracing::info!(
-        data_dir = %args.data_dir.display(),
-        socket = %args.socket.display(),
+        data_dir = %data_dir.display(),
+        socket = %socket.display(),
         sync_interval_ms = args.sync_interval_ms,
         "starting the store"
     );
 
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&args.data_dir)
-        .with_context(|| format!("creating the data directory {}", args.data_dir.display()))?;
-    let engine = RocksEngine::open(&args.data_dir).context("opening the database")?;
+    let engine_options = EngineOptions {
+        block_cache_bytes: usize::try_from(args.block_cache_mib << 20).unwrap_or(usize::MAX),
+        create_if_missing: false,
+    };
+    let retention = Retention {
+        default: DAY * u32::try_from(args.history_retention_days).unwrap_or(u32::MAX),
+        by_template: args
+            .template_retention
+            .iter()
+            .map(|(t, days)| (t.clone(), DAY * u32::try_from(*days).unwrap_or(u32::MAX)))
+            .collect(),
+    };
+    let keys = args
+        .key_file
+        .as_deref()
+        .map(Keyring::load)
+        .transpose()
+        .context("loading the encryption key file")?;
     let store = Arc::new(
-        Store::open(engine)
-            .with_context(|| format!("opening the store in {}", args.data_dir.display()))?,
+        datadir::open(&data_dir, &engine_options, StoreOptions { retention }, keys)
+            .with_context(|| format!("opening the store in {}", data_dir.display()))?,
     );
-    let server = Server::bind(&args.socket).context("binding the store socket")?;
+    let server = Server::bind(&socket).context("binding the store socket")?;
     tracing::info!(socket = %server.path().display(), "store ready");
 
     let config = ServerConfig {
         sync_interval: Duration::from_millis(args.sync_interval_ms),
+        commit_window: Duration::from_micros(args.commit_window_us),
         ..ServerConfig::default()
     };
     server.run(store, config, shutdown).context("serving")?;

@@ -206,6 +206,32 @@ fn concurrent_writers_all_land(e: &impl Engine) {
     }
 }
 
+fn compaction_drops_only_expired_entries(e: &impl Engine) {
+    let now = super::unix_ms();
+    let value_expiring_at = |at: u64| {
+        let mut v = at.to_be_bytes().to_vec();
+        v.extend_from_slice(b"payload");
+        v
+    };
+    put(e, Cf::History, b"old", &value_expiring_at(now - 1));
+    put(
+        e,
+        Cf::History,
+        b"young",
+        &value_expiring_at(now + 3_600_000),
+    );
+    put(e, Cf::History, b"short", b"xy");
+    // Not an expiring family: the same bytes are kept whatever they say.
+    put(e, Cf::Pins, b"old", &value_expiring_at(now - 1));
+    e.compact(Cf::History).expect("compact");
+    e.compact(Cf::Pins).expect("compact");
+    assert_eq!(
+        keys(e.scan_prefix(Cf::History, b"").expect("scan")),
+        vec![b"short".to_vec(), b"young".to_vec()]
+    );
+    assert!(e.get(Cf::Pins, b"old").expect("get").is_some());
+}
+
 macro_rules! conformance {
     ($($behaviour:ident),* $(,)?) => {
         mod memory_engine {
@@ -231,6 +257,7 @@ macro_rules! conformance {
 
 conformance!(
     get_of_missing_key_is_none,
+    compaction_drops_only_expired_entries,
     put_get_overwrite_delete,
     empty_values_are_stored,
     batch_ops_apply_in_order,

@@ -5,7 +5,7 @@
 //! schema tests can check which durability each request uses and that a failed write has no
 //! effect.
 
-use super::{Cf, Durability, Engine, EngineError, KeyValue, Op, WriteBatch};
+use super::{Cf, Durability, Engine, EngineError, KeyValue, Op, WriteBatch, expired, unix_ms};
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -103,5 +103,22 @@ impl Engine for MemoryEngine {
     fn sync_wal(&self) -> Result<(), EngineError> {
         self.syncs.fetch_add(1, Ordering::SeqCst);
         Ok(())
+    }
+
+    fn compact(&self, cf: Cf) -> Result<(), EngineError> {
+        if cf.expires() {
+            let now = unix_ms();
+            let mut tables = self.tables.write().unwrap_or_else(PoisonError::into_inner);
+            if let Some(t) = tables.get_mut(&cf) {
+                t.retain(|_, v| !expired(v, now));
+            }
+        }
+        Ok(())
+    }
+
+    fn checkpoint(&self, _dir: &std::path::Path) -> Result<(), EngineError> {
+        Err(EngineError::Unsupported(
+            "the in-memory engine has no files to checkpoint",
+        ))
     }
 }

@@ -11,6 +11,7 @@ mod conformance;
 #[cfg(any(test, feature = "test-util"))]
 pub mod memory;
 pub mod rocks;
+pub mod sealed;
 
 use thiserror::Error;
 
@@ -28,16 +29,20 @@ pub enum Cf {
     Pins,
     /// (device id, pin kind, pin, property name) -> latest property value.
     Properties,
+    /// (device id, pin kind, pin, time ms, sequence) -> one historic pin value. An expiring
+    /// family: see [`Cf::expires`].
+    History,
 }
 
 impl Cf {
     /// Every column family, in a fixed order.
-    pub const ALL: [Cf; 5] = [
+    pub const ALL: [Cf; 6] = [
         Cf::Meta,
         Cf::Devices,
         Cf::TokenIndex,
         Cf::Pins,
         Cf::Properties,
+        Cf::History,
     ];
 
     /// The on-disk name. Never change one: it is part of the data format.
@@ -48,6 +53,56 @@ impl Cf {
             Cf::TokenIndex => "token_index",
             Cf::Pins => "pins",
             Cf::Properties => "properties",
+            Cf::History => "pin_history",
+        }
+    }
+
+    /// Whether every value of this family starts with its expiry time (u64 big-endian, Unix
+    /// milliseconds). An engine may then drop an entry once that time has passed, during its own
+    /// background maintenance (RocksDB: a compaction filter), so retention never needs a scan;
+    /// until it does, readers skip expired entries themselves ([`expired`]).
+    pub const fn expires(self) -> bool {
+        matches!(self, Cf::History)
+    }
+}
+
+/// Length of the expiry prefix of values in an expiring family ([`Cf::expires`]).
+pub const EXPIRY_LEN: usize = 8;
+
+/// Whether a value of an expiring family has expired at `now_ms`. A value too short to carry an
+/// expiry is kept: dropping data we cannot interpret is never the engine's call.
+pub fn expired(value: &[u8], now_ms: u64) -> bool {
+    value
+        .first_chunk::<EXPIRY_LEN>()
+        .is_some_and(|e| u64::from_be_bytes(*e) <= now_ms)
+}
+
+/// Unix time in milliseconds (0 before 1970, saturating far in the future).
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Engine settings from the store's configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineOptions {
+    /// Bytes of the block cache shared by every column family (uncompressed data blocks of the
+    /// SST files: what point reads of cold keys hit).
+    pub block_cache_bytes: usize,
+    /// Whether opening may create a new, empty database. The store allows it only for a new
+    /// data directory, so a database that went missing is never silently replaced.
+    pub create_if_missing: bool,
+}
+
+/// Default block cache: 64 MiB.
+pub const DEFAULT_BLOCK_CACHE_BYTES: usize = 64 * 1024 * 1024;
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self {
+            block_cache_bytes: DEFAULT_BLOCK_CACHE_BYTES,
+            create_if_missing: true,
         }
     }
 }
@@ -104,6 +159,11 @@ impl WriteBatch {
         });
     }
 
+    /// Appends an operation built elsewhere (group commit moves ops between batches).
+    pub fn push(&mut self, op: Op) {
+        self.ops.push(op);
+    }
+
     pub fn len(&self) -> usize {
         self.ops.len()
     }
@@ -136,6 +196,12 @@ pub enum EngineError {
     /// A column family the schema needs is missing from an open engine (a bug).
     #[error("column family {0:?} is not open")]
     MissingCf(&'static str),
+    /// Encryption at rest refused the database or a value (wrong or missing key, tampering).
+    #[error("encryption at rest: {0}")]
+    Sealing(String),
+    /// The engine cannot do this at all (the in-memory engine has no files to checkpoint).
+    #[error("not supported by this engine: {0}")]
+    Unsupported(&'static str),
 }
 
 /// A sorted key-value store with column families, atomic batches and an explicit WAL sync.
@@ -168,6 +234,15 @@ pub trait Engine: Send + Sync + 'static {
 
     /// Makes every write that returned so far durable (fsyncs the WAL).
     fn sync_wal(&self) -> Result<(), EngineError>;
+
+    /// Runs the engine's maintenance over all of `cf` now (RocksDB: a manual compaction), which
+    /// among other things drops expired entries of an expiring family. For tests and operators;
+    /// the engine also does this on its own schedule.
+    fn compact(&self, cf: Cf) -> Result<(), EngineError>;
+
+    /// Writes a consistent copy of the whole database, as of one instant, into `dir`, which must
+    /// not exist yet. Writers are not stopped. The copy opens as a database of its own.
+    fn checkpoint(&self, dir: &std::path::Path) -> Result<(), EngineError>;
 }
 
 /// A shared engine is an engine (tests keep a handle to inspect it; tools may share one).
@@ -196,6 +271,14 @@ impl<E: Engine> Engine for std::sync::Arc<E> {
 
     fn sync_wal(&self) -> Result<(), EngineError> {
         (**self).sync_wal()
+    }
+
+    fn compact(&self, cf: Cf) -> Result<(), EngineError> {
+        (**self).compact(cf)
+    }
+
+    fn checkpoint(&self, dir: &std::path::Path) -> Result<(), EngineError> {
+        (**self).checkpoint(dir)
     }
 }
 

@@ -7,9 +7,27 @@
 //! (WAL written to the OS, which survives a process crash but not a machine crash) and is fsynced
 //! by [`Engine::sync_wal`], which the server calls periodically and before exit.
 
-use super::{Cf, Durability, Engine, EngineError, KeyValue, Op, WriteBatch};
-use rocksdb::{DB, DBRecoveryMode, Options, ReadOptions, WriteOptions};
+use super::{
+    Cf, Durability, Engine, EngineError, EngineOptions, KeyValue, Op, WriteBatch, expired, unix_ms,
+};
+use rocksdb::checkpoint::Checkpoint;
+use rocksdb::compaction_filter::Decision;
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DB, DBRecoveryMode, Options, ReadOptions,
+    WriteOptions,
+};
 use std::path::{Path, PathBuf};
+
+/// How we recover from a WAL that ends badly after an unclean stop; see [`RocksEngine::open`].
+pub const WAL_RECOVERY_MODE: DBRecoveryMode = DBRecoveryMode::PointInTime;
+
+/// An expiring family's files are rewritten (and its expired entries dropped by the compaction
+/// filter) at least this often, even when no new writes would trigger a compaction: one day.
+pub const EXPIRY_COMPACTION_PERIOD_SECS: u64 = 24 * 60 * 60;
+
+/// Bloom filter bits per key: about 1% false positives, so a point read of a missing key rarely
+/// touches a data block.
+const BLOOM_BITS_PER_KEY: f64 = 10.0;
 
 /// RocksDB behind the [`Engine`] trait.
 pub struct RocksEngine {
@@ -30,14 +48,19 @@ fn backend(err: rocksdb::Error) -> EngineError {
 }
 
 impl RocksEngine {
-    /// Opens (or creates) the database in `path`, creating any missing column family.
+    /// Opens (or creates) the database in `path` with default [`EngineOptions`].
     pub fn open(path: &Path) -> Result<Self, EngineError> {
+        Self::open_with(path, &EngineOptions::default())
+    }
+
+    /// Opens (or creates) the database in `path`, creating any missing column family.
+    pub fn open_with(path: &Path, options: &EngineOptions) -> Result<Self, EngineError> {
         let open_err = |reason: String| EngineError::Open {
             path: path.display().to_string(),
             reason,
         };
         let mut opts = Options::default();
-        opts.create_if_missing(true);
+        opts.create_if_missing(options.create_if_missing);
         opts.create_missing_column_families(true);
         // After an unclean stop (SIGKILL, power loss) the WAL may end in a torn or half-written
         // record, or hold a corrupt one. PointInTime replays the WAL up to the first bad record
@@ -48,7 +71,7 @@ impl RocksEngine {
         // normal), TolerateCorruptedTailRecords can refuse on mid-log corruption, and
         // SkipAnyCorruptedRecords could replay a later batch without an earlier one. RocksDB's
         // default is also PointInTime today; we set it explicitly so that never changes under us.
-        opts.set_wal_recovery_mode(DBRecoveryMode::PointInTime);
+        opts.set_wal_recovery_mode(WAL_RECOVERY_MODE);
         // Every write reaches the WAL file (the OS) before it returns, so Buffered writes survive
         // a process crash. With manual WAL flush they would sit in RocksDB's memory until a flush.
         opts.set_manual_wal_flush(false);
@@ -64,7 +87,13 @@ impl RocksEngine {
                 }
             }
         }
-        let db = DB::open_cf(&opts, path, &names).map_err(|e| open_err(e.into_string()))?;
+        let cache = Cache::new_lru_cache(options.block_cache_bytes);
+        let descriptors = names.iter().map(|name| {
+            let cf = Cf::ALL.into_iter().find(|cf| cf.name() == name);
+            ColumnFamilyDescriptor::new(name, family_options(cf, &cache))
+        });
+        let db = DB::open_cf_descriptors(&opts, path, descriptors)
+            .map_err(|e| open_err(e.into_string()))?;
         Ok(Self {
             db,
             path: path.to_owned(),
@@ -80,6 +109,31 @@ impl RocksEngine {
             .cf_handle(cf.name())
             .ok_or(EngineError::MissingCf(cf.name()))
     }
+}
+
+/// Options of one column family: the shared block cache with bloom filters, and for an expiring
+/// family the compaction filter that drops expired entries plus a periodic compaction so that
+/// happens even in files no write touches again.
+fn family_options(cf: Option<Cf>, cache: &Cache) -> Options {
+    let mut table = BlockBasedOptions::default();
+    table.set_block_cache(cache);
+    table.set_bloom_filter(BLOOM_BITS_PER_KEY, false);
+    let mut opts = Options::default();
+    opts.set_block_based_table_factory(&table);
+    if cf.is_some_and(Cf::expires) {
+        opts.set_compaction_filter(
+            "portcullis-expiry",
+            |_level: u32, _key: &[u8], value: &[u8]| {
+                if expired(value, unix_ms()) {
+                    Decision::Remove
+                } else {
+                    Decision::Keep
+                }
+            },
+        );
+        opts.set_periodic_compaction_seconds(EXPIRY_COMPACTION_PERIOD_SECS);
+    }
+    opts
 }
 
 impl Engine for RocksEngine {
@@ -131,6 +185,22 @@ impl Engine for RocksEngine {
 
     fn sync_wal(&self) -> Result<(), EngineError> {
         self.db.flush_wal(true).map_err(backend)
+    }
+
+    fn compact(&self, cf: Cf) -> Result<(), EngineError> {
+        // Flush first so entries still in the memtable are compacted (and filtered) too.
+        self.db.flush_cf(self.handle(cf)?).map_err(backend)?;
+        self.db
+            .compact_range_cf(self.handle(cf)?, None::<&[u8]>, None::<&[u8]>);
+        Ok(())
+    }
+
+    fn checkpoint(&self, dir: &Path) -> Result<(), EngineError> {
+        // A checkpoint hard-links the live SST files and copies the WAL tail as of one sequence
+        // number, so it is consistent without pausing writers.
+        Checkpoint::new(&self.db)
+            .and_then(|cp| cp.create_checkpoint(dir))
+            .map_err(backend)
     }
 }
 

@@ -9,6 +9,7 @@
 //! | `token_index` | SHA-256 of the token (32 bytes)                       |
 //! | `pins`        | id (u64 BE) · kind (`a`/`d`/`v`) · pin (u8)            |
 //! | `properties`  | id (u64 BE) · kind · pin · property name (UTF-8)      |
+//! | `pin_history` | id (u64 BE) · kind · pin · time ms (u64 BE) · seq (u32 BE) |
 
 use portcullis_protocol::body::{PinAddr, PinKind};
 use portcullis_protocol::store::DeviceId;
@@ -75,6 +76,37 @@ pub(crate) fn parse_property(key: &[u8]) -> Option<(PinAddr, &str)> {
     Some((parse_pin(head)?, std::str::from_utf8(name).ok()?))
 }
 
+/// Length of a `pin_history` key.
+pub(crate) const HISTORY_KEY_LEN: usize = PIN_KEY_LEN + 8 + 4;
+
+/// A history key: the pin's key, then the time (so one pin's points sort by time), then a
+/// sequence number that keeps two writes of the same millisecond apart.
+pub(crate) fn history(id: DeviceId, pin_addr: PinAddr, at_ms: u64, seq: u32) -> Vec<u8> {
+    let mut key = Vec::with_capacity(HISTORY_KEY_LEN);
+    key.extend_from_slice(&pin(id, pin_addr));
+    key.extend_from_slice(&at_ms.to_be_bytes());
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+/// The first key of `pin_addr`'s history at or after `at_ms`.
+pub(crate) fn history_from(id: DeviceId, pin_addr: PinAddr, at_ms: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(PIN_KEY_LEN + 8);
+    key.extend_from_slice(&pin(id, pin_addr));
+    key.extend_from_slice(&at_ms.to_be_bytes());
+    key
+}
+
+/// The time of a history key.
+pub(crate) fn parse_history_time(key: &[u8]) -> Option<u64> {
+    if key.len() != HISTORY_KEY_LEN {
+        return None;
+    }
+    key.get(PIN_KEY_LEN..PIN_KEY_LEN + 8)
+        .and_then(|t| t.try_into().ok())
+        .map(u64::from_be_bytes)
+}
+
 /// Lower-case hex, for naming keys in error messages.
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -115,6 +147,17 @@ mod tests {
         assert_eq!(parse_pin(&[0; 9]), None);
         assert_eq!(parse_pin(&[0, 0, 0, 0, 0, 0, 0, 1, b'x', 1]), None);
         assert_eq!(parse_property(&[0; 5]), None);
+    }
+
+    #[test]
+    fn history_keys_sort_by_time_within_a_pin() {
+        let p = PinAddr::new(PinKind::Virtual, 3);
+        let a = history(7, p, 255, 9);
+        let b = history(7, p, 256, 0);
+        assert!(a < b && a.starts_with(&pin(7, p)));
+        assert!(history_from(7, p, 256) <= b && history_from(7, p, 256) > a);
+        assert_eq!(parse_history_time(&b), Some(256));
+        assert_eq!(parse_history_time(&b[1..]), None);
     }
 
     #[test]

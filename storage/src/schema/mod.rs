@@ -2,28 +2,42 @@
 //! write batches on an [`Engine`], and owns the schema (key layouts in `keys`, value formats in
 //! `records`), input validation and the durability class of each request.
 //!
-//! Durability: device creation, presence, info and property writes are `Durability::Sync` (on
-//! disk before the reply); `WritePins` is one `Durability::Buffered` batch per request, made
-//! durable by the server's periodic WAL sync. Read-modify-write requests on a device hold one of
-//! [`LOCK_STRIPES`] mutexes picked by device id, so concurrent links cannot lose each other's
-//! updates while different devices still commit in parallel (and share RocksDB's group commit).
+//! Reads ([`Store::read`]) go straight to the engine from any thread. Writes go through
+//! [`Store::commit_group`], one group at a time (a mutex makes the group writer the only writer,
+//! so read-modify-write requests need no per-device locks): every request of a group is
+//! validated and turned into a `group::Change`, the changes become one engine batch, and the
+//! group is synced once if any request in it is of the sync class.
+//!
+//! Durability classes: device creation, presence, info and property writes are
+//! `Durability::Sync` (WAL fsynced before the reply); `WritePins` (pin values and their history)
+//! is `Durability::Buffered` (in the WAL, so a process crash loses nothing; fsynced by the
+//! server's periodic WAL sync).
 
+mod devices;
+mod group;
+pub mod history;
+#[cfg(test)]
+mod history_tests;
 mod keys;
 mod records;
 #[cfg(test)]
 mod tests;
 
-use crate::engine::{Cf, Durability, Engine, EngineError, WriteBatch};
+use crate::engine::{Cf, Durability, Engine, EngineError, WriteBatch, unix_ms};
+use devices::{find_device, load_device, require_device, set_info, set_presence, write_property};
+use group::{Change, Committed, Group, View};
+use history::Retention;
 use portcullis_protocol::body::{DeviceInfo, MAX_INFO_FIELD_LEN, PinAddr};
 use portcullis_protocol::frame::MAX_WIRE_BODY_LEN;
 use portcullis_protocol::store::{
-    DeviceAuth, DeviceId, DeviceRecord, MAX_FRAME_LEN, MAX_LIST_PAGE, PinValue, PinWrite, Presence,
+    DeviceAuth, DeviceId, DeviceRecord, MAX_FRAME_LEN, MAX_LIST_PAGE, PinValue, PinWrite,
     PropertyValue, Request, Response, StoreError, TokenHash,
 };
-use records::{StoredDevice, StoredInfo, StoredValue, decode, encode};
-use std::collections::BTreeSet;
-use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::{SystemTime, UNIX_EPOCH};
+use records::{StoredDevice, StoredValue, decode, encode};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, PoisonError};
 use thiserror::Error;
 
 /// The data format this build reads and writes, stored under `meta/format_version`.
@@ -39,8 +53,6 @@ pub const MAX_VALUE_LEN: usize = MAX_WIRE_BODY_LEN;
 /// Longest device-info string in bytes: the gateway cuts fields to [`MAX_INFO_FIELD_LEN`] bytes,
 /// and a lossy UTF-8 conversion may turn each byte into a 3-byte replacement character.
 pub const MAX_INFO_STRING_LEN: usize = 3 * MAX_INFO_FIELD_LEN;
-/// Number of per-device mutexes.
-pub const LOCK_STRIPES: usize = 64;
 /// A `ListDevices` page stops early once its records take this many bytes, so the reply always
 /// fits in one frame (10 000 records at the maximum field sizes would not).
 const LIST_PAGE_BYTES: usize = MAX_FRAME_LEN / 2;
@@ -88,24 +100,45 @@ impl From<SchemaError> for StoreError {
 
 type Result<T, E = SchemaError> = std::result::Result<T, E>;
 
+/// Store settings from the configuration.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// How long pin history is kept.
+    pub retention: Retention,
+}
+
 /// The store's domain operations over an engine. Shared by all connection threads.
 pub struct Store<E: Engine> {
     engine: E,
-    /// Serializes device creation (id counter and token index).
-    create_lock: Mutex<()>,
-    /// Read-modify-write of one device record holds `device_locks[id % LOCK_STRIPES]`.
-    device_locks: Vec<Mutex<()>>,
+    options: StoreOptions,
+    /// Held while a group is built and written: the group writer is the only writer.
+    writer: Mutex<()>,
+    /// Tells apart history points of one pin written in the same millisecond.
+    history_seq: AtomicU32,
 }
 
-fn lock(m: &Mutex<()>) -> MutexGuard<'_, ()> {
-    // The mutexes guard no data, only ordering, so a panic elsewhere leaves nothing inconsistent.
-    m.lock().unwrap_or_else(PoisonError::into_inner)
+/// Whether a request writes (and so must go through [`Store::commit_group`]).
+pub fn is_write(request: &Request) -> bool {
+    match request {
+        Request::CreateDevice { .. }
+        | Request::WritePins { .. }
+        | Request::WriteProperty { .. }
+        | Request::SetPresence { .. }
+        | Request::SetInfo { .. }
+        | Request::ResetPresence => true,
+        Request::Ping
+        | Request::ListDevices { .. }
+        | Request::GetDevice { .. }
+        | Request::Authenticate { .. }
+        | Request::ReadPins { .. }
+        | Request::ReadProperties { .. }
+        | Request::ReadHistory { .. }
+        | Request::Backup { .. } => false,
+    }
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    unix_ms()
 }
 
 fn check_text(field: &str, value: &str, max: usize) -> Result<()> {
@@ -163,9 +196,14 @@ fn check_info(info: &DeviceInfo) -> Result<()> {
 }
 
 impl<E: Engine> Store<E> {
+    /// Opens the store over `engine` with default options; see [`Store::open_with`].
+    pub fn open(engine: E) -> Result<Self> {
+        Self::open_with(engine, StoreOptions::default())
+    }
+
     /// Opens the store over `engine`: stamps a fresh database with [`FORMAT_VERSION`] (synced),
     /// and refuses one whose version is missing (with data present) or not ours.
-    pub fn open(engine: E) -> Result<Self> {
+    pub fn open_with(engine: E, options: StoreOptions) -> Result<Self> {
         match engine.get(Cf::Meta, keys::FORMAT_VERSION)? {
             Some(bytes) => {
                 let found = <[u8; 4]>::try_from(bytes.as_slice())
@@ -198,8 +236,9 @@ impl<E: Engine> Store<E> {
         }
         Ok(Self {
             engine,
-            create_lock: Mutex::new(()),
-            device_locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+            options,
+            writer: Mutex::new(()),
+            history_seq: AtomicU32::new(0),
         })
     }
 
@@ -212,107 +251,178 @@ impl<E: Engine> Store<E> {
         Ok(self.engine.sync_wal()?)
     }
 
-    /// Executes one request. `Done` means the change is durable to its class's promise.
+    /// Executes one request on its own: a read directly, a write as a group of one. The server
+    /// batches writes through [`Store::commit_group`] instead; tests and tools use this.
     pub fn handle(&self, request: Request) -> Result<Response, StoreError> {
-        self.execute(request).map_err(|err| {
-            if !matches!(err, SchemaError::NotFound(_) | SchemaError::Invalid(_)) {
-                tracing::error!(%err, "request failed on the store side");
-            }
-            StoreError::from(err)
-        })
+        if is_write(&request) {
+            self.commit_group(vec![request], || {})
+                .pop()
+                .unwrap_or_else(|| Err(StoreError::Storage("a group lost its request".into())))
+        } else {
+            self.read(request)
+        }
     }
 
-    fn execute(&self, request: Request) -> Result<Response> {
+    /// Answers a request that writes nothing (see [`is_write`]); never waits for a writer.
+    pub fn read(&self, request: Request) -> Result<Response, StoreError> {
+        self.execute_read(request).map_err(report)
+    }
+
+    /// Commits write requests as one group: [`Store::apply_group`], then the group's WAL sync if
+    /// it needs one ([`Store::finish_sync`]). `on_applied` runs in between. Returns one result
+    /// per request, in order; a sync-class result is only returned once its sync is done.
+    pub fn commit_group(
+        &self,
+        requests: Vec<Request>,
+        on_applied: impl FnOnce(),
+    ) -> Vec<Result<Response, StoreError>> {
+        let Applied {
+            mut results,
+            needs_sync,
+        } = self.apply_group(requests);
+        on_applied();
+        if needs_sync {
+            let synced = self.engine.sync_wal().map_err(SchemaError::from);
+            finish_sync(&synced, &mut results);
+        }
+        results
+    }
+
+    /// Validates and writes a group of write requests as one engine batch, without a WAL sync (a
+    /// `ResetPresence`, which pages over every device, splits the group around itself). The
+    /// writes are visible to readers when this returns; the caller must sync the WAL before
+    /// handing out any result when [`Applied::needs_sync`] says so.
+    pub fn apply_group(&self, requests: Vec<Request>) -> Applied {
+        let _writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut results: Vec<Result<Response, StoreError>> = Vec::with_capacity(requests.len());
+        let mut group = Group::new(&self.engine);
+        let mut members: Vec<usize> = Vec::new();
+        let mut needs_sync = false;
+        for request in requests {
+            if matches!(request, Request::ResetPresence) {
+                needs_sync |= finish(group, &mut members, &mut results);
+                group = Group::new(&self.engine);
+                results.push(
+                    self.reset_presence()
+                        .map(|()| Response::Done)
+                        .map_err(report),
+                );
+                continue;
+            }
+            match self.prepare(&group, request) {
+                Ok((response, change)) => {
+                    group.absorb(change);
+                    members.push(results.len());
+                    results.push(Ok(response));
+                }
+                Err(err) => results.push(Err(report(err))),
+            }
+        }
+        needs_sync |= finish(group, &mut members, &mut results);
+        Applied {
+            results,
+            needs_sync,
+        }
+    }
+
+    fn execute_read(&self, request: Request) -> Result<Response> {
+        let view = Committed(&self.engine);
         match request {
             Request::Ping => Ok(Response::Pong),
+            Request::ListDevices { after, limit } => {
+                self.list_devices(after, limit).map(Response::Devices)
+            }
+            Request::GetDevice { device } => Ok(Response::Device(
+                load_device(&view, device)?.to_wire(device),
+            )),
+            Request::Authenticate { token_hash } => {
+                self.authenticate(&token_hash).map(Response::Authenticated)
+            }
+            Request::ReadPins { device, pins } => self.read_pins(device, pins).map(Response::Pins),
+            Request::ReadProperties { device } => {
+                self.read_properties(device).map(Response::Properties)
+            }
+            Request::ReadHistory {
+                device,
+                pin,
+                from_ms,
+                to_ms,
+                step_ms,
+                limit,
+            } => {
+                require_device(&view, device)?;
+                let query = history::Query {
+                    device,
+                    pin,
+                    from_ms,
+                    to_ms,
+                    step_ms,
+                    limit,
+                };
+                history::read(&self.engine, query, now_ms()).map(Response::History)
+            }
+            Request::Backup { dir } => self.backup(&dir),
+            write => Err(SchemaError::Internal(format!(
+                "a write reached the read path: {write:?}"
+            ))),
+        }
+    }
+
+    /// Validates one write request against `view` and says what it would write.
+    fn prepare(&self, view: &Group<'_, E>, request: Request) -> Result<(Response, Change)> {
+        match request {
             Request::CreateDevice {
                 org,
                 template,
                 name,
                 token_hash,
             } => self
-                .create_device(org, template, name, token_hash)
-                .map(Response::Device),
-            Request::ListDevices { after, limit } => {
-                self.list_devices(after, limit).map(Response::Devices)
+                .create_device(view, org, template, name, token_hash)
+                .map(|(record, change)| (Response::Device(record), change)),
+            Request::WritePins { writes } => {
+                self.write_pins(view, writes).map(|c| (Response::Done, c))
             }
-            Request::GetDevice { device } => {
-                Ok(Response::Device(self.load_device(device)?.to_wire(device)))
-            }
-            Request::Authenticate { token_hash } => {
-                self.authenticate(&token_hash).map(Response::Authenticated)
-            }
-            Request::ReadPins { device, pins } => self.read_pins(device, pins).map(Response::Pins),
-            Request::WritePins { writes } => self.write_pins(writes).map(|()| Response::Done),
             Request::WriteProperty {
                 device,
                 pin,
                 property,
                 value,
                 at_ms,
-            } => self
-                .write_property(device, pin, &property, value, at_ms)
-                .map(|()| Response::Done),
-            Request::ReadProperties { device } => {
-                self.read_properties(device).map(Response::Properties)
-            }
+            } => write_property(view, device, pin, &property, value, at_ms)
+                .map(|c| (Response::Done, c)),
             Request::SetPresence {
                 device,
                 presence,
                 at_ms,
-            } => self
-                .set_presence(device, presence, at_ms)
-                .map(|()| Response::Done),
+            } => set_presence(view, device, presence, at_ms).map(|c| (Response::Done, c)),
             Request::SetInfo {
                 device,
                 info,
                 at_ms,
-            } => self.set_info(device, info, at_ms).map(|()| Response::Done),
-            Request::ResetPresence => self.reset_presence().map(|()| Response::Done),
-        }
-    }
-
-    fn device_lock(&self, id: DeviceId) -> MutexGuard<'_, ()> {
-        lock(&self.device_locks[(id % LOCK_STRIPES as u64) as usize])
-    }
-
-    fn find_device(&self, id: DeviceId) -> Result<Option<StoredDevice>> {
-        let key = keys::device(id);
-        self.engine
-            .get(Cf::Devices, &key)?
-            .map(|bytes| decode("device", &key, &bytes))
-            .transpose()
-    }
-
-    fn load_device(&self, id: DeviceId) -> Result<StoredDevice> {
-        self.find_device(id)?
-            .ok_or_else(|| SchemaError::NotFound(format!("device {id}")))
-    }
-
-    fn require_device(&self, id: DeviceId) -> Result<()> {
-        match self.engine.get(Cf::Devices, &keys::device(id))? {
-            Some(_) => Ok(()),
-            None => Err(SchemaError::NotFound(format!("device {id}"))),
+            } => set_info(view, device, info, at_ms).map(|c| (Response::Done, c)),
+            read => Err(SchemaError::Internal(format!(
+                "a read reached the write path: {read:?}"
+            ))),
         }
     }
 
     fn create_device(
         &self,
+        view: &impl View,
         org: String,
         template: String,
         name: String,
         token_hash: TokenHash,
-    ) -> Result<DeviceRecord> {
+    ) -> Result<(DeviceRecord, Change)> {
         check_text("org", &org, MAX_NAME_LEN)?;
         check_text("template", &template, MAX_NAME_LEN)?;
         check_text("device name", &name, MAX_NAME_LEN)?;
-        let _guard = lock(&self.create_lock);
-        if self.engine.get(Cf::TokenIndex, &token_hash)?.is_some() {
+        if view.get(Cf::TokenIndex, &token_hash)?.is_some() {
             return Err(SchemaError::Invalid(
                 "the token hash already belongs to a device".into(),
             ));
         }
-        let id = match self.engine.get(Cf::Meta, keys::NEXT_DEVICE_ID)? {
+        let id = match view.get(Cf::Meta, keys::NEXT_DEVICE_ID)? {
             None => 1,
             Some(bytes) => <[u8; 8]>::try_from(bytes.as_slice())
                 .map(u64::from_be_bytes)
@@ -336,13 +446,18 @@ impl<E: Engine> Store<E> {
             last_addr: None,
             info: None,
         };
-        let mut batch = WriteBatch::new();
-        batch.put(Cf::Devices, keys::device(id), encode(&record)?);
-        batch.put(Cf::TokenIndex, token_hash, keys::device(id));
-        batch.put(Cf::Meta, keys::NEXT_DEVICE_ID, next.to_be_bytes());
-        self.engine.write(batch, Durability::Sync)?;
-        tracing::info!(device = id, org = %record.org, template = %record.template, "device created");
-        Ok(record.to_wire(id))
+        let mut change = Change::new(Durability::Sync);
+        change
+            .batch
+            .put(Cf::Devices, keys::device(id), encode(&record)?);
+        change
+            .batch
+            .put(Cf::TokenIndex, token_hash, keys::device(id));
+        change
+            .batch
+            .put(Cf::Meta, keys::NEXT_DEVICE_ID, next.to_be_bytes());
+        tracing::debug!(device = id, org = %record.org, template = %record.template, "device created");
+        Ok((record.to_wire(id), change))
     }
 
     fn list_devices(&self, after: Option<DeviceId>, limit: u32) -> Result<Vec<DeviceRecord>> {
@@ -383,11 +498,12 @@ impl<E: Engine> Store<E> {
             key: keys::hex(token_hash),
             reason: "value is not a device id".into(),
         })?;
-        let device = self.find_device(id)?.ok_or_else(|| SchemaError::Corrupt {
-            what: "token index",
-            key: keys::hex(token_hash),
-            reason: format!("points at missing device {id}"),
-        })?;
+        let device =
+            find_device(&Committed(&self.engine), id)?.ok_or_else(|| SchemaError::Corrupt {
+                what: "token index",
+                key: keys::hex(token_hash),
+                reason: format!("points at missing device {id}"),
+            })?;
         Ok(Some(DeviceAuth {
             device: id,
             org: device.org,
@@ -396,7 +512,7 @@ impl<E: Engine> Store<E> {
     }
 
     fn read_pins(&self, device: DeviceId, pins: Option<Vec<PinAddr>>) -> Result<Vec<PinValue>> {
-        self.require_device(device)?;
+        require_device(&Committed(&self.engine), device)?;
         let decode_pin = |key: &[u8], value: &[u8], pin: PinAddr| {
             decode::<StoredValue>("pin value", key, value).map(|v| PinValue {
                 pin,
@@ -435,20 +551,34 @@ impl<E: Engine> Store<E> {
         }
     }
 
-    fn write_pins(&self, writes: Vec<PinWrite>) -> Result<()> {
-        let mut known = BTreeSet::new();
+    /// Latest values plus one history point per write (unless the template keeps no history).
+    fn write_pins(&self, view: &impl View, writes: Vec<PinWrite>) -> Result<Change> {
+        let mut templates = BTreeMap::new();
         for w in &writes {
             check_value(
                 &format!("value of device {} pin {}", w.device, w.pin),
                 &w.value,
             )?;
-            if known.insert(w.device) {
-                self.require_device(w.device)?;
+            if !templates.contains_key(&w.device) {
+                let template = load_device(view, w.device)?.template;
+                templates.insert(w.device, self.options.retention.of(&template));
             }
         }
-        let mut batch = WriteBatch::new();
+        let mut change = Change::new(Durability::Buffered);
         for w in writes {
-            batch.put(
+            let retention = templates
+                .get(&w.device)
+                .copied()
+                .unwrap_or(self.options.retention.default);
+            if let Some(point) = history::value(w.at_ms, retention, &w.value) {
+                let seq = self.history_seq.fetch_add(1, Ordering::Relaxed);
+                change.batch.put(
+                    Cf::History,
+                    keys::history(w.device, w.pin, w.at_ms, seq),
+                    point,
+                );
+            }
+            change.batch.put(
                 Cf::Pins,
                 keys::pin(w.device, w.pin),
                 encode(&StoredValue {
@@ -457,31 +587,11 @@ impl<E: Engine> Store<E> {
                 })?,
             );
         }
-        Ok(self.engine.write(batch, Durability::Buffered)?)
-    }
-
-    fn write_property(
-        &self,
-        device: DeviceId,
-        pin: PinAddr,
-        property: &str,
-        value: Vec<u8>,
-        at_ms: u64,
-    ) -> Result<()> {
-        check_text("property name", property, MAX_PROPERTY_NAME_LEN)?;
-        check_value(&format!("property {property} of pin {pin}"), &value)?;
-        self.require_device(device)?;
-        let mut batch = WriteBatch::new();
-        batch.put(
-            Cf::Properties,
-            keys::property(device, pin, property),
-            encode(&StoredValue { value, at_ms })?,
-        );
-        Ok(self.engine.write(batch, Durability::Sync)?)
+        Ok(change)
     }
 
     fn read_properties(&self, device: DeviceId) -> Result<Vec<PropertyValue>> {
-        self.require_device(device)?;
+        require_device(&Committed(&self.engine), device)?;
         self.engine
             .scan_prefix(Cf::Properties, &keys::device(device))?
             .into_iter()
@@ -503,49 +613,10 @@ impl<E: Engine> Store<E> {
             .collect()
     }
 
-    /// Loads a device, lets `change` edit it, and writes it back synced, under its stripe lock.
-    fn update_device(&self, id: DeviceId, change: impl FnOnce(&mut StoredDevice)) -> Result<()> {
-        let _guard = self.device_lock(id);
-        let mut record = self.load_device(id)?;
-        change(&mut record);
-        let mut batch = WriteBatch::new();
-        batch.put(Cf::Devices, keys::device(id), encode(&record)?);
-        Ok(self.engine.write(batch, Durability::Sync)?)
-    }
-
-    fn set_presence(&self, device: DeviceId, presence: Presence, at_ms: u64) -> Result<()> {
-        if let Presence::Online { addr } = &presence
-            && addr.len() > MAX_ADDR_LEN
-        {
-            return Err(SchemaError::Invalid(format!(
-                "address is {} bytes long; the limit is {MAX_ADDR_LEN}",
-                addr.len()
-            )));
-        }
-        self.update_device(device, |d| {
-            d.last_seen_ms = Some(at_ms);
-            match presence {
-                Presence::Online { addr } => {
-                    d.sessions = d.sessions.saturating_add(1);
-                    d.last_addr = Some(addr);
-                }
-                Presence::Offline => d.sessions = d.sessions.saturating_sub(1),
-            }
-        })
-    }
-
-    fn set_info(&self, device: DeviceId, info: DeviceInfo, at_ms: u64) -> Result<()> {
-        check_info(&info)?;
-        self.update_device(device, |d| {
-            d.info = Some(StoredInfo::from(info));
-            d.last_seen_ms = Some(at_ms);
-        })
-    }
-
     /// Sets `sessions = 0` on every device, a chunk of devices per batch, then syncs the WAL once.
     /// Not atomic across chunks, but idempotent: after a crash the gateway simply resets again.
+    /// Runs under the group writer's lock, between groups.
     fn reset_presence(&self) -> Result<()> {
-        let _guards: Vec<_> = self.device_locks.iter().map(lock).collect();
         let mut start = keys::device(0).to_vec();
         let mut reset = 0u64;
         loop {
@@ -569,5 +640,99 @@ impl<E: Engine> Store<E> {
         self.engine.sync_wal()?;
         tracing::info!(devices = reset, "presence reset");
         Ok(())
+    }
+
+    /// Writes a checkpoint of the database into `dir` (absolute, new, parent existing).
+    fn backup(&self, dir: &str) -> Result<Response> {
+        let path = Path::new(dir);
+        if !path.is_absolute() {
+            return Err(SchemaError::Invalid(format!(
+                "the backup directory {dir:?} must be an absolute path"
+            )));
+        }
+        if path.symlink_metadata().is_ok() {
+            return Err(SchemaError::Invalid(format!(
+                "{dir} already exists; a backup goes into a new directory"
+            )));
+        }
+        if !path.parent().is_some_and(Path::is_dir) {
+            return Err(SchemaError::Invalid(format!(
+                "the parent directory of {dir} does not exist"
+            )));
+        }
+        self.engine.checkpoint(path)?;
+        let bytes = std::fs::read_dir(path)
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok()?.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0);
+        tracing::info!(dir, bytes, "backup written");
+        Ok(Response::BackedUp {
+            dir: dir.to_owned(),
+            bytes,
+        })
+    }
+}
+
+/// A group written by [`Store::apply_group`].
+#[derive(Debug)]
+pub struct Applied {
+    /// One result per request, in order.
+    pub results: Vec<Result<Response, StoreError>>,
+    /// Whether a request of the group is of the sync class: no result may be handed out before a
+    /// WAL sync.
+    pub needs_sync: bool,
+}
+
+/// After a WAL sync for some groups: a failed sync turns every successful result into the
+/// failure, since the promise of the sync class cannot be kept (the writes are in the WAL but
+/// maybe not on disk).
+pub fn finish_sync(synced: &Result<()>, results: &mut [Result<Response, StoreError>]) {
+    if let Err(err) = synced {
+        tracing::error!(%err, "WAL sync of a group failed");
+        let why = format!("written but not synced to disk: {err}");
+        for r in results.iter_mut().filter(|r| r.is_ok()) {
+            *r = Err(StoreError::Storage(why.clone()));
+        }
+    }
+}
+
+/// Logs store-side failures (the peer's own mistakes are not news) and converts for the wire.
+fn report(err: SchemaError) -> StoreError {
+    if !matches!(err, SchemaError::NotFound(_) | SchemaError::Invalid(_)) {
+        tracing::error!(%err, "request failed on the store side");
+    }
+    StoreError::from(err)
+}
+
+/// Writes the group (if it holds anything). On failure every member's result becomes the error.
+/// Returns whether the group needs a WAL sync.
+fn finish<E: Engine>(
+    group: Group<'_, E>,
+    members: &mut Vec<usize>,
+    results: &mut [Result<Response, StoreError>],
+) -> bool {
+    if group.is_empty() {
+        members.clear();
+        return false;
+    }
+    let sync = group.needs_sync();
+    match group.write() {
+        Ok(()) => {
+            members.clear();
+            sync
+        }
+        Err(err) => {
+            let err = report(SchemaError::from(err));
+            for i in members.drain(..) {
+                if let Some(r) = results.get_mut(i) {
+                    *r = Err(err.clone());
+                }
+            }
+            false
+        }
     }
 }

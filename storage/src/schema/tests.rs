@@ -5,7 +5,7 @@ use super::*;
 use crate::engine::memory::MemoryEngine;
 use crate::engine::rocks::RocksEngine;
 use portcullis_protocol::body::PinKind;
-use portcullis_protocol::store::{ReplyEnvelope, encode_frame};
+use portcullis_protocol::store::{Presence, ReplyEnvelope, encode_frame};
 use std::sync::Arc;
 
 fn store() -> (Store<Arc<MemoryEngine>>, Arc<MemoryEngine>) {
@@ -337,25 +337,33 @@ fn a_pin_batch_naming_an_unknown_device_has_no_effect() {
     );
 }
 
+/// Every group is one buffered engine write; a group holding a sync-class request is followed by
+/// one WAL sync before any of its results is returned.
 #[test]
 fn each_request_uses_its_durability_class() {
     let (s, engine) = store();
-    let id = create(&s, "a", 1).id;
-    assert_eq!(
-        engine.write_log(),
-        vec![Durability::Sync, Durability::Sync],
-        "format stamp, device"
-    );
+    assert_eq!(engine.write_log(), vec![Durability::Sync], "format stamp");
     let class_of = |req: Request| {
-        let before = engine.write_log().len();
+        let (writes, syncs) = (engine.write_log().len(), engine.sync_count());
         assert!(s.handle(req.clone()).is_ok(), "{req:?}");
-        engine.write_log()[before..].to_vec()
+        (
+            engine.write_log().len() - writes,
+            engine.sync_count() - syncs,
+        )
     };
+    let create = Request::CreateDevice {
+        org: "acme".into(),
+        template: "TMPL1".into(),
+        name: "a".into(),
+        token_hash: hash(1),
+    };
+    assert_eq!(class_of(create), (1, 1), "device creation is synced");
+    let id = 1;
     let writes = (0..50).map(|p| pw(id, v(p), "1", 1)).collect();
     assert_eq!(
         class_of(Request::WritePins { writes }),
-        vec![Durability::Buffered],
-        "one batch per request"
+        (1, 0),
+        "telemetry: one batch, no sync"
     );
     let online = Request::SetPresence {
         device: id,
@@ -364,13 +372,13 @@ fn each_request_uses_its_durability_class() {
         },
         at_ms: 1,
     };
-    assert_eq!(class_of(online), vec![Durability::Sync]);
+    assert_eq!(class_of(online), (1, 1));
     let info = Request::SetInfo {
         device: id,
         info: DeviceInfo::default(),
         at_ms: 2,
     };
-    assert_eq!(class_of(info), vec![Durability::Sync]);
+    assert_eq!(class_of(info), (1, 1));
     let prop = Request::WriteProperty {
         device: id,
         pin: v(1),
@@ -378,14 +386,92 @@ fn each_request_uses_its_durability_class() {
         value: b"x".to_vec(),
         at_ms: 3,
     };
-    assert_eq!(class_of(prop), vec![Durability::Sync]);
+    assert_eq!(class_of(prop), (1, 1));
     let syncs = engine.sync_count();
     assert!(s.handle(Request::ResetPresence).is_ok());
     assert_eq!(engine.sync_count(), syncs + 1, "reset ends with a WAL sync");
-    assert!(
-        class_of(Request::GetDevice { device: id }).is_empty(),
+    assert_eq!(
+        class_of(Request::GetDevice { device: id }),
+        (0, 0),
         "reads write nothing"
     );
+}
+
+/// Many requests of mixed classes in one group: one engine write, one sync, each result in
+/// order, later requests seeing earlier ones (ids, token uniqueness), a refused request leaving no
+/// trace, and the sync happening after the applied callback.
+#[test]
+fn a_group_is_one_batch_and_one_sync() {
+    let (s, engine) = store();
+    let create = |token: u8, name: &str| Request::CreateDevice {
+        org: "o".into(),
+        template: "T".into(),
+        name: name.into(),
+        token_hash: hash(token),
+    };
+    let requests = vec![
+        create(1, "a"),
+        create(2, "b"),
+        create(1, "dup"),
+        Request::WritePins {
+            writes: vec![pw(2, v(1), "x", 5)],
+        },
+        create(3, " "),
+        Request::SetPresence {
+            device: 1,
+            presence: Presence::Offline,
+            at_ms: 9,
+        },
+        create(4, "c"),
+    ];
+    let (writes, syncs) = (engine.write_log().len(), engine.sync_count());
+    let mut syncs_when_applied = None;
+    let results = s.commit_group(requests, || syncs_when_applied = Some(engine.sync_count()));
+    assert_eq!(engine.write_log().len() - writes, 1, "one batch");
+    assert_eq!(engine.sync_count() - syncs, 1, "one sync");
+    assert_eq!(syncs_when_applied, Some(syncs), "applied before the sync");
+    let ids: Vec<_> = results
+        .iter()
+        .map(|r| match r {
+            Ok(Response::Device(d)) => Some(d.id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ids, [Some(1), Some(2), None, None, None, None, Some(3)]);
+    assert!(invalid(results[2].clone()).contains("token hash"));
+    assert_eq!(
+        results[3],
+        Ok(Response::Done),
+        "pins of a device created in the same group"
+    );
+    assert!(invalid(results[4].clone()).contains("blank"));
+    assert_eq!(results[5], Ok(Response::Done));
+    assert_eq!(read_pins(&s, 2, None), vec![(v(1), "x".into(), 5)]);
+    assert_eq!(get(&s, 3).name, "c");
+    assert_eq!(get(&s, 1).last_seen_ms, Some(9));
+}
+
+/// An engine failure fails every request that was part of the failed batch, and only those.
+#[test]
+fn a_failed_group_write_fails_its_members() {
+    let (s, engine) = store();
+    create(&s, "a", 1);
+    engine.set_fail_writes(true);
+    let results = s.commit_group(
+        vec![
+            Request::WritePins {
+                writes: vec![pw(1, v(1), "x", 5)],
+            },
+            Request::WritePins {
+                writes: vec![pw(99, v(1), "x", 5)],
+            },
+        ],
+        || {},
+    );
+    engine.set_fail_writes(false);
+    assert!(matches!(&results[0], Err(StoreError::Storage(m)) if m.contains("injected")));
+    assert!(matches!(&results[1], Err(StoreError::NotFound(_))));
+    assert!(read_pins(&s, 1, None).is_empty());
 }
 
 #[test]

@@ -1,19 +1,27 @@
-//! One client link, on its own thread: the peer-uid check, the hello exchange, then the pipelined
-//! request loop. Each turn executes every complete request already buffered, in order, and
-//! writes their replies (echoing the ids) with one write. Anything wrong with the peer's bytes
-//! ends this link only, with the reason logged; the store keeps serving every other link.
+//! One client link: the peer-uid check, the hello exchange, then the pipelined request loop on
+//! two threads. The reader (the link's thread) decodes every complete request already buffered,
+//! in order, and never waits for the disk: a write goes to the group committer; a read is
+//! answered from the engine once this link's own earlier writes are applied (visible), which
+//! takes an apply, never an fsync, and keeps the read from seeing the link's later writes. The
+//! writer thread sends the replies back in request order, echoing the ids, waiting for each
+//! write's outcome in turn and batching whatever is ready into one socket write. Anything wrong with the peer's
+//! bytes ends this link only, with the reason logged; the store keeps serving every other link.
 
 use super::ServerConfig;
+use super::commit::{Committer, Outcome};
 use super::socket::peer_uid;
 use crate::engine::Engine;
-use crate::schema::Store;
+use crate::schema::{Store, is_write};
 use portcullis_protocol::store::{
-    ClientHello, ReplyEnvelope, RequestEnvelope, Response, ServerHello, StoreError, WIRE_VERSION,
-    WireError, decode_frame, encode_frame, frame_len,
+    ClientHello, ReplyEnvelope, RequestEnvelope, ServerHello, StoreError, WIRE_VERSION, WireError,
+    decode_frame, encode_frame, frame_len,
 };
 use std::io::{self, Read, Write};
+use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
+use std::thread;
 use std::time::{Duration, Instant};
 use thiserror::Error;
 
@@ -25,6 +33,17 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 const READ_CHUNK: usize = 64 * 1024;
 /// Replies are flushed once this many bytes are pending, even mid-batch, to bound memory.
 const FLUSH_AT: usize = 256 * 1024;
+/// Replies a link may owe at once; a peer that sends more without reading its replies is slowed
+/// down (the reader stops reading) rather than growing the store's memory.
+pub const MAX_OWED_REPLIES: usize = 16 * 1024;
+
+/// The next reply the writer owes, in request order.
+enum Owed {
+    /// A read, already answered.
+    Ready(u64, Outcome),
+    /// A write: its outcome is the next one on the link's outcome channel.
+    Committed(u64),
+}
 
 /// Why a link ended abnormally.
 #[derive(Debug, Error)]
@@ -50,6 +69,9 @@ pub(crate) enum ConnError {
     /// Internal: a reply could not be encoded even as an error.
     #[error("cannot encode a reply: {0}")]
     Encode(WireError),
+    /// Internal: the reply writer thread could not start or went away.
+    #[error("reply writer failed: {0}")]
+    Writer(String),
 }
 
 /// How a link ended normally.
@@ -121,6 +143,7 @@ impl Link<'_> {
 pub(crate) fn serve<E: Engine>(
     stream: UnixStream,
     store: &Store<E>,
+    committer: &Committer,
     shutdown: &AtomicBool,
     config: &ServerConfig,
 ) -> Result<Closed, ConnError> {
@@ -180,9 +203,42 @@ pub(crate) fn serve<E: Engine>(
     )
     .map_err(ConnError::Encode)?;
     link.stream.write_all(&out)?;
-    out.clear();
     tracing::info!(role = ?hello.role, "link open");
 
+    let (owed_tx, owed_rx) = mpsc::sync_channel(MAX_OWED_REPLIES);
+    let (outcome_tx, outcome_rx) = mpsc::channel();
+    let writer_stream = link.stream.try_clone()?;
+    thread::scope(|scope| {
+        let writer = thread::Builder::new()
+            .name("store-link-writer".into())
+            .spawn_scoped(scope, move || {
+                write_replies(writer_stream, &owed_rx, &outcome_rx)
+            })
+            .map_err(|e| ConnError::Writer(e.to_string()))?;
+        let read_result = read_requests(&mut link, store, committer, &owed_tx, &outcome_tx);
+        drop(owed_tx);
+        let write_result = writer
+            .join()
+            .unwrap_or_else(|_| Err(ConnError::Writer("the reply writer panicked".into())));
+        match (read_result, write_result) {
+            // The reader stops when the writer fails; the writer's error is the real reason.
+            (_, Err(e)) => Err(e),
+            (result, Ok(())) => result,
+        }
+    })
+}
+
+/// Decodes and dispatches requests until the peer leaves, misbehaves or the store shuts down.
+fn read_requests<E: Engine>(
+    link: &mut Link<'_>,
+    store: &Store<E>,
+    committer: &Committer,
+    owed: &SyncSender<Owed>,
+    outcomes: &mpsc::Sender<Outcome>,
+) -> Result<Closed, ConnError> {
+    let writer_gone = || ConnError::Writer("the reply writer stopped".into());
+    // Sequence number of this link's last submitted write; a read waits until it is applied.
+    let mut last_write = 0;
     loop {
         let mut used = 0;
         let mut bad = None;
@@ -190,15 +246,15 @@ pub(crate) fn serve<E: Engine>(
             match decode_frame::<RequestEnvelope>(&link.buf[used..]) {
                 Ok(Some((envelope, len))) => {
                     used += len;
-                    let result = store.handle(envelope.request);
-                    if let Err(err) = &result {
-                        tracing::debug!(id = envelope.id, %err, "request refused");
-                    }
-                    push_reply(&mut out, envelope.id, result)?;
-                    if out.len() >= FLUSH_AT {
-                        link.stream.write_all(&out)?;
-                        out.clear();
-                    }
+                    let id = envelope.id;
+                    let next = if is_write(&envelope.request) {
+                        last_write = committer.submit(envelope.request, outcomes);
+                        Owed::Committed(id)
+                    } else {
+                        committer.wait_applied(last_write);
+                        Owed::Ready(id, read(store, id, envelope.request))
+                    };
+                    owed.send(next).map_err(|_| writer_gone())?;
                 }
                 Ok(None) => break,
                 Err(e) => {
@@ -208,12 +264,8 @@ pub(crate) fn serve<E: Engine>(
             }
         }
         link.buf.drain(..used);
-        if !out.is_empty() {
-            // Answer everything before the bad frame, then drop the link.
-            link.stream.write_all(&out)?;
-            out.clear();
-        }
         if let Some(e) = bad {
+            // Everything before the bad frame is still answered by the writer.
             return Err(e.into());
         }
         if link.stopping() {
@@ -224,6 +276,84 @@ pub(crate) fn serve<E: Engine>(
             Fill::Eof => return link.eof(),
         }
     }
+}
+
+fn read<E: Engine>(
+    store: &Store<E>,
+    id: u64,
+    request: portcullis_protocol::store::Request,
+) -> Outcome {
+    let result = store.read(request);
+    if let Err(err) = &result {
+        tracing::debug!(id, %err, "request refused");
+    }
+    result
+}
+
+/// Sends the owed replies in order until the reader is done and everything is answered. On a
+/// socket failure it shuts the socket down so the reader stops too.
+fn write_replies(
+    mut stream: UnixStream,
+    owed: &Receiver<Owed>,
+    outcomes: &Receiver<Outcome>,
+) -> Result<(), ConnError> {
+    let result = send_in_order(&mut stream, owed, outcomes);
+    if result.is_err() {
+        let _ = stream.shutdown(Shutdown::Both);
+    }
+    result
+}
+
+fn send_in_order(
+    stream: &mut UnixStream,
+    owed: &Receiver<Owed>,
+    outcomes: &Receiver<Outcome>,
+) -> Result<(), ConnError> {
+    let mut out = Vec::new();
+    loop {
+        let next = match owed.try_recv() {
+            Ok(next) => next,
+            Err(TryRecvError::Empty) => {
+                flush(stream, &mut out)?;
+                match owed.recv() {
+                    Ok(next) => next,
+                    Err(_) => return Ok(()),
+                }
+            }
+            Err(TryRecvError::Disconnected) => return flush(stream, &mut out),
+        };
+        let (id, result) = match next {
+            Owed::Ready(id, result) => (id, result),
+            Owed::Committed(id) => {
+                let result = match outcomes.try_recv() {
+                    Ok(result) => result,
+                    Err(_) => {
+                        // Do not hold finished replies back while the group commits.
+                        flush(stream, &mut out)?;
+                        outcomes.recv().map_err(|_| {
+                            ConnError::Writer("the committer dropped a write".into())
+                        })?
+                    }
+                };
+                if let Err(err) = &result {
+                    tracing::debug!(id, %err, "write refused");
+                }
+                (id, result)
+            }
+        };
+        push_reply(&mut out, id, result)?;
+        if out.len() >= FLUSH_AT {
+            flush(stream, &mut out)?;
+        }
+    }
+}
+
+fn flush(stream: &mut UnixStream, out: &mut Vec<u8>) -> Result<(), ConnError> {
+    if !out.is_empty() {
+        stream.write_all(out)?;
+        out.clear();
+    }
+    Ok(())
 }
 
 /// Waits for the hello; `Err(Closed)` when the peer left cleanly or the store began shutting down.
@@ -250,11 +380,7 @@ fn read_hello(
 }
 
 /// Appends the reply frame; a reply too large for one frame becomes an error reply instead.
-fn push_reply(
-    out: &mut Vec<u8>,
-    id: u64,
-    result: Result<Response, StoreError>,
-) -> Result<(), ConnError> {
+fn push_reply(out: &mut Vec<u8>, id: u64, result: Outcome) -> Result<(), ConnError> {
     match encode_frame(&ReplyEnvelope { id, result }, out) {
         Ok(()) => Ok(()),
         Err(WireError::TooLarge { len, max }) => {

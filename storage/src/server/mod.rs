@@ -1,23 +1,36 @@
 //! The store server: binds the Unix socket (`socket`), accepts links and serves each on its own
-//! thread (`conn`; there are few links: one per gateway shard, a control link and the admin
-//! CLI), runs the periodic WAL syncer, and shuts down gracefully.
+//! threads (`conn`; there are few links: one per gateway shard, a control link and the admin
+//! CLI), runs the group committer (`commit`) that performs every write, runs the periodic WAL
+//! syncer, and shuts down gracefully.
 //!
-//! Durability window: `WritePins` replies are sent once the batch is in the WAL (in the OS), so a
-//! store crash loses nothing; the syncer fsyncs the WAL every `sync_interval` (100 ms by
-//! default), so a machine crash or power loss can lose at most the pin writes of the last
-//! interval plus one fsync's duration. Every other write is fsynced before its reply.
+//! Durability contract (also in `portcullis-store --help` and `docs/store.md`):
+//! - Sync class (device creation, presence, info, properties): the reply is sent only after the
+//!   write's group is in the WAL and the WAL is fsynced. Survives power loss.
+//! - Buffered class (`WritePins`: latest values and history): the reply is sent once the group is
+//!   in the WAL (handed to the OS), so a crash of the store process loses nothing; the syncer
+//!   fsyncs the WAL every `sync_interval` (100 ms by default), so a machine crash or power loss
+//!   can lose at most the pin writes of the last interval plus one fsync's duration. A group that
+//!   also holds a sync-class write is fsynced before any of its replies, telemetry included.
+//! - A write is visible to readers once its group is applied, which may be just before the group's
+//!   fsync completes; it is acknowledged only after.
 //!
 //! Shutdown (the flag is set by SIGINT/SIGTERM or stdin EOF in `main.rs`): the socket file is
 //! removed and the listener closed, every link answers what it has already received and closes,
-//! the syncer stops, and a last WAL sync runs before [`Server::run`] returns.
+//! the committer commits what is queued and stops, the syncer stops, and a last WAL sync runs
+//! before [`Server::run`] returns.
 
+mod commit;
 mod conn;
 mod socket;
 #[cfg(test)]
 mod tests;
 
+pub use commit::MAX_COMMIT_WINDOW;
+pub use conn::MAX_OWED_REPLIES;
+
 use crate::engine::Engine;
 use crate::schema::Store;
+use commit::Committer;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use std::io;
 use std::os::fd::AsFd;
@@ -31,6 +44,9 @@ use thiserror::Error;
 
 /// Default period of the WAL syncer.
 pub const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_millis(100);
+/// Default commit window: none. A group is whatever queued while the previous group committed,
+/// which already batches as much as the disk's sync time allows without adding latency.
+pub const DEFAULT_COMMIT_WINDOW: Duration = Duration::ZERO;
 /// How often the accept loop looks at the shutdown flag.
 const ACCEPT_TICK: u16 = 100;
 
@@ -51,8 +67,8 @@ pub enum ServerError {
         #[source]
         source: io::Error,
     },
-    /// Store: the WAL syncer thread could not be started (out of resources).
-    #[error("cannot start the WAL syncer thread: {0}")]
+    /// Store: the WAL syncer or committer thread could not be started (out of resources).
+    #[error("cannot start a store thread: {0}")]
     Spawn(#[source] io::Error),
     /// Store: the last WAL sync before exit failed; recent buffered writes may not be durable.
     #[error("final WAL sync failed: {0}")]
@@ -64,6 +80,9 @@ pub enum ServerError {
 pub struct ServerConfig {
     /// Period of the WAL syncer (the durability window of buffered writes).
     pub sync_interval: Duration,
+    /// How long the committer waits after the first write of a group for more to join it
+    /// (at most [`MAX_COMMIT_WINDOW`]).
+    pub commit_window: Duration,
     /// The only uid allowed to connect: by default the store's own effective uid.
     pub allowed_uid: u32,
     /// A link must send its hello within this time.
@@ -74,6 +93,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             sync_interval: DEFAULT_SYNC_INTERVAL,
+            commit_window: DEFAULT_COMMIT_WINDOW,
             allowed_uid: nix::unistd::geteuid().as_raw(),
             hello_timeout: Duration::from_secs(5),
         }
@@ -126,6 +146,17 @@ impl Server {
                 return Err(ServerError::Spawn(e));
             }
         };
+        let (committer, committer_thread) =
+            match Committer::start(Arc::clone(&store), config.commit_window) {
+                Ok(started) => started,
+                Err(e) => {
+                    shutdown.store(true, Ordering::SeqCst);
+                    syncer.thread().unpark();
+                    let _ = syncer.join();
+                    self.socket.remove();
+                    return Err(ServerError::Spawn(e));
+                }
+            };
         let mut links: Vec<JoinHandle<()>> = Vec::new();
         let next_link = AtomicU64::new(1);
         let mut accept_error_logged = false;
@@ -138,14 +169,17 @@ impl Server {
                         Ok((stream, _)) => {
                             accept_error_logged = false;
                             let id = next_link.fetch_add(1, Ordering::Relaxed);
-                            let (store, shutdown, config) = (
+                            let (store, committer, shutdown, config) = (
                                 Arc::clone(&store),
+                                committer.clone(),
                                 Arc::clone(&shutdown),
                                 Arc::clone(&config),
                             );
                             let spawned = thread::Builder::new()
                                 .name(format!("store-link-{id}"))
-                                .spawn(move || run_link(id, stream, &store, &shutdown, &config));
+                                .spawn(move || {
+                                    run_link(id, stream, &store, &committer, &shutdown, &config)
+                                });
                             match spawned {
                                 Ok(handle) => links.push(handle),
                                 Err(err) => {
@@ -183,6 +217,10 @@ impl Server {
                 tracing::error!("a link thread panicked");
             }
         }
+        committer.close();
+        if !committer_thread.join() {
+            tracing::error!("the group committer panicked");
+        }
         syncer.thread().unpark();
         if syncer.join().is_err() {
             tracing::error!("the WAL syncer panicked");
@@ -199,12 +237,13 @@ fn run_link<E: Engine>(
     id: u64,
     stream: std::os::unix::net::UnixStream,
     store: &Store<E>,
+    committer: &Committer,
     shutdown: &AtomicBool,
     config: &ServerConfig,
 ) {
     let span = tracing::info_span!("link", id);
     let _enter = span.enter();
-    match conn::serve(stream, store, shutdown, config) {
+    match conn::serve(stream, store, committer, shutdown, config) {
         Ok(conn::Closed::ByPeer) => tracing::info!("link closed by peer"),
         Ok(conn::Closed::Shutdown) => tracing::info!("link closed for shutdown"),
         Err(err @ conn::ConnError::ForeignUid { .. }) => tracing::warn!(%err, "link refused"),

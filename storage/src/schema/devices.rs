@@ -1,0 +1,105 @@
+//! Device-record helpers shared by the read and write paths: finding a device through a
+//! [`View`] (committed data or a group in the making), and the write requests that edit one
+//! device (presence, info, properties), each returning the [`Change`] it wants committed.
+
+use super::group::{Change, View};
+use super::records::{StoredDevice, StoredInfo, StoredValue, decode, encode};
+use super::{
+    MAX_ADDR_LEN, MAX_PROPERTY_NAME_LEN, Result, SchemaError, check_info, check_text, check_value,
+    keys,
+};
+use crate::engine::{Cf, Durability};
+use portcullis_protocol::body::{DeviceInfo, PinAddr};
+use portcullis_protocol::store::{DeviceId, Presence};
+
+pub(super) fn find_device(view: &impl View, id: DeviceId) -> Result<Option<StoredDevice>> {
+    let key = keys::device(id);
+    view.get(Cf::Devices, &key)?
+        .map(|bytes| decode("device", &key, &bytes))
+        .transpose()
+}
+
+pub(super) fn load_device(view: &impl View, id: DeviceId) -> Result<StoredDevice> {
+    find_device(view, id)?.ok_or_else(|| SchemaError::NotFound(format!("device {id}")))
+}
+
+pub(super) fn require_device(view: &impl View, id: DeviceId) -> Result<()> {
+    match view.get(Cf::Devices, &keys::device(id))? {
+        Some(_) => Ok(()),
+        None => Err(SchemaError::NotFound(format!("device {id}"))),
+    }
+}
+
+pub(super) fn write_property(
+    view: &impl View,
+    device: DeviceId,
+    pin: PinAddr,
+    property: &str,
+    value: Vec<u8>,
+    at_ms: u64,
+) -> Result<Change> {
+    check_text("property name", property, MAX_PROPERTY_NAME_LEN)?;
+    check_value(&format!("property {property} of pin {pin}"), &value)?;
+    require_device(view, device)?;
+    let mut change = Change::new(Durability::Sync);
+    change.batch.put(
+        Cf::Properties,
+        keys::property(device, pin, property),
+        encode(&StoredValue { value, at_ms })?,
+    );
+    Ok(change)
+}
+
+/// Loads a device (as the group sees it), lets `edit` change it, and writes it back synced.
+fn update_device(
+    view: &impl View,
+    id: DeviceId,
+    edit: impl FnOnce(&mut StoredDevice),
+) -> Result<Change> {
+    let mut record = load_device(view, id)?;
+    edit(&mut record);
+    let mut change = Change::new(Durability::Sync);
+    change
+        .batch
+        .put(Cf::Devices, keys::device(id), encode(&record)?);
+    Ok(change)
+}
+
+pub(super) fn set_presence(
+    view: &impl View,
+    device: DeviceId,
+    presence: Presence,
+    at_ms: u64,
+) -> Result<Change> {
+    if let Presence::Online { addr } = &presence
+        && addr.len() > MAX_ADDR_LEN
+    {
+        return Err(SchemaError::Invalid(format!(
+            "address is {} bytes long; the limit is {MAX_ADDR_LEN}",
+            addr.len()
+        )));
+    }
+    update_device(view, device, |d| {
+        d.last_seen_ms = Some(at_ms);
+        match presence {
+            Presence::Online { addr } => {
+                d.sessions = d.sessions.saturating_add(1);
+                d.last_addr = Some(addr);
+            }
+            Presence::Offline => d.sessions = d.sessions.saturating_sub(1),
+        }
+    })
+}
+
+pub(super) fn set_info(
+    view: &impl View,
+    device: DeviceId,
+    info: DeviceInfo,
+    at_ms: u64,
+) -> Result<Change> {
+    check_info(&info)?;
+    update_device(view, device, |d| {
+        d.info = Some(StoredInfo::from(info));
+        d.last_seen_ms = Some(at_ms);
+    })
+}

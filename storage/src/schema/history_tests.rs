@@ -1,0 +1,215 @@
+//! Pin history through the store: every pin write lands in the series, ranges and paging,
+//! downsampling, retention per template, and expiry without a scan (compaction drops it).
+
+use super::history::Retention;
+use super::*;
+use crate::engine::memory::MemoryEngine;
+use portcullis_protocol::body::PinKind;
+use portcullis_protocol::store::{History, HistoryBucket, HistoryPoint};
+use std::sync::Arc;
+use std::time::Duration;
+
+const DAY_MS: u64 = 86_400_000;
+
+fn store_with(retention: Retention) -> (Store<Arc<MemoryEngine>>, Arc<MemoryEngine>) {
+    let engine = Arc::new(MemoryEngine::new());
+    let s = Store::open_with(Arc::clone(&engine), StoreOptions { retention }).expect("open");
+    (s, engine)
+}
+
+fn create(s: &Store<impl Engine>, template: &str, token: u8) -> DeviceId {
+    match s.handle(Request::CreateDevice {
+        org: "o".into(),
+        template: template.into(),
+        name: "d".into(),
+        token_hash: [token; 32],
+    }) {
+        Ok(Response::Device(d)) => d.id,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn v(pin: u8) -> PinAddr {
+    PinAddr::new(PinKind::Virtual, pin)
+}
+
+fn write(s: &Store<impl Engine>, device: DeviceId, pin: PinAddr, at_ms: u64, value: &str) {
+    let req = Request::WritePins {
+        writes: vec![PinWrite {
+            device,
+            pin,
+            value: value.as_bytes().to_vec(),
+            at_ms,
+        }],
+    };
+    assert_eq!(s.handle(req), Ok(Response::Done));
+}
+
+fn history(
+    s: &Store<impl Engine>,
+    device: DeviceId,
+    from_ms: u64,
+    to_ms: u64,
+    step_ms: Option<u64>,
+    limit: u32,
+) -> Result<History, StoreError> {
+    s.handle(Request::ReadHistory {
+        device,
+        pin: v(1),
+        from_ms,
+        to_ms,
+        step_ms,
+        limit,
+    })
+    .map(|r| match r {
+        Response::History(h) => h,
+        other => panic!("{other:?}"),
+    })
+}
+
+fn points(h: History) -> (Vec<(u64, String)>, bool) {
+    match h {
+        History::Points { points, more } => (
+            points
+                .into_iter()
+                .map(|HistoryPoint { at_ms, value }| {
+                    (at_ms, String::from_utf8(value).expect("utf8"))
+                })
+                .collect(),
+            more,
+        ),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn every_write_is_kept_in_time_order_and_ranges_page() {
+    let (s, _) = store_with(Retention::default());
+    let now = unix_ms();
+    let d = create(&s, "T", 1);
+    let other = create(&s, "T", 2);
+    for i in 0..10u64 {
+        write(&s, d, v(1), now + i * 10, &i.to_string());
+    }
+    // Same millisecond twice: both kept.
+    write(&s, d, v(1), now + 90, "again");
+    write(&s, d, v(2), now + 5, "other pin");
+    write(&s, other, v(1), now + 5, "other device");
+
+    let (all, more) = points(history(&s, d, now, now + 1000, None, 100).expect("read"));
+    assert!(!more);
+    assert_eq!(all.len(), 11);
+    assert_eq!(all[0], (now, "0".into()));
+    assert_eq!(all[9], (now + 90, "9".into()));
+    assert_eq!(all[10], (now + 90, "again".into()));
+
+    let (range, _) = points(history(&s, d, now + 20, now + 50, None, 100).expect("read"));
+    assert_eq!(
+        range.iter().map(|p| p.1.as_str()).collect::<Vec<_>>(),
+        ["2", "3", "4"],
+        "from inclusive, to exclusive"
+    );
+    let (page, more) = points(history(&s, d, now, now + 1000, None, 4).expect("read"));
+    assert_eq!((page.len(), more), (4, true));
+    let (rest, more) = points(history(&s, d, now + 31, now + 1000, None, 100).expect("read"));
+    assert_eq!((rest.len(), more), (7, false));
+    // The latest value is still the plain pin value.
+    assert!(matches!(
+        s.handle(Request::ReadPins { device: d, pins: Some(vec![v(1)]) }),
+        Ok(Response::Pins(p)) if p[0].value == b"again"
+    ));
+}
+
+#[test]
+fn buckets_hold_min_max_avg_of_numeric_values() {
+    let (s, _) = store_with(Retention::default());
+    let t0 = unix_ms() / 1000 * 1000;
+    let d = create(&s, "T", 1);
+    for (offset, value) in [
+        (0, "1"),
+        (100, "3"),
+        (999, "5"),
+        (1000, "off"),
+        (2500, "-2\u{0}7"),
+    ] {
+        write(&s, d, v(1), t0 + offset, value);
+    }
+    let Ok(History::Buckets(buckets)) = history(&s, d, t0, t0 + 3000, Some(1000), 0) else {
+        panic!("buckets expected");
+    };
+    assert_eq!(
+        buckets,
+        vec![
+            HistoryBucket {
+                start_ms: t0,
+                count: 3,
+                min: 1.0,
+                max: 5.0,
+                avg: 3.0
+            },
+            HistoryBucket {
+                start_ms: t0 + 2000,
+                count: 1,
+                min: -2.0,
+                max: -2.0,
+                avg: -2.0
+            },
+        ],
+        "the non-numeric bucket is left out; a multi-value write counts its first value"
+    );
+    let err = history(&s, d, t0, t0 + 3000, Some(0), 0);
+    assert!(matches!(err, Err(StoreError::Invalid(m)) if m.contains("step")));
+    let err = history(&s, d, t0, t0 + 1_000_000, Some(1), 0);
+    assert!(matches!(err, Err(StoreError::Invalid(m)) if m.contains("buckets")));
+    let err = history(&s, d, t0, t0, None, 10);
+    assert!(matches!(err, Err(StoreError::Invalid(m)) if m.contains("empty")));
+    assert!(matches!(
+        history(&s, 77, t0, t0 + 1, None, 1),
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+#[test]
+fn retention_applies_per_template_and_compaction_drops_expired_points() {
+    let retention = Retention {
+        default: Duration::from_secs(3 * 86_400),
+        by_template: [
+            ("SHORT".to_owned(), Duration::from_secs(86_400)),
+            ("NONE".to_owned(), Duration::ZERO),
+        ]
+        .into(),
+    };
+    let (s, engine) = store_with(retention);
+    let now = unix_ms();
+    let long = create(&s, "LONG", 1);
+    let short = create(&s, "SHORT", 2);
+    let none = create(&s, "NONE", 3);
+    for d in [long, short, none] {
+        write(&s, d, v(1), now - 2 * DAY_MS, "two days ago");
+        write(&s, d, v(1), now - 1000, "just now");
+    }
+    let count = |d| {
+        points(history(&s, d, 0, now + 1, None, 100).expect("read"))
+            .0
+            .len()
+    };
+    assert_eq!(count(long), 2, "3-day default keeps both");
+    assert_eq!(
+        count(short),
+        1,
+        "1-day template hides the old point at once"
+    );
+    assert_eq!(count(none), 0, "zero retention keeps no history");
+    assert_eq!(
+        engine.scan_prefix(Cf::History, b"").expect("scan").len(),
+        4,
+        "expired, not yet gone"
+    );
+    engine.compact(Cf::History).expect("compact");
+    assert_eq!(
+        engine.scan_prefix(Cf::History, b"").expect("scan").len(),
+        3,
+        "compaction dropped the expired point without the store scanning for it"
+    );
+    assert_eq!(count(short), 1);
+}
