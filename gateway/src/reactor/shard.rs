@@ -4,9 +4,16 @@
 //! calls are pipelined on a non-blocking link, and telemetry is batched once per loop turn.
 
 use super::conn::{Conn, ConnId, Flush, Port, ReadOutcome, Stage, Transition};
+use super::drain::DrainPlan;
+use super::events::ConnectionEvent;
+use super::live::LiveLimits;
 use super::store_link::{Completion, LinkState, StoreLink, Waiter};
 use super::timer::{Tick, TimerWheel};
 use super::{ShardLimits, ShardStats};
+use crate::metrics::shard::{
+    ConnState, LoginResult, Rejection, ShardMetrics, TlsVersion, Transport,
+};
+use crate::security;
 use crate::session::{
     CloseReason, DeviceSession, LoginDecision, Outbox, Sniffed, StoreCall, decide_login, sniff,
 };
@@ -21,7 +28,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub const WAKER: Token = Token(0);
@@ -45,6 +52,8 @@ const MAX_WRITE_BATCH: usize = 4096;
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
 /// Upper bound on the shutdown flush of pending writes to the store.
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(5);
+/// Longest sleep of a draining shard, so closes stay evenly paced.
+const DRAIN_TICK: Duration = Duration::from_millis(20);
 /// Store calls (other than telemetry) queued while the store is away, at most.
 const MAX_QUEUED_CALLS: usize = 65_536;
 
@@ -57,7 +66,10 @@ pub struct ShardSetup {
     pub store_socket: PathBuf,
     pub limits: ShardLimits,
     pub stats: Arc<ShardStats>,
+    pub metrics: Arc<ShardMetrics>,
+    pub live_limits: Arc<LiveLimits>,
     pub shutdown: Arc<AtomicBool>,
+    pub drain_ms: Arc<AtomicU64>,
 }
 
 pub struct Shard {
@@ -71,7 +83,13 @@ pub struct Shard {
     link: StoreLink,
     limits: ShardLimits,
     stats: Arc<ShardStats>,
+    metrics: Arc<ShardMetrics>,
+    live_limits: Arc<LiveLimits>,
+    limits_version: u64,
     shutdown: Arc<AtomicBool>,
+    drain_ms: Arc<AtomicU64>,
+    /// Set once shutdown started: connections are being closed on this schedule.
+    drain: Option<DrainPlan>,
     scratch: Vec<u8>,
     outbox: Outbox,
     telemetry: VecDeque<PinWrite>,
@@ -116,7 +134,12 @@ impl Shard {
             timers: TimerWheel::new(now),
             limits: setup.limits,
             stats: setup.stats,
+            metrics: setup.metrics,
+            live_limits: setup.live_limits,
+            limits_version: 0,
             shutdown: setup.shutdown,
+            drain_ms: setup.drain_ms,
+            drain: None,
             scratch: vec![0; SCRATCH_LEN],
             outbox: Outbox::default(),
             telemetry: VecDeque::new(),
@@ -128,16 +151,21 @@ impl Shard {
         })
     }
 
-    /// Runs until shutdown is requested, then closes every connection and flushes to the store.
+    /// Runs until shutdown is requested and drained (see `drain.rs`), then flushes to the store.
     pub fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         let mut expired = Vec::new();
         let mut completions = Vec::new();
-        while !self.shutdown.load(Ordering::Acquire) {
-            let timeout = if self.backlog.is_empty() {
-                self.timers.next_wakeup(Instant::now())
-            } else {
+        loop {
+            if self.shutdown.load(Ordering::Acquire) && self.drain_step() {
+                break;
+            }
+            let timeout = if !self.backlog.is_empty() {
                 Duration::ZERO
+            } else if self.drain.is_some() {
+                DRAIN_TICK
+            } else {
+                self.timers.next_wakeup(Instant::now())
             };
             if let Err(e) = self
                 .poll
@@ -166,14 +194,60 @@ impl Shard {
                 }
             }
             self.turn(&mut expired, &mut completions);
+            self.metrics.turn_done(
+                self.now.elapsed(),
+                self.telemetry.len(),
+                self.link.outstanding(),
+                self.link.state == LinkState::Up,
+                self.now_ms,
+            );
         }
         self.shut_down(&mut completions);
         Ok(())
     }
 
+    /// One step of the shutdown drain: on the first call the listeners close and the plan is
+    /// made; each call closes the connections due by now. True once none is left (or the
+    /// period is over, when the rest are closed at once).
+    fn drain_step(&mut self) -> bool {
+        if self.drain.is_none() {
+            for (_, listener, _) in &mut self.listeners {
+                let _ = self.poll.registry().deregister(listener);
+            }
+            self.listeners.clear();
+            let period = Duration::from_millis(self.drain_ms.load(Ordering::Acquire));
+            tracing::info!(
+                shard = self.index,
+                connections = self.conns.len(),
+                ?period,
+                "draining: listeners closed, disconnecting devices"
+            );
+            self.drain = Some(DrainPlan::new(Instant::now(), period, self.conns.len()));
+        }
+        let Some(plan) = self.drain.as_mut() else {
+            return true;
+        };
+        let due = plan.due(Instant::now());
+        let deadline = plan.deadline();
+        let open: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| !matches!(c.stage, Stage::Closing(_)))
+            .map(|(k, _)| k)
+            .take(due)
+            .collect();
+        for key in open {
+            self.close(key, CloseReason::Shutdown);
+        }
+        self.conns.is_empty() || Instant::now() >= deadline + CLOSE_LINGER
+    }
+
     /// Work done once per loop turn after the events: backlog, accept retries, completions,
     /// timers, and the telemetry batch for the store.
     fn turn(&mut self, expired: &mut Vec<ConnId>, completions: &mut Vec<Completion>) {
+        if let Some(limits) = self.live_limits.changed_since(&mut self.limits_version) {
+            self.limits = limits;
+        }
         for key in std::mem::take(&mut self.backlog) {
             self.conn_event(key, true, false);
         }
@@ -215,6 +289,7 @@ impl Shard {
         while !self.telemetry.is_empty() {
             let n = self.telemetry.len().min(MAX_WRITE_BATCH);
             let writes: Vec<PinWrite> = self.telemetry.drain(..n).collect();
+            self.metrics.write_batch.observe(n as u64);
             self.link
                 .submit(Request::WritePins { writes }, Waiter::None);
         }
@@ -235,6 +310,7 @@ impl Shard {
                 Err(e) => {
                     // EMFILE/ENFILE and friends: pause instead of spinning on a full backlog.
                     tracing::warn!(shard = self.index, error = %e, "accept failed; pausing accepts");
+                    self.metrics.reject(Rejection::AcceptFailed);
                     self.accept_paused_until = Some(self.now + ACCEPT_PAUSE);
                     return;
                 }
@@ -298,6 +374,8 @@ impl Shard {
             deadline,
         );
         self.stats.connections_open.fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .conn_moved(transport(port), None, Some(ConnState::PreAuth));
         tracing::debug!(shard = self.index, %peer, ?port, "accepted");
     }
 
@@ -376,16 +454,26 @@ impl Shard {
                 }
             }
             if let Err(e) = tls.process_new_packets() {
+                let version = TlsVersion::of(tls.protocol_version());
                 // rustls queued a fatal alert (e.g. protocol_version for a TLS 1.1 client): it must
                 // reach the peer before the socket closes.
                 let _ = conn.flush();
-                tracing::warn!(target: "security", peer = %conn.peer, reason = %e, "TLS handshake refused");
+                security::record(
+                    "reactor",
+                    &ConnectionEvent::TlsRefused {
+                        peer: conn.peer,
+                        reason: e.to_string(),
+                    },
+                );
                 self.stats.tls_refused.fetch_add(1, Ordering::Relaxed);
+                self.metrics.tls_handshake(version, false);
                 self.close(key, CloseReason::Tls(e.to_string()));
                 break;
             }
             if matches!(conn.stage, Stage::TlsHandshake) && !tls.is_handshaking() {
                 tracing::debug!(peer = %conn.peer, version = ?tls.protocol_version(), "TLS handshake done");
+                self.metrics
+                    .tls_handshake(TlsVersion::of(tls.protocol_version()), true);
                 conn.stage = std::mem::replace(&mut conn.stage, Stage::Sniff)
                     .upgrade(Transition::HandshakeDone);
             }
@@ -426,6 +514,7 @@ impl Shard {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
+        self.metrics.bytes_in(transport(conn.port), data.len());
         let mut held = std::mem::take(&mut conn.inbuf);
         if held.is_empty() {
             let used = self.process(key, data);
@@ -498,7 +587,14 @@ impl Shard {
                                     .push(StoreCall::Authenticate { token_hash, msg_id });
                             }
                             LoginDecision::RefuseToken { msg_id, reason } => {
-                                tracing::warn!(target: "security", peer = %conn.peer, reason, "device login refused");
+                                security::record(
+                                    "reactor",
+                                    &ConnectionEvent::MalformedToken {
+                                        peer: conn.peer,
+                                        reason: reason.to_string(),
+                                    },
+                                );
+                                self.metrics.login(LoginResult::MalformedToken);
                                 self.outbox.response(msg_id, Status::InvalidToken);
                                 self.outbox.close(CloseReason::InvalidToken);
                                 break;
@@ -520,6 +616,7 @@ impl Shard {
                     Ok(Decoded::Frame { frame, consumed }) => {
                         pos += consumed;
                         active = true;
+                        self.metrics.message_in(frame.command.code());
                         session.on_frame(&frame, &mut self.outbox);
                     }
                 },
@@ -549,7 +646,10 @@ impl Shard {
             return;
         };
         let mut failure = None;
+        let via = transport(conn.port);
         for bytes in outbox.frames() {
+            self.metrics.frame_out(bytes);
+            self.metrics.bytes_out(via, bytes.len());
             match conn.send_frame(bytes) {
                 Flush::Failed(e) => {
                     failure = Some(CloseReason::Io(e));
@@ -670,6 +770,7 @@ impl Shard {
 
     /// A store reply for a connection that may have gone (then it is dropped).
     fn complete(&mut self, done: Completion) {
+        self.metrics.store_latency.observe_duration(done.elapsed);
         self.stats
             .pins_stored
             .fetch_add(done.pins_written as u64, Ordering::Relaxed);
@@ -699,13 +800,18 @@ impl Shard {
             }
             (Waiter::Login { .. }, Ok(Response::Authenticated(None))) => {
                 let conn = &self.conns[key];
-                tracing::warn!(target: "security", peer = %conn.peer, "device login with an unknown token");
+                security::record(
+                    "reactor",
+                    &ConnectionEvent::InvalidToken { peer: conn.peer },
+                );
                 self.stats.logins_refused.fetch_add(1, Ordering::Relaxed);
+                self.metrics.login(LoginResult::InvalidToken);
                 self.outbox.response(msg_id, Status::InvalidToken);
                 self.outbox.close(CloseReason::InvalidToken);
             }
             (Waiter::Login { .. }, other) => {
                 tracing::error!(result = ?other, "store failed a login lookup");
+                self.metrics.login(LoginResult::StoreError);
                 self.outbox.response(msg_id, Status::ServerError);
                 self.outbox.close(CloseReason::StoreUnavailable);
             }
@@ -744,6 +850,12 @@ impl Shard {
         advance(&mut conn.stage, Transition::Authenticated(session));
         conn.deadline = self.timers.deadline_after(self.now, timeout);
         self.stats.logins_ok.fetch_add(1, Ordering::Relaxed);
+        self.metrics.login(LoginResult::Ok);
+        self.metrics.conn_moved(
+            transport(conn.port),
+            Some(ConnState::PreAuth),
+            Some(ConnState::Authenticated),
+        );
         tracing::info!(shard = self.index, peer = %conn.peer, device, "device logged in");
         let addr = conn.peer.to_string();
         self.outbox.clear();
@@ -803,6 +915,17 @@ impl Shard {
             _ => None,
         };
         let peer = conn.peer;
+        let from = if device.is_some() {
+            ConnState::Authenticated
+        } else {
+            ConnState::PreAuth
+        };
+        self.metrics
+            .conn_moved(transport(conn.port), Some(from), Some(ConnState::Closing));
+        if device.is_none() {
+            self.rejected_before_login(peer, &reason);
+        }
+        let conn = &mut self.conns[key];
         advance(&mut conn.stage, Transition::Close(reason.clone()));
         if let Some(tls) = conn.tls.as_mut()
             && !matches!(reason, CloseReason::Tls(_))
@@ -846,6 +969,8 @@ impl Shard {
         };
         let _ = self.poll.registry().deregister(&mut conn.socket);
         self.stats.connections_open.fetch_sub(1, Ordering::Relaxed);
+        self.metrics
+            .conn_moved(transport(conn.port), Some(ConnState::Closing), None);
     }
 
     /// Stops accepting, closes every connection, and waits (bounded) until the store has
@@ -891,6 +1016,50 @@ impl Shard {
                 "shard stopped; every write acknowledged by the store"
             );
         }
+    }
+}
+
+impl Shard {
+    /// Counts (and, for the reasons worth an operator's eye, logs to the security log) a
+    /// connection closed before it logged in.
+    fn rejected_before_login(&self, peer: std::net::SocketAddr, reason: &CloseReason) {
+        let rejection = match reason {
+            CloseReason::Tls(_) => Rejection::TlsHandshake,
+            CloseReason::UnknownProtocol => Rejection::UnknownProtocol,
+            CloseReason::NotALogin(_) => Rejection::NotALogin,
+            CloseReason::Malformed(_) => Rejection::Malformed,
+            CloseReason::InvalidToken => Rejection::InvalidToken,
+            CloseReason::LoginTimeout => Rejection::LoginTimeout,
+            CloseReason::PreAuthBufferFull { .. } => Rejection::PreAuthBufferFull,
+            CloseReason::StoreUnavailable => Rejection::StoreUnavailable,
+            // Not a rejection: the peer left, the socket failed, or we are shutting down.
+            CloseReason::PeerClosed
+            | CloseReason::Io(_)
+            | CloseReason::Shutdown
+            | CloseReason::HeartbeatTimeout { .. }
+            | CloseReason::SlowReader { .. } => return,
+        };
+        self.metrics.reject(rejection);
+        // TLS refusals and token failures have their own, more specific events.
+        if !matches!(
+            rejection,
+            Rejection::TlsHandshake | Rejection::InvalidToken | Rejection::StoreUnavailable
+        ) {
+            security::record(
+                "reactor",
+                &ConnectionEvent::PreAuthRejected {
+                    peer,
+                    reason: reason.to_string(),
+                },
+            );
+        }
+    }
+}
+
+fn transport(port: Port) -> Transport {
+    match port {
+        Port::Tls => Transport::Tls,
+        Port::Plain => Transport::Plain,
     }
 }
 

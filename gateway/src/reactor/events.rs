@@ -1,0 +1,66 @@
+//! Security events raised by the reactor about connections: refused TLS handshakes, invalid or
+//! malformed device tokens, and peers turned away before login. Rendered by `crate::security`.
+
+use crate::security::SecurityEvent;
+use std::net::SocketAddr;
+
+#[derive(Debug, Clone)]
+pub enum ConnectionEvent {
+    /// The TLS handshake failed (e.g. a TLS 1.1 client, or garbage on the TLS port).
+    TlsRefused { peer: SocketAddr, reason: String },
+    /// A well-formed token the store does not know.
+    InvalidToken { peer: SocketAddr },
+    /// A login whose token is not a token at all.
+    MalformedToken { peer: SocketAddr, reason: String },
+    /// Closed before login for another reason (not a login, unknown protocol, deadline, buffer).
+    PreAuthRejected { peer: SocketAddr, reason: String },
+}
+
+impl SecurityEvent for ConnectionEvent {
+    fn kind(&self) -> &'static str {
+        match self {
+            ConnectionEvent::TlsRefused { .. } => "tls_refused",
+            ConnectionEvent::InvalidToken { .. } => "invalid_device_token",
+            ConnectionEvent::MalformedToken { .. } => "malformed_device_token",
+            ConnectionEvent::PreAuthRejected { .. } => "pre_auth_rejected",
+        }
+    }
+
+    fn source(&self) -> Option<std::net::IpAddr> {
+        match self {
+            ConnectionEvent::TlsRefused { peer, .. }
+            | ConnectionEvent::InvalidToken { peer }
+            | ConnectionEvent::MalformedToken { peer, .. }
+            | ConnectionEvent::PreAuthRejected { peer, .. } => Some(peer.ip()),
+        }
+    }
+
+    fn subject(&self) -> String {
+        match self {
+            ConnectionEvent::TlsRefused { peer, .. }
+            | ConnectionEvent::PreAuthRejected { peer, .. } => format!("connection from {peer}"),
+            ConnectionEvent::InvalidToken { peer }
+            | ConnectionEvent::MalformedToken { peer, .. } => {
+                format!("device login from {peer}")
+            }
+        }
+    }
+
+    fn reason(&self) -> String {
+        match self {
+            ConnectionEvent::TlsRefused { reason, .. }
+            | ConnectionEvent::MalformedToken { reason, .. }
+            | ConnectionEvent::PreAuthRejected { reason, .. } => reason.clone(),
+            ConnectionEvent::InvalidToken { .. } => "no device has this token".into(),
+        }
+    }
+
+    fn message(&self) -> &'static str {
+        match self {
+            ConnectionEvent::TlsRefused { .. } => "TLS handshake refused",
+            ConnectionEvent::InvalidToken { .. } => "device login with an unknown token",
+            ConnectionEvent::MalformedToken { .. } => "device login refused",
+            ConnectionEvent::PreAuthRejected { .. } => "connection rejected before login",
+        }
+    }
+}
