@@ -14,6 +14,9 @@ pub enum ConnectionEvent {
     MalformedToken { peer: SocketAddr, reason: String },
     /// Closed before login for another reason (not a login, unknown protocol, deadline, buffer).
     PreAuthRejected { peer: SocketAddr, reason: String },
+    /// The login throttle blocked an attempt from this address (raised by the throttle, with
+    /// `ShardMetrics::login_throttled` for the counters).
+    LoginThrottled { peer: SocketAddr, reason: String },
 }
 
 impl SecurityEvent for ConnectionEvent {
@@ -23,6 +26,7 @@ impl SecurityEvent for ConnectionEvent {
             ConnectionEvent::InvalidToken { .. } => "invalid_device_token",
             ConnectionEvent::MalformedToken { .. } => "malformed_device_token",
             ConnectionEvent::PreAuthRejected { .. } => "pre_auth_rejected",
+            ConnectionEvent::LoginThrottled { .. } => "login_throttled",
         }
     }
 
@@ -31,7 +35,8 @@ impl SecurityEvent for ConnectionEvent {
             ConnectionEvent::TlsRefused { peer, .. }
             | ConnectionEvent::InvalidToken { peer }
             | ConnectionEvent::MalformedToken { peer, .. }
-            | ConnectionEvent::PreAuthRejected { peer, .. } => Some(peer.ip()),
+            | ConnectionEvent::PreAuthRejected { peer, .. }
+            | ConnectionEvent::LoginThrottled { peer, .. } => Some(peer.ip()),
         }
     }
 
@@ -40,7 +45,8 @@ impl SecurityEvent for ConnectionEvent {
             ConnectionEvent::TlsRefused { peer, .. }
             | ConnectionEvent::PreAuthRejected { peer, .. } => format!("connection from {peer}"),
             ConnectionEvent::InvalidToken { peer }
-            | ConnectionEvent::MalformedToken { peer, .. } => {
+            | ConnectionEvent::MalformedToken { peer, .. }
+            | ConnectionEvent::LoginThrottled { peer, .. } => {
                 format!("device login from {peer}")
             }
         }
@@ -50,7 +56,8 @@ impl SecurityEvent for ConnectionEvent {
         match self {
             ConnectionEvent::TlsRefused { reason, .. }
             | ConnectionEvent::MalformedToken { reason, .. }
-            | ConnectionEvent::PreAuthRejected { reason, .. } => reason.clone(),
+            | ConnectionEvent::PreAuthRejected { reason, .. }
+            | ConnectionEvent::LoginThrottled { reason, .. } => reason.clone(),
             ConnectionEvent::InvalidToken { .. } => "no device has this token".into(),
         }
     }
@@ -61,6 +68,7 @@ impl SecurityEvent for ConnectionEvent {
             ConnectionEvent::InvalidToken { .. } => "device login with an unknown token",
             ConnectionEvent::MalformedToken { .. } => "device login refused",
             ConnectionEvent::PreAuthRejected { .. } => "connection rejected before login",
+            ConnectionEvent::LoginThrottled { .. } => "device login throttled",
         }
     }
 }
