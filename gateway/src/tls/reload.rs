@@ -298,3 +298,128 @@ impl CertReloader {
             })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tls::ensure_dev_certificate;
+
+    /// A fresh development certificate in `dir`, issued by the CA already there (if any).
+    fn issue(dir: &Path) -> crate::tls::CertPaths {
+        let _ = std::fs::remove_file(dir.join("server.pem"));
+        let _ = std::fs::remove_file(dir.join("server.key"));
+        ensure_dev_certificate(dir, &[]).expect("issues")
+    }
+
+    #[test]
+    fn a_valid_new_pair_is_swapped_in_and_a_bad_one_refused_keeping_the_old() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let paths = issue(dir.path());
+        let global = Arc::new(GlobalMetrics::default());
+        let reloader = CertReloader::new(&paths.cert, &paths.key, global.clone()).expect("loads");
+        let first = fingerprint(&reloader.current());
+        assert!(global.cert_not_after.load(Ordering::Relaxed) > 0);
+        assert!(matches!(
+            reloader.reload_if_changed(),
+            ReloadOutcome::Unchanged
+        ));
+
+        // Garbage in the certificate file: refused, the first pair still served.
+        std::fs::write(&paths.cert, "-----BEGIN CERTIFICATE-----\n!!\n").expect("writes");
+        assert!(matches!(
+            reloader.reload(Trigger::Signal),
+            ReloadOutcome::Refused(_)
+        ));
+        assert_eq!(fingerprint(&reloader.current()), first);
+        assert!(
+            matches!(reloader.reload_if_changed(), ReloadOutcome::Unchanged),
+            "a refused pair is not retried until the files change again"
+        );
+
+        // A key that belongs to another certificate: refused.
+        let other = tempfile::tempdir().expect("tempdir");
+        let foreign = issue(other.path());
+        std::fs::copy(&foreign.cert, &paths.cert).expect("copies");
+        match reloader.reload_if_changed() {
+            ReloadOutcome::Refused(TlsError::KeyMismatch { .. }) => {}
+            other => panic!("expected a key mismatch, got {other:?}"),
+        }
+        assert_eq!(fingerprint(&reloader.current()), first);
+
+        // A proper new pair: swapped in.
+        let renewed = issue(dir.path());
+        match reloader.reload_if_changed() {
+            ReloadOutcome::Reloaded { fingerprint: new } => assert_ne!(new, first),
+            other => panic!("expected a reload, got {other:?}"),
+        }
+        assert_ne!(fingerprint(&reloader.current()), first);
+        assert_eq!(global.cert_reloads_ok.load(Ordering::Relaxed), 1);
+        assert_eq!(global.cert_reloads_refused.load(Ordering::Relaxed), 2);
+
+        // New paths that do not load leave the served pair and the watched paths alone.
+        let served = fingerprint(&reloader.current());
+        assert!(matches!(
+            reloader.set_paths(Path::new("/nonexistent.pem"), &renewed.key),
+            ReloadOutcome::Refused(TlsError::Read { .. })
+        ));
+        assert_eq!(fingerprint(&reloader.current()), served);
+        assert!(matches!(
+            reloader.reload(Trigger::Signal),
+            ReloadOutcome::Reloaded { .. }
+        ));
+    }
+
+    /// Runs a TLS handshake in memory; returns the leaf certificate the client was served.
+    fn handshake(server_config: Arc<ServerConfig>, ca: &Path) -> Vec<u8> {
+        use rustls_pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pki_types::CertificateDer::pem_file_iter(ca).expect("ca") {
+            roots.add(cert.expect("pem")).expect("root");
+        }
+        let client_config = rustls::ClientConfig::builder_with_provider(crypto_provider())
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
+        let mut client =
+            rustls::ClientConnection::new(Arc::new(client_config), name).expect("client");
+        let mut server = rustls::ServerConnection::new(server_config).expect("server");
+        let mut wire = Vec::new();
+        for _ in 0..10 {
+            wire.clear();
+            client.write_tls(&mut wire).expect("client writes");
+            server.read_tls(&mut wire.as_slice()).expect("server reads");
+            server.process_new_packets().expect("server accepts");
+            wire.clear();
+            server.write_tls(&mut wire).expect("server writes");
+            client.read_tls(&mut wire.as_slice()).expect("client reads");
+            client.process_new_packets().expect("client accepts");
+            if !client.is_handshaking() {
+                break;
+            }
+        }
+        assert!(!client.is_handshaking(), "handshake did not finish");
+        client.peer_certificates().expect("served a certificate")[0]
+            .as_ref()
+            .to_vec()
+    }
+
+    #[test]
+    fn new_handshakes_on_the_same_server_config_get_the_reloaded_certificate() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let paths = issue(dir.path());
+        let reloader = CertReloader::new(&paths.cert, &paths.key, Arc::default()).expect("loads");
+        let config = reloader.server_config().expect("config");
+        let first = handshake(config.clone(), &paths.ca);
+        assert_eq!(first, reloader.current().cert[0].as_ref());
+        issue(dir.path());
+        assert!(matches!(
+            reloader.reload(Trigger::Signal),
+            ReloadOutcome::Reloaded { .. }
+        ));
+        let second = handshake(config, &paths.ca);
+        assert_ne!(first, second);
+        assert_eq!(second, reloader.current().cert[0].as_ref());
+    }
+}
