@@ -1,13 +1,14 @@
-//! One client connection as the shard sees it: its socket, its transport (plain or rustls), its
-//! stage, and the few bytes it holds while they are in flight. This file owns the socket IO of a
-//! connection; the stages in `session/` never see the socket.
+//! One client connection as the shard sees it: its socket, its TLS session if any, its stage, and
+//! the few bytes it holds while they are in flight. This file owns the socket IO of a connection;
+//! the stages in `session/` and the TLS session never see the socket.
 //!
 //! An idle logged-in connection holds no buffer: `inbuf` only keeps the tail of a frame that
-//! arrived in pieces and `outq` only exists while the kernel refuses our writes.
+//! arrived in pieces, the TLS session only the tail of an incomplete record, and `outq` only
+//! exists while the kernel refuses our writes.
 
+use super::tls_session::TlsSession;
 use crate::session::{CloseReason, DeviceSession};
 use mio::net::TcpStream;
-use rustls::ServerConnection;
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
@@ -115,8 +116,8 @@ pub struct Conn {
     pub socket: TcpStream,
     pub peer: SocketAddr,
     pub port: Port,
-    /// rustls state, boxed so plain connections pay one pointer for it.
-    pub tls: Option<Box<ServerConnection>>,
+    /// TLS state, boxed so plain connections pay one pointer for it.
+    pub tls: Option<Box<TlsSession>>,
     pub stage: Stage,
     /// Tail of a partially received frame; empty (no allocation) otherwise.
     pub inbuf: Vec<u8>,
@@ -145,40 +146,39 @@ impl Conn {
         }
     }
 
-    /// Queues one frame and tries to write it. Plain frames each get their own `write`; TLS frames
-    /// each become one record.
-    pub fn send_frame(&mut self, frame: &[u8]) -> Flush {
+    /// Sends one frame: plain frames each get their own `write`, TLS frames each become one record
+    /// (encrypted into `cipher_scratch`, which the shard lends to avoid an allocation per frame).
+    pub fn send_frame(&mut self, frame: &[u8], cipher_scratch: &mut Vec<u8>) -> Flush {
         if let Some(tls) = self.tls.as_mut() {
-            if let Err(e) = tls.writer().write_all(frame) {
+            cipher_scratch.clear();
+            if let Err(e) = tls.encrypt(frame, cipher_scratch) {
                 return Flush::Failed(e.to_string());
             }
+            return self.send_bytes(cipher_scratch);
+        }
+        self.send_bytes(frame)
+    }
+
+    /// Writes `bytes` at once if nothing is queued before them, and queues what the kernel does
+    /// not take. Each call's bytes go out in a `write` of their own.
+    pub fn send_bytes(&mut self, bytes: &[u8]) -> Flush {
+        if bytes.is_empty() {
             return self.flush();
         }
         if self.outq.is_none() {
-            match write_some(&mut self.socket, frame) {
-                Ok(n) if n == frame.len() => return Flush::Done,
-                Ok(n) => self.outq.get_or_insert_default().push(frame[n..].to_vec()),
+            match write_some(&mut self.socket, bytes) {
+                Ok(n) if n == bytes.len() => return Flush::Done,
+                Ok(n) => self.outq.get_or_insert_default().push(bytes[n..].to_vec()),
                 Err(e) => return Flush::Failed(e),
             }
             return Flush::Blocked;
         }
-        self.outq.get_or_insert_default().push(frame.to_vec());
+        self.outq.get_or_insert_default().push(bytes.to_vec());
         self.flush()
     }
 
-    /// Writes whatever is queued, frame by frame (plain) or record by record (TLS).
+    /// Writes whatever is queued, in order, one queued piece per `write`.
     pub fn flush(&mut self) -> Flush {
-        if let Some(tls) = self.tls.as_mut() {
-            while tls.wants_write() {
-                match tls.write_tls(&mut self.socket) {
-                    Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Flush::Blocked,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Flush::Failed(e.to_string()),
-                }
-            }
-            return Flush::Done;
-        }
         let Some(queue) = self.outq.as_mut() else {
             return Flush::Done;
         };

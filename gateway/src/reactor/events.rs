@@ -8,6 +8,8 @@ use std::net::SocketAddr;
 pub enum ConnectionEvent {
     /// The TLS handshake failed (e.g. a TLS 1.1 client, or garbage on the TLS port).
     TlsRefused { peer: SocketAddr, reason: String },
+    /// An established TLS session was broken by the peer (bad record, protocol violation).
+    TlsBroken { peer: SocketAddr, reason: String },
     /// A well-formed token the store does not know.
     InvalidToken { peer: SocketAddr },
     /// A login whose token is not a token at all.
@@ -23,6 +25,7 @@ impl SecurityEvent for ConnectionEvent {
     fn kind(&self) -> &'static str {
         match self {
             ConnectionEvent::TlsRefused { .. } => "tls_refused",
+            ConnectionEvent::TlsBroken { .. } => "tls_broken",
             ConnectionEvent::InvalidToken { .. } => "invalid_device_token",
             ConnectionEvent::MalformedToken { .. } => "malformed_device_token",
             ConnectionEvent::PreAuthRejected { .. } => "pre_auth_rejected",
@@ -33,6 +36,7 @@ impl SecurityEvent for ConnectionEvent {
     fn source(&self) -> Option<std::net::IpAddr> {
         match self {
             ConnectionEvent::TlsRefused { peer, .. }
+            | ConnectionEvent::TlsBroken { peer, .. }
             | ConnectionEvent::InvalidToken { peer }
             | ConnectionEvent::MalformedToken { peer, .. }
             | ConnectionEvent::PreAuthRejected { peer, .. }
@@ -43,6 +47,7 @@ impl SecurityEvent for ConnectionEvent {
     fn subject(&self) -> String {
         match self {
             ConnectionEvent::TlsRefused { peer, .. }
+            | ConnectionEvent::TlsBroken { peer, .. }
             | ConnectionEvent::PreAuthRejected { peer, .. } => format!("connection from {peer}"),
             ConnectionEvent::InvalidToken { peer }
             | ConnectionEvent::MalformedToken { peer, .. }
@@ -55,6 +60,7 @@ impl SecurityEvent for ConnectionEvent {
     fn reason(&self) -> String {
         match self {
             ConnectionEvent::TlsRefused { reason, .. }
+            | ConnectionEvent::TlsBroken { reason, .. }
             | ConnectionEvent::MalformedToken { reason, .. }
             | ConnectionEvent::PreAuthRejected { reason, .. }
             | ConnectionEvent::LoginThrottled { reason, .. } => reason.clone(),
@@ -65,6 +71,7 @@ impl SecurityEvent for ConnectionEvent {
     fn message(&self) -> &'static str {
         match self {
             ConnectionEvent::TlsRefused { .. } => "TLS handshake refused",
+            ConnectionEvent::TlsBroken { .. } => "TLS session broken by the peer",
             ConnectionEvent::InvalidToken { .. } => "device login with an unknown token",
             ConnectionEvent::MalformedToken { .. } => "device login refused",
             ConnectionEvent::PreAuthRejected { .. } => "connection rejected before login",

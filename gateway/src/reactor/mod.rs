@@ -10,6 +10,7 @@ pub mod live;
 pub mod shard;
 pub mod store_link;
 pub mod timer;
+pub mod tls_session;
 
 use crate::metrics::shard::ShardMetrics;
 use crate::session::SessionLimits;

@@ -9,6 +9,7 @@ use super::events::ConnectionEvent;
 use super::live::LiveLimits;
 use super::store_link::{Completion, LinkState, StoreLink, Waiter};
 use super::timer::{Tick, TimerWheel};
+use super::tls_session::{TlsError, TlsSession};
 use super::{ShardLimits, ShardStats};
 use crate::metrics::shard::{
     ConnState, LoginResult, Rejection, ShardMetrics, TlsVersion, Transport,
@@ -91,6 +92,10 @@ pub struct Shard {
     /// Set once shutdown started: connections are being closed on this schedule.
     drain: Option<DrainPlan>,
     scratch: Vec<u8>,
+    /// Decrypted bytes of one TLS read, handed to the stage machine.
+    plaintext: Vec<u8>,
+    /// TLS records on their way to one socket (handshake, alerts, encrypted frames).
+    ciphertext: Vec<u8>,
     outbox: Outbox,
     telemetry: VecDeque<PinWrite>,
     /// Connections that still had bytes to read when their budget ran out.
@@ -141,6 +146,8 @@ impl Shard {
             drain_ms: setup.drain_ms,
             drain: None,
             scratch: vec![0; SCRATCH_LEN],
+            plaintext: Vec::new(),
+            ciphertext: Vec::new(),
             outbox: Outbox::default(),
             telemetry: VecDeque::new(),
             backlog: Vec::new(),
@@ -328,11 +335,8 @@ impl Shard {
         }
         let (tls, stage) = match port {
             Port::Plain => (None, Stage::Sniff),
-            Port::Tls => match rustls::ServerConnection::new(self.tls_config.clone()) {
-                Ok(mut tls) => {
-                    tls.set_buffer_limit(Some(self.limits.outbound_queue_bytes));
-                    (Some(Box::new(tls)), Stage::TlsHandshake)
-                }
+            Port::Tls => match TlsSession::new(self.tls_config.clone()) {
+                Ok(tls) => (Some(Box::new(tls)), Stage::TlsHandshake),
                 Err(e) => {
                     tracing::error!(%peer, error = %e, "cannot start a TLS session");
                     return;
@@ -394,15 +398,12 @@ impl Shard {
             }
         }
         if readable {
-            if self.conns[key].tls.is_some() {
-                self.read_tls(key);
-            } else {
-                self.read_plain(key);
-            }
+            self.read(key);
         }
     }
 
-    fn read_plain(&mut self, key: usize) {
+    /// Reads until the socket is drained or the connection's budget for this wake-up is spent.
+    fn read(&mut self, key: usize) {
         let mut scratch = std::mem::take(&mut self.scratch);
         for budget in (0..READ_BUDGET).rev() {
             let Some(conn) = self.conns.get_mut(key) else {
@@ -412,6 +413,9 @@ impl Shard {
                 break;
             }
             match conn.read_plain(&mut scratch) {
+                ReadOutcome::Data(n) if conn.tls.is_some() => {
+                    self.on_ciphertext(key, &mut scratch[..n])
+                }
                 ReadOutcome::Data(n) => self.on_bytes(key, &scratch[..n]),
                 ReadOutcome::WouldBlock => break,
                 ReadOutcome::Eof => {
@@ -430,83 +434,67 @@ impl Shard {
         self.scratch = scratch;
     }
 
-    fn read_tls(&mut self, key: usize) {
-        let mut scratch = std::mem::take(&mut self.scratch);
-        for budget in (0..READ_BUDGET).rev() {
-            let Some(conn) = self.conns.get_mut(key) else {
-                break;
-            };
-            if matches!(conn.stage, Stage::Closing(_)) {
-                break;
-            }
-            let Some(tls) = conn.tls.as_mut() else { break };
-            match tls.read_tls(&mut conn.socket) {
-                Ok(0) => {
-                    self.close(key, CloseReason::PeerClosed);
-                    break;
+    /// Runs received TLS records through the connection's session: handshake replies go out at
+    /// once, decrypted bytes go to the stage machine.
+    fn on_ciphertext(&mut self, key: usize, data: &mut [u8]) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let Some(tls) = conn.tls.as_mut() else {
+            return;
+        };
+        let mut plaintext = std::mem::take(&mut self.plaintext);
+        plaintext.clear();
+        self.ciphertext.clear();
+        let received = tls.receive(data, &mut plaintext, &mut self.ciphertext);
+        let handshake_done = received.as_ref().is_ok_and(|r| r.handshake_done);
+        let version = tls.protocol_version();
+        // Whatever rustls produced (handshake records, or the fatal alert after an error) must
+        // reach the peer before anything else happens to the connection.
+        let sent = conn.send_bytes(&self.ciphertext);
+        match received {
+            Err(e) => {
+                let refused_handshake = matches!(conn.stage, Stage::TlsHandshake);
+                if refused_handshake {
+                    security::record(
+                        "reactor",
+                        &ConnectionEvent::TlsRefused {
+                            peer: conn.peer,
+                            reason: e.to_string(),
+                        },
+                    );
+                    self.stats.tls_refused.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.tls_handshake(TlsVersion::of(version), false);
+                } else if !matches!(e, TlsError::Internal(_)) {
+                    security::record(
+                        "reactor",
+                        &ConnectionEvent::TlsBroken {
+                            peer: conn.peer,
+                            reason: e.to_string(),
+                        },
+                    );
                 }
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    self.close(key, CloseReason::Io(e.to_string()));
-                    break;
-                }
-            }
-            if let Err(e) = tls.process_new_packets() {
-                let version = TlsVersion::of(tls.protocol_version());
-                // rustls queued a fatal alert (e.g. protocol_version for a TLS 1.1 client): it must
-                // reach the peer before the socket closes.
-                let _ = conn.flush();
-                security::record(
-                    "reactor",
-                    &ConnectionEvent::TlsRefused {
-                        peer: conn.peer,
-                        reason: e.to_string(),
-                    },
-                );
-                self.stats.tls_refused.fetch_add(1, Ordering::Relaxed);
-                self.metrics.tls_handshake(version, false);
                 self.close(key, CloseReason::Tls(e.to_string()));
-                break;
             }
-            if matches!(conn.stage, Stage::TlsHandshake) && !tls.is_handshaking() {
-                tracing::debug!(peer = %conn.peer, version = ?tls.protocol_version(), "TLS handshake done");
-                self.metrics
-                    .tls_handshake(TlsVersion::of(tls.protocol_version()), true);
-                conn.stage = std::mem::replace(&mut conn.stage, Stage::Sniff)
-                    .upgrade(Transition::HandshakeDone);
-            }
-            while let Some(tls) = self.conns.get_mut(key).and_then(|c| c.tls.as_mut()) {
-                match io::Read::read(&mut tls.reader(), &mut scratch) {
-                    Ok(0) => {
-                        self.close(key, CloseReason::PeerClosed);
-                        break;
+            Ok(received) => {
+                if handshake_done {
+                    tracing::debug!(peer = %conn.peer, ?version, "TLS handshake done");
+                    self.metrics.tls_handshake(TlsVersion::of(version), true);
+                    advance(&mut conn.stage, Transition::HandshakeDone);
+                }
+                if let Flush::Failed(e) = sent {
+                    self.close(key, CloseReason::Io(e));
+                } else {
+                    if !plaintext.is_empty() {
+                        self.on_bytes(key, &plaintext);
                     }
-                    Ok(n) => self.on_bytes(key, &scratch[..n]),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    if received.peer_closed {
                         self.close(key, CloseReason::PeerClosed);
-                        break;
-                    }
-                    Err(e) => {
-                        self.close(key, CloseReason::Io(e.to_string()));
-                        break;
                     }
                 }
-            }
-            let Some(conn) = self.conns.get_mut(key) else {
-                break;
-            };
-            if let Flush::Failed(e) = conn.flush() {
-                self.close(key, CloseReason::Io(e));
-                break;
-            }
-            if budget == 0 {
-                self.backlog.push(key);
             }
         }
-        self.scratch = scratch;
+        self.plaintext = plaintext;
     }
 
     /// Feeds received bytes to the connection's stage; keeps any incomplete tail.
@@ -650,7 +638,7 @@ impl Shard {
         for bytes in outbox.frames() {
             self.metrics.frame_out(bytes);
             self.metrics.bytes_out(via, bytes.len());
-            match conn.send_frame(bytes) {
+            match conn.send_frame(bytes, &mut self.ciphertext) {
                 Flush::Failed(e) => {
                     failure = Some(CloseReason::Io(e));
                     break;
@@ -930,7 +918,10 @@ impl Shard {
         if let Some(tls) = conn.tls.as_mut()
             && !matches!(reason, CloseReason::Tls(_))
         {
-            tls.send_close_notify();
+            self.ciphertext.clear();
+            tls.close_notify(&mut self.ciphertext);
+            // A failure shows in the flush below.
+            let _ = conn.send_bytes(&self.ciphertext);
         }
         match &reason {
             CloseReason::PeerClosed | CloseReason::Shutdown => {
