@@ -76,6 +76,11 @@ impl Gateway {
 
     /// Starts a gateway on an existing data directory (used to restart on the same data).
     pub fn start_in(data_dir: &Path, extra_toml: &str) -> Gateway {
+        Gateway::start_with_env(data_dir, extra_toml, &[])
+    }
+
+    /// Like `start_in`, with extra environment variables for the gateway process.
+    pub fn start_with_env(data_dir: &Path, extra_toml: &str, env: &[(&str, &str)]) -> Gateway {
         std::fs::create_dir_all(data_dir).unwrap();
         let config_path = data_dir.with_extension("toml");
         let config = format!(
@@ -103,6 +108,7 @@ impl Gateway {
                 "0",
             ])
             .env("RUST_LOG", "info,portcullis_gateway=debug")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

@@ -375,3 +375,54 @@ fn check_config_names_a_typo() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// What the gateway told a fake systemd on `NOTIFY_SOCKET`, one datagram per entry.
+fn notifications(socket: &std::os::unix::net::UnixDatagram) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = socket.recv(&mut buf) {
+        out.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    out
+}
+
+#[test]
+fn systemd_hears_ready_watchdog_reloading_and_stopping() {
+    let temp = tempfile::tempdir().unwrap();
+    let socket_path = temp.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut gw = Gateway::start_with_env(
+        &temp.path().join("data"),
+        "[shutdown]\ndrain_ms = 200\n",
+        &[
+            ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
+            // 600 ms: the gateway pings every 200 ms while its shards keep turning.
+            ("WATCHDOG_USEC", "600000"),
+        ],
+    );
+    let mut seen = Vec::new();
+    wait_for("READY=1 and watchdog pings", WAIT, || {
+        seen.extend(notifications(&socket));
+        let pings = seen.iter().filter(|m| m.contains("WATCHDOG=1")).count();
+        (seen.iter().any(|m| m.contains("READY=1")) && pings >= 3).then_some(())
+    });
+    gw.signal(nix::sys::signal::Signal::SIGHUP);
+    wait_for("RELOADING=1 then READY=1", WAIT, || {
+        seen.extend(notifications(&socket));
+        let reloading = seen.iter().position(|m| m.contains("RELOADING=1"))?;
+        seen[reloading..]
+            .iter()
+            .any(|m| m.contains("READY=1"))
+            .then_some(())
+    });
+    gw.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(gw.wait(WAIT).success());
+    seen.extend(notifications(&socket));
+    assert!(
+        seen.iter().any(|m| m.contains("STOPPING=1")),
+        "no STOPPING=1 in {seen:?}"
+    );
+}
