@@ -469,6 +469,12 @@ impl Config {
                 ),
             );
         }
+        if self.tls.watch_interval_ms != 0 && self.tls.watch_interval_ms < 100 {
+            return invalid(
+                "tls.watch_interval_ms",
+                "must be 0 (off) or at least 100".into(),
+            );
+        }
         if self.log.security.trim().is_empty() {
             return invalid("log.security", "must be \"stderr\" or a file path".into());
         }
@@ -751,6 +757,10 @@ mod tests {
         );
         assert_eq!(invalid_key("[log]\nlevel = \" \"\n"), "log.level");
         assert_eq!(invalid_key("[log]\nsecurity = \"\"\n"), "log.security");
+        assert_eq!(
+            invalid_key("[tls]\nwatch_interval_ms = 5\n"),
+            "tls.watch_interval_ms"
+        );
         assert_eq!(
             invalid_key("[metrics]\nbearer_token = \"short\"\n"),
             "metrics.bearer_token"

@@ -169,7 +169,7 @@ pub fn route(
     metrics: &GatewayMetrics,
 ) -> Reply {
     let path = path.split('?').next().unwrap_or(path);
-    if method != "GET" && method != "HEAD" {
+    if method != "GET" {
         return Reply::text(405, "only GET is served here\n");
     }
     match path {
