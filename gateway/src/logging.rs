@@ -4,7 +4,8 @@
 //! appears in the diagnostics.
 
 use crate::config::{Config, LogFormat};
-use crate::security::{self, SecurityLogError, SecuritySink};
+use crate::security::{self, SecurityFile, SecurityLogError, SecuritySink};
+use std::sync::Arc;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, Registry, reload};
@@ -15,6 +16,7 @@ const WITHOUT_SECURITY: &str = "security=off";
 /// Changes the diagnostic log filter of the running process.
 pub struct LogControl {
     handle: reload::Handle<EnvFilter, Registry>,
+    security_file: Option<Arc<SecurityFile>>,
 }
 
 impl LogControl {
@@ -22,6 +24,14 @@ impl LogControl {
     pub fn set_level(&self, directive: &str) -> Result<(), String> {
         let filter = diagnostics_filter(directive)?;
         self.handle.reload(filter).map_err(|e| e.to_string())
+    }
+
+    /// Reopens the security log file after a rotation (nothing to do for stderr).
+    pub fn reopen_security_log(&self) -> Result<(), SecurityLogError> {
+        match &self.security_file {
+            Some(file) => file.reopen(),
+            None => Ok(()),
+        }
     }
 }
 
@@ -53,9 +63,12 @@ pub fn init(config: &Config) -> Result<LogControl, SecurityLogError> {
     };
     let sink = SecuritySink::parse(&config.log.security);
     let registry = tracing_subscriber::registry().with(diagnostics);
-    let security = security::layer(&sink)?;
+    let (security, security_file) = security::layer_with_file(&sink)?;
     registry.with(security).init();
-    Ok(LogControl { handle })
+    Ok(LogControl {
+        handle,
+        security_file,
+    })
 }
 
 /// For short-lived commands (`portcullis admin`): only the security log, for the length of the

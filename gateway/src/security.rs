@@ -12,10 +12,11 @@ use std::fs::File;
 use std::io;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use thiserror::Error;
 use tracing_subscriber::Layer;
 use tracing_subscriber::filter::Targets;
+use tracing_subscriber::fmt::MakeWriter;
 
 /// The tracing target of every security event.
 pub const TARGET: &str = "security";
@@ -88,10 +89,74 @@ fn open_log_file(path: &Path) -> Result<File, SecurityLogError> {
         })
 }
 
-/// A layer that writes only `security` events, as flattened JSON lines, to `sink`.
+/// The security log file, reopened on SIGHUP so logrotate can move it away (`create` mode).
+#[derive(Debug)]
+pub struct SecurityFile {
+    path: PathBuf,
+    file: Mutex<File>,
+}
+
+impl SecurityFile {
+    pub fn open(path: &Path) -> Result<Self, SecurityLogError> {
+        Ok(Self {
+            path: path.to_owned(),
+            file: Mutex::new(open_log_file(path)?),
+        })
+    }
+
+    /// Opens the path again (a new file if the old one was renamed); the old handle is closed.
+    pub fn reopen(&self) -> Result<(), SecurityLogError> {
+        let fresh = open_log_file(&self.path)?;
+        *self.file.lock().unwrap_or_else(PoisonError::into_inner) = fresh;
+        Ok(())
+    }
+}
+
+/// One event's write access to the security log file.
+pub struct SecurityFileWriter<'a>(MutexGuard<'a, File>);
+
+impl io::Write for SecurityFileWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+/// `MakeWriter` over a shared [`SecurityFile`].
+#[derive(Debug, Clone)]
+pub struct SharedSecurityFile(pub Arc<SecurityFile>);
+
+impl<'a> MakeWriter<'a> for SharedSecurityFile {
+    type Writer = SecurityFileWriter<'a>;
+    fn make_writer(&'a self) -> Self::Writer {
+        SecurityFileWriter(self.0.file.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+/// A layer that writes only `security` events, as flattened JSON lines, to `sink`; for a file
+/// sink, also the handle to reopen it.
 pub fn layer<S>(
     sink: &SecuritySink,
 ) -> Result<Box<dyn Layer<S> + Send + Sync + 'static>, SecurityLogError>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    Ok(layer_with_file(sink)?.0)
+}
+
+/// [`layer`], returning the file handle (for a file sink) so SIGHUP can reopen it.
+#[allow(clippy::type_complexity)]
+pub fn layer_with_file<S>(
+    sink: &SecuritySink,
+) -> Result<
+    (
+        Box<dyn Layer<S> + Send + Sync + 'static>,
+        Option<Arc<SecurityFile>>,
+    ),
+    SecurityLogError,
+>
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
 {
@@ -102,14 +167,21 @@ where
         .with_current_span(false)
         .with_span_list(false);
     Ok(match sink {
-        SecuritySink::Stderr => json
-            .with_writer(io::stderr)
-            .with_filter(only_security)
-            .boxed(),
-        SecuritySink::File(path) => json
-            .with_writer(Mutex::new(open_log_file(path)?))
-            .with_filter(only_security)
-            .boxed(),
+        SecuritySink::Stderr => (
+            json.with_writer(io::stderr)
+                .with_filter(only_security)
+                .boxed(),
+            None,
+        ),
+        SecuritySink::File(path) => {
+            let file = Arc::new(SecurityFile::open(path)?);
+            (
+                json.with_writer(SharedSecurityFile(file.clone()))
+                    .with_filter(only_security)
+                    .boxed(),
+                Some(file),
+            )
+        }
     })
 }
 
@@ -162,6 +234,29 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_rotated_file_is_recreated_on_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("security.log");
+        let (layer, file) = layer_with_file(&SecuritySink::File(path.clone())).expect("opens");
+        let file = file.expect("a file sink has a handle");
+        let subscriber = tracing_subscriber::registry().with(layer);
+        tracing::subscriber::with_default(subscriber, || {
+            record("test", &Probe);
+            std::fs::rename(&path, dir.path().join("security.log.1")).expect("rotates");
+            file.reopen().expect("reopens");
+            record("test", &Probe);
+        });
+        let lines = |name: &str| {
+            std::fs::read_to_string(dir.path().join(name))
+                .expect("read")
+                .lines()
+                .count()
+        };
+        assert_eq!(lines("security.log.1"), 1);
+        assert_eq!(lines("security.log"), 1);
     }
 
     #[test]

@@ -258,6 +258,9 @@ pub fn serve(config: Config, context: ServeContext) -> anyhow::Result<()> {
 /// a restart, and reload the certificate.
 fn reload(running: &mut Config, r: &Reloadables<'_>) {
     systemd::reloading();
+    if let Err(e) = r.context.log.reopen_security_log() {
+        tracing::error!(error = %e, "cannot reopen the security log; events keep going to the old file");
+    }
     let loaded = Config::load(r.context.config_path.as_deref()).and_then(|mut new| {
         r.context.overrides.apply(&mut new);
         new.validate(r.context.config_path.as_deref())?;
