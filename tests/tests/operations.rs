@@ -445,3 +445,56 @@ fn systemd_hears_ready_watchdog_reloading_and_stopping() {
         "no STOPPING=1 in {seen:?}"
     );
 }
+
+#[test]
+fn security_events_go_to_their_own_file_as_json_lines_and_survive_rotation() {
+    let temp = tempfile::tempdir().unwrap();
+    let path = temp.path().join("security.log");
+    let gw = Gateway::start_in(
+        &temp.path().join("data"),
+        &format!("[log]\nsecurity = {:?}\n", path.display().to_string()),
+    );
+    let events = |path: &Path| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let mut bad = Device::plain(gw.plain_port);
+    bad.login("CCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCC", Status::InvalidToken);
+    bad.expect_closed();
+    let event = wait_for("the invalid token event", WAIT, || {
+        events(&path)
+            .into_iter()
+            .find(|e| e["kind"] == "invalid_device_token")
+    });
+    assert_eq!(event["source"], "127.0.0.1");
+    assert_eq!(event["target"], "security");
+    assert!(event["timestamp"].is_string() && event["reason"].is_string());
+    assert!(
+        !gw.log().contains("invalid_device_token"),
+        "security events stay out of the diagnostics"
+    );
+
+    // logrotate moves the file away; SIGHUP makes the gateway write to a new one.
+    let rotated = temp.path().join("security.log.1");
+    std::fs::rename(&path, &rotated).unwrap();
+    gw.signal(nix::sys::signal::Signal::SIGHUP);
+    gw.wait_for_log("configuration reloaded", WAIT);
+    let mut bad = Device::plain(gw.plain_port);
+    bad.send_raw(b"GARBAGE!").unwrap();
+    bad.expect_closed();
+    wait_for("the rejection in the new file", WAIT, || {
+        events(&path)
+            .iter()
+            .any(|e| e["kind"] == "pre_auth_rejected")
+            .then_some(())
+    });
+    assert!(
+        events(&rotated)
+            .iter()
+            .all(|e| e["kind"] != "pre_auth_rejected"),
+        "the rotated file gets nothing new"
+    );
+}
