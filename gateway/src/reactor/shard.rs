@@ -3,6 +3,8 @@
 //! blocks: sockets are edge-triggered and read until `WouldBlock` within a per-wake budget, store
 //! calls are pipelined on a non-blocking link, and telemetry is batched once per loop turn.
 
+mod ops;
+
 use super::conn::{Conn, ConnId, Flush, Port, ReadOutcome, Stage, Transition};
 use super::drain::DrainPlan;
 use super::events::ConnectionEvent;
@@ -11,15 +13,14 @@ use super::store_link::{Completion, LinkState, StoreLink, Waiter};
 use super::timer::{Tick, TimerWheel};
 use super::tls_session::{TlsError, TlsSession};
 use super::{ShardLimits, ShardStats};
-use crate::metrics::shard::{
-    ConnState, LoginResult, Rejection, ShardMetrics, TlsVersion, Transport,
-};
+use crate::metrics::shard::{ConnState, LoginResult, Rejection, ShardMetrics, TlsVersion};
 use crate::security;
 use crate::session::{
     CloseReason, DeviceSession, LoginDecision, Outbox, Sniffed, StoreCall, decide_login, sniff,
 };
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
+use ops::transport;
 use portcullis_protocol::Status;
 use portcullis_protocol::frame::{self, Decoded};
 use portcullis_protocol::store::{ClientRole, PinWrite, Presence, Request, Response, StoreError};
@@ -211,42 +212,6 @@ impl Shard {
         }
         self.shut_down(&mut completions);
         Ok(())
-    }
-
-    /// One step of the shutdown drain: on the first call the listeners close and the plan is
-    /// made; each call closes the connections due by now. True once none is left (or the
-    /// period is over, when the rest are closed at once).
-    fn drain_step(&mut self) -> bool {
-        if self.drain.is_none() {
-            for (_, listener, _) in &mut self.listeners {
-                let _ = self.poll.registry().deregister(listener);
-            }
-            self.listeners.clear();
-            let period = Duration::from_millis(self.drain_ms.load(Ordering::Acquire));
-            tracing::info!(
-                shard = self.index,
-                connections = self.conns.len(),
-                ?period,
-                "draining: listeners closed, disconnecting devices"
-            );
-            self.drain = Some(DrainPlan::new(Instant::now(), period, self.conns.len()));
-        }
-        let Some(plan) = self.drain.as_mut() else {
-            return true;
-        };
-        let due = plan.due(Instant::now());
-        let deadline = plan.deadline();
-        let open: Vec<usize> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| !matches!(c.stage, Stage::Closing(_)))
-            .map(|(k, _)| k)
-            .take(due)
-            .collect();
-        for key in open {
-            self.close(key, CloseReason::Shutdown);
-        }
-        self.conns.is_empty() || Instant::now() >= deadline + CLOSE_LINGER
     }
 
     /// Work done once per loop turn after the events: backlog, accept retries, completions,
@@ -1007,50 +972,6 @@ impl Shard {
                 "shard stopped; every write acknowledged by the store"
             );
         }
-    }
-}
-
-impl Shard {
-    /// Counts (and, for the reasons worth an operator's eye, logs to the security log) a
-    /// connection closed before it logged in.
-    fn rejected_before_login(&self, peer: std::net::SocketAddr, reason: &CloseReason) {
-        let rejection = match reason {
-            CloseReason::Tls(_) => Rejection::TlsHandshake,
-            CloseReason::UnknownProtocol => Rejection::UnknownProtocol,
-            CloseReason::NotALogin(_) => Rejection::NotALogin,
-            CloseReason::Malformed(_) => Rejection::Malformed,
-            CloseReason::InvalidToken => Rejection::InvalidToken,
-            CloseReason::LoginTimeout => Rejection::LoginTimeout,
-            CloseReason::PreAuthBufferFull { .. } => Rejection::PreAuthBufferFull,
-            CloseReason::StoreUnavailable => Rejection::StoreUnavailable,
-            // Not a rejection: the peer left, the socket failed, or we are shutting down.
-            CloseReason::PeerClosed
-            | CloseReason::Io(_)
-            | CloseReason::Shutdown
-            | CloseReason::HeartbeatTimeout { .. }
-            | CloseReason::SlowReader { .. } => return,
-        };
-        self.metrics.reject(rejection);
-        // TLS refusals and token failures have their own, more specific events.
-        if !matches!(
-            rejection,
-            Rejection::TlsHandshake | Rejection::InvalidToken | Rejection::StoreUnavailable
-        ) {
-            security::record(
-                "reactor",
-                &ConnectionEvent::PreAuthRejected {
-                    peer,
-                    reason: reason.to_string(),
-                },
-            );
-        }
-    }
-}
-
-fn transport(port: Port) -> Transport {
-    match port {
-        Port::Tls => Transport::Tls,
-        Port::Plain => Transport::Plain,
     }
 }
 
