@@ -3,8 +3,9 @@
 //!
 //! Starts the real release binaries, provisions N devices straight through the store link,
 //! measures the gateway's resident memory, opens N connections that log in and send their info,
-//! waits for them to settle idle, and measures again. The kernel's socket memory (from
-//! /proc/net/sockstat) is reported separately. N defaults to 10,000 (`IDLE_CONNECTIONS=N`).
+//! waits for them to settle idle, and measures again. The kernel's share is reported separately:
+//! slab memory from /proc/meminfo (socket structures, both ends) and TCP buffer pages from
+//! /proc/net/sockstat. N defaults to 10,000 (`IDLE_CONNECTIONS=N`).
 //! Run: `cargo build --release --bins && cargo bench -p portcullis-bench --bench idle_memory`.
 
 #![allow(clippy::unwrap_used)]
@@ -35,7 +36,16 @@ fn rss_bytes(pid: i32) -> u64 {
     kb * 1024
 }
 
-/// Kernel memory charged to TCP sockets, in bytes (pages × 4096).
+/// Kernel slab memory (socket, inode, dentry and TCP structures live there), in bytes. Both ends
+/// of every connection are on this machine, so the delta covers two sockets per connection.
+fn kernel_slab_bytes() -> u64 {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let line = meminfo.lines().find(|l| l.starts_with("Slab:")).unwrap();
+    let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kb * 1024
+}
+
+/// Kernel memory charged to TCP socket buffers, in bytes (pages × 4096); idle sockets hold none.
 fn kernel_tcp_bytes() -> u64 {
     let sockstat = std::fs::read_to_string("/proc/net/sockstat").unwrap();
     let line = sockstat.lines().find(|l| l.starts_with("TCP:")).unwrap();
@@ -111,15 +121,16 @@ fn measure(
     tokens: &[String],
 ) {
     std::thread::sleep(Duration::from_millis(500));
-    let (rss0, kern0) = (rss_bytes(gw.pid()), kernel_tcp_bytes());
+    let (rss0, kern0, slab0) = (rss_bytes(gw.pid()), kernel_tcp_bytes(), kernel_slab_bytes());
     let start = Instant::now();
     let conns: Vec<Box<dyn Send>> = tokens.iter().take(n).map(|t| open(t)).collect();
     let connect_secs = start.elapsed().as_secs_f64();
     // Let the gateway release per-handshake state and settle.
     std::thread::sleep(Duration::from_secs(2));
-    let (rss1, kern1) = (rss_bytes(gw.pid()), kernel_tcp_bytes());
+    let (rss1, kern1, slab1) = (rss_bytes(gw.pid()), kernel_tcp_bytes(), kernel_slab_bytes());
     let per_conn = (rss1.saturating_sub(rss0)) as f64 / n as f64;
     let kernel_per_conn = (kern1.saturating_sub(kern0)) as f64 / n as f64;
+    let slab_per_conn = (slab1.saturating_sub(slab0)) as f64 / n as f64;
     println!(
         "{}",
         serde_json::json!({
@@ -129,7 +140,8 @@ fn measure(
             "gateway_rss_before": rss0,
             "gateway_rss_after": rss1,
             "gateway_bytes_per_connection": per_conn.round(),
-            "kernel_tcp_bytes_per_connection_both_ends": kernel_per_conn.round(),
+            "kernel_tcp_buffer_bytes_per_connection_both_ends": kernel_per_conn.round(),
+            "kernel_slab_bytes_per_connection_both_ends": slab_per_conn.round(),
             "connect_and_login_secs": connect_secs,
         })
     );

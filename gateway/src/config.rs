@@ -11,6 +11,9 @@ use thiserror::Error;
 /// Largest body a Blynk frame can carry: its length field is 16 bits.
 pub const MAX_FRAME_BODY: u32 = 65_535;
 
+/// Longest back-off, block or forget period for failed logins: one week.
+const MAX_PENALTY_SECS: u64 = 7 * 24 * 3600;
+
 /// Longest Unix socket path the kernel accepts (`sun_path` is 108 bytes including the NUL).
 const MAX_UNIX_SOCKET_PATH: usize = 107;
 
@@ -50,6 +53,7 @@ pub struct Config {
     pub server: ServerSection,
     pub tls: TlsSection,
     pub limits: LimitsSection,
+    pub admission: AdmissionSection,
     pub store: StoreSection,
     pub log: LogSection,
     pub metrics: MetricsSection,
@@ -106,6 +110,10 @@ pub struct LimitsSection {
     pub login_timeout_ms: u64,
     /// Largest frame body accepted before login, in bytes. Default 1024.
     pub max_body_before_login: u32,
+    /// Bytes buffered from a peer whose login has not completed (its login frame and what it
+    /// sends behind it while the store checks the token); more closes the connection. At least
+    /// `max_body_before_login + 5`. Default 4116 (four frames of the pre-login maximum).
+    pub preauth_buffer_bytes: u32,
     /// Largest frame body accepted after login, in bytes; at most 65535. Default 4096.
     pub max_body: u32,
     /// Heartbeat interval assumed for a device whose info message announced none. Default 10.
@@ -113,15 +121,58 @@ pub struct LimitsSection {
     /// A device silent for `ceil(heartbeat_factor × h-beat)` seconds is disconnected; must be above
     /// 1. Default 2.3.
     pub heartbeat_factor: f64,
-    /// Bytes queued towards one connection before it is considered a slow reader and closed.
-    /// Default 65536.
+    /// Bytes queued towards one connection (each queued frame counted with 40 bytes of overhead)
+    /// before it is considered a slow reader and closed. Default 65536.
     pub outbound_queue_bytes: u32,
+    /// Kernel send buffer (`SO_SNDBUF`) of each connection, in bytes; the kernel doubles it. A
+    /// fixed size instead of autotuning keeps a peer that never reads from parking megabytes of
+    /// answers in the kernel. 4096 ..= 16777216. Default 32768.
+    pub socket_send_buffer_bytes: u32,
     /// Pin writes a shard may queue for the store while the store is slow or restarting; beyond
     /// that, writes are dropped and counted. Default 100000.
     pub store_queue_max_writes: u32,
     /// Largest message (header included) sent to a device that announced no `buff-in`; the stock
     /// C++ library reads into a 256-byte buffer. Default 255.
     pub default_buff_in: u16,
+}
+
+/// `[admission]`: who may open connections and try logins, per source and in total. A source is
+/// an IPv4 address or an IPv6 /64 prefix.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdmissionSection {
+    /// Connections one source may have open at once. Default 1000.
+    pub max_connections_per_ip: u32,
+    /// New connections per second the whole gateway accepts (token bucket rate). Default 5000.
+    pub accept_rate: u32,
+    /// Burst above `accept_rate` (token bucket size). Default 10000.
+    pub accept_burst: u32,
+    /// New connections per second one source may open. Default 100.
+    pub accept_rate_per_ip: u32,
+    /// Burst above `accept_rate_per_ip`. Default 200.
+    pub accept_burst_per_ip: u32,
+    /// Sources tracked at once by the connection and login tables (bounds their memory). Default
+    /// 100000.
+    pub max_tracked_ips: u32,
+    /// Connections that have not logged in yet, gateway-wide; beyond it new connections are
+    /// refused at accept, so pre-login state (TLS handshakes, buffered login bytes) cannot starve
+    /// the sessions that did log in. Default 20000.
+    pub max_unauthenticated: u32,
+    /// Failed device logins (unknown or malformed token) a source may have before back-off starts.
+    /// Default 5.
+    pub login_free_failures: u32,
+    /// Wait imposed after the first failure beyond the free ones, in milliseconds; it doubles with
+    /// each further failure. Default 1000.
+    pub login_backoff_initial_ms: u64,
+    /// Longest back-off, in milliseconds. Default 60000.
+    pub login_backoff_max_ms: u64,
+    /// Failures after which every login from the source is refused for `login_block_secs`.
+    /// Default 20.
+    pub login_block_after_failures: u32,
+    /// How long a blocked source stays blocked, in seconds. Default 600.
+    pub login_block_secs: u64,
+    /// A source with no failed login for this many seconds starts from zero. Default 600.
+    pub login_failure_forget_secs: u64,
 }
 
 /// `[store]`: where the store runs.
@@ -153,7 +204,7 @@ pub struct LogSection {
     /// `"text"` for people, `"json"` (one object per line) for log collectors. Default `"text"`.
     pub format: LogFormat,
     /// Where the security event log (JSON lines) goes: `"stderr"` or a file path (appended to,
-    /// created with mode 0600). Default `"stderr"`.
+    /// created with mode 0600, reopened on SIGHUP). Default `"stderr"`.
     pub security: String,
 }
 
@@ -197,6 +248,7 @@ impl Default for Config {
             server: ServerSection::default(),
             tls: TlsSection::default(),
             limits: LimitsSection::default(),
+            admission: AdmissionSection::default(),
             store: StoreSection::default(),
             log: LogSection::default(),
             metrics: MetricsSection::default(),
@@ -252,12 +304,34 @@ impl Default for LimitsSection {
         Self {
             login_timeout_ms: 10_000,
             max_body_before_login: 1024,
+            preauth_buffer_bytes: 4116,
             max_body: 4096,
             default_heartbeat_secs: 10,
             heartbeat_factor: 2.3,
             outbound_queue_bytes: 65_536,
+            socket_send_buffer_bytes: 32_768,
             store_queue_max_writes: 100_000,
             default_buff_in: 255,
+        }
+    }
+}
+
+impl Default for AdmissionSection {
+    fn default() -> Self {
+        Self {
+            max_connections_per_ip: 1000,
+            accept_rate: 5000,
+            accept_burst: 10_000,
+            accept_rate_per_ip: 100,
+            accept_burst_per_ip: 200,
+            max_tracked_ips: 100_000,
+            max_unauthenticated: 20_000,
+            login_free_failures: 5,
+            login_backoff_initial_ms: 1000,
+            login_backoff_max_ms: 60_000,
+            login_block_after_failures: 20,
+            login_block_secs: 600,
+            login_failure_forget_secs: 600,
         }
     }
 }
@@ -398,6 +472,15 @@ impl Config {
                 ),
             );
         }
+        if limits.preauth_buffer_bytes < limits.max_body_before_login + 5 {
+            return invalid(
+                "limits.preauth_buffer_bytes",
+                format!(
+                    "must be at least limits.max_body_before_login + 5 ({}) to hold a login frame",
+                    limits.max_body_before_login + 5
+                ),
+            );
+        }
         if limits.default_heartbeat_secs == 0 {
             return invalid("limits.default_heartbeat_secs", "must be above 0".into());
         }
@@ -423,6 +506,15 @@ impl Config {
                 ),
             );
         }
+        if !(4096..=16 << 20).contains(&limits.socket_send_buffer_bytes) {
+            return invalid(
+                "limits.socket_send_buffer_bytes",
+                format!(
+                    "is {} but must be between 4096 and 16777216",
+                    limits.socket_send_buffer_bytes
+                ),
+            );
+        }
         if limits.store_queue_max_writes == 0 {
             return invalid("limits.store_queue_max_writes", "must be above 0".into());
         }
@@ -433,6 +525,14 @@ impl Config {
                 format!("is {} but must be at least 32", limits.default_buff_in),
             );
         }
+
+        self.admission
+            .validate()
+            .map_err(|(key, reason)| ConfigError::Invalid {
+                path: path.map(Path::to_owned),
+                key,
+                reason,
+            })?;
 
         if self.store.sync_interval_ms == 0 || self.store.sync_interval_ms > 60_000 {
             return invalid(
@@ -478,7 +578,6 @@ impl Config {
         if self.log.security.trim().is_empty() {
             return invalid("log.security", "must be \"stderr\" or a file path".into());
         }
-
         if let Some(token) = &self.metrics.bearer_token
             && (token.len() < 16 || !token.bytes().all(|b| b.is_ascii_graphic()))
         {
@@ -546,251 +645,81 @@ impl Config {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(text: &str) -> Result<Config, ConfigError> {
-        Config::from_toml(text, Path::new("portcullis.toml"))
-    }
-
-    fn invalid_key(text: &str) -> &'static str {
-        match parse(text) {
-            Err(ConfigError::Invalid { key, .. }) => key,
-            other => panic!("expected a validation error, got {other:?}"),
+impl AdmissionSection {
+    /// Checks the section; on failure names the key and the rule.
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        let positive: [(&'static str, u64); 12] = [
+            (
+                "admission.max_connections_per_ip",
+                self.max_connections_per_ip.into(),
+            ),
+            ("admission.accept_rate", self.accept_rate.into()),
+            ("admission.accept_burst", self.accept_burst.into()),
+            (
+                "admission.accept_rate_per_ip",
+                self.accept_rate_per_ip.into(),
+            ),
+            (
+                "admission.accept_burst_per_ip",
+                self.accept_burst_per_ip.into(),
+            ),
+            ("admission.max_tracked_ips", self.max_tracked_ips.into()),
+            (
+                "admission.max_unauthenticated",
+                self.max_unauthenticated.into(),
+            ),
+            (
+                "admission.login_backoff_initial_ms",
+                self.login_backoff_initial_ms,
+            ),
+            ("admission.login_backoff_max_ms", self.login_backoff_max_ms),
+            (
+                "admission.login_block_after_failures",
+                self.login_block_after_failures.into(),
+            ),
+            ("admission.login_block_secs", self.login_block_secs),
+            (
+                "admission.login_failure_forget_secs",
+                self.login_failure_forget_secs,
+            ),
+        ];
+        if let Some((key, _)) = positive.iter().find(|(_, value)| *value == 0) {
+            return Err((key, "must be above 0".into()));
         }
-    }
-
-    #[test]
-    fn defaults_are_valid_and_match_the_documentation() {
-        let config = Config::load(None).expect("defaults validate");
-        assert_eq!(config, parse("").expect("empty file is all defaults"));
-        assert_eq!(config.data_dir, PathBuf::from("./data"));
-        assert_eq!(
-            config.server.bind_address,
-            "::".parse::<IpAddr>().expect("ip")
-        );
-        assert_eq!(
-            (
-                config.server.tls_port,
-                config.server.tls_fallback_port,
-                config.server.plain_port
-            ),
-            (443, 9443, 80)
-        );
-        assert_eq!(
-            (
-                config.server.plain_fallback_port,
-                config.server.listen_backlog
-            ),
-            (8080, 1024)
-        );
-        assert_eq!(config.limits.login_timeout_ms, 10_000);
-        assert_eq!(
-            (config.limits.max_body_before_login, config.limits.max_body),
-            (1024, 4096)
-        );
-        assert_eq!(
-            (
-                config.limits.default_heartbeat_secs,
-                config.limits.heartbeat_factor
-            ),
-            (10, 2.3)
-        );
-        assert_eq!(
-            (
-                config.limits.outbound_queue_bytes,
-                config.limits.store_queue_max_writes
-            ),
-            (65_536, 100_000)
-        );
-        assert_eq!(config.limits.default_buff_in, 255);
-        assert_eq!(config.store.sync_interval_ms, 100);
-        assert_eq!(
-            (config.log.level.as_str(), config.log.format),
-            ("info", LogFormat::Text)
-        );
-        assert_eq!(config.log.security, "stderr");
-        assert_eq!(config.tls.watch_interval_ms, 10_000);
-        assert!(config.metrics.enabled);
-        assert_eq!(
-            (config.metrics.bind_address, config.metrics.port),
-            ("127.0.0.1".parse::<IpAddr>().expect("ip"), 9464)
-        );
-        assert_eq!(config.metrics.bearer_token, None);
-        assert_eq!(config.shutdown.drain_ms, 5_000);
-        assert_eq!(
-            config.store_socket_path(),
-            PathBuf::from("./data/store.sock")
-        );
-        assert!(config.store_is_child());
-        assert!(config.effective_shards() >= 1);
-    }
-
-    #[test]
-    fn the_documented_example_parses() {
-        let doc = include_str!("../../docs/configuration.md");
-        let start = doc.find("```toml\n").expect("docs hold a toml block") + "```toml\n".len();
-        let len = doc[start..].find("```").expect("toml block ends");
-        let config = parse(&doc[start..start + len]).expect("documented example is valid");
-        assert_eq!(
-            config,
-            Config::default(),
-            "the documented values are the defaults"
-        );
-    }
-
-    #[test]
-    fn keys_are_read_from_every_section() {
-        let config = parse(
-            r#"
-            data_dir = "/var/lib/portcullis"
-            [server]
-            shards = 3
-            bind_address = "0.0.0.0"
-            tls_port = 8443
-            [tls]
-            cert = "/etc/portcullis/fullchain.pem"
-            key = "/etc/portcullis/privkey.pem"
-            names = ["gw.example.com", "10.0.0.5"]
-            [limits]
-            max_body = 65535
-            outbound_queue_bytes = 131072
-            heartbeat_factor = 1.5
-            [store]
-            socket = "/run/portcullis/store.sock"
-            [log]
-            level = "debug,portcullis_gateway=trace"
-            format = "json"
-            "#,
-        )
-        .expect("valid");
-        assert_eq!(config.effective_shards(), 3);
-        assert_eq!(config.server.tls_port, 8443);
-        assert_eq!(config.tls.names.len(), 2);
-        assert_eq!(config.limits.max_body, 65_535);
-        assert_eq!(
-            config.store_socket_path(),
-            PathBuf::from("/run/portcullis/store.sock")
-        );
-        assert!(!config.store_is_child());
-        assert_eq!(config.log.format, LogFormat::Json);
-        assert_eq!(parse(&config.to_toml()).expect("round trip"), config);
-    }
-
-    #[test]
-    fn a_typo_is_rejected_with_its_name_and_line() {
-        let err = parse("[limits]\nmax_body = 4096\nlogin_timout_ms = 5\n").expect_err("typo");
-        let message = err.to_string();
-        assert!(message.contains("login_timout_ms"), "{message}");
-        assert!(message.contains("line 3"), "{message}");
-        assert!(message.contains("portcullis.toml"), "{message}");
-
-        let err = parse("[sever]\nshards = 1\n").expect_err("unknown section");
-        assert!(err.to_string().contains("sever"), "{err}");
-    }
-
-    #[test]
-    fn wrong_types_are_rejected() {
-        assert!(matches!(
-            parse("[server]\ntls_port = 70000\n"),
-            Err(ConfigError::Parse { .. })
-        ));
-        assert!(matches!(
-            parse("[server]\nbind_address = \"localhost\"\n"),
-            Err(ConfigError::Parse { .. })
-        ));
-        assert!(matches!(
-            parse("[log]\nformat = \"xml\"\n"),
-            Err(ConfigError::Parse { .. })
-        ));
-    }
-
-    #[test]
-    fn invalid_values_are_rejected_naming_the_key() {
-        assert_eq!(invalid_key("[tls]\ncert = \"c.pem\"\n"), "tls.key");
-        assert_eq!(invalid_key("[tls]\nkey = \"k.pem\"\n"), "tls.cert");
-        assert_eq!(invalid_key("[tls]\nnames = [\"bad name!\"]\n"), "tls.names");
-        assert_eq!(
-            invalid_key("[limits]\nmax_body = 65536\n"),
-            "limits.max_body"
-        );
-        assert_eq!(
-            invalid_key("[limits]\nheartbeat_factor = 1.0\n"),
-            "limits.heartbeat_factor"
-        );
-        assert_eq!(
-            invalid_key("[limits]\nheartbeat_factor = 0.5\n"),
-            "limits.heartbeat_factor"
-        );
-        assert_eq!(
-            invalid_key("[limits]\nheartbeat_factor = nan\n"),
-            "limits.heartbeat_factor"
-        );
-        assert_eq!(
-            invalid_key("[limits]\nmax_body_before_login = 8192\n"),
-            "limits.max_body_before_login"
-        );
-        assert_eq!(
-            invalid_key("[limits]\noutbound_queue_bytes = 100\n"),
-            "limits.outbound_queue_bytes"
-        );
-        assert_eq!(
-            invalid_key("[limits]\ndefault_buff_in = 4\n"),
-            "limits.default_buff_in"
-        );
-        assert_eq!(
-            invalid_key("[server]\nplain_port = 443\n"),
-            "server.tls_port"
-        );
-        assert_eq!(
-            invalid_key("[server]\nlisten_backlog = 0\n"),
-            "server.listen_backlog"
-        );
-        assert_eq!(
-            invalid_key("[store]\nsync_interval_ms = 0\n"),
-            "store.sync_interval_ms"
-        );
-        assert_eq!(
-            invalid_key("[log]\nlevel = \"portcullis=loud\"\n"),
-            "log.level"
-        );
-        assert_eq!(invalid_key("[log]\nlevel = \" \"\n"), "log.level");
-        assert_eq!(invalid_key("[log]\nsecurity = \"\"\n"), "log.security");
-        assert_eq!(
-            invalid_key("[tls]\nwatch_interval_ms = 5\n"),
-            "tls.watch_interval_ms"
-        );
-        assert_eq!(
-            invalid_key("[metrics]\nbearer_token = \"short\"\n"),
-            "metrics.bearer_token"
-        );
-        assert_eq!(invalid_key("[metrics]\nport = 8080\n"), "metrics.port");
-        assert_eq!(
-            invalid_key("[shutdown]\ndrain_ms = 600001\n"),
-            "shutdown.drain_ms"
-        );
-        let long = format!("data_dir = \"/{}\"\n", "d".repeat(120));
-        assert_eq!(invalid_key(&long), "data_dir");
-
-        let message = parse("[limits]\nmax_body = 70000\n")
-            .expect_err("too big")
-            .to_string();
-        assert!(
-            message.contains("limits.max_body") && message.contains("65535"),
-            "{message}"
-        );
-        assert!(message.contains("portcullis.toml"), "{message}");
-    }
-
-    #[test]
-    fn a_missing_file_is_named() {
-        let err =
-            Config::load(Some(Path::new("/nonexistent/portcullis.toml"))).expect_err("missing");
-        assert!(matches!(err, ConfigError::Read { .. }));
-        assert!(
-            err.to_string().contains("/nonexistent/portcullis.toml"),
-            "{err}"
-        );
+        if self.login_backoff_max_ms < self.login_backoff_initial_ms {
+            return Err((
+                "admission.login_backoff_max_ms",
+                format!(
+                    "is {} but must be at least admission.login_backoff_initial_ms ({})",
+                    self.login_backoff_max_ms, self.login_backoff_initial_ms
+                ),
+            ));
+        }
+        if self.login_block_after_failures < self.login_free_failures {
+            return Err((
+                "admission.login_block_after_failures",
+                format!(
+                    "is {} but must be at least admission.login_free_failures ({})",
+                    self.login_block_after_failures, self.login_free_failures
+                ),
+            ));
+        }
+        // Durations in milliseconds and seconds must fit an Instant offset comfortably.
+        if self.login_block_secs > MAX_PENALTY_SECS
+            || self.login_failure_forget_secs > MAX_PENALTY_SECS
+            || self.login_backoff_max_ms / 1000 > MAX_PENALTY_SECS
+        {
+            return Err((
+                "admission.login_block_secs",
+                format!(
+                    "login back-off, block and forget periods must be at most {MAX_PENALTY_SECS} s"
+                ),
+            ));
+        }
+        Ok(())
     }
 }
+
+#[cfg(test)]
+#[path = "config_tests.rs"]
+mod tests;

@@ -160,7 +160,8 @@ pub fn layer_with_file<S>(
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
 {
-    let only_security = Targets::new().with_target(TARGET, tracing::Level::TRACE);
+    // INFO: the reactor logs repeats of a flood at debug level, and those stay out.
+    let only_security = Targets::new().with_target(TARGET, tracing::Level::INFO);
     let json = tracing_subscriber::fmt::layer()
         .json()
         .flatten_event(true)

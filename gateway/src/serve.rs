@@ -9,9 +9,11 @@ use crate::config::{Config, LogFormat};
 use crate::logging::LogControl;
 use crate::metrics::http::{self, BearerToken};
 use crate::metrics::{GatewayMetrics, GlobalMetrics};
+use crate::reactor::admission::{Admission, AdmissionLimits, Guards};
 use crate::reactor::{Reactor, ReactorSetup, ShardLimits, ShardStats, listener};
 use crate::reload;
 use crate::session::SessionLimits;
+use crate::session::throttle::{LoginThrottle, ThrottleLimits};
 use crate::store_client::StoreClient;
 use crate::supervisor::{StoreSupervisor, locate_store_binary};
 use crate::systemd;
@@ -26,14 +28,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long start-up waits for the store to answer.
 const STORE_STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Bytes a peer may have buffered before its login completes (several frames of the pre-login
-/// maximum: BlynkLib sends its info right behind the login).
-const PREAUTH_BUFFER_FRAMES: usize = 4;
 
 pub fn limits_from(config: &Config) -> ShardLimits {
     let l = &config.limits;
@@ -46,10 +44,38 @@ pub fn limits_from(config: &Config) -> ShardLimits {
         login_timeout: Duration::from_millis(l.login_timeout_ms),
         max_body_before_login: l.max_body_before_login as usize,
         max_body: l.max_body as usize,
-        preauth_buffer_bytes: PREAUTH_BUFFER_FRAMES * (5 + l.max_body_before_login as usize),
+        preauth_buffer_bytes: l.preauth_buffer_bytes as usize,
         outbound_queue_bytes: l.outbound_queue_bytes as usize,
+        socket_send_buffer_bytes: l.socket_send_buffer_bytes as usize,
         store_queue_max_writes: l.store_queue_max_writes as usize,
     }
+}
+
+/// The shared admission and login-throttle tables, sized from `[admission]`.
+pub fn guards_from(config: &Config) -> Guards {
+    let a = &config.admission;
+    let admission = Admission::new(
+        AdmissionLimits {
+            max_connections_per_ip: a.max_connections_per_ip,
+            accept_rate: a.accept_rate,
+            accept_burst: a.accept_burst,
+            accept_rate_per_ip: a.accept_rate_per_ip,
+            accept_burst_per_ip: a.accept_burst_per_ip,
+            max_tracked_ips: a.max_tracked_ips as usize,
+            max_unauthenticated: a.max_unauthenticated,
+        },
+        Instant::now(),
+    );
+    let throttle = LoginThrottle::new(ThrottleLimits {
+        free_failures: a.login_free_failures,
+        backoff_initial: Duration::from_millis(a.login_backoff_initial_ms),
+        backoff_max: Duration::from_millis(a.login_backoff_max_ms),
+        block_after_failures: a.login_block_after_failures,
+        block_for: Duration::from_secs(a.login_block_secs),
+        forget_after: Duration::from_secs(a.login_failure_forget_secs),
+        max_tracked_ips: a.max_tracked_ips as usize,
+    });
+    Guards::new(admission, throttle)
 }
 
 /// Command-line values that override the configuration file; applied again to the re-read file
@@ -185,6 +211,7 @@ pub fn serve(config: Config, context: ServeContext) -> anyhow::Result<()> {
         tls_config,
         store_socket: socket,
         limits: limits_from(&config),
+        guards: Arc::new(guards_from(&config)),
     })?;
     let bearer_token: BearerToken = Arc::new(ArcSwapOption::new(
         config.metrics.bearer_token.clone().map(Arc::new),
@@ -249,6 +276,8 @@ pub fn serve(config: Config, context: ServeContext) -> anyhow::Result<()> {
         logins = total(|s| &s.logins_ok),
         pins_stored = total(|s| &s.pins_stored),
         telemetry_dropped = total(|s| &s.telemetry_dropped),
+        connections_refused = total(|s| &s.connections_refused),
+        logins_throttled = total(|s| &s.logins_throttled),
         "stopped"
     );
     joined.context("a shard failed")

@@ -57,7 +57,11 @@ pub fn client_config(
 
 impl Device {
     pub fn plain(port: u16) -> Device {
-        let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        Device::over(TcpStream::connect(("127.0.0.1", port)).unwrap())
+    }
+
+    /// A plain device over an already connected socket (e.g. one bound to another loopback source).
+    pub fn over(tcp: TcpStream) -> Device {
         tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         tcp.set_nodelay(true).unwrap();
         Device {

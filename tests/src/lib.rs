@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used)] // test harness: a failed unwrap is a failed test
 
 pub mod device;
+pub mod hostile;
 pub mod metrics;
 
 use serde_json::Value;

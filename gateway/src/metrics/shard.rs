@@ -293,12 +293,6 @@ impl ShardMetrics {
         self.logins[result as usize].load(Ordering::Relaxed)
     }
 
-    /// Hook for the login throttle: counts the blocked attempt as a login result and a rejection.
-    pub fn login_throttled(&self) {
-        self.login(LoginResult::Throttled);
-        self.reject(Rejection::LoginThrottled);
-    }
-
     pub fn reject(&self, reason: Rejection) {
         self.rejected[reason as usize].fetch_add(1, Ordering::Relaxed);
     }

@@ -82,6 +82,10 @@ impl Stage {
     }
 }
 
+/// Heap cost of one queued frame beyond its bytes: its `Vec` in the deque plus the allocator's
+/// minimum chunk overhead.
+const QUEUED_FRAME_OVERHEAD: usize = std::mem::size_of::<Vec<u8>>() + 16;
+
 /// Frames the kernel has not taken yet, kept whole so each still goes out in its own `write`.
 #[derive(Debug, Default)]
 pub struct OutQueue {
@@ -129,8 +133,12 @@ pub struct Conn {
 }
 
 impl Conn {
+    /// Memory held by the outbound queue: its bytes plus a per-frame overhead, so a reader that
+    /// lets thousands of 5-byte answers pile up is bounded by what they cost, not by their payload.
     pub fn queued_bytes(&self) -> usize {
-        self.outq.as_ref().map_or(0, |q| q.bytes)
+        self.outq
+            .as_ref()
+            .map_or(0, |q| q.bytes + q.frames.len() * QUEUED_FRAME_OVERHEAD)
     }
 
     /// Reads plain bytes into `scratch`.
@@ -173,8 +181,11 @@ impl Conn {
             }
             return Flush::Blocked;
         }
+        // Bytes are already waiting, so the kernel refused our last write: queue without another
+        // write attempt. The writable event flushes; a peer that never reads then fills its queue
+        // bound without costing a syscall (and a tiny TCP segment) per answer.
         self.outq.get_or_insert_default().push(bytes.to_vec());
-        self.flush()
+        Flush::Blocked
     }
 
     /// Writes whatever is queued, in order, one queued piece per `write`.

@@ -10,8 +10,12 @@ pub enum ConnectionEvent {
     TlsRefused { peer: SocketAddr, reason: String },
     /// An established TLS session was broken by the peer (bad record, protocol violation).
     TlsBroken { peer: SocketAddr, reason: String },
-    /// A well-formed token the store does not know.
-    InvalidToken { peer: SocketAddr },
+    /// A well-formed token the store does not know; `next` is what the login throttle will do
+    /// with the address's next attempt.
+    InvalidToken {
+        peer: SocketAddr,
+        next: &'static str,
+    },
     /// A login whose token is not a token at all.
     MalformedToken { peer: SocketAddr, reason: String },
     /// Closed before login for another reason (not a login, unknown protocol, deadline, buffer).
@@ -37,7 +41,7 @@ impl SecurityEvent for ConnectionEvent {
         match self {
             ConnectionEvent::TlsRefused { peer, .. }
             | ConnectionEvent::TlsBroken { peer, .. }
-            | ConnectionEvent::InvalidToken { peer }
+            | ConnectionEvent::InvalidToken { peer, .. }
             | ConnectionEvent::MalformedToken { peer, .. }
             | ConnectionEvent::PreAuthRejected { peer, .. }
             | ConnectionEvent::LoginThrottled { peer, .. } => Some(peer.ip()),
@@ -49,7 +53,7 @@ impl SecurityEvent for ConnectionEvent {
             ConnectionEvent::TlsRefused { peer, .. }
             | ConnectionEvent::TlsBroken { peer, .. }
             | ConnectionEvent::PreAuthRejected { peer, .. } => format!("connection from {peer}"),
-            ConnectionEvent::InvalidToken { peer }
+            ConnectionEvent::InvalidToken { peer, .. }
             | ConnectionEvent::MalformedToken { peer, .. }
             | ConnectionEvent::LoginThrottled { peer, .. } => {
                 format!("device login from {peer}")
@@ -64,7 +68,9 @@ impl SecurityEvent for ConnectionEvent {
             | ConnectionEvent::MalformedToken { reason, .. }
             | ConnectionEvent::PreAuthRejected { reason, .. }
             | ConnectionEvent::LoginThrottled { reason, .. } => reason.clone(),
-            ConnectionEvent::InvalidToken { .. } => "no device has this token".into(),
+            ConnectionEvent::InvalidToken { next, .. } => {
+                format!("no device has this token; next login from this address: {next}")
+            }
         }
     }
 

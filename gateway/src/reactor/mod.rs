@@ -2,6 +2,7 @@
 //! timer wheel and store link (see `shard.rs`). This module starts the shards and hands the main
 //! thread what it needs to stop them: a waker and a shared shutdown flag.
 
+pub mod admission;
 pub mod conn;
 pub mod drain;
 pub mod events;
@@ -35,6 +36,8 @@ pub struct ShardLimits {
     /// Bytes buffered from a peer that has not logged in yet.
     pub preauth_buffer_bytes: usize,
     pub outbound_queue_bytes: usize,
+    /// SO_SNDBUF of every accepted connection (the kernel doubles it).
+    pub socket_send_buffer_bytes: usize,
     pub store_queue_max_writes: usize,
 }
 
@@ -48,6 +51,12 @@ pub struct ShardStats {
     pub pins_stored: AtomicU64,
     pub telemetry_dropped: AtomicU64,
     pub store_calls_refused: AtomicU64,
+    /// New connections closed at accept by the admission limits (per-source cap, accept rates).
+    pub connections_refused: AtomicU64,
+    /// Logins refused without checking because their source is backing off or blocked.
+    pub logins_throttled: AtomicU64,
+    /// Times accepting paused because the process ran out of file descriptors (or memory).
+    pub accept_pauses: AtomicU64,
 }
 
 /// Everything needed to start the shards.
@@ -57,6 +66,8 @@ pub struct ReactorSetup {
     pub tls_config: Arc<ServerConfig>,
     pub store_socket: PathBuf,
     pub limits: ShardLimits,
+    /// Connection admission and login throttling, shared by every shard.
+    pub guards: Arc<admission::Guards>,
 }
 
 /// Running shards.
@@ -103,6 +114,7 @@ impl Reactor {
                 tls_config: setup.tls_config.clone(),
                 store_socket: setup.store_socket.clone(),
                 limits: setup.limits.clone(),
+                guards: setup.guards.clone(),
                 stats,
                 metrics,
                 live_limits: reactor.live_limits.clone(),

@@ -5,6 +5,7 @@
 
 mod ops;
 
+use super::admission::{Admit, Guards, Refusal};
 use super::conn::{Conn, ConnId, Flush, Port, ReadOutcome, Stage, Transition};
 use super::drain::DrainPlan;
 use super::events::ConnectionEvent;
@@ -15,6 +16,7 @@ use super::tls_session::{TlsError, TlsSession};
 use super::{ShardLimits, ShardStats};
 use crate::metrics::shard::{ConnState, LoginResult, Rejection, ShardMetrics, TlsVersion};
 use crate::security;
+use crate::session::throttle::LoginGate;
 use crate::session::{
     CloseReason, DeviceSession, LoginDecision, Outbox, Sniffed, StoreCall, decide_login, sniff,
 };
@@ -67,6 +69,7 @@ pub struct ShardSetup {
     pub tls_config: Arc<ServerConfig>,
     pub store_socket: PathBuf,
     pub limits: ShardLimits,
+    pub guards: Arc<Guards>,
     pub stats: Arc<ShardStats>,
     pub metrics: Arc<ShardMetrics>,
     pub live_limits: Arc<LiveLimits>,
@@ -84,6 +87,7 @@ pub struct Shard {
     timers: TimerWheel,
     link: StoreLink,
     limits: ShardLimits,
+    guards: Arc<Guards>,
     stats: Arc<ShardStats>,
     metrics: Arc<ShardMetrics>,
     live_limits: Arc<LiveLimits>,
@@ -102,6 +106,8 @@ pub struct Shard {
     /// Connections that still had bytes to read when their budget ran out.
     backlog: Vec<usize>,
     accept_paused_until: Option<Instant>,
+    /// Accepting stopped because descriptors (or kernel memory) ran out; a close resumes it.
+    accept_starved: bool,
     now: Instant,
     now_tick: Tick,
     now_ms: u64,
@@ -139,6 +145,7 @@ impl Shard {
             next_generation: 1,
             timers: TimerWheel::new(now),
             limits: setup.limits,
+            guards: setup.guards,
             stats: setup.stats,
             metrics: setup.metrics,
             live_limits: setup.live_limits,
@@ -153,6 +160,7 @@ impl Shard {
             telemetry: VecDeque::new(),
             backlog: Vec::new(),
             accept_paused_until: None,
+            accept_starved: false,
             now,
             now_tick: 0,
             now_ms: unix_ms(),
@@ -278,15 +286,41 @@ impl Shard {
             let (stream, peer) = match self.listeners[index].1.accept() {
                 Ok(accepted) => accepted,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
+                    ) =>
+                {
+                    continue;
+                }
                 Err(e) => {
-                    // EMFILE/ENFILE and friends: pause instead of spinning on a full backlog.
-                    tracing::warn!(shard = self.index, error = %e, "accept failed; pausing accepts");
-                    self.metrics.reject(Rejection::AcceptFailed);
+                    // EMFILE/ENFILE/ENOBUFS/ENOMEM: the pending connection stays in the kernel
+                    // backlog. Pause instead of spinning on it; the next close (or the pause
+                    // timer, for descriptors freed elsewhere in the process) resumes accepting.
+                    if !self.accept_starved {
+                        tracing::warn!(target: "security", shard = self.index, error = %e, open = self.conns.len(), "accept failed; pausing accepts until a connection closes");
+                        self.stats.accept_pauses.fetch_add(1, Ordering::Relaxed);
+                        self.metrics.reject(Rejection::AcceptFailed);
+                    }
+                    self.accept_starved = true;
                     self.accept_paused_until = Some(self.now + ACCEPT_PAUSE);
                     return;
                 }
             };
+            if self.accept_starved {
+                self.accept_starved = false;
+                tracing::info!(
+                    shard = self.index,
+                    open = self.conns.len(),
+                    "accepting again"
+                );
+            }
+            let admitted = self.guards.admission().admit(peer.ip(), self.now);
+            if let Admit::Refused(refusal) = admitted {
+                self.refuse(peer, refusal);
+                continue;
+            }
             let port = self.listeners[index].2;
             self.open(stream, peer, port);
         }
@@ -294,9 +328,46 @@ impl Shard {
         self.accept_paused_until = Some(self.now);
     }
 
-    fn open(&mut self, mut socket: mio::net::TcpStream, peer: std::net::SocketAddr, port: Port) {
+    /// A connection refused at accept: its socket is dropped (closed) by the caller. Logged on the
+    /// security target at powers of two per shard, so a flood cannot flood the log too.
+    fn refuse(&mut self, peer: std::net::SocketAddr, refusal: Refusal) {
+        let refused = self
+            .stats
+            .connections_refused
+            .fetch_add(1, Ordering::Relaxed)
+            + 1;
+        if refused.is_power_of_two() {
+            tracing::warn!(target: "security", event = "connection_refused", shard = self.index, %peer, reason = refusal.name(), ?refusal, refused_total = refused, "connection refused at accept");
+        } else {
+            tracing::debug!(target: "security", event = "connection_refused", %peer, reason = refusal.name(), "connection refused at accept");
+        }
+    }
+
+    /// Opens an admitted connection; releases its admission if it cannot be opened after all.
+    fn open(&mut self, socket: mio::net::TcpStream, peer: std::net::SocketAddr, port: Port) {
+        if !self.try_open(socket, peer, port) {
+            let mut admission = self.guards.admission();
+            admission.leave_unauthenticated();
+            admission.release(peer.ip());
+        }
+    }
+
+    fn try_open(
+        &mut self,
+        mut socket: mio::net::TcpStream,
+        peer: std::net::SocketAddr,
+        port: Port,
+    ) -> bool {
         if let Err(e) = socket.set_nodelay(true) {
             tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
+        }
+        // A fixed kernel send buffer: autotuning would let a peer that never reads park megabytes
+        // of our answers in the kernel (tiny writes coalesce there), so the outbound queue bound
+        // would never be reached while the shard spent a syscall on every answer.
+        if let Err(e) = socket2::SockRef::from(&socket)
+            .set_send_buffer_size(self.limits.socket_send_buffer_bytes)
+        {
+            tracing::debug!(%peer, error = %e, "cannot set SO_SNDBUF");
         }
         let (tls, stage) = match port {
             Port::Plain => (None, Stage::Sniff),
@@ -304,7 +375,7 @@ impl Shard {
                 Ok(tls) => (Some(Box::new(tls)), Stage::TlsHandshake),
                 Err(e) => {
                     tracing::error!(%peer, error = %e, "cannot start a TLS session");
-                    return;
+                    return false;
                 }
             },
         };
@@ -321,7 +392,7 @@ impl Shard {
             Interest::READABLE | Interest::WRITABLE,
         ) {
             tracing::warn!(%peer, error = %e, "cannot register a new connection");
-            return;
+            return false;
         }
         entry.insert(Conn {
             generation,
@@ -346,6 +417,7 @@ impl Shard {
         self.metrics
             .conn_moved(transport(port), None, Some(ConnState::PreAuth));
         tracing::debug!(shard = self.index, %peer, ?port, "accepted");
+        true
     }
 
     fn conn_event(&mut self, key: usize, readable: bool, writable: bool) {
@@ -495,13 +567,36 @@ impl Shard {
         conn.inbuf = if held.is_empty() { Vec::new() } else { held };
     }
 
-    /// Runs the stage machine over `input`; returns how many bytes it consumed.
+    /// Runs the stage machine over `input`; returns how many bytes it consumed. Answers are sent
+    /// whenever a queue's worth has piled up, so a peer that pipelines requests and never reads is
+    /// caught as a slow reader after one queue of answers, not after its whole input.
     fn process(&mut self, key: usize, input: &[u8]) -> usize {
+        let mut pos = 0;
+        loop {
+            let (used, outbox_full) = self.process_some(key, &input[pos..]);
+            pos += used;
+            let open = self
+                .conns
+                .get(key)
+                .is_some_and(|c| !matches!(c.stage, Stage::Closing(_)));
+            if !open {
+                return input.len();
+            }
+            if !outbox_full {
+                return pos;
+            }
+        }
+    }
+
+    /// One pass of [`Self::process`]: stops early (returning `true`) once the outbox holds more
+    /// than the connection's outbound queue bound.
+    fn process_some(&mut self, key: usize, input: &[u8]) -> (usize, bool) {
+        let mut outbox_full = false;
         let mut pos = 0;
         let mut active = false;
         self.outbox.clear();
         let Some(conn) = self.conns.get_mut(key) else {
-            return input.len();
+            return (input.len(), false);
         };
         let id = ConnId {
             slot: key as u32,
@@ -534,19 +629,40 @@ impl Shard {
                         pos += consumed;
                         match decide_login(&frame) {
                             LoginDecision::Authenticate { token_hash, msg_id } => {
+                                let gate = self.guards.throttle().check(conn.peer.ip(), self.now);
+                                if gate != LoginGate::Open {
+                                    self.stats.logins_throttled.fetch_add(1, Ordering::Relaxed);
+                                    self.metrics.login(LoginResult::Throttled);
+                                    let reason = throttled(
+                                        conn.peer,
+                                        gate,
+                                        "login refused without checking the token",
+                                    );
+                                    self.outbox.response(msg_id, Status::QuotaLimit);
+                                    self.outbox.close(reason);
+                                    break;
+                                }
                                 advance(&mut conn.stage, Transition::LoginSent { msg_id });
                                 self.outbox
                                     .store
                                     .push(StoreCall::Authenticate { token_hash, msg_id });
                             }
                             LoginDecision::RefuseToken { msg_id, reason } => {
+                                let gate = self
+                                    .guards
+                                    .throttle()
+                                    .record_failure(conn.peer.ip(), self.now);
                                 security::record(
                                     "reactor",
                                     &ConnectionEvent::MalformedToken {
                                         peer: conn.peer,
-                                        reason: reason.to_string(),
+                                        reason: format!(
+                                            "{reason}; next login from this address: {}",
+                                            gate.name()
+                                        ),
                                     },
                                 );
+                                self.stats.logins_refused.fetch_add(1, Ordering::Relaxed);
                                 self.metrics.login(LoginResult::MalformedToken);
                                 self.outbox.response(msg_id, Status::InvalidToken);
                                 self.outbox.close(CloseReason::InvalidToken);
@@ -571,6 +687,10 @@ impl Shard {
                         active = true;
                         self.metrics.message_in(frame.command.code());
                         session.on_frame(&frame, &mut self.outbox);
+                        if self.outbox.pending_bytes() > self.limits.outbound_queue_bytes {
+                            outbox_full = true;
+                            break;
+                        }
                     }
                 },
                 Stage::TlsHandshake | Stage::Authenticating { .. } => break,
@@ -589,7 +709,7 @@ impl Shard {
             }
         }
         self.apply_outbox(key, id);
-        pos
+        (pos, outbox_full)
     }
 
     /// Carries out what a stage decided: frames to the socket, calls to the store, closing.
@@ -752,10 +872,14 @@ impl Shard {
                 return self.logged_in(key, id, msg_id, auth.device);
             }
             (Waiter::Login { .. }, Ok(Response::Authenticated(None))) => {
-                let conn = &self.conns[key];
+                let peer = self.conns[key].peer;
+                let gate = self.guards.throttle().record_failure(peer.ip(), self.now);
                 security::record(
                     "reactor",
-                    &ConnectionEvent::InvalidToken { peer: conn.peer },
+                    &ConnectionEvent::InvalidToken {
+                        peer,
+                        next: gate.name(),
+                    },
                 );
                 self.stats.logins_refused.fetch_add(1, Ordering::Relaxed);
                 self.metrics.login(LoginResult::InvalidToken);
@@ -801,6 +925,7 @@ impl Shard {
         let session = DeviceSession::new(device);
         let timeout = session.heartbeat_timeout(&self.limits.session);
         advance(&mut conn.stage, Transition::Authenticated(session));
+        self.guards.admission().leave_unauthenticated();
         conn.deadline = self.timers.deadline_after(self.now, timeout);
         self.stats.logins_ok.fetch_add(1, Ordering::Relaxed);
         self.metrics.login(LoginResult::Ok);
@@ -868,6 +993,9 @@ impl Shard {
             _ => None,
         };
         let peer = conn.peer;
+        if !conn.stage.is_logged_in() {
+            self.guards.admission().leave_unauthenticated();
+        }
         let from = if device.is_some() {
             ConnState::Authenticated
         } else {
@@ -924,9 +1052,14 @@ impl Shard {
             return;
         };
         let _ = self.poll.registry().deregister(&mut conn.socket);
+        self.guards.admission().release(conn.peer.ip());
         self.stats.connections_open.fetch_sub(1, Ordering::Relaxed);
         self.metrics
             .conn_moved(transport(conn.port), Some(ConnState::Closing), None);
+        if self.accept_starved {
+            // A descriptor just came free: try the backlog on this loop turn.
+            self.accept_paused_until = Some(self.now);
+        }
     }
 
     /// Stops accepting, closes every connection, and waits (bounded) until the store has
@@ -972,6 +1105,33 @@ impl Shard {
                 "shard stopped; every write acknowledged by the store"
             );
         }
+    }
+}
+
+/// Records a login refused by the throttle in the security log and names the close reason.
+fn throttled(peer: std::net::SocketAddr, gate: LoginGate, what: &'static str) -> CloseReason {
+    let (retry_in, failures) = match gate {
+        LoginGate::Open => (Duration::ZERO, 0),
+        LoginGate::BackingOff { retry_in, failures } => (retry_in, failures),
+        LoginGate::Blocked {
+            remaining,
+            failures,
+        } => (remaining, failures),
+    };
+    let retry_in_ms = retry_in.as_millis() as u64;
+    security::record(
+        "reactor",
+        &ConnectionEvent::LoginThrottled {
+            peer,
+            reason: format!(
+                "{what}: {} after {failures} failures, retry in {retry_in_ms} ms",
+                gate.name()
+            ),
+        },
+    );
+    CloseReason::LoginThrottled {
+        gate: gate.name(),
+        retry_in_ms,
     }
 }
 

@@ -6,6 +6,7 @@ pub mod device;
 pub mod login;
 pub mod outbox;
 pub mod sniff;
+pub mod throttle;
 
 pub use device::{DeviceSession, SessionLimits, SyncFilter};
 pub use login::{LoginDecision, decide_login};

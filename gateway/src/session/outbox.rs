@@ -50,6 +50,12 @@ pub enum CloseReason {
     UnknownProtocol,
     Malformed(String),
     InvalidToken,
+    /// The source failed too many logins: refused without checking the token (`gate` names the
+    /// phase: back-off or block), for `retry_in_ms` more.
+    LoginThrottled {
+        gate: &'static str,
+        retry_in_ms: u64,
+    },
     /// No login within the deadline (TLS handshake included).
     LoginTimeout,
     /// Silent for longer than its heartbeat allows.
@@ -80,6 +86,10 @@ impl fmt::Display for CloseReason {
             }
             CloseReason::Malformed(e) => write!(f, "malformed frame: {e}"),
             CloseReason::InvalidToken => f.write_str("invalid device token"),
+            CloseReason::LoginThrottled { gate, retry_in_ms } => write!(
+                f,
+                "login refused without checking ({gate}: too many failed logins from this source; retry in {retry_in_ms} ms)"
+            ),
             CloseReason::LoginTimeout => f.write_str("no login before the deadline"),
             CloseReason::HeartbeatTimeout { secs } => {
                 write!(f, "silent for {secs} s (heartbeat timeout)")
@@ -156,6 +166,11 @@ impl Outbox {
             start = end;
             frame
         })
+    }
+
+    /// Bytes of the queued frames.
+    pub fn pending_bytes(&self) -> usize {
+        self.bytes.len()
     }
 
     pub fn has_frames(&self) -> bool {

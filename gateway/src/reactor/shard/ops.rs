@@ -63,6 +63,7 @@ impl Shard {
             CloseReason::LoginTimeout => Rejection::LoginTimeout,
             CloseReason::PreAuthBufferFull { .. } => Rejection::PreAuthBufferFull,
             CloseReason::StoreUnavailable => Rejection::StoreUnavailable,
+            CloseReason::LoginThrottled { .. } => Rejection::LoginThrottled,
             // Not a rejection: the peer left, the socket failed, or we are shutting down.
             CloseReason::PeerClosed
             | CloseReason::Io(_)
@@ -74,7 +75,10 @@ impl Shard {
         // TLS refusals and token failures have their own, more specific events.
         if !matches!(
             rejection,
-            Rejection::TlsHandshake | Rejection::InvalidToken | Rejection::StoreUnavailable
+            Rejection::TlsHandshake
+                | Rejection::InvalidToken
+                | Rejection::StoreUnavailable
+                | Rejection::LoginThrottled
         ) {
             security::record(
                 "reactor",

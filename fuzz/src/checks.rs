@@ -1,0 +1,211 @@
+//! Invariants of every parser a peer or an operator can feed, one function per fuzz target. Each
+//! takes arbitrary bytes and panics if the parser panics or breaks a stated property; "returns an
+//! error" is always acceptable. Shared verbatim by the libFuzzer targets (`fuzz_targets/`) and by
+//! the stable corpus replay (`gateway/tests/fuzz_corpus.rs`, which includes this file by path).
+
+use portcullis_gateway::config::Config;
+use portcullis_gateway::session::{
+    DeviceSession, Outbox, SessionLimits, Sniffed, SyncFilter, sniff,
+};
+use portcullis_protocol::body::{self, Internal, MAX_INFO_FIELD_LEN};
+use portcullis_protocol::frame::{self, Decoded, HEADER_LEN, Payload};
+use portcullis_protocol::store::{
+    self, ClientHello, PinValue, ReplyEnvelope, RequestEnvelope, ServerHello,
+};
+use std::path::Path;
+
+/// The first two bytes pick the decoder's body limit; the rest is the byte stream.
+fn split_limit(data: &[u8]) -> (usize, &[u8]) {
+    match data {
+        [a, b, rest @ ..] => (usize::from(u16::from_be_bytes([*a, *b])), rest),
+        _ => (1024, data),
+    }
+}
+
+/// Device frame decoder: every decoded frame re-encodes to exactly the bytes it was decoded from,
+/// never exceeds the body limit, and every strict prefix of it decodes as "need more".
+pub fn device_frame(data: &[u8]) {
+    let (max_body, mut stream) = split_limit(data);
+    let mut first = true;
+    loop {
+        match frame::decode(stream, max_body) {
+            Err(_) => return,
+            Ok(Decoded::NeedMore { needed }) => {
+                assert!(
+                    needed > stream.len(),
+                    "NeedMore({needed}) with {} bytes",
+                    stream.len()
+                );
+                return;
+            }
+            Ok(Decoded::Frame { frame, consumed }) => {
+                assert!((HEADER_LEN..=stream.len()).contains(&consumed));
+                assert_eq!(consumed, frame.wire_len());
+                if let Payload::Body(body) = frame.payload {
+                    assert!(body.len() <= max_body);
+                }
+                let encoded = frame::to_vec(&frame).expect("a decoded frame re-encodes");
+                assert_eq!(encoded, &stream[..consumed], "re-encoding differs");
+                if first {
+                    for cut in 0..consumed {
+                        assert!(matches!(
+                            frame::decode(&stream[..cut], max_body),
+                            Ok(Decoded::NeedMore { .. })
+                        ));
+                    }
+                    first = false;
+                }
+                stream = &stream[consumed..];
+            }
+        }
+    }
+}
+
+/// Device session step: whatever a logged-in device sends, every frame the session answers with
+/// decodes cleanly, and answers to the device respect its announced (or default) buffer size.
+pub fn session_step(data: &[u8]) {
+    let limits = SessionLimits::default();
+    let mut session = DeviceSession::new(1);
+    let mut out = Outbox::default();
+    let mut stream = data;
+    while let Ok(Decoded::Frame { frame, consumed }) = frame::decode(stream, 4096) {
+        out.clear();
+        session.on_frame(&frame, &mut out);
+        check_outbox(&out);
+        assert!(session.heartbeat_timeout(&limits).as_secs() >= 1);
+        stream = &stream[consumed..];
+    }
+    // Replay the frames' bodies as stored pin values: a sync reply must fit the device buffer.
+    let values: Vec<PinValue> = data
+        .chunks(37)
+        .enumerate()
+        .map(|(i, chunk)| PinValue {
+            pin: body::PinAddr::new(body::PinKind::Virtual, (i % 256) as u8),
+            value: chunk.to_vec(),
+            at_ms: 0,
+        })
+        .collect();
+    out.clear();
+    session.on_sync_reply(7, SyncFilter::Everything, &values, &limits, &mut out);
+    let max = session.max_outbound_frame(&limits);
+    for sent in out.frames() {
+        assert!(
+            sent.len() <= max,
+            "sync frame of {} bytes > buff-in {max}",
+            sent.len()
+        );
+    }
+    check_outbox(&out);
+}
+
+fn check_outbox(out: &Outbox) {
+    for sent in out.frames() {
+        match frame::decode(sent, frame::MAX_WIRE_BODY_LEN) {
+            Ok(Decoded::Frame { consumed, frame }) => {
+                assert_eq!(consumed, sent.len());
+                assert_ne!(frame.msg_id, 0, "message id 0 sent to a device");
+            }
+            other => panic!("the session sent an undecodable frame: {other:?}"),
+        }
+    }
+}
+
+/// Info-message and body parsers: never panic; info fields are capped and free of control
+/// characters (they end up in logs and the admin CLI).
+pub fn info_message(data: &[u8]) {
+    if let Internal::Info(info) = body::parse_internal(data) {
+        let fields = [
+            &info.template,
+            &info.firmware,
+            &info.lib_version,
+            &info.device_type,
+        ];
+        for field in fields.into_iter().flatten() {
+            // A lossy replacement character is 3 bytes in UTF-8.
+            assert!(
+                field.len() <= 3 * MAX_INFO_FIELD_LEN,
+                "field of {} bytes",
+                field.len()
+            );
+            assert!(!field.chars().any(char::is_control), "{field:?}");
+        }
+    }
+    let _ = body::parse_hardware(data);
+    let _ = body::parse_sync(data);
+    let _ = body::parse_property(data);
+    assert!(body::split_args(data).count() <= data.len() + 1);
+}
+
+/// Protocol sniffer: a definite answer never changes when more bytes arrive.
+pub fn sniffer(data: &[u8]) {
+    let full = sniff(data);
+    let mut settled = None;
+    for cut in 0..=data.len().min(16) {
+        let got = sniff(&data[..cut]);
+        match settled {
+            Some(answer) => assert_eq!(got, answer, "changed after {cut} bytes"),
+            None if got != Sniffed::NeedMore => settled = Some(got),
+            None => {}
+        }
+    }
+    if let Some(answer) = settled {
+        assert_eq!(full, answer);
+    }
+}
+
+/// Store wire decoder: any decoded message re-encodes and decodes to itself; a frame is never
+/// reported longer than the limit.
+pub fn store_wire(data: &[u8]) {
+    if let Ok(Some(len)) = store::frame_len(data) {
+        assert!(len <= store::MAX_FRAME_LEN);
+    }
+    round_trip::<RequestEnvelope>(data);
+    round_trip::<ReplyEnvelope>(data);
+    round_trip::<ClientHello>(data);
+    round_trip::<ServerHello>(data);
+}
+
+fn round_trip<T>(data: &[u8])
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+{
+    if let Ok(Some((msg, used))) = store::decode_frame::<T>(data) {
+        assert!(used <= data.len());
+        let mut again = Vec::new();
+        store::encode_frame(&msg, &mut again).expect("a decoded message re-encodes");
+        match store::decode_frame::<T>(&again) {
+            Ok(Some((back, n))) => {
+                assert_eq!(n, again.len());
+                assert_eq!(back, msg);
+            }
+            other => panic!("re-encoded message does not decode: {other:?}"),
+        }
+    }
+}
+
+/// Config loader: never panics; an accepted file renders to TOML that parses to the same config.
+pub fn config_loader(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let path = Path::new("fuzz.toml");
+    if let Ok(config) = Config::from_toml(text, path) {
+        let rendered = config.to_toml();
+        let again = Config::from_toml(&rendered, path)
+            .unwrap_or_else(|e| panic!("rendered config is refused: {e}\n{rendered}"));
+        assert_eq!(again, config);
+    }
+}
+
+/// One fuzz target's invariant check.
+pub type Check = fn(&[u8]);
+
+/// Every target by name, for the corpus replay.
+pub const TARGETS: &[(&str, Check)] = &[
+    ("device_frame", device_frame),
+    ("session_step", session_step),
+    ("info_message", info_message),
+    ("sniffer", sniffer),
+    ("store_wire", store_wire),
+    ("config_loader", config_loader),
+];
