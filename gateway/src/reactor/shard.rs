@@ -336,6 +336,7 @@ impl Shard {
             .connections_refused
             .fetch_add(1, Ordering::Relaxed)
             + 1;
+        self.metrics.reject(Rejection::AdmissionLimit);
         if refused.is_power_of_two() {
             tracing::warn!(target: "security", event = "connection_refused", shard = self.index, %peer, reason = refusal.name(), ?refusal, refused_total = refused, "connection refused at accept");
         } else {
