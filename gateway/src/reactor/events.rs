@@ -20,6 +20,9 @@ pub enum ConnectionEvent {
     MalformedToken { peer: SocketAddr, reason: String },
     /// Closed before login for another reason (not a login, unknown protocol, deadline, buffer).
     PreAuthRejected { peer: SocketAddr, reason: String },
+    /// Admission control refused the connection at accept (per-source cap, accept rate,
+    /// pre-login cap). Raised at powers of two per shard so a flood cannot flood the log.
+    RefusedAtAccept { peer: SocketAddr, reason: String },
     /// The login throttle blocked an attempt from this address (raised by the throttle, with
     /// `ShardMetrics::login_throttled` for the counters).
     LoginThrottled { peer: SocketAddr, reason: String },
@@ -34,6 +37,7 @@ impl SecurityEvent for ConnectionEvent {
             ConnectionEvent::MalformedToken { .. } => "malformed_device_token",
             ConnectionEvent::PreAuthRejected { .. } => "pre_auth_rejected",
             ConnectionEvent::LoginThrottled { .. } => "login_throttled",
+            ConnectionEvent::RefusedAtAccept { .. } => "connection_refused",
         }
     }
 
@@ -44,7 +48,8 @@ impl SecurityEvent for ConnectionEvent {
             | ConnectionEvent::InvalidToken { peer, .. }
             | ConnectionEvent::MalformedToken { peer, .. }
             | ConnectionEvent::PreAuthRejected { peer, .. }
-            | ConnectionEvent::LoginThrottled { peer, .. } => Some(peer.ip()),
+            | ConnectionEvent::LoginThrottled { peer, .. }
+            | ConnectionEvent::RefusedAtAccept { peer, .. } => Some(peer.ip()),
         }
     }
 
@@ -52,7 +57,8 @@ impl SecurityEvent for ConnectionEvent {
         match self {
             ConnectionEvent::TlsRefused { peer, .. }
             | ConnectionEvent::TlsBroken { peer, .. }
-            | ConnectionEvent::PreAuthRejected { peer, .. } => format!("connection from {peer}"),
+            | ConnectionEvent::PreAuthRejected { peer, .. }
+            | ConnectionEvent::RefusedAtAccept { peer, .. } => format!("connection from {peer}"),
             ConnectionEvent::InvalidToken { peer, .. }
             | ConnectionEvent::MalformedToken { peer, .. }
             | ConnectionEvent::LoginThrottled { peer, .. } => {
@@ -67,7 +73,8 @@ impl SecurityEvent for ConnectionEvent {
             | ConnectionEvent::TlsBroken { reason, .. }
             | ConnectionEvent::MalformedToken { reason, .. }
             | ConnectionEvent::PreAuthRejected { reason, .. }
-            | ConnectionEvent::LoginThrottled { reason, .. } => reason.clone(),
+            | ConnectionEvent::LoginThrottled { reason, .. }
+            | ConnectionEvent::RefusedAtAccept { reason, .. } => reason.clone(),
             ConnectionEvent::InvalidToken { next, .. } => {
                 format!("no device has this token; next login from this address: {next}")
             }
@@ -82,6 +89,7 @@ impl SecurityEvent for ConnectionEvent {
             ConnectionEvent::MalformedToken { .. } => "device login refused",
             ConnectionEvent::PreAuthRejected { .. } => "connection rejected before login",
             ConnectionEvent::LoginThrottled { .. } => "device login throttled",
+            ConnectionEvent::RefusedAtAccept { .. } => "connection refused at accept",
         }
     }
 }

@@ -338,9 +338,19 @@ impl Shard {
             + 1;
         self.metrics.reject(Rejection::AdmissionLimit);
         if refused.is_power_of_two() {
-            tracing::warn!(target: "security", event = "connection_refused", shard = self.index, %peer, reason = refusal.name(), ?refusal, refused_total = refused, "connection refused at accept");
+            security::record(
+                "reactor",
+                &ConnectionEvent::RefusedAtAccept {
+                    peer,
+                    reason: format!(
+                        "{} ({refusal:?}); {refused} refused by shard {} so far (logged at powers of two)",
+                        refusal.name(),
+                        self.index
+                    ),
+                },
+            );
         } else {
-            tracing::debug!(target: "security", event = "connection_refused", %peer, reason = refusal.name(), "connection refused at accept");
+            tracing::debug!(%peer, reason = refusal.name(), "connection refused at accept");
         }
     }
 
