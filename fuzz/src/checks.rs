@@ -197,6 +197,50 @@ pub fn config_loader(data: &[u8]) {
     }
 }
 
+/// The server config the TLS target handshakes with: a development certificate generated once per
+/// process into a private temporary directory.
+fn tls_config() -> std::sync::Arc<rustls::ServerConfig> {
+    static CONFIG: std::sync::OnceLock<std::sync::Arc<rustls::ServerConfig>> =
+        std::sync::OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let dir =
+                std::env::temp_dir().join(format!("portcullis-fuzz-tls-{}", std::process::id()));
+            let paths = portcullis_gateway::tls::ensure_dev_certificate(&dir, &[])
+                .expect("a development certificate can be generated");
+            let config = portcullis_gateway::tls::load_server_config(&paths.cert, &paths.key)
+                .expect("the generated certificate loads");
+            let _ = std::fs::remove_dir_all(&dir);
+            config
+        })
+        .clone()
+}
+
+/// TLS session (the first bytes any TLS client sends before it has proven anything): arbitrary
+/// ciphertext, cut into pieces whose sizes the first byte picks, never panics, never yields
+/// application data without a handshake, and never holds more than one record's worth of bytes.
+pub fn tls_session(data: &[u8]) {
+    use portcullis_gateway::reactor::tls_session::{MAX_PARTIAL_RECORD, TlsSession};
+    let (piece, rest) = match data {
+        [first, rest @ ..] => (usize::from(*first).max(1), rest),
+        [] => return,
+    };
+    let mut session = TlsSession::new(tls_config()).expect("a session starts");
+    let (mut plaintext, mut outgoing) = (Vec::new(), Vec::new());
+    let mut input = rest.to_vec();
+    for chunk in input.chunks_mut(piece) {
+        match session.receive(chunk, &mut plaintext, &mut outgoing) {
+            Ok(_) => {
+                assert!(session.held_bytes() <= MAX_PARTIAL_RECORD + piece);
+            }
+            Err(_) => break,
+        }
+    }
+    // Without the server's key no input can finish a handshake, so nothing is ever decrypted.
+    assert!(session.is_handshaking());
+    assert!(plaintext.is_empty());
+}
+
 /// One fuzz target's invariant check.
 pub type Check = fn(&[u8]);
 
@@ -208,4 +252,5 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("sniffer", sniffer),
     ("store_wire", store_wire),
     ("config_loader", config_loader),
+    ("tls_session", tls_session),
 ];

@@ -945,7 +945,7 @@ impl Shard {
             Some(ConnState::PreAuth),
             Some(ConnState::Authenticated),
         );
-        tracing::info!(shard = self.index, peer = %conn.peer, device, "device logged in");
+        tracing::debug!(shard = self.index, peer = %conn.peer, device, "device logged in");
         let addr = conn.peer.to_string();
         self.outbox.clear();
         self.outbox.response(msg_id, Status::Ok);

@@ -1,0 +1,126 @@
+//! The two things the load generator asks the store directly, over the gateway's private store
+//! socket (`<data-dir>/store.sock`, same access rule as `portcullis admin`): creating devices in
+//! bulk for `provision` (many `CreateDevice` requests pipelined on one link, so the store can
+//! share WAL syncs between them), and reading the telemetry pin of every device back after a
+//! `telemetry` run, so "stored" is what the store holds, not what was sent.
+
+use crate::tokens::TokenLine;
+use portcullis_gateway::store_client::{StoreClient, StoreClientError};
+use portcullis_gateway::token::DeviceToken;
+use portcullis_protocol::body::{PinAddr, PinKind};
+use portcullis_protocol::store::{ClientRole, Request, Response, StoreError};
+use std::path::Path;
+use std::time::{Duration, Instant};
+use thiserror::Error;
+
+/// How long one pipelined batch may take before the link is considered stuck.
+const STORE_TIMEOUT: Duration = Duration::from_secs(120);
+
+#[derive(Debug, Error)]
+pub enum StoreOpError {
+    #[error(transparent)]
+    Link(#[from] StoreClientError),
+    #[error("the store refused device {index}: {source}")]
+    Refused { index: usize, source: StoreError },
+    #[error("the store answered {request} with an unexpected {answer}")]
+    Unexpected {
+        request: &'static str,
+        answer: String,
+    },
+    #[error("could not generate a token: {0}")]
+    Token(#[from] portcullis_gateway::token::TokenError),
+}
+
+/// What `provision` did.
+#[derive(Debug, Clone)]
+pub struct Provisioned {
+    pub devices: Vec<TokenLine>,
+    pub took: Duration,
+}
+
+/// Creates `count` devices named `<prefix>-<n>` in `template`/`org`, `batch` requests per
+/// pipelined call; `progress` is called after each batch with the total so far.
+pub fn provision(
+    socket: &Path,
+    count: usize,
+    batch: usize,
+    names: (&str, &str, &str),
+    mut progress: impl FnMut(usize),
+) -> Result<Provisioned, StoreOpError> {
+    let (prefix, template, org) = names;
+    let mut client = StoreClient::connect(socket, ClientRole::Admin, STORE_TIMEOUT)?;
+    let started = Instant::now();
+    let mut devices = Vec::with_capacity(count);
+    let batch = batch.max(1);
+    while devices.len() < count {
+        let n = batch.min(count - devices.len());
+        let mut tokens = Vec::with_capacity(n);
+        let mut requests = Vec::with_capacity(n);
+        for i in 0..n {
+            let token = DeviceToken::generate()?;
+            requests.push(Request::CreateDevice {
+                org: org.to_owned(),
+                template: template.to_owned(),
+                name: format!("{prefix}-{}", devices.len() + i + 1),
+                token_hash: token.hash(),
+            });
+            tokens.push(token);
+        }
+        let replies = client.call_many(requests)?;
+        for (i, (reply, token)) in replies.into_iter().zip(tokens).enumerate() {
+            match reply {
+                Ok(Response::Device(record)) => devices.push(TokenLine {
+                    id: record.id,
+                    token: token.expose().to_owned(),
+                }),
+                Ok(other) => {
+                    return Err(StoreOpError::Unexpected {
+                        request: "CreateDevice",
+                        answer: format!("{other:?}"),
+                    });
+                }
+                Err(source) => {
+                    return Err(StoreOpError::Refused {
+                        index: devices.len() + i,
+                        source,
+                    });
+                }
+            }
+        }
+        progress(devices.len());
+    }
+    Ok(Provisioned {
+        devices,
+        took: started.elapsed(),
+    })
+}
+
+/// The telemetry pin's stored value of each device: the number of the last write the store
+/// holds (writes carry their sequence number as the value). `None` where nothing is stored.
+pub fn read_back(socket: &Path, ids: &[u64], pin: u8) -> Result<Vec<Option<u64>>, StoreOpError> {
+    let mut client = StoreClient::connect(socket, ClientRole::Admin, STORE_TIMEOUT)?;
+    let pin = PinAddr::new(PinKind::Virtual, pin);
+    let requests = ids
+        .iter()
+        .map(|&device| Request::ReadPins {
+            device,
+            pins: Some(vec![pin]),
+        })
+        .collect();
+    let replies = client.call_many(requests)?;
+    replies
+        .into_iter()
+        .enumerate()
+        .map(|(index, reply)| match reply {
+            Ok(Response::Pins(values)) => Ok(values
+                .iter()
+                .find(|v| v.pin == pin)
+                .and_then(|v| std::str::from_utf8(&v.value).ok()?.parse().ok())),
+            Ok(other) => Err(StoreOpError::Unexpected {
+                request: "ReadPins",
+                answer: format!("{other:?}"),
+            }),
+            Err(source) => Err(StoreOpError::Refused { index, source }),
+        })
+        .collect()
+}
