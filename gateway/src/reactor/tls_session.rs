@@ -102,10 +102,7 @@ impl TlsSession {
             }
             used.map(|_| ())
         };
-        if let Err(e) = result {
-            self.drain_outgoing(outgoing);
-            return Err(e);
-        }
+        result?;
         if self.partial_record.len() > MAX_PARTIAL_RECORD {
             return Err(TlsError::RecordTooLong);
         }
@@ -113,7 +110,8 @@ impl TlsSession {
         Ok(received)
     }
 
-    /// Runs rustls over `buf` until it needs more bytes; returns how many bytes it consumed.
+    /// Runs rustls over `buf` until it needs more bytes; returns how many bytes it consumed. On
+    /// error, the fatal alert rustls queued is appended to `outgoing`.
     fn process(
         &mut self,
         buf: &mut [u8],
@@ -122,49 +120,73 @@ impl TlsSession {
         received: &mut Received,
     ) -> Result<usize, TlsError> {
         let mut consumed = 0;
+        let result = self.process_records(buf, &mut consumed, plaintext, outgoing, received);
+        if result.is_err() {
+            // rustls remembers how far into this buffer it got, so the alert must be drained
+            // with the same (undiscarded) bytes in front of it, never an empty slice.
+            let rest = consumed.min(buf.len());
+            self.drain_outgoing(&mut buf[rest..], outgoing);
+        }
+        result.map(|()| consumed)
+    }
+
+    fn process_records(
+        &mut self,
+        buf: &mut [u8],
+        consumed: &mut usize,
+        plaintext: &mut Vec<u8>,
+        outgoing: &mut Vec<u8>,
+        received: &mut Received,
+    ) -> Result<(), TlsError> {
         loop {
             let UnbufferedStatus { mut discard, state } =
-                self.conn.process_tls_records(&mut buf[consumed..]);
-            let state = state.map_err(TlsError::Peer)?;
-            let more = match state {
+                self.conn.process_tls_records(&mut buf[*consumed..]);
+            let state = match state {
+                Ok(state) => state,
+                Err(e) => {
+                    *consumed += discard;
+                    return Err(TlsError::Peer(e));
+                }
+            };
+            let step = match state {
                 ConnectionState::ReadTraffic(mut records) => {
+                    let mut result = Ok(true);
                     while let Some(record) = records.next_record() {
-                        let record = record.map_err(TlsError::Peer)?;
-                        discard += record.discard;
-                        plaintext.extend_from_slice(record.payload);
+                        match record {
+                            Ok(record) => {
+                                discard += record.discard;
+                                plaintext.extend_from_slice(record.payload);
+                            }
+                            Err(e) => {
+                                result = Err(TlsError::Peer(e));
+                                break;
+                            }
+                        }
                     }
-                    true
+                    result
                 }
                 // Our config accepts no early data; rustls only reports it when it is enabled.
-                ConnectionState::ReadEarlyData(mut records) => {
-                    while let Some(record) = records.next_record() {
-                        let record = record.map_err(TlsError::Peer)?;
-                        discard += record.discard;
-                    }
-                    true
-                }
+                ConnectionState::ReadEarlyData(_) => Err(TlsError::Internal(
+                    "early data although the config accepts none".into(),
+                )),
                 ConnectionState::EncodeTlsData(mut encoder) => {
-                    append_encoded(outgoing, |dst| encoder.encode(dst))?;
-                    true
+                    append_encoded(outgoing, |dst| encoder.encode(dst)).map(|()| true)
                 }
                 // The bytes are in `outgoing`, in order; the caller writes them before anything
                 // queued later.
                 ConnectionState::TransmitTlsData(transmit) => {
                     transmit.done();
-                    true
+                    Ok(true)
                 }
                 ConnectionState::PeerClosed => {
                     received.peer_closed = true;
-                    true
+                    Ok(true)
                 }
-                ConnectionState::BlockedHandshake
-                | ConnectionState::WriteTraffic(_)
-                | ConnectionState::Closed => false,
-                _ => false,
+                _ => Ok(false),
             };
-            consumed += discard;
-            if !more {
-                return Ok(consumed);
+            *consumed += discard;
+            if !step? {
+                return Ok(());
             }
         }
     }
@@ -187,10 +209,16 @@ impl TlsSession {
         });
     }
 
-    /// Flushes pending TLS output (a fatal alert after an error, tickets) into `outgoing`.
-    fn drain_outgoing(&mut self, outgoing: &mut Vec<u8>) {
+    /// Flushes pending TLS output (the fatal alert after an error) into `outgoing`. rustls hands
+    /// out queued records before it looks at input again, so asking only while it wants to write
+    /// never re-reads the bad bytes (which would raise a second alert). `buf` is still the bytes
+    /// it was last given: it remembers positions in them.
+    fn drain_outgoing(&mut self, buf: &mut [u8], outgoing: &mut Vec<u8>) {
         for _ in 0..16 {
-            let UnbufferedStatus { state, .. } = self.conn.process_tls_records(&mut []);
+            if !self.conn.wants_write() {
+                return;
+            }
+            let UnbufferedStatus { state, .. } = self.conn.process_tls_records(buf);
             match state {
                 Ok(ConnectionState::EncodeTlsData(mut encoder)) => {
                     if append_encoded(outgoing, |dst| encoder.encode(dst)).is_err() {
@@ -213,27 +241,43 @@ impl TlsSession {
         ) -> Result<(), TlsError>,
     ) -> Result<(), TlsError> {
         // Each pass either emits pending output or reaches a final state; the bound only guards
-        // against a rustls state we do not know.
+        // against a rustls state we do not know. rustls is always shown the bytes it holds
+        // (an incomplete record, or handshake fragments) — never an empty slice in their place.
+        let mut write = Some(write);
         for _ in 0..16 {
-            let UnbufferedStatus { state, .. } = self.conn.process_tls_records(&mut []);
-            match state.map_err(TlsError::Peer)? {
+            let UnbufferedStatus { discard, state } =
+                self.conn.process_tls_records(&mut self.partial_record);
+            let done = match state.map_err(TlsError::Peer)? {
                 ConnectionState::EncodeTlsData(mut encoder) => {
                     append_encoded(outgoing, |dst| encoder.encode(dst))?;
+                    None
                 }
                 ConnectionState::TransmitTlsData(mut transmit) => {
-                    if let Some(mut writer) = transmit.may_encrypt_app_data() {
-                        return write(&mut writer, outgoing);
+                    match (transmit.may_encrypt_app_data(), write.take()) {
+                        (Some(mut writer), Some(write)) => Some(write(&mut writer, outgoing)),
+                        (_, taken) => {
+                            write = taken;
+                            transmit.done();
+                            None
+                        }
                     }
-                    transmit.done();
                 }
-                ConnectionState::WriteTraffic(mut writer) => return write(&mut writer, outgoing),
+                ConnectionState::WriteTraffic(mut writer) => match write.take() {
+                    Some(write) => Some(write(&mut writer, outgoing)),
+                    None => Some(Err(TlsError::Internal("write ran twice".into()))),
+                },
                 ConnectionState::ReadTraffic(_) | ConnectionState::ReadEarlyData(_) => {
                     // `receive` always drains application data, so none can be pending here.
-                    return Err(TlsError::Internal(
+                    Some(Err(TlsError::Internal(
                         "undelivered application data while writing".into(),
-                    ));
+                    )))
                 }
-                _ => return Err(TlsError::NotWritable),
+                _ => Some(Err(TlsError::NotWritable)),
+            };
+            self.partial_record
+                .drain(..discard.min(self.partial_record.len()));
+            if let Some(result) = done {
+                return result;
             }
         }
         Err(TlsError::Internal("rustls did not settle".into()))

@@ -220,3 +220,46 @@ fn writing_before_the_handshake_is_refused() {
         Err(TlsError::NotWritable)
     ));
 }
+
+#[test]
+fn closing_mid_handshake_with_bytes_held_does_not_panic() {
+    // The login deadline can close a connection whose ClientHello is half here; rustls must be
+    // shown the held bytes, not an empty buffer (the fuzzer found the panic in the error path).
+    let mut p = pair(&rustls::version::TLS13);
+    let mut hello = client_output(&mut p.client);
+    let half = hello.len() / 2;
+    let (mut plaintext, mut outgoing) = (Vec::new(), Vec::new());
+    p.server
+        .receive(&mut hello[..half], &mut plaintext, &mut outgoing)
+        .expect("half a hello is fine");
+    assert!(p.server.held_bytes() >= half);
+    let mut notify = Vec::new();
+    p.server.close_notify(&mut notify);
+    assert!(matches!(
+        p.server.encrypt(b"x", &mut notify),
+        Err(TlsError::NotWritable)
+    ));
+}
+
+#[test]
+fn a_handshake_message_split_over_records_then_garbage_is_refused_cleanly() {
+    // A ClientHello fragmented into two records keeps rustls' handshake joiner pointing into our
+    // buffer; a broken record after it must produce an error (and an alert), not a panic.
+    let mut p = pair(&rustls::version::TLS13);
+    let hello = client_output(&mut p.client);
+    let body = &hello[5..];
+    let (a, b) = body.split_at(body.len() / 2);
+    let mut input = Vec::new();
+    for part in [a, b] {
+        input.extend_from_slice(&[22, 3, 1]);
+        input.extend_from_slice(&(part.len() as u16).to_be_bytes());
+        input.extend_from_slice(part);
+    }
+    // Cut the second record short and corrupt its header, after the first one is whole.
+    let first_len = 5 + a.len();
+    input.truncate(first_len + 8);
+    input[first_len] = 99;
+    let (mut plaintext, mut outgoing) = (Vec::new(), Vec::new());
+    let result = p.server.receive(&mut input, &mut plaintext, &mut outgoing);
+    assert!(result.is_err(), "{result:?}");
+}
