@@ -111,6 +111,7 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
     if let Some(data_dir) = &args.data_dir {
         config.data_dir = data_dir.clone();
     }
+    let _security_log = crate::logging::security_only(&config)?;
     let socket = config.store_socket_path();
     let mut client = StoreClient::connect(&socket, ClientRole::Admin, ADMIN_TIMEOUT)?;
     let mut stdout = std::io::stdout().lock();
@@ -157,6 +158,49 @@ pub fn execute(
     }
 }
 
+/// Security events of the admin CLI: every change it makes, with the operator's uid.
+#[derive(Debug)]
+pub enum AdminEvent<'a> {
+    DeviceCreated {
+        id: DeviceId,
+        name: &'a str,
+        template: &'a str,
+        org: &'a str,
+    },
+}
+
+impl crate::security::SecurityEvent for AdminEvent<'_> {
+    fn kind(&self) -> &'static str {
+        match self {
+            AdminEvent::DeviceCreated { .. } => "admin_device_created",
+        }
+    }
+    fn source(&self) -> Option<std::net::IpAddr> {
+        None
+    }
+    fn subject(&self) -> String {
+        match self {
+            AdminEvent::DeviceCreated { id, .. } => format!("device {id}"),
+        }
+    }
+    fn reason(&self) -> String {
+        let uid = nix::unistd::getuid();
+        match self {
+            AdminEvent::DeviceCreated {
+                name,
+                template,
+                org,
+                ..
+            } => format!(
+                "created by uid {uid} with the admin CLI: name {name:?}, template {template:?}, org {org:?}; a new token was issued"
+            ),
+        }
+    }
+    fn message(&self) -> &'static str {
+        "admin action"
+    }
+}
+
 #[derive(Serialize)]
 struct CreatedDevice<'a> {
     id: DeviceId,
@@ -185,6 +229,15 @@ fn create_device(
         Response::Device(record) => record,
         other => bail!("the store answered CreateDevice with an unexpected {other:?}"),
     };
+    crate::security::record(
+        "admin",
+        &AdminEvent::DeviceCreated {
+            id: record.id,
+            name: &record.name,
+            template: &record.template,
+            org: &record.org,
+        },
+    );
     let created = CreatedDevice {
         id: record.id,
         name: &record.name,

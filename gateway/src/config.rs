@@ -57,6 +57,8 @@ pub struct Config {
     pub admission: AdmissionSection,
     pub store: StoreSection,
     pub log: LogSection,
+    pub metrics: MetricsSection,
+    pub shutdown: ShutdownSection,
 }
 
 /// `[server]`: shards and listening sockets.
@@ -82,7 +84,7 @@ pub struct ServerSection {
 }
 
 /// `[tls]`: the server certificate.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TlsSection {
     /// PEM certificate chain, leaf first. Set together with `key`. Default: none, meaning a
@@ -95,6 +97,10 @@ pub struct TlsSection {
     /// Extra names (DNS names or IP addresses) for the generated development certificate, besides
     /// localhost, 127.0.0.1, ::1 and the host name. Default `[]`.
     pub names: Vec<String>,
+    /// How often the certificate and key files are checked for changes, in milliseconds; a
+    /// changed pair is validated and served to new handshakes. 0 turns the watcher off (SIGHUP
+    /// still reloads). Default 10000.
+    pub watch_interval_ms: u64,
 }
 
 /// `[limits]`: timeouts, frame sizes and queue bounds.
@@ -215,6 +221,34 @@ pub struct LogSection {
     pub level: String,
     /// `"text"` for people, `"json"` (one object per line) for log collectors. Default `"text"`.
     pub format: LogFormat,
+    /// Where the security event log (JSON lines) goes: `"stderr"` or a file path (appended to,
+    /// created with mode 0600, reopened on SIGHUP). Default `"stderr"`.
+    pub security: String,
+}
+
+/// `[metrics]`: the Prometheus endpoint and health checks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsSection {
+    /// Serve `/metrics`, `/healthz` and `/readyz`. Default true.
+    pub enabled: bool,
+    /// Address of the metrics port. Default `"127.0.0.1"` (loopback only).
+    pub bind_address: IpAddr,
+    /// Metrics port; 0 = ephemeral (written to `ports.json`). Default 9464.
+    pub port: u16,
+    /// When set, `/metrics` requires `Authorization: Bearer <token>` (health checks do not). At
+    /// least 16 characters. Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bearer_token: Option<String>,
+}
+
+/// `[shutdown]`: how SIGTERM/SIGINT stop the gateway.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShutdownSection {
+    /// Connections are closed gradually over this many milliseconds after the listeners close,
+    /// so the fleet does not reconnect all at once; at most 600000. Default 5000.
+    pub drain_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -235,6 +269,8 @@ impl Default for Config {
             admission: AdmissionSection::default(),
             store: StoreSection::default(),
             log: LogSection::default(),
+            metrics: MetricsSection::default(),
+            shutdown: ShutdownSection::default(),
         }
     }
 }
@@ -250,6 +286,34 @@ impl Default for ServerSection {
             plain_fallback_port: 8080,
             listen_backlog: 1024,
         }
+    }
+}
+
+impl Default for TlsSection {
+    fn default() -> Self {
+        Self {
+            cert: None,
+            key: None,
+            names: Vec::new(),
+            watch_interval_ms: 10_000,
+        }
+    }
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            bind_address: IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            port: 9464,
+            bearer_token: None,
+        }
+    }
+}
+
+impl Default for ShutdownSection {
+    fn default() -> Self {
+        Self { drain_ms: 5_000 }
     }
 }
 
@@ -310,6 +374,7 @@ impl Default for LogSection {
         Self {
             level: "info".to_owned(),
             format: LogFormat::Text,
+            security: "stderr".to_owned(),
         }
     }
 }
@@ -553,6 +618,44 @@ impl Config {
                     "{:?} is not a level or filter directive: {e}",
                     self.log.level
                 ),
+            );
+        }
+        if self.tls.watch_interval_ms != 0 && self.tls.watch_interval_ms < 100 {
+            return invalid(
+                "tls.watch_interval_ms",
+                "must be 0 (off) or at least 100".into(),
+            );
+        }
+        if self.log.security.trim().is_empty() {
+            return invalid("log.security", "must be \"stderr\" or a file path".into());
+        }
+        if let Some(token) = &self.metrics.bearer_token
+            && (token.len() < 16 || !token.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return invalid(
+                "metrics.bearer_token",
+                "must be at least 16 printable characters without spaces".into(),
+            );
+        }
+        if self.metrics.enabled
+            && self.metrics.port != 0
+            && tls_ports
+                .iter()
+                .chain(&plain_ports)
+                .any(|port| *port == self.metrics.port)
+        {
+            return invalid(
+                "metrics.port",
+                format!(
+                    "port {} is also a device port; the metrics port must be separate",
+                    self.metrics.port
+                ),
+            );
+        }
+        if self.shutdown.drain_ms > 600_000 {
+            return invalid(
+                "shutdown.drain_ms",
+                "must be at most 600000 (ten minutes)".into(),
             );
         }
         Ok(())

@@ -113,6 +113,15 @@ fn defaults_are_valid_and_match_the_documentation() {
         (config.log.level.as_str(), config.log.format),
         ("info", LogFormat::Text)
     );
+    assert_eq!(config.log.security, "stderr");
+    assert_eq!(config.tls.watch_interval_ms, 10_000);
+    assert!(config.metrics.enabled);
+    assert_eq!(
+        (config.metrics.bind_address, config.metrics.port),
+        ("127.0.0.1".parse::<IpAddr>().expect("ip"), 9464)
+    );
+    assert_eq!(config.metrics.bearer_token, None);
+    assert_eq!(config.shutdown.drain_ms, 5_000);
     assert_eq!(
         config.store_socket_path(),
         PathBuf::from("./data/store.sock")
@@ -295,6 +304,20 @@ fn invalid_values_are_rejected_naming_the_key() {
         "log.level"
     );
     assert_eq!(invalid_key("[log]\nlevel = \" \"\n"), "log.level");
+    assert_eq!(invalid_key("[log]\nsecurity = \"\"\n"), "log.security");
+    assert_eq!(
+        invalid_key("[tls]\nwatch_interval_ms = 5\n"),
+        "tls.watch_interval_ms"
+    );
+    assert_eq!(
+        invalid_key("[metrics]\nbearer_token = \"short\"\n"),
+        "metrics.bearer_token"
+    );
+    assert_eq!(invalid_key("[metrics]\nport = 8080\n"), "metrics.port");
+    assert_eq!(
+        invalid_key("[shutdown]\ndrain_ms = 600001\n"),
+        "shutdown.drain_ms"
+    );
     let long = format!("data_dir = \"/{}\"\n", "d".repeat(120));
     assert_eq!(invalid_key(&long), "data_dir");
 

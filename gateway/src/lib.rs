@@ -5,10 +5,15 @@
 pub mod admin;
 pub mod admin_store;
 pub mod config;
+pub mod logging;
+pub mod metrics;
 pub mod reactor;
+pub mod reload;
+pub mod security;
 pub mod serve;
 pub mod session;
 pub mod store_client;
 pub mod supervisor;
+pub mod systemd;
 pub mod tls;
 pub mod token;

@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 use portcullis_gateway::admin::{self, AdminArgs};
 use portcullis_gateway::config::{Config, LogFormat};
+use portcullis_gateway::serve::{Overrides, ServeContext};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -45,6 +46,9 @@ struct ServeArgs {
     /// Plain TCP port (0 = ephemeral). Overrides `server.plain_port` and disables the fallback.
     #[arg(long)]
     plain_port: Option<u16>,
+    /// Metrics port (0 = ephemeral). Overrides `metrics.port`.
+    #[arg(long)]
+    metrics_port: Option<u16>,
     /// Number of shards (event-loop threads); 0 = one per core.
     #[arg(long)]
     shards: Option<u16>,
@@ -82,40 +86,25 @@ fn main() -> ExitCode {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let mut config = Config::load(args.config.as_deref())?;
-    if let Some(dir) = args.data_dir {
-        config.data_dir = dir;
-    }
-    if let Some(port) = args.tls_port {
-        config.server.tls_port = port;
-        config.server.tls_fallback_port = port;
-    }
-    if let Some(port) = args.plain_port {
-        config.server.plain_port = port;
-        config.server.plain_fallback_port = port;
-    }
-    if let Some(shards) = args.shards {
-        config.server.shards = shards;
-    }
-    if let Some(format) = args.log_format {
-        config.log.format = match format {
+    let overrides = Overrides {
+        data_dir: args.data_dir,
+        tls_port: args.tls_port,
+        plain_port: args.plain_port,
+        metrics_port: args.metrics_port,
+        shards: args.shards,
+        log_format: args.log_format.map(|format| match format {
             LogFormatArg::Text => LogFormat::Text,
             LogFormatArg::Json => LogFormat::Json,
-        };
-    }
-    init_logging(&config);
-    portcullis_gateway::serve::serve(config)
-}
-
-fn init_logging(config: &Config) {
-    use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match config.log.format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-    }
+        }),
+    };
+    let mut config = Config::load(args.config.as_deref())?;
+    overrides.apply(&mut config);
+    config.validate(args.config.as_deref())?;
+    let log = portcullis_gateway::logging::init(&config)?;
+    let context = ServeContext {
+        config_path: args.config,
+        overrides,
+        log,
+    };
+    portcullis_gateway::serve::serve(config, context)
 }

@@ -1,21 +1,33 @@
-//! `portcullis serve`: brings the pieces up in order — data directory, TLS certificate, store
-//! (child or external), presence reset, listeners, shards — and takes them down in reverse on
-//! SIGINT/SIGTERM: listeners close, connections close, pending writes are flushed to the store, and
-//! the child store exits.
+//! `portcullis serve`: brings the pieces up in order — data directory, TLS certificate (and its
+//! watcher), metrics port, store (child or external), presence reset, listeners, shards — then
+//! tells systemd it is ready. SIGHUP reloads the certificate and the live parts of the
+//! configuration. SIGINT/SIGTERM take it down in reverse: listeners close, connections are
+//! disconnected over the drain period, pending writes are flushed to the store, the child store
+//! exits, and the process exits 0.
 
-use crate::config::Config;
+use crate::config::{Config, LogFormat};
+use crate::logging::LogControl;
+use crate::metrics::http::{self, BearerToken};
+use crate::metrics::{GatewayMetrics, GlobalMetrics};
 use crate::reactor::admission::{Admission, AdmissionLimits, Guards};
-use crate::reactor::{Reactor, ReactorSetup, ShardLimits, listener};
+use crate::reactor::{Reactor, ReactorSetup, ShardLimits, ShardStats, listener};
+use crate::reload;
 use crate::session::SessionLimits;
 use crate::session::throttle::{LoginThrottle, ThrottleLimits};
 use crate::store_client::StoreClient;
 use crate::supervisor::{StoreSupervisor, locate_store_binary};
+use crate::systemd;
 use crate::tls;
+use crate::tls::reload::{CertReloader, Trigger};
 use anyhow::Context;
+use arc_swap::ArcSwapOption;
 use portcullis_protocol::store::{ClientRole, Request};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// How long start-up waits for the store to answer.
@@ -66,11 +78,66 @@ pub fn guards_from(config: &Config) -> Guards {
     Guards::new(admission, throttle)
 }
 
-/// Runs the gateway until SIGINT or SIGTERM.
-pub fn serve(config: Config) -> anyhow::Result<()> {
-    let data_dir = &config.data_dir;
-    create_private_dir(data_dir)?;
+/// Command-line values that override the configuration file; applied again to the re-read file
+/// on SIGHUP so a reload never undoes them.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub data_dir: Option<PathBuf>,
+    pub tls_port: Option<u16>,
+    pub plain_port: Option<u16>,
+    pub metrics_port: Option<u16>,
+    pub shards: Option<u16>,
+    pub log_format: Option<LogFormat>,
+}
+
+impl Overrides {
+    pub fn apply(&self, config: &mut Config) {
+        if let Some(dir) = &self.data_dir {
+            config.data_dir = dir.clone();
+        }
+        if let Some(port) = self.tls_port {
+            config.server.tls_port = port;
+            config.server.tls_fallback_port = port;
+        }
+        if let Some(port) = self.plain_port {
+            config.server.plain_port = port;
+            config.server.plain_fallback_port = port;
+        }
+        if let Some(port) = self.metrics_port {
+            config.metrics.port = port;
+        }
+        if let Some(shards) = self.shards {
+            config.server.shards = shards;
+        }
+        if let Some(format) = self.log_format {
+            config.log.format = format;
+        }
+    }
+}
+
+/// What `serve` needs besides the configuration: where to re-read it and how to change logging.
+pub struct ServeContext {
+    pub config_path: Option<PathBuf>,
+    pub overrides: Overrides,
+    pub log: LogControl,
+}
+
+/// What a SIGHUP acts on.
+struct Reloadables<'a> {
+    context: &'a ServeContext,
+    reactor: &'a Reactor,
+    certificate: &'a CertReloader,
+    bearer_token: &'a BearerToken,
+    global: &'a GlobalMetrics,
+}
+
+/// Runs the gateway until SIGINT or SIGTERM; SIGHUP reloads the certificate and configuration.
+pub fn serve(config: Config, context: ServeContext) -> anyhow::Result<()> {
+    let mut config = config;
+    let data_dir = config.data_dir.clone();
+    create_private_dir(&data_dir)?;
     raise_descriptor_limit();
+    let global = Arc::new(GlobalMetrics::default());
 
     let (cert, key) = match (&config.tls.cert, &config.tls.key) {
         (Some(cert), Some(key)) => (cert.clone(), key.clone()),
@@ -81,7 +148,23 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
             (paths.cert, paths.key)
         }
     };
-    let tls_config = tls::load_server_config(&cert, &key)?;
+    let certificate = Arc::new(CertReloader::new(&cert, &key, global.clone())?);
+    let tls_config = certificate.server_config()?;
+    if config.tls.watch_interval_ms > 0 {
+        certificate
+            .clone()
+            .spawn_watcher(Duration::from_millis(config.tls.watch_interval_ms))
+            .context("starting the certificate watcher")?;
+    }
+    // Bound before the store starts, so a taken metrics port fails start-up at once.
+    let metrics_listener = if config.metrics.enabled {
+        Some(http::bind(SocketAddr::new(
+            config.metrics.bind_address,
+            config.metrics.port,
+        ))?)
+    } else {
+        None
+    };
 
     let socket = config.store_socket_path();
     let supervisor = if config.store_is_child() {
@@ -119,10 +202,9 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         shards,
         backlog,
     )?;
-    listener::write_ports_file(data_dir, tls_ports.port, plain_ports.port)?;
-    tracing::info!(tls_port = tls_ports.port, plain_port = plain_ports.port, shards, %bind, "listening");
 
-    let mut signals = Signals::new([SIGINT, SIGTERM]).context("installing signal handlers")?;
+    let mut signals =
+        Signals::new([SIGINT, SIGTERM, SIGHUP]).context("installing signal handlers")?;
     let reactor = Reactor::start(ReactorSetup {
         tls_listeners: tls_ports.listeners,
         plain_listeners: plain_ports.listeners,
@@ -131,32 +213,133 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         limits: limits_from(&config),
         guards: Arc::new(guards_from(&config)),
     })?;
+    let bearer_token: BearerToken = Arc::new(ArcSwapOption::new(
+        config.metrics.bearer_token.clone().map(Arc::new),
+    ));
+    let metrics_port = match metrics_listener {
+        Some(listener) => {
+            let port = listener.local_addr.port();
+            let metrics = GatewayMetrics {
+                global: global.clone(),
+                shards: reactor
+                    .metrics
+                    .iter()
+                    .cloned()
+                    .zip(reactor.stats.iter().cloned())
+                    .collect(),
+            };
+            listener
+                .serve(metrics, bearer_token.clone())
+                .context("starting the metrics server")?;
+            Some(port)
+        }
+        None => None,
+    };
+    listener::write_ports_file(&data_dir, tls_ports.port, plain_ports.port, metrics_port)?;
+    global.listeners_bound.store(true, Ordering::Relaxed);
+    tracing::info!(tls_port = tls_ports.port, plain_port = plain_ports.port, ?metrics_port, shards, %bind, "listening");
+    systemd::ready("listening");
+    systemd::spawn_watchdog(reactor.metrics.clone()).context("starting the watchdog")?;
 
-    if let Some(signal) = signals.forever().next() {
+    let reloadables = Reloadables {
+        context: &context,
+        reactor: &reactor,
+        certificate: &certificate,
+        bearer_token: &bearer_token,
+        global: &global,
+    };
+    for signal in signals.forever() {
+        if signal == SIGHUP {
+            reload(&mut config, &reloadables);
+            continue;
+        }
         tracing::info!(
             signal,
-            "shutting down: closing listeners and connections, flushing writes"
+            drain_ms = config.shutdown.drain_ms,
+            "shutting down: listeners closed, disconnecting devices over the drain period, then flushing writes"
         );
+        break;
     }
-    reactor.request_shutdown();
-    let logins = reactor.total(|s| &s.logins_ok);
-    let pins = reactor.total(|s| &s.pins_stored);
-    let dropped = reactor.total(|s| &s.telemetry_dropped);
-    let refused = reactor.total(|s| &s.connections_refused);
-    let throttled = reactor.total(|s| &s.logins_throttled);
+    global.draining.store(true, Ordering::Relaxed);
+    systemd::stopping("draining connections");
+    reactor.request_shutdown(Duration::from_millis(config.shutdown.drain_ms));
+    // Read after the shards stopped, so the shutdown flush is counted too.
+    let stats = reactor.stats.clone();
     let joined = reactor.join();
+    let total = |pick: fn(&ShardStats) -> &AtomicU64| -> u64 {
+        stats.iter().map(|s| pick(s).load(Ordering::Relaxed)).sum()
+    };
     if let Some(supervisor) = supervisor {
         supervisor.stop();
     }
     tracing::info!(
-        logins,
-        pins_stored = pins,
-        telemetry_dropped = dropped,
-        connections_refused = refused,
-        logins_throttled = throttled,
+        logins = total(|s| &s.logins_ok),
+        pins_stored = total(|s| &s.pins_stored),
+        telemetry_dropped = total(|s| &s.telemetry_dropped),
+        connections_refused = total(|s| &s.connections_refused),
+        logins_throttled = total(|s| &s.logins_throttled),
         "stopped"
     );
     joined.context("a shard failed")
+}
+
+/// SIGHUP: re-read and validate the configuration, apply what can change live, name what needs
+/// a restart, and reload the certificate.
+fn reload(running: &mut Config, r: &Reloadables<'_>) {
+    systemd::reloading();
+    if let Err(e) = r.context.log.reopen_security_log() {
+        tracing::error!(error = %e, "cannot reopen the security log; events keep going to the old file");
+    }
+    let loaded = Config::load(r.context.config_path.as_deref()).and_then(|mut new| {
+        r.context.overrides.apply(&mut new);
+        new.validate(r.context.config_path.as_deref())?;
+        Ok(new)
+    });
+    match loaded {
+        Err(e) => {
+            r.global
+                .config_reloads_refused
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::error!(error = %e, "configuration reload refused; the running configuration stays");
+            let _ = r.certificate.reload(Trigger::Signal);
+        }
+        Ok(new) => {
+            let diff = reload::diff(running, &new);
+            for key in &diff.need_restart {
+                tracing::warn!(key = %key, "changed in the configuration file; takes effect after a restart");
+            }
+            if new.log.level != running.log.level
+                && let Err(e) = r.context.log.set_level(&new.log.level)
+            {
+                tracing::error!(error = %e, "cannot apply log.level");
+            }
+            if new.limits != running.limits {
+                r.reactor.live_limits.publish(limits_from(&new));
+            }
+            match (&new.tls.cert, &new.tls.key) {
+                (Some(cert), Some(key))
+                    if new.tls.cert != running.tls.cert || new.tls.key != running.tls.key =>
+                {
+                    let _ = r.certificate.set_paths(cert, key);
+                }
+                (None, None) if running.tls.cert.is_some() => {
+                    tracing::warn!(
+                        "tls.cert/tls.key removed; the served certificate stays until a restart"
+                    );
+                    let _ = r.certificate.reload(Trigger::Signal);
+                }
+                _ => {
+                    let _ = r.certificate.reload(Trigger::Signal);
+                }
+            }
+            r.bearer_token
+                .store(new.metrics.bearer_token.clone().map(Arc::new));
+            *running = reload::apply_live(running, &new);
+            r.global.config_reloads_ok.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(applied = ?diff.live, need_restart = ?diff.need_restart, "configuration reloaded");
+        }
+    }
+    systemd::ready("listening (reloaded)");
 }
 
 fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {

@@ -63,7 +63,9 @@ impl Gateway {
                  tls_fallback_port = {tls}\nplain_port = {plain}\nplain_fallback_port = {plain}\n\
                  # Every simulated device comes from loopback: lift the per-source admission limits.\n\
                  [admission]\nmax_connections_per_ip = 100000\naccept_rate_per_ip = 100000\n\
-                 accept_burst_per_ip = 100000\n",
+                 accept_burst_per_ip = 100000\n\
+                 # Tests run side by side: no fixed metrics port.\n\
+                 [metrics]\nport = 0\n",
                 data_dir.display().to_string()
             ),
         )

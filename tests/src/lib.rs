@@ -9,6 +9,7 @@
 
 pub mod device;
 pub mod hostile;
+pub mod metrics;
 
 use serde_json::Value;
 use std::io::Read;
@@ -59,6 +60,8 @@ pub struct Gateway {
     pub config_path: PathBuf,
     pub tls_port: u16,
     pub plain_port: u16,
+    /// The metrics port (0 when `[metrics] enabled = false`).
+    pub metrics_port: u16,
     log_path: PathBuf,
 }
 
@@ -74,6 +77,11 @@ impl Gateway {
 
     /// Starts a gateway on an existing data directory (used to restart on the same data).
     pub fn start_in(data_dir: &Path, extra_toml: &str) -> Gateway {
+        Gateway::start_with_env(data_dir, extra_toml, &[])
+    }
+
+    /// Like `start_in`, with extra environment variables for the gateway process.
+    pub fn start_with_env(data_dir: &Path, extra_toml: &str, env: &[(&str, &str)]) -> Gateway {
         std::fs::create_dir_all(data_dir).unwrap();
         let config_path = data_dir.with_extension("toml");
         let config = format!(
@@ -92,8 +100,16 @@ impl Gateway {
         let child = Command::new(bin("portcullis"))
             .args(["serve", "--config"])
             .arg(&config_path)
-            .args(["--tls-port", "0", "--plain-port", "0"])
+            .args([
+                "--tls-port",
+                "0",
+                "--plain-port",
+                "0",
+                "--metrics-port",
+                "0",
+            ])
             .env("RUST_LOG", "info,portcullis_gateway=debug")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -106,9 +122,10 @@ impl Gateway {
             config_path,
             tls_port: 0,
             plain_port: 0,
+            metrics_port: 0,
             log_path,
         };
-        let (tls, plain) = wait_for("ports.json", START_TIMEOUT, || {
+        let (tls, plain, metrics) = wait_for("ports.json", START_TIMEOUT, || {
             if let Some(status) = gw.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!(
                     "gateway exited during start-up ({status}); log:\n{}",
@@ -117,10 +134,15 @@ impl Gateway {
             }
             let text = std::fs::read_to_string(&ports).ok()?;
             let v: Value = serde_json::from_str(&text).ok()?;
-            Some((v["tls"].as_u64()? as u16, v["plain"].as_u64()? as u16))
+            Some((
+                v["tls"].as_u64()? as u16,
+                v["plain"].as_u64()? as u16,
+                v["metrics"].as_u64().unwrap_or(0) as u16,
+            ))
         });
         gw.tls_port = tls;
         gw.plain_port = plain;
+        gw.metrics_port = metrics;
         gw
     }
 
@@ -214,6 +236,18 @@ impl Gateway {
         let status = wait_for("gateway exit", timeout, || child.try_wait().unwrap());
         self.child = None;
         status
+    }
+
+    /// `GET path` on the metrics port, with an optional bearer token: (status, body).
+    pub fn http_get(&self, path: &str, token: Option<&str>) -> (u16, String) {
+        metrics::http_get(self.metrics_port, path, token)
+    }
+
+    /// Scrapes and parses `/metrics`.
+    pub fn scrape(&self) -> metrics::Scrape {
+        let (status, body) = self.http_get("/metrics", None);
+        assert_eq!(status, 200, "scrape failed: {body}");
+        metrics::Scrape::parse(&body)
     }
 
     /// Reads the gateway log so far for a line containing `needle`.

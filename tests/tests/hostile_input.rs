@@ -234,7 +234,7 @@ fn a_token_brute_force_is_slowed_then_refused_while_another_source_logs_in() {
     );
 
     let log = plain_log(&gw.log());
-    assert!(count_lines(&log, &["login_failed", "127.0.7.1"]) >= 3);
+    assert!(count_lines(&log, &["invalid_device_token", "127.0.7.1"]) >= 3);
     assert!(count_lines(&log, &["login_throttled", "login_backoff", "127.0.7.1"]) >= 1);
     assert!(count_lines(&log, &["login_throttled", "login_blocked", "127.0.7.1"]) >= 1);
     assert_eq!(count_lines(&log, &["login_throttled", "127.0.7.2"]), 0);

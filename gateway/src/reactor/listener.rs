@@ -111,11 +111,17 @@ fn bind_first(bind: IpAddr, port: u16, backlog: i32) -> io::Result<std::net::Tcp
     }
 }
 
-/// Writes `{"tls": P, "plain": Q}` atomically so scripts never read half a file.
-pub fn write_ports_file(data_dir: &Path, tls: u16, plain: u16) -> Result<(), ListenError> {
+/// Writes `{"tls": P, "plain": Q, "metrics": M}` atomically so scripts never read half a file
+/// (`metrics` is null when the metrics port is off).
+pub fn write_ports_file(
+    data_dir: &Path,
+    tls: u16,
+    plain: u16,
+    metrics: Option<u16>,
+) -> Result<(), ListenError> {
     let path = data_dir.join("ports.json");
     let tmp = data_dir.join("ports.json.tmp");
-    let body = serde_json::json!({ "tls": tls, "plain": plain }).to_string();
+    let body = serde_json::json!({ "tls": tls, "plain": plain, "metrics": metrics }).to_string();
     std::fs::write(&tmp, body)
         .and_then(|()| std::fs::rename(&tmp, &path))
         .map_err(|source| ListenError::PortsFile {

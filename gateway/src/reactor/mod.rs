@@ -4,13 +4,18 @@
 
 pub mod admission;
 pub mod conn;
+pub mod drain;
+pub mod events;
 pub mod listener;
+pub mod live;
 pub mod shard;
 pub mod store_link;
 pub mod timer;
 pub mod tls_session;
 
+use crate::metrics::shard::ShardMetrics;
 use crate::session::SessionLimits;
+use live::LiveLimits;
 use mio::{Poll, Waker};
 use rustls::ServerConfig;
 use std::io;
@@ -70,7 +75,11 @@ pub struct Reactor {
     wakers: Vec<Arc<Waker>>,
     threads: Vec<JoinHandle<io::Result<()>>>,
     pub shutdown: Arc<AtomicBool>,
+    /// Drain period of the shutdown, in milliseconds, read by the shards when it starts.
+    drain_ms: Arc<AtomicU64>,
     pub stats: Vec<Arc<ShardStats>>,
+    pub metrics: Vec<Arc<ShardMetrics>>,
+    pub live_limits: Arc<LiveLimits>,
 }
 
 impl Reactor {
@@ -80,7 +89,10 @@ impl Reactor {
             wakers: Vec::new(),
             threads: Vec::new(),
             shutdown: shutdown.clone(),
+            drain_ms: Arc::new(AtomicU64::new(0)),
             stats: Vec::new(),
+            metrics: Vec::new(),
+            live_limits: Arc::new(LiveLimits::new(setup.limits.clone())),
         };
         for (index, (tls_listener, plain_listener)) in setup
             .tls_listeners
@@ -92,6 +104,8 @@ impl Reactor {
             reactor.wakers.push(Arc::new(shard::new_waker(&poll)?));
             let stats = Arc::new(ShardStats::default());
             reactor.stats.push(stats.clone());
+            let metrics = Arc::new(ShardMetrics::new(index as u16));
+            reactor.metrics.push(metrics.clone());
             let shard_setup = shard::ShardSetup {
                 index: index as u16,
                 poll,
@@ -102,7 +116,10 @@ impl Reactor {
                 limits: setup.limits.clone(),
                 guards: setup.guards.clone(),
                 stats,
+                metrics,
+                live_limits: reactor.live_limits.clone(),
                 shutdown: shutdown.clone(),
+                drain_ms: reactor.drain_ms.clone(),
             };
             let thread = std::thread::Builder::new()
                 .name(format!("shard-{index}"))
@@ -115,8 +132,10 @@ impl Reactor {
         Ok(reactor)
     }
 
-    /// Asks every shard to stop; `join` waits for them.
-    pub fn request_shutdown(&self) {
+    /// Asks every shard to stop, disconnecting its connections over `drain`; `join` waits.
+    pub fn request_shutdown(&self, drain: Duration) {
+        self.drain_ms
+            .store(drain.as_millis() as u64, Ordering::Release);
         self.shutdown.store(true, Ordering::Release);
         for waker in &self.wakers {
             if let Err(e) = waker.wake() {

@@ -3,18 +3,26 @@
 //! blocks: sockets are edge-triggered and read until `WouldBlock` within a per-wake budget, store
 //! calls are pipelined on a non-blocking link, and telemetry is batched once per loop turn.
 
+mod ops;
+
 use super::admission::{Admit, Guards, Refusal};
 use super::conn::{Conn, ConnId, Flush, Port, ReadOutcome, Stage, Transition};
+use super::drain::DrainPlan;
+use super::events::ConnectionEvent;
+use super::live::LiveLimits;
 use super::store_link::{Completion, LinkState, StoreLink, Waiter};
 use super::timer::{Tick, TimerWheel};
 use super::tls_session::{TlsError, TlsSession};
 use super::{ShardLimits, ShardStats};
+use crate::metrics::shard::{ConnState, LoginResult, Rejection, ShardMetrics, TlsVersion};
+use crate::security;
 use crate::session::throttle::LoginGate;
 use crate::session::{
     CloseReason, DeviceSession, LoginDecision, Outbox, Sniffed, StoreCall, decide_login, sniff,
 };
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
+use ops::transport;
 use portcullis_protocol::Status;
 use portcullis_protocol::frame::{self, Decoded};
 use portcullis_protocol::store::{ClientRole, PinWrite, Presence, Request, Response, StoreError};
@@ -24,7 +32,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub const WAKER: Token = Token(0);
@@ -48,6 +56,8 @@ const MAX_WRITE_BATCH: usize = 4096;
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
 /// Upper bound on the shutdown flush of pending writes to the store.
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(5);
+/// Longest sleep of a draining shard, so closes stay evenly paced.
+const DRAIN_TICK: Duration = Duration::from_millis(20);
 /// Store calls (other than telemetry) queued while the store is away, at most.
 const MAX_QUEUED_CALLS: usize = 65_536;
 
@@ -61,7 +71,10 @@ pub struct ShardSetup {
     pub limits: ShardLimits,
     pub guards: Arc<Guards>,
     pub stats: Arc<ShardStats>,
+    pub metrics: Arc<ShardMetrics>,
+    pub live_limits: Arc<LiveLimits>,
     pub shutdown: Arc<AtomicBool>,
+    pub drain_ms: Arc<AtomicU64>,
 }
 
 pub struct Shard {
@@ -76,7 +89,13 @@ pub struct Shard {
     limits: ShardLimits,
     guards: Arc<Guards>,
     stats: Arc<ShardStats>,
+    metrics: Arc<ShardMetrics>,
+    live_limits: Arc<LiveLimits>,
+    limits_version: u64,
     shutdown: Arc<AtomicBool>,
+    drain_ms: Arc<AtomicU64>,
+    /// Set once shutdown started: connections are being closed on this schedule.
+    drain: Option<DrainPlan>,
     scratch: Vec<u8>,
     /// Decrypted bytes of one TLS read, handed to the stage machine.
     plaintext: Vec<u8>,
@@ -128,7 +147,12 @@ impl Shard {
             limits: setup.limits,
             guards: setup.guards,
             stats: setup.stats,
+            metrics: setup.metrics,
+            live_limits: setup.live_limits,
+            limits_version: 0,
             shutdown: setup.shutdown,
+            drain_ms: setup.drain_ms,
+            drain: None,
             scratch: vec![0; SCRATCH_LEN],
             plaintext: Vec::new(),
             ciphertext: Vec::new(),
@@ -143,16 +167,21 @@ impl Shard {
         })
     }
 
-    /// Runs until shutdown is requested, then closes every connection and flushes to the store.
+    /// Runs until shutdown is requested and drained (see `drain.rs`), then flushes to the store.
     pub fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         let mut expired = Vec::new();
         let mut completions = Vec::new();
-        while !self.shutdown.load(Ordering::Acquire) {
-            let timeout = if self.backlog.is_empty() {
-                self.timers.next_wakeup(Instant::now())
-            } else {
+        loop {
+            if self.shutdown.load(Ordering::Acquire) && self.drain_step() {
+                break;
+            }
+            let timeout = if !self.backlog.is_empty() {
                 Duration::ZERO
+            } else if self.drain.is_some() {
+                DRAIN_TICK
+            } else {
+                self.timers.next_wakeup(Instant::now())
             };
             if let Err(e) = self
                 .poll
@@ -181,6 +210,13 @@ impl Shard {
                 }
             }
             self.turn(&mut expired, &mut completions);
+            self.metrics.turn_done(
+                self.now.elapsed(),
+                self.telemetry.len(),
+                self.link.outstanding(),
+                self.link.state == LinkState::Up,
+                self.now_ms,
+            );
         }
         self.shut_down(&mut completions);
         Ok(())
@@ -189,6 +225,9 @@ impl Shard {
     /// Work done once per loop turn after the events: backlog, accept retries, completions,
     /// timers, and the telemetry batch for the store.
     fn turn(&mut self, expired: &mut Vec<ConnId>, completions: &mut Vec<Completion>) {
+        if let Some(limits) = self.live_limits.changed_since(&mut self.limits_version) {
+            self.limits = limits;
+        }
         for key in std::mem::take(&mut self.backlog) {
             self.conn_event(key, true, false);
         }
@@ -230,6 +269,7 @@ impl Shard {
         while !self.telemetry.is_empty() {
             let n = self.telemetry.len().min(MAX_WRITE_BATCH);
             let writes: Vec<PinWrite> = self.telemetry.drain(..n).collect();
+            self.metrics.write_batch.observe(n as u64);
             self.link
                 .submit(Request::WritePins { writes }, Waiter::None);
         }
@@ -261,6 +301,7 @@ impl Shard {
                     if !self.accept_starved {
                         tracing::warn!(target: "security", shard = self.index, error = %e, open = self.conns.len(), "accept failed; pausing accepts until a connection closes");
                         self.stats.accept_pauses.fetch_add(1, Ordering::Relaxed);
+                        self.metrics.reject(Rejection::AcceptFailed);
                     }
                     self.accept_starved = true;
                     self.accept_paused_until = Some(self.now + ACCEPT_PAUSE);
@@ -295,10 +336,21 @@ impl Shard {
             .connections_refused
             .fetch_add(1, Ordering::Relaxed)
             + 1;
+        self.metrics.reject(Rejection::AdmissionLimit);
         if refused.is_power_of_two() {
-            tracing::warn!(target: "security", event = "connection_refused", shard = self.index, %peer, reason = refusal.name(), ?refusal, refused_total = refused, "connection refused at accept");
+            security::record(
+                "reactor",
+                &ConnectionEvent::RefusedAtAccept {
+                    peer,
+                    reason: format!(
+                        "{} ({refusal:?}); {refused} refused by shard {} so far (logged at powers of two)",
+                        refusal.name(),
+                        self.index
+                    ),
+                },
+            );
         } else {
-            tracing::debug!(target: "security", event = "connection_refused", %peer, reason = refusal.name(), "connection refused at accept");
+            tracing::debug!(%peer, reason = refusal.name(), "connection refused at accept");
         }
     }
 
@@ -373,6 +425,8 @@ impl Shard {
             deadline,
         );
         self.stats.connections_open.fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .conn_moved(transport(port), None, Some(ConnState::PreAuth));
         tracing::debug!(shard = self.index, %peer, ?port, "accepted");
         true
     }
@@ -450,16 +504,30 @@ impl Shard {
             Err(e) => {
                 let refused_handshake = matches!(conn.stage, Stage::TlsHandshake);
                 if refused_handshake {
-                    tracing::warn!(target: "security", peer = %conn.peer, reason = %e, "TLS handshake refused");
+                    security::record(
+                        "reactor",
+                        &ConnectionEvent::TlsRefused {
+                            peer: conn.peer,
+                            reason: e.to_string(),
+                        },
+                    );
                     self.stats.tls_refused.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.tls_handshake(TlsVersion::of(version), false);
                 } else if !matches!(e, TlsError::Internal(_)) {
-                    tracing::warn!(target: "security", peer = %conn.peer, reason = %e, "TLS session broken by the peer");
+                    security::record(
+                        "reactor",
+                        &ConnectionEvent::TlsBroken {
+                            peer: conn.peer,
+                            reason: e.to_string(),
+                        },
+                    );
                 }
                 self.close(key, CloseReason::Tls(e.to_string()));
             }
             Ok(received) => {
                 if handshake_done {
                     tracing::debug!(peer = %conn.peer, ?version, "TLS handshake done");
+                    self.metrics.tls_handshake(TlsVersion::of(version), true);
                     advance(&mut conn.stage, Transition::HandshakeDone);
                 }
                 if let Flush::Failed(e) = sent {
@@ -482,6 +550,7 @@ impl Shard {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
+        self.metrics.bytes_in(transport(conn.port), data.len());
         let mut held = std::mem::take(&mut conn.inbuf);
         if held.is_empty() {
             let used = self.process(key, data);
@@ -574,6 +643,7 @@ impl Shard {
                                 let gate = self.guards.throttle().check(conn.peer.ip(), self.now);
                                 if gate != LoginGate::Open {
                                     self.stats.logins_throttled.fetch_add(1, Ordering::Relaxed);
+                                    self.metrics.login(LoginResult::Throttled);
                                     let reason = throttled(
                                         conn.peer,
                                         gate,
@@ -593,8 +663,18 @@ impl Shard {
                                     .guards
                                     .throttle()
                                     .record_failure(conn.peer.ip(), self.now);
-                                tracing::warn!(target: "security", event = "login_failed", peer = %conn.peer, reason, next = gate.name(), "device login refused");
+                                security::record(
+                                    "reactor",
+                                    &ConnectionEvent::MalformedToken {
+                                        peer: conn.peer,
+                                        reason: format!(
+                                            "{reason}; next login from this address: {}",
+                                            gate.name()
+                                        ),
+                                    },
+                                );
                                 self.stats.logins_refused.fetch_add(1, Ordering::Relaxed);
+                                self.metrics.login(LoginResult::MalformedToken);
                                 self.outbox.response(msg_id, Status::InvalidToken);
                                 self.outbox.close(CloseReason::InvalidToken);
                                 break;
@@ -616,6 +696,7 @@ impl Shard {
                     Ok(Decoded::Frame { frame, consumed }) => {
                         pos += consumed;
                         active = true;
+                        self.metrics.message_in(frame.command.code());
                         session.on_frame(&frame, &mut self.outbox);
                         if self.outbox.pending_bytes() > self.limits.outbound_queue_bytes {
                             outbox_full = true;
@@ -649,7 +730,10 @@ impl Shard {
             return;
         };
         let mut failure = None;
+        let via = transport(conn.port);
         for bytes in outbox.frames() {
+            self.metrics.frame_out(bytes);
+            self.metrics.bytes_out(via, bytes.len());
             match conn.send_frame(bytes, &mut self.ciphertext) {
                 Flush::Failed(e) => {
                     failure = Some(CloseReason::Io(e));
@@ -770,6 +854,7 @@ impl Shard {
 
     /// A store reply for a connection that may have gone (then it is dropped).
     fn complete(&mut self, done: Completion) {
+        self.metrics.store_latency.observe_duration(done.elapsed);
         self.stats
             .pins_stored
             .fetch_add(done.pins_written as u64, Ordering::Relaxed);
@@ -800,13 +885,21 @@ impl Shard {
             (Waiter::Login { .. }, Ok(Response::Authenticated(None))) => {
                 let peer = self.conns[key].peer;
                 let gate = self.guards.throttle().record_failure(peer.ip(), self.now);
-                tracing::warn!(target: "security", event = "login_failed", %peer, reason = "unknown token", next = gate.name(), "device login with an unknown token");
+                security::record(
+                    "reactor",
+                    &ConnectionEvent::InvalidToken {
+                        peer,
+                        next: gate.name(),
+                    },
+                );
                 self.stats.logins_refused.fetch_add(1, Ordering::Relaxed);
+                self.metrics.login(LoginResult::InvalidToken);
                 self.outbox.response(msg_id, Status::InvalidToken);
                 self.outbox.close(CloseReason::InvalidToken);
             }
             (Waiter::Login { .. }, other) => {
                 tracing::error!(result = ?other, "store failed a login lookup");
+                self.metrics.login(LoginResult::StoreError);
                 self.outbox.response(msg_id, Status::ServerError);
                 self.outbox.close(CloseReason::StoreUnavailable);
             }
@@ -846,6 +939,12 @@ impl Shard {
         self.guards.admission().leave_unauthenticated();
         conn.deadline = self.timers.deadline_after(self.now, timeout);
         self.stats.logins_ok.fetch_add(1, Ordering::Relaxed);
+        self.metrics.login(LoginResult::Ok);
+        self.metrics.conn_moved(
+            transport(conn.port),
+            Some(ConnState::PreAuth),
+            Some(ConnState::Authenticated),
+        );
         tracing::debug!(shard = self.index, peer = %conn.peer, device, "device logged in");
         let addr = conn.peer.to_string();
         self.outbox.clear();
@@ -908,6 +1007,17 @@ impl Shard {
         if !conn.stage.is_logged_in() {
             self.guards.admission().leave_unauthenticated();
         }
+        let from = if device.is_some() {
+            ConnState::Authenticated
+        } else {
+            ConnState::PreAuth
+        };
+        self.metrics
+            .conn_moved(transport(conn.port), Some(from), Some(ConnState::Closing));
+        if device.is_none() {
+            self.rejected_before_login(peer, &reason);
+        }
+        let conn = &mut self.conns[key];
         advance(&mut conn.stage, Transition::Close(reason.clone()));
         if let Some(tls) = conn.tls.as_mut()
             && !matches!(reason, CloseReason::Tls(_))
@@ -955,6 +1065,8 @@ impl Shard {
         let _ = self.poll.registry().deregister(&mut conn.socket);
         self.guards.admission().release(conn.peer.ip());
         self.stats.connections_open.fetch_sub(1, Ordering::Relaxed);
+        self.metrics
+            .conn_moved(transport(conn.port), Some(ConnState::Closing), None);
         if self.accept_starved {
             // A descriptor just came free: try the backlog on this loop turn.
             self.accept_paused_until = Some(self.now);
@@ -1007,7 +1119,7 @@ impl Shard {
     }
 }
 
-/// Logs a login refused by the throttle on the security target and names the close reason.
+/// Records a login refused by the throttle in the security log and names the close reason.
 fn throttled(peer: std::net::SocketAddr, gate: LoginGate, what: &'static str) -> CloseReason {
     let (retry_in, failures) = match gate {
         LoginGate::Open => (Duration::ZERO, 0),
@@ -1018,7 +1130,16 @@ fn throttled(peer: std::net::SocketAddr, gate: LoginGate, what: &'static str) ->
         } => (remaining, failures),
     };
     let retry_in_ms = retry_in.as_millis() as u64;
-    tracing::warn!(target: "security", event = "login_throttled", %peer, reason = gate.name(), failures, retry_in_ms, "{what}");
+    security::record(
+        "reactor",
+        &ConnectionEvent::LoginThrottled {
+            peer,
+            reason: format!(
+                "{what}: {} after {failures} failures, retry in {retry_in_ms} ms",
+                gate.name()
+            ),
+        },
+    );
     CloseReason::LoginThrottled {
         gate: gate.name(),
         retry_in_ms,

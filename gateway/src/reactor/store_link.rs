@@ -49,6 +49,8 @@ pub enum Waiter {
 struct Call {
     request: Request,
     waiter: Waiter,
+    /// When the shard submitted it, for the round-trip metric.
+    submitted: Instant,
 }
 
 /// A reply delivered to the shard.
@@ -58,6 +60,8 @@ pub struct Completion {
     pub result: Result<Response, StoreError>,
     /// Pin writes confirmed by this reply (for the shard's counters).
     pub pins_written: usize,
+    /// From submission (queueing included) to the reply.
+    pub elapsed: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,7 +112,11 @@ impl StoreLink {
     }
 
     pub fn submit(&mut self, request: Request, waiter: Waiter) {
-        self.queue.push_back(Call { request, waiter });
+        self.queue.push_back(Call {
+            request,
+            waiter,
+            submitted: Instant::now(),
+        });
     }
 
     /// Connects if the link is down and the retry delay has passed.
@@ -164,6 +172,7 @@ impl StoreLink {
                         Call {
                             request: envelope.request,
                             waiter: call.waiter,
+                            submitted: call.submitted,
                         },
                     )),
                     Err(e) => {
@@ -273,6 +282,7 @@ impl StoreLink {
                         waiter: call.waiter,
                         result: reply.result,
                         pins_written,
+                        elapsed: call.submitted.elapsed(),
                     });
                 }
                 Ok(None) => break Ok(()),

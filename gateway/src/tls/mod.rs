@@ -5,6 +5,7 @@
 //! it and what to do, because a bad certificate is the most common reason a gateway will not start.
 
 pub mod certgen;
+pub mod reload;
 
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,82 @@
+//! Process logging: human-readable diagnostics on standard error (JSON with `--log-format json`),
+//! filtered by `log.level` or `RUST_LOG`, with a handle to change the filter on SIGHUP; and the
+//! security event log (see `crate::security`), which always has its own JSON sink and never
+//! appears in the diagnostics.
+
+use crate::config::{Config, LogFormat};
+use crate::security::{self, SecurityFile, SecurityLogError, SecuritySink};
+use std::sync::Arc;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer, Registry, reload};
+
+/// Keeps security events out of the diagnostics: they go to their own sink.
+const WITHOUT_SECURITY: &str = "security=off";
+
+/// Changes the diagnostic log filter of the running process.
+pub struct LogControl {
+    handle: reload::Handle<EnvFilter, Registry>,
+    security_file: Option<Arc<SecurityFile>>,
+}
+
+impl LogControl {
+    /// Applies a `log.level` value (a level or filter directive).
+    pub fn set_level(&self, directive: &str) -> Result<(), String> {
+        let filter = diagnostics_filter(directive)?;
+        self.handle.reload(filter).map_err(|e| e.to_string())
+    }
+
+    /// Reopens the security log file after a rotation (nothing to do for stderr).
+    pub fn reopen_security_log(&self) -> Result<(), SecurityLogError> {
+        match &self.security_file {
+            Some(file) => file.reopen(),
+            None => Ok(()),
+        }
+    }
+}
+
+fn diagnostics_filter(directive: &str) -> Result<EnvFilter, String> {
+    EnvFilter::try_new(format!("{directive},{WITHOUT_SECURITY}")).map_err(|e| e.to_string())
+}
+
+/// Installs the process-wide subscriber for `portcullis serve`.
+pub fn init(config: &Config) -> Result<LogControl, SecurityLogError> {
+    let directive = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|d| diagnostics_filter(d).is_ok())
+        .unwrap_or_else(|| config.log.level.clone());
+    // The configured level was validated; fall back to "info" rather than log nothing.
+    let filter = diagnostics_filter(&directive)
+        .unwrap_or_else(|_| EnvFilter::new(format!("info,{WITHOUT_SECURITY}")));
+    let (filter, handle) = reload::Layer::new(filter);
+    let diagnostics = match config.log.format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_writer(std::io::stderr)
+            .with_filter(filter)
+            .boxed(),
+    };
+    let sink = SecuritySink::parse(&config.log.security);
+    let registry = tracing_subscriber::registry().with(diagnostics);
+    let (security, security_file) = security::layer_with_file(&sink)?;
+    registry.with(security).init();
+    Ok(LogControl {
+        handle,
+        security_file,
+    })
+}
+
+/// For short-lived commands (`portcullis admin`): only the security log, for the length of the
+/// returned guard.
+pub fn security_only(
+    config: &Config,
+) -> Result<tracing::subscriber::DefaultGuard, SecurityLogError> {
+    let sink = SecuritySink::parse(&config.log.security);
+    let subscriber = tracing_subscriber::registry().with(security::layer(&sink)?);
+    Ok(tracing::subscriber::set_default(subscriber))
+}

@@ -1,0 +1,546 @@
+//! Operational metrics: every metric name the gateway exposes is in [`names`], the per-shard
+//! counters are in [`shard`] (plain atomics the shard bumps without locks), process-wide state
+//! (certificate expiry, reloads, readiness) is in [`GlobalMetrics`], and [`GatewayMetrics`] turns
+//! all of it into the Prometheus text format with `prometheus-client` when scraped. [`http`]
+//! serves it, with `/healthz` and `/readyz`, on its own loopback port.
+
+pub mod http;
+pub mod shard;
+
+use crate::reactor::ShardStats;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+use protocol_names::command_label;
+use shard::{ConnState, LoginResult, Rejection, ShardMetrics, TlsVersion, Transport};
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+/// Every metric name, in one place. Counters get `_total` appended on the wire.
+pub mod names {
+    pub const CONNECTIONS: &str = "portcullis_connections";
+    pub const LOGINS: &str = "portcullis_device_logins";
+    pub const LOGIN_THROTTLE_BLOCKS: &str = "portcullis_login_throttle_blocks";
+    pub const MESSAGES_RECEIVED: &str = "portcullis_messages_received";
+    pub const MESSAGES_SENT: &str = "portcullis_messages_sent";
+    pub const BYTES_RECEIVED: &str = "portcullis_bytes_received";
+    pub const BYTES_SENT: &str = "portcullis_bytes_sent";
+    pub const TELEMETRY_QUEUE: &str = "portcullis_telemetry_queue_writes";
+    pub const TELEMETRY_DROPPED: &str = "portcullis_telemetry_dropped";
+    pub const PINS_STORED: &str = "portcullis_pins_stored";
+    pub const STORE_CALLS_REFUSED: &str = "portcullis_store_calls_refused";
+    pub const STORE_IN_FLIGHT: &str = "portcullis_store_in_flight_requests";
+    pub const STORE_LINK_UP: &str = "portcullis_store_link_up";
+    pub const STORE_LATENCY: &str = "portcullis_store_request_duration_seconds";
+    pub const STORE_WRITE_BATCH: &str = "portcullis_store_write_batch_pins";
+    pub const TLS_HANDSHAKES: &str = "portcullis_tls_handshakes";
+    pub const REJECTED: &str = "portcullis_connections_rejected";
+    pub const CERT_EXPIRY_DAYS: &str = "portcullis_tls_certificate_expiry_days";
+    pub const CERT_RELOADS: &str = "portcullis_tls_certificate_reloads";
+    pub const CONFIG_RELOADS: &str = "portcullis_config_reloads";
+    pub const LOOP_TURN: &str = "portcullis_shard_loop_turn_seconds";
+    pub const DRAINING: &str = "portcullis_draining";
+}
+
+/// Process-wide state that is not a shard's: written by the reload and signal paths.
+#[derive(Debug, Default)]
+pub struct GlobalMetrics {
+    /// `notAfter` of the served leaf certificate, seconds since the Unix epoch (0 = unknown).
+    pub cert_not_after: AtomicI64,
+    pub cert_reloads_ok: AtomicU64,
+    pub cert_reloads_refused: AtomicU64,
+    pub config_reloads_ok: AtomicU64,
+    pub config_reloads_refused: AtomicU64,
+    /// Set once every listener is bound and the shards run.
+    pub listeners_bound: AtomicBool,
+    /// Set when shutdown starts: the instance stops being ready.
+    pub draining: AtomicBool,
+}
+
+impl GlobalMetrics {
+    pub fn certificate_days_left(&self, now: SystemTime) -> Option<f64> {
+        let not_after = self.cert_not_after.load(Ordering::Relaxed);
+        if not_after == 0 {
+            return None;
+        }
+        let now = now
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        Some((not_after - now) as f64 / 86_400.0)
+    }
+}
+
+/// Everything that is scraped: the shards' counters and the global state.
+#[derive(Debug, Clone)]
+pub struct GatewayMetrics {
+    pub global: Arc<GlobalMetrics>,
+    pub shards: Vec<(Arc<ShardMetrics>, Arc<ShardStats>)>,
+}
+
+/// Why the gateway is not ready, for `/readyz`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readiness {
+    Ready,
+    Starting,
+    Draining,
+    StoreUnreachable { shards_down: usize },
+}
+
+impl GatewayMetrics {
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(self.clone()));
+        let mut out = String::new();
+        // Writing into a String cannot fail; an encoder error would be a bug in a label.
+        if let Err(e) = prometheus_client::encoding::prometheus_text::encode(&mut out, &registry) {
+            tracing::error!(error = %e, "cannot encode the metrics");
+        }
+        out
+    }
+
+    pub fn readiness(&self) -> Readiness {
+        if self.global.draining.load(Ordering::Relaxed) {
+            return Readiness::Draining;
+        }
+        if !self.global.listeners_bound.load(Ordering::Relaxed) {
+            return Readiness::Starting;
+        }
+        let shards_down = self
+            .shards
+            .iter()
+            .filter(|(m, _)| m.store_link_up.load(Ordering::Relaxed) == 0)
+            .count();
+        if shards_down > 0 {
+            return Readiness::StoreUnreachable { shards_down };
+        }
+        Readiness::Ready
+    }
+
+    fn sum(&self, pick: impl Fn(&ShardMetrics) -> u64) -> u64 {
+        self.shards.iter().map(|(m, _)| pick(m)).sum()
+    }
+
+    fn sum_stats(&self, pick: impl Fn(&ShardStats) -> &AtomicU64) -> u64 {
+        self.shards
+            .iter()
+            .map(|(_, s)| pick(s).load(Ordering::Relaxed))
+            .sum()
+    }
+}
+
+fn counter_family<L: EncodeLabelSet>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    rows: impl IntoIterator<Item = (L, u64)>,
+) -> fmt::Result {
+    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, value) in rows {
+        metric
+            .encode_family(&labels)?
+            .encode_counter::<NoLabelSet, u64, u64>(&value, None)?;
+    }
+    Ok(())
+}
+
+fn counter(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> fmt::Result {
+    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    metric.encode_counter::<NoLabelSet, u64, u64>(&value, None)
+}
+
+fn gauge_family<L: EncodeLabelSet>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    rows: impl IntoIterator<Item = (L, f64)>,
+) -> fmt::Result {
+    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (labels, value) in rows {
+        metric.encode_family(&labels)?.encode_gauge(&value)?;
+    }
+    Ok(())
+}
+
+fn histogram_family(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    shards: &[(Arc<ShardMetrics>, Arc<ShardStats>)],
+    pick: impl Fn(&ShardMetrics) -> &shard::AtomicHistogram,
+    scale: f64,
+) -> fmt::Result {
+    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
+    for (m, _) in shards {
+        let (buckets, sum, count) = pick(m).snapshot(scale);
+        let shard = m.index.to_string();
+        metric
+            .encode_family(&[("shard", shard.as_str())])?
+            .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
+    }
+    Ok(())
+}
+
+fn per_shard(
+    shards: &[(Arc<ShardMetrics>, Arc<ShardStats>)],
+    pick: impl Fn(&ShardMetrics) -> u64,
+) -> Vec<([(&'static str, String); 1], f64)> {
+    shards
+        .iter()
+        .map(|(m, _)| ([("shard", m.index.to_string())], pick(m) as f64))
+        .collect()
+}
+
+impl Collector for GatewayMetrics {
+    fn encode(&self, mut e: DescriptorEncoder) -> fmt::Result {
+        let mut rows = Vec::new();
+        for transport in Transport::ALL {
+            for state in ConnState::ALL {
+                let n: i64 = self
+                    .shards
+                    .iter()
+                    .map(|(m, _)| m.connections(transport, state))
+                    .sum();
+                rows.push((
+                    [("transport", transport.label()), ("state", state.label())],
+                    n as f64,
+                ));
+            }
+        }
+        gauge_family(
+            &mut e,
+            names::CONNECTIONS,
+            "Open client connections by transport and state",
+            rows,
+        )?;
+        counter_family(
+            &mut e,
+            names::LOGINS,
+            "Device login attempts by result",
+            LoginResult::ALL
+                .iter()
+                .map(|&r| ([("result", r.label())], self.sum(|m| m.logins(r)))),
+        )?;
+        counter(
+            &mut e,
+            names::LOGIN_THROTTLE_BLOCKS,
+            "Login attempts blocked by the login throttle",
+            self.sum(|m| m.logins(LoginResult::Throttled)),
+        )?;
+        for (name, help, pick) in [
+            (
+                names::MESSAGES_RECEIVED,
+                "Frames received from logged-in devices by command",
+                (|m: &ShardMetrics, c: usize| m.messages_in[c].load(Ordering::Relaxed))
+                    as fn(&ShardMetrics, usize) -> u64,
+            ),
+            (
+                names::MESSAGES_SENT,
+                "Frames sent to devices by command",
+                |m: &ShardMetrics, c: usize| m.messages_out[c].load(Ordering::Relaxed),
+            ),
+        ] {
+            let rows: Vec<_> = (0..256usize)
+                .filter_map(|code| {
+                    let n = self.sum(|m| pick(m, code));
+                    (n > 0).then(|| ([("command", command_label(code as u8))], n))
+                })
+                .collect();
+            counter_family(&mut e, name, help, rows)?;
+        }
+        counter_family(
+            &mut e,
+            names::BYTES_RECEIVED,
+            "Application bytes received (after TLS) by transport",
+            Transport::ALL
+                .iter()
+                .map(|&t| ([("transport", t.label())], self.sum(|m| m.bytes(t).0))),
+        )?;
+        counter_family(
+            &mut e,
+            names::BYTES_SENT,
+            "Application bytes queued to clients (before TLS) by transport",
+            Transport::ALL
+                .iter()
+                .map(|&t| ([("transport", t.label())], self.sum(|m| m.bytes(t).1))),
+        )?;
+        gauge_family(
+            &mut e,
+            names::TELEMETRY_QUEUE,
+            "Pin writes waiting to be sent to the store",
+            per_shard(&self.shards, |m| m.telemetry_queue.load(Ordering::Relaxed)),
+        )?;
+        counter(
+            &mut e,
+            names::TELEMETRY_DROPPED,
+            "Pin writes dropped because the store queue was full",
+            self.sum_stats(|s| &s.telemetry_dropped),
+        )?;
+        counter(
+            &mut e,
+            names::PINS_STORED,
+            "Pin writes acknowledged by the store",
+            self.sum_stats(|s| &s.pins_stored),
+        )?;
+        counter(
+            &mut e,
+            names::STORE_CALLS_REFUSED,
+            "Store calls refused because the shard's store queue was full",
+            self.sum_stats(|s| &s.store_calls_refused),
+        )?;
+        gauge_family(
+            &mut e,
+            names::STORE_IN_FLIGHT,
+            "Store requests sent or queued and not yet answered",
+            per_shard(&self.shards, |m| m.store_in_flight.load(Ordering::Relaxed)),
+        )?;
+        gauge_family(
+            &mut e,
+            names::STORE_LINK_UP,
+            "1 while the shard's link to the store is up",
+            per_shard(&self.shards, |m| m.store_link_up.load(Ordering::Relaxed)),
+        )?;
+        histogram_family(
+            &mut e,
+            names::STORE_LATENCY,
+            "Store request round trip, from submission to reply",
+            &self.shards,
+            |m| &m.store_latency,
+            1e-6,
+        )?;
+        histogram_family(
+            &mut e,
+            names::STORE_WRITE_BATCH,
+            "Pin writes per store write request",
+            &self.shards,
+            |m| &m.write_batch,
+            1.0,
+        )?;
+        let mut rows = Vec::new();
+        for version in TlsVersion::ALL {
+            for (ok, result) in [(true, "ok"), (false, "failed")] {
+                rows.push((
+                    [("version", version.label()), ("result", result)],
+                    self.sum(|m| m.tls_handshakes(version, ok)),
+                ));
+            }
+        }
+        counter_family(
+            &mut e,
+            names::TLS_HANDSHAKES,
+            "TLS handshakes by negotiated version and result",
+            rows,
+        )?;
+        counter_family(
+            &mut e,
+            names::REJECTED,
+            "Connections turned away before becoming a device session, by reason",
+            Rejection::ALL
+                .iter()
+                .map(|&r| ([("reason", r.label())], self.sum(|m| m.rejected(r)))),
+        )?;
+        let days = self.global.certificate_days_left(SystemTime::now());
+        gauge_family(
+            &mut e,
+            names::CERT_EXPIRY_DAYS,
+            "Days until the served TLS certificate expires",
+            days.map(|d| (NoLabels, d)),
+        )?;
+        let g = &self.global;
+        counter_family(
+            &mut e,
+            names::CERT_RELOADS,
+            "Certificate reload attempts by result",
+            [
+                (
+                    [("result", "ok")],
+                    g.cert_reloads_ok.load(Ordering::Relaxed),
+                ),
+                (
+                    [("result", "refused")],
+                    g.cert_reloads_refused.load(Ordering::Relaxed),
+                ),
+            ],
+        )?;
+        counter_family(
+            &mut e,
+            names::CONFIG_RELOADS,
+            "Configuration reloads (SIGHUP) by result",
+            [
+                (
+                    [("result", "ok")],
+                    g.config_reloads_ok.load(Ordering::Relaxed),
+                ),
+                (
+                    [("result", "refused")],
+                    g.config_reloads_refused.load(Ordering::Relaxed),
+                ),
+            ],
+        )?;
+        histogram_family(
+            &mut e,
+            names::LOOP_TURN,
+            "Time a shard spends handling one batch of events (one loop turn)",
+            &self.shards,
+            |m| &m.loop_turn,
+            1e-6,
+        )?;
+        gauge_family(
+            &mut e,
+            names::DRAINING,
+            "1 once shutdown has started",
+            [(
+                NoLabels,
+                f64::from(u8::from(g.draining.load(Ordering::Relaxed))),
+            )],
+        )
+    }
+}
+
+/// A sample without labels inside a family-shaped helper.
+#[derive(Debug, Clone, Copy)]
+struct NoLabels;
+
+impl EncodeLabelSet for NoLabels {
+    fn encode(&self, _encoder: &mut prometheus_client::encoding::LabelSetEncoder) -> fmt::Result {
+        Ok(())
+    }
+}
+
+mod protocol_names {
+    use portcullis_protocol::Command;
+
+    /// The command's name from the protocol table, or `unknown` for codes outside it.
+    pub fn command_label(code: u8) -> &'static str {
+        match Command::from_code(code) {
+            Command::Unknown(_) => "unknown",
+            known => COMMAND_NAMES
+                .iter()
+                .find(|(c, _)| *c == known)
+                .map_or("unknown", |(_, name)| name),
+        }
+    }
+
+    const COMMAND_NAMES: &[(Command, &str)] = &[
+        (Command::Response, "response"),
+        (Command::Login, "login"),
+        (Command::HardwareLogin, "hardware_login"),
+        (Command::Ping, "ping"),
+        (Command::Hardware, "hardware"),
+        (Command::HardwareSync, "hardware_sync"),
+        (Command::Internal, "internal"),
+        (Command::Property, "property"),
+        (Command::Bridge, "bridge"),
+        (Command::Email, "email"),
+        (Command::PushNotification, "push_notification"),
+        (Command::Sms, "sms"),
+        (Command::Tweet, "tweet"),
+        (Command::EventLog, "event_log"),
+        (Command::EventClear, "event_clear"),
+        (Command::DebugPrint, "debug_print"),
+        (Command::Group, "group"),
+        (Command::Redirect, "redirect"),
+        (Command::HardwareConnected, "hardware_connected"),
+        (Command::DeviceOffline, "device_offline"),
+    ];
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metrics() -> GatewayMetrics {
+        GatewayMetrics {
+            global: Arc::new(GlobalMetrics::default()),
+            shards: vec![
+                (
+                    Arc::new(ShardMetrics::new(0)),
+                    Arc::new(ShardStats::default()),
+                ),
+                (
+                    Arc::new(ShardMetrics::new(1)),
+                    Arc::new(ShardStats::default()),
+                ),
+            ],
+        }
+    }
+
+    #[test]
+    fn counters_are_summed_over_shards_and_named_from_one_module() {
+        let m = metrics();
+        m.shards[0].0.login(LoginResult::Ok);
+        m.shards[1].0.login(LoginResult::Ok);
+        m.shards[1].0.login(LoginResult::InvalidToken);
+        m.shards[0].0.message_in(20);
+        m.shards[0].0.frame_out(&[0, 0, 1, 0, 200]);
+        m.shards[1].0.reject(Rejection::TlsHandshake);
+        m.shards[1].0.store_latency.observe(700);
+        m.shards[0].1.pins_stored.store(7, Ordering::Relaxed);
+        let text = m.render();
+        for line in [
+            "portcullis_device_logins_total{result=\"ok\"} 2",
+            "portcullis_device_logins_total{result=\"invalid_token\"} 1",
+            "portcullis_messages_received_total{command=\"hardware\"} 1",
+            "portcullis_messages_sent_total{command=\"response\"} 1",
+            "portcullis_connections_rejected_total{reason=\"tls_handshake\"} 1",
+            "portcullis_pins_stored_total 7",
+            "portcullis_store_request_duration_seconds_bucket{shard=\"1\",le=\"0.001\"} 1",
+            "portcullis_store_request_duration_seconds_count{shard=\"1\"} 1",
+            "# TYPE portcullis_connections gauge",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+        assert!(
+            !text
+                .lines()
+                .any(|l| l.starts_with("portcullis_tls_certificate_expiry_days ")),
+            "no certificate, no value"
+        );
+    }
+
+    #[test]
+    fn certificate_days_left_is_exposed() {
+        let m = metrics();
+        let in_ten_days = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("clock")
+            .as_secs() as i64
+            + 10 * 86_400;
+        m.global
+            .cert_not_after
+            .store(in_ten_days, Ordering::Relaxed);
+        let text = m.render();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("portcullis_tls_certificate_expiry_days "))
+            .expect("gauge present");
+        let days: f64 = line
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .expect("number");
+        assert!((9.99..=10.0).contains(&days), "{line}");
+    }
+
+    #[test]
+    fn readiness_needs_listeners_and_every_store_link() {
+        let m = metrics();
+        assert_eq!(m.readiness(), Readiness::Starting);
+        m.global.listeners_bound.store(true, Ordering::Relaxed);
+        assert_eq!(
+            m.readiness(),
+            Readiness::StoreUnreachable { shards_down: 2 }
+        );
+        for (s, _) in &m.shards {
+            s.store_link_up.store(1, Ordering::Relaxed);
+        }
+        assert_eq!(m.readiness(), Readiness::Ready);
+        m.global.draining.store(true, Ordering::Relaxed);
+        assert_eq!(m.readiness(), Readiness::Draining);
+    }
+}
