@@ -130,13 +130,19 @@ pub struct DeviceAuth {
     pub template: String,
 }
 
-/// A presence change reported by the gateway.
+/// Names one device session for presence: unique among the live sessions of one gateway run
+/// (shard and connection generation), so a change the link re-sends after a store restart is
+/// applied once, not twice.
+pub type SessionTag = u64;
+
+/// A presence change reported by the gateway. Both are idempotent: the store keeps the set of
+/// live session tags per device, and the device's `sessions` is the size of that set.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Presence {
     /// A session logged in from `addr`.
-    Online { addr: String },
+    Online { addr: String, session: SessionTag },
     /// A session ended.
-    Offline,
+    Offline { session: SessionTag },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -350,6 +350,7 @@ fn sigkill_after_acknowledged_writes_loses_nothing() {
         device,
         presence: portcullis_protocol::store::Presence::Online {
             addr: "10.1.1.1:4000".into(),
+            session: 1,
         },
         at_ms: 7,
     };

@@ -68,6 +68,19 @@ fn killed_store_is_restarted_and_devices_stay_connected() {
         },
     );
     gw.wait_for_log("store link down", Duration::from_secs(1));
+    // Presence survived the restart as one live session, however the link replayed it.
+    let device = gw.device(id);
+    assert_eq!(
+        (device["online"].clone(), device["sessions"].clone()),
+        (true.into(), 1.into()),
+        "{device}"
+    );
+    drop(dev);
+    wait_for(
+        "offline after the device left",
+        Duration::from_secs(10),
+        || (gw.device(id)["sessions"] == 0).then_some(()),
+    );
 }
 
 #[test]

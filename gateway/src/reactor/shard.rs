@@ -28,7 +28,9 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use ops::transport;
 use portcullis_protocol::Status;
 use portcullis_protocol::frame::{self, Decoded};
-use portcullis_protocol::store::{ClientRole, PinWrite, Presence, Request, Response, StoreError};
+use portcullis_protocol::store::{
+    ClientRole, PinWrite, Presence, Request, Response, SessionTag, StoreError,
+};
 use rustls::ServerConfig;
 use slab::Slab;
 use std::collections::VecDeque;
@@ -341,7 +343,12 @@ impl Shard {
             _ => tracing::info!(%peer, ?device, %reason, "closing connection"),
         }
         if let Some(device) = device {
-            self.submit(id, Some(device), StoreCall::Presence(Presence::Offline));
+            let session = self.session_tag(id);
+            self.submit(
+                id,
+                Some(device),
+                StoreCall::Presence(Presence::Offline { session }),
+            );
         }
         let conn = &mut self.conns[key];
         let peer_gone = matches!(reason, CloseReason::PeerClosed | CloseReason::Io(_));
@@ -450,6 +457,14 @@ fn throttled(peer: std::net::SocketAddr, gate: LoginGate, what: &'static str) ->
     CloseReason::LoginThrottled {
         gate: gate.name(),
         retry_in_ms,
+    }
+}
+
+impl Shard {
+    /// The presence tag of a connection's session: shard and generation, unique among the live
+    /// sessions of this gateway run (generations only repeat after 2^32 connections on a shard).
+    fn session_tag(&self, id: ConnId) -> SessionTag {
+        (u64::from(self.index) << 32) | u64::from(id.generation)
     }
 }
 

@@ -65,13 +65,19 @@ fn update_device(
     Ok(change)
 }
 
+/// Live sessions remembered per device, at most; beyond it the oldest tag is forgotten (a device
+/// holding this many connections at once is misbehaving, and the record must stay small).
+pub const MAX_LIVE_SESSIONS: usize = 256;
+
+/// Adds or removes one session tag from the device's live set and records `last_seen_ms` (and the
+/// address, when online). Applying the same change twice leaves the same state.
 pub(super) fn set_presence(
     view: &impl View,
     device: DeviceId,
     presence: Presence,
     at_ms: u64,
 ) -> Result<Change> {
-    if let Presence::Online { addr } = &presence
+    if let Presence::Online { addr, .. } = &presence
         && addr.len() > MAX_ADDR_LEN
     {
         return Err(SchemaError::Invalid(format!(
@@ -79,16 +85,40 @@ pub(super) fn set_presence(
             addr.len()
         )));
     }
-    update_device(view, device, |d| {
-        d.last_seen_ms = Some(at_ms);
-        match presence {
-            Presence::Online { addr } => {
-                d.sessions = d.sessions.saturating_add(1);
-                d.last_addr = Some(addr);
+    let key = keys::presence(device);
+    let mut live: Vec<u64> = match view.get(Cf::Meta, &key)? {
+        Some(bytes) => decode("presence", &key, &bytes)?,
+        None => Vec::new(),
+    };
+    let addr = match presence {
+        Presence::Online { addr, session } => {
+            if !live.contains(&session) {
+                if live.len() >= MAX_LIVE_SESSIONS {
+                    live.remove(0);
+                }
+                live.push(session);
             }
-            Presence::Offline => d.sessions = d.sessions.saturating_sub(1),
+            Some(addr)
         }
-    })
+        Presence::Offline { session } => {
+            live.retain(|s| *s != session);
+            None
+        }
+    };
+    let sessions = u32::try_from(live.len()).unwrap_or(u32::MAX);
+    let mut change = update_device(view, device, |d| {
+        d.last_seen_ms = Some(at_ms);
+        d.sessions = sessions;
+        if addr.is_some() {
+            d.last_addr = addr;
+        }
+    })?;
+    if live.is_empty() {
+        change.batch.delete(Cf::Meta, key);
+    } else {
+        change.batch.put(Cf::Meta, key, encode(&live)?);
+    }
+    Ok(change)
 }
 
 pub(super) fn set_info(

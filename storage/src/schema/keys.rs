@@ -18,6 +18,14 @@ use portcullis_protocol::store::DeviceId;
 pub(crate) const FORMAT_VERSION: &[u8] = b"format_version";
 /// Meta key of the next device id to hand out (u64 BE). Absent means 1.
 pub(crate) const NEXT_DEVICE_ID: &[u8] = b"next_device_id";
+/// Meta keys `presence/<device id BE>`: the device's live session tags (postcard `Vec<u64>`).
+pub(crate) const PRESENCE_PREFIX: &[u8] = b"presence/";
+
+pub(crate) fn presence(id: DeviceId) -> Vec<u8> {
+    let mut key = PRESENCE_PREFIX.to_vec();
+    key.extend_from_slice(&id.to_be_bytes());
+    key
+}
 
 const ID_LEN: usize = 8;
 const PIN_KEY_LEN: usize = ID_LEN + 2;

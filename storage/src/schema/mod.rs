@@ -613,7 +613,8 @@ impl<E: Engine> Store<E> {
             .collect()
     }
 
-    /// Sets `sessions = 0` on every device, a chunk of devices per batch, then syncs the WAL once.
+    /// Sets `sessions = 0` on every device and forgets every live session set, a chunk per batch,
+    /// then syncs the WAL once.
     /// Not atomic across chunks, but idempotent: after a crash the gateway simply resets again.
     /// Runs under the group writer's lock, between groups.
     fn reset_presence(&self) -> Result<()> {
@@ -634,6 +635,27 @@ impl<E: Engine> Store<E> {
                     batch.put(Cf::Devices, key.clone(), encode(&record)?);
                     reset += 1;
                 }
+            }
+            self.engine.write(batch, Durability::Buffered)?;
+        }
+        // The live session sets go too, a chunk at a time.
+        let mut end = keys::PRESENCE_PREFIX.to_vec();
+        if let Some(last) = end.last_mut() {
+            *last += 1;
+        }
+        loop {
+            let page = self.engine.scan_range(
+                Cf::Meta,
+                keys::PRESENCE_PREFIX,
+                Some(end.as_slice()),
+                RESET_CHUNK,
+            )?;
+            if page.is_empty() {
+                break;
+            }
+            let mut batch = WriteBatch::new();
+            for (key, _) in page {
+                batch.delete(Cf::Meta, key);
             }
             self.engine.write(batch, Durability::Buffered)?;
         }

@@ -369,6 +369,7 @@ fn each_request_uses_its_durability_class() {
         device: id,
         presence: Presence::Online {
             addr: "1.2.3.4:5".into(),
+            session: 1,
         },
         at_ms: 1,
     };
@@ -419,7 +420,7 @@ fn a_group_is_one_batch_and_one_sync() {
         create(3, " "),
         Request::SetPresence {
             device: 1,
-            presence: Presence::Offline,
+            presence: Presence::Offline { session: 1 },
             at_ms: 9,
         },
         create(4, "c"),
@@ -479,46 +480,64 @@ fn presence_counts_sessions_and_reset_clears_them() {
     let (s, _) = store();
     let a = create(&s, "a", 1).id;
     let b = create(&s, "b", 2).id;
-    let online = |d, addr: &str, at| {
+    let online = |d, session, addr: &str, at| {
         s.handle(Request::SetPresence {
             device: d,
-            presence: Presence::Online { addr: addr.into() },
+            presence: Presence::Online {
+                addr: addr.into(),
+                session,
+            },
             at_ms: at,
         })
     };
-    let offline = |d, at| {
+    let offline = |d, session, at| {
         s.handle(Request::SetPresence {
             device: d,
-            presence: Presence::Offline,
+            presence: Presence::Offline { session },
             at_ms: at,
         })
     };
-    assert_eq!(online(a, "10.0.0.1:1000", 100), Ok(Response::Done));
-    assert_eq!(online(a, "10.0.0.2:2000", 200), Ok(Response::Done));
+    assert_eq!(online(a, 1, "10.0.0.1:1000", 100), Ok(Response::Done));
+    assert_eq!(online(a, 2, "10.0.0.2:2000", 200), Ok(Response::Done));
+    // A change the gateway re-sends after a store restart is applied once.
+    assert_eq!(online(a, 2, "10.0.0.2:2000", 200), Ok(Response::Done));
     let d = get(&s, a);
     assert_eq!(
         (d.sessions, d.last_seen_ms, d.last_addr.as_deref()),
         (2, Some(200), Some("10.0.0.2:2000"))
     );
     assert!(d.online());
-    assert_eq!(offline(a, 300), Ok(Response::Done));
+    assert_eq!(offline(a, 1, 300), Ok(Response::Done));
+    assert_eq!(offline(a, 1, 301), Ok(Response::Done));
     let d = get(&s, a);
     assert_eq!(
         (d.sessions, d.last_seen_ms, d.last_addr.as_deref()),
-        (1, Some(300), Some("10.0.0.2:2000"))
+        (1, Some(301), Some("10.0.0.2:2000")),
+        "a repeated offline does not end another session"
     );
+    assert!(d.online());
     for at in 0..3 {
-        assert_eq!(offline(a, 400 + at), Ok(Response::Done));
+        assert_eq!(offline(a, 9, 400 + at), Ok(Response::Done));
     }
-    assert_eq!(get(&s, a).sessions, 0, "offline saturates at zero");
-    online(a, "x", 500).expect("online");
-    online(b, "y", 500).expect("online");
-    online(b, "y", 501).expect("online");
+    assert_eq!(get(&s, a).sessions, 1, "an unknown session changes nothing");
+    assert_eq!(offline(a, 2, 450), Ok(Response::Done));
+    assert_eq!(get(&s, a).sessions, 0);
+    online(a, 3, "x", 500).expect("online");
+    online(b, 4, "y", 500).expect("online");
+    online(b, 5, "y", 501).expect("online");
     assert_eq!(s.handle(Request::ResetPresence), Ok(Response::Done));
     assert_eq!((get(&s, a).sessions, get(&s, b).sessions), (0, 0));
     assert_eq!(get(&s, b).last_seen_ms, Some(501), "reset keeps last_seen");
-    assert!(matches!(online(77, "z", 1), Err(StoreError::NotFound(_))));
-    assert!(invalid(online(a, &"1".repeat(MAX_ADDR_LEN + 1), 1)).contains("address"));
+    // The live sets went with the reset: an offline for an old session changes nothing, and a
+    // new session counts from zero.
+    offline(b, 4, 600).expect("offline");
+    online(b, 6, "y", 601).expect("online");
+    assert_eq!(get(&s, b).sessions, 1);
+    assert!(matches!(
+        online(77, 7, "z", 1),
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(invalid(online(a, 8, &"1".repeat(MAX_ADDR_LEN + 1), 1)).contains("address"));
 }
 
 #[test]
@@ -539,7 +558,10 @@ fn reset_presence_covers_more_than_one_chunk() {
         };
         let req = Request::SetPresence {
             device: d.id,
-            presence: Presence::Online { addr: "a".into() },
+            presence: Presence::Online {
+                addr: "a".into(),
+                session: 1,
+            },
             at_ms: 1,
         };
         s.handle(req).expect("online");
@@ -563,11 +585,12 @@ fn concurrent_presence_updates_are_not_lost() {
         for t in 0..8 {
             let s = &s;
             scope.spawn(move || {
-                for i in 0..50 {
+                for i in 0..30 {
                     let req = Request::SetPresence {
                         device: id,
                         presence: Presence::Online {
                             addr: format!("{t}:{i}"),
+                            session: t * 1000 + i,
                         },
                         at_ms: i,
                     };
@@ -576,7 +599,11 @@ fn concurrent_presence_updates_are_not_lost() {
             });
         }
     });
-    assert_eq!(get(&s, id).sessions, 400);
+    assert_eq!(
+        get(&s, id).sessions,
+        240,
+        "every distinct session counted once"
+    );
 }
 
 #[test]

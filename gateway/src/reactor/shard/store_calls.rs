@@ -205,7 +205,10 @@ impl Shard {
         self.outbox.response(msg_id, Status::Ok);
         self.outbox
             .store
-            .push(StoreCall::Presence(Presence::Online { addr }));
+            .push(StoreCall::Presence(Presence::Online {
+                addr,
+                session: self.session_tag(id),
+            }));
         self.apply_outbox(key, id);
         // Frames the device sent before the store answered (BlynkLib sends its info at once).
         if self.conns.get(key).is_some_and(|c| !c.inbuf.is_empty()) {
