@@ -129,6 +129,10 @@ pub struct LimitsSection {
     /// fixed size instead of autotuning keeps a peer that never reads from parking megabytes of
     /// answers in the kernel. 4096 ..= 16777216. Default 32768.
     pub socket_send_buffer_bytes: u32,
+    /// Memory, in MiB, that the outbound queues of all connections together may hold; while a
+    /// shard's share (this divided by the shards) is used up, it refuses new connections, so
+    /// the sessions it has keep their memory. 1 ..= 1048576. Default 512.
+    pub output_budget_mib: u32,
     /// Pin writes a shard may queue for the store while the store is slow or restarting; beyond
     /// that, writes are dropped and counted. Default 100000.
     pub store_queue_max_writes: u32,
@@ -328,6 +332,7 @@ impl Default for LimitsSection {
             heartbeat_factor: 2.3,
             outbound_queue_bytes: 65_536,
             socket_send_buffer_bytes: 32_768,
+            output_budget_mib: 512,
             store_queue_max_writes: 100_000,
             default_buff_in: 255,
         }
@@ -516,6 +521,15 @@ impl Config {
                 format!(
                     "is {} but must be above 1 (at or below 1 a device on time would be cut off) and at most 100",
                     limits.heartbeat_factor
+                ),
+            );
+        }
+        if !(1..=1_048_576).contains(&limits.output_budget_mib) {
+            return invalid(
+                "limits.output_budget_mib",
+                format!(
+                    "is {} but must be between 1 and 1048576",
+                    limits.output_budget_mib
                 ),
             );
         }

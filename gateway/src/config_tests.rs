@@ -218,6 +218,10 @@ fn invalid_values_are_rejected_naming_the_key() {
         ),
         ("[store]\nblock_cache_mib = 0\n", "store.block_cache_mib"),
         (
+            "[limits]\noutput_budget_mib = 0\n",
+            "limits.output_budget_mib",
+        ),
+        (
             "[store]\nhistory_retention_days = 36501\n",
             "store.history_retention_days",
         ),

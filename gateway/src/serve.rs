@@ -46,6 +46,8 @@ pub fn limits_from(config: &Config) -> ShardLimits {
         max_body: l.max_body as usize,
         preauth_buffer_bytes: l.preauth_buffer_bytes as usize,
         outbound_queue_bytes: l.outbound_queue_bytes as usize,
+        output_budget_bytes: (l.output_budget_mib as usize * 1024 * 1024)
+            / config.effective_shards().max(1),
         socket_send_buffer_bytes: l.socket_send_buffer_bytes as usize,
         store_queue_max_writes: l.store_queue_max_writes as usize,
     }

@@ -374,3 +374,53 @@ fn connections_before_login_are_capped_and_logged_in_devices_keep_working() {
     late.login(&token, Status::Ok);
     ping(&mut late);
 }
+
+#[test]
+fn new_connections_wait_while_the_output_budget_is_spent_on_existing_ones() {
+    // A 1 MiB budget for all outbound queues (512 KiB per shard; the harness runs two) and a
+    // per-connection bound far above it, so one client that never reads can spend its shard's
+    // whole share without being cut off as a slow reader.
+    let gw = Gateway::start(
+        "[limits]\noutput_budget_mib = 1\noutbound_queue_bytes = 8388608\nsocket_send_buffer_bytes = 4096\n",
+    );
+    let (_, token) = gw.create_device("hog");
+    let mut bystander = Device::plain(gw.plain_port);
+    bystander.login(&token, Status::Ok);
+
+    let hog = connect_from_small_rcvbuf(Ipv4Addr::new(127, 0, 5, 1), gw.plain_port, 4096).unwrap();
+    Device::over(hog.try_clone().unwrap()).login(&token, Status::Ok);
+    // 60,000 PINGs whose answers (5 bytes + 40 of queue overhead each, ~2.7 MB) it never reads.
+    let mut pings = Vec::new();
+    for id in 0..60_000u32 {
+        frame::encode_args(&mut pings, Command::Ping, (id % 60_000 + 1) as u16, &[]).unwrap();
+    }
+    let mut writer = hog.try_clone().unwrap();
+    writer
+        .set_write_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    writer.write_all(&pings).unwrap();
+
+    // New connections that land on the hog's shard are refused (closed at accept)...
+    wait_for(
+        "a connection refused for the budget",
+        Duration::from_secs(10),
+        || {
+            let mut probe = connect_from(Ipv4Addr::new(127, 0, 5, 2), gw.plain_port).ok()?;
+            peer_closed(&mut probe, Duration::from_millis(500)).then_some(())
+        },
+    );
+    gw.wait_for_log("output_budget", Duration::from_secs(5));
+    // ...while the device already connected is served as before.
+    bystander.set_read_timeout(Duration::from_secs(5));
+    ping(&mut bystander);
+
+    // The hog leaves; its queue is freed and every new device gets in again, on either shard.
+    drop(writer);
+    drop(hog);
+    std::thread::sleep(Duration::from_millis(500));
+    for _ in 0..8 {
+        let tcp = connect_from(Ipv4Addr::new(127, 0, 5, 3), gw.plain_port).unwrap();
+        let mut dev = Device::over(tcp);
+        dev.login(&token, Status::Ok);
+    }
+}

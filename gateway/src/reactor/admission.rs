@@ -117,6 +117,8 @@ pub enum Refusal {
     TooManySources,
     /// Too many connections are still before their login.
     TooManyUnauthenticated,
+    /// The shard's outbound queues hold its whole share of `limits.output_budget_mib`.
+    OutputBudget,
 }
 
 impl Refusal {
@@ -128,6 +130,7 @@ impl Refusal {
             Refusal::GlobalRate => "global_accept_rate",
             Refusal::TooManySources => "source_table_full",
             Refusal::TooManyUnauthenticated => "unauthenticated_cap",
+            Refusal::OutputBudget => "output_budget",
         }
     }
 }

@@ -36,6 +36,8 @@ pub struct ShardLimits {
     /// Bytes buffered from a peer that has not logged in yet.
     pub preauth_buffer_bytes: usize,
     pub outbound_queue_bytes: usize,
+    /// This shard's share of `limits.output_budget_mib`, in bytes.
+    pub output_budget_bytes: usize,
     /// SO_SNDBUF of every accepted connection (the kernel doubles it).
     pub socket_send_buffer_bytes: usize,
     pub store_queue_max_writes: usize,

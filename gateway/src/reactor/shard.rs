@@ -116,6 +116,9 @@ pub struct Shard {
     now: Instant,
     now_tick: Tick,
     now_ms: u64,
+    /// Bytes waiting in the outbound queues of this shard's connections (each queued frame with
+    /// its allocation overhead). Above `limits.output_budget_bytes` new connections are refused.
+    queued_total: usize,
 }
 
 /// Creates the waker before the shard thread starts, so the main thread can hold it.
@@ -166,6 +169,7 @@ impl Shard {
             backlog: Vec::new(),
             accept_paused_until: None,
             accept_starved: false,
+            queued_total: 0,
             now,
             now_tick: 0,
             now_ms: unix_ms(),
@@ -334,7 +338,9 @@ impl Shard {
             self.ciphertext.clear();
             tls.close_notify(&mut self.ciphertext);
             // A failure shows in the flush below.
+            let before = conn.queued_bytes();
             let _ = conn.send_bytes(&self.ciphertext);
+            requeue(&mut self.queued_total, before, conn.queued_bytes());
         }
         match &reason {
             CloseReason::PeerClosed | CloseReason::Shutdown => {
@@ -352,7 +358,10 @@ impl Shard {
         }
         let conn = &mut self.conns[key];
         let peer_gone = matches!(reason, CloseReason::PeerClosed | CloseReason::Io(_));
-        if peer_gone || conn.flush() != Flush::Blocked {
+        let before = conn.queued_bytes();
+        let flushed = peer_gone || conn.flush() != Flush::Blocked;
+        requeue(&mut self.queued_total, before, conn.queued_bytes());
+        if flushed {
             return self.finalize(key, None);
         }
         conn.deadline = self.timers.deadline_after(self.now, CLOSE_LINGER);
@@ -377,6 +386,7 @@ impl Shard {
             return;
         };
         let _ = self.poll.registry().deregister(&mut conn.socket);
+        requeue(&mut self.queued_total, conn.queued_bytes(), 0);
         self.guards.admission().release(conn.peer.ip());
         self.stats.connections_open.fetch_sub(1, Ordering::Relaxed);
         self.metrics
@@ -466,6 +476,15 @@ impl Shard {
     fn session_tag(&self, id: ConnId) -> SessionTag {
         (u64::from(self.index) << 32) | u64::from(id.generation)
     }
+}
+
+/// Moves one connection's share of the shard's queued-bytes total from `before` to `after`.
+fn requeue(total: &mut usize, before: usize, after: usize) {
+    debug_assert!(
+        *total >= before,
+        "queued total {total} below a connection's {before}"
+    );
+    *total = total.saturating_sub(before) + after;
 }
 
 fn advance(stage: &mut Stage, transition: Transition) {

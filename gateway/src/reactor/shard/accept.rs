@@ -46,6 +46,11 @@ impl Shard {
                     "accepting again"
                 );
             }
+            if self.queued_total > self.limits.output_budget_bytes {
+                // Memory for answers is spent on the connections we have: serve them first.
+                self.refuse(peer, Refusal::OutputBudget);
+                continue;
+            }
             let admitted = self.guards.admission().admit(peer.ip(), self.now);
             if let Admit::Refused(refusal) = admitted {
                 self.refuse(peer, refusal);

@@ -12,7 +12,10 @@ impl Shard {
         }
         if writable {
             let conn = &mut self.conns[key];
-            match conn.flush() {
+            let before = conn.queued_bytes();
+            let flushed = conn.flush();
+            requeue(&mut self.queued_total, before, conn.queued_bytes());
+            match flushed {
                 Flush::Failed(e) => return self.finalize(key, Some(CloseReason::Io(e))),
                 Flush::Done if matches!(conn.stage, Stage::Closing(_)) => {
                     return self.finalize(key, None);
@@ -74,7 +77,9 @@ impl Shard {
         let version = tls.protocol_version();
         // Whatever rustls produced (handshake records, or the fatal alert after an error) must
         // reach the peer before anything else happens to the connection.
+        let before = conn.queued_bytes();
         let sent = conn.send_bytes(&self.ciphertext);
+        requeue(&mut self.queued_total, before, conn.queued_bytes());
         match received {
             Err(e) => {
                 let refused_handshake = matches!(conn.stage, Stage::TlsHandshake);
@@ -306,6 +311,7 @@ impl Shard {
         };
         let mut failure = None;
         let via = transport(conn.port);
+        let before = conn.queued_bytes();
         for bytes in outbox.frames() {
             self.metrics.frame_out(bytes);
             self.metrics.bytes_out(via, bytes.len());
@@ -323,6 +329,7 @@ impl Shard {
                 _ => {}
             }
         }
+        requeue(&mut self.queued_total, before, conn.queued_bytes());
         let device = match &conn.stage {
             Stage::Device(session) => Some(session.device),
             _ => None,
