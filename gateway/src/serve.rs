@@ -8,6 +8,7 @@
 use crate::config::{Config, LogFormat};
 use crate::logging::LogControl;
 use crate::metrics::http::{self, BearerToken};
+use crate::metrics::store::StoreStatsSource;
 use crate::metrics::{GatewayMetrics, GlobalMetrics};
 use crate::reactor::admission::{Admission, AdmissionLimits, Guards};
 use crate::reactor::{Reactor, ReactorSetup, ShardLimits, ShardStats, listener};
@@ -211,7 +212,7 @@ pub fn serve(config: Config, context: ServeContext) -> anyhow::Result<()> {
         tls_listeners: tls_ports.listeners,
         plain_listeners: plain_ports.listeners,
         tls_config,
-        store_socket: socket,
+        store_socket: socket.clone(),
         limits: limits_from(&config),
         guards: Arc::new(guards_from(&config)),
     })?;
@@ -229,6 +230,7 @@ pub fn serve(config: Config, context: ServeContext) -> anyhow::Result<()> {
                     .cloned()
                     .zip(reactor.stats.iter().cloned())
                     .collect(),
+                store: Some(Arc::new(StoreStatsSource::new(socket.clone()))),
             };
             listener
                 .serve(metrics, bearer_token.clone())

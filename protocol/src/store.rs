@@ -219,6 +219,28 @@ pub enum Request {
     Backup {
         dir: String,
     },
+    /// The store's own counters: write groups, their sizes and WAL fsync latency.
+    Stats,
+}
+
+/// A histogram as the store reports it: per-bucket counts (not cumulative) for the ascending
+/// upper `bounds`, plus one last bucket above the highest bound, and the sum of observations.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatsHistogram {
+    pub bounds: Vec<u64>,
+    pub counts: Vec<u64>,
+    pub sum: u64,
+}
+
+/// The answer to `Stats`, counted since the store started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreStats {
+    /// Write groups applied (one engine batch each).
+    pub groups: u64,
+    /// Requests per write group.
+    pub group_requests: StatsHistogram,
+    /// Duration of each WAL fsync that acknowledged sync-class writes, in microseconds.
+    pub fsync_micros: StatsHistogram,
 }
 
 /// One stored historic value of a pin.
@@ -266,6 +288,7 @@ pub enum Response {
         dir: String,
         bytes: u64,
     },
+    Stats(StoreStats),
 }
 
 /// Why the store refused or failed a request, saying whose fault it is.

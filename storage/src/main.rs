@@ -234,14 +234,27 @@ fn run(args: Args) -> anyhow::Result<()> {
     );
     let server = Server::bind(&socket).context("binding the store socket")?;
     tracing::info!(socket = %server.path().display(), "store ready");
+    // Under systemd (Type=notify) the unit becomes active only now, with the socket bound: a
+    // gateway ordered after it never finds the socket missing. Outside systemd this does nothing.
+    notify_systemd(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status("serving"),
+    ]);
 
     let config = ServerConfig {
         sync_interval: Duration::from_millis(args.sync_interval_ms),
         commit_window: Duration::from_micros(args.commit_window_us),
         ..ServerConfig::default()
     };
-    server.run(store, config, shutdown).context("serving")?;
-    Ok(())
+    let served = server.run(store, config, shutdown).context("serving");
+    notify_systemd(&[sd_notify::NotifyState::Stopping]);
+    served
+}
+
+fn notify_systemd(states: &[sd_notify::NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::warn!(error = %e, "cannot notify systemd");
+    }
 }
 
 /// Sets `shutdown` when stdin reaches EOF (or fails).

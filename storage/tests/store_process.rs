@@ -596,3 +596,43 @@ fn an_encrypted_store_keeps_its_secrets_and_refuses_the_wrong_key() {
     store.signal(Signal::SIGTERM);
     assert!(store.wait_exit().success(), "{}", store.log());
 }
+
+#[test]
+fn systemd_hears_ready_once_the_socket_is_bound_and_stopping_at_the_end() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let notify_path = dir.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).expect("bind");
+    notify
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let socket = dir.path().join("store.sock");
+    let log = dir.path().join("store.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis-store"))
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--exit-on-stdin-eof")
+        .env("NOTIFY_SOCKET", &notify_path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("spawn portcullis-store");
+    let mut buf = [0u8; 512];
+    let n = notify.recv(&mut buf).expect("a notification");
+    let first = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(first.contains("READY=1"), "{first}");
+    assert!(socket.exists(), "READY comes after the socket is bound");
+    drop(child.stdin.take());
+    let n = notify.recv(&mut buf).expect("a second notification");
+    let second = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(second.contains("STOPPING=1"), "{second}");
+    let status = child.wait().expect("exits");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{}",
+        fs::read_to_string(&log).unwrap_or_default()
+    );
+}

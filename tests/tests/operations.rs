@@ -79,6 +79,13 @@ fn metrics_are_scraped_and_move_when_devices_connect_and_write() {
         2.0,
         "both shards"
     );
+    // The store's own counters: its write groups and the fsyncs that acknowledged the login's
+    // presence write (a sync-class write) come through the gateway's scrape.
+    assert_eq!(after.value("portcullis_store_up", &[]), 1.0);
+    assert!(delta("portcullis_store_write_groups_total", &[]) >= 1.0);
+    assert!(after.value("portcullis_store_write_group_requests_count", &[]) >= 1.0);
+    assert!(delta("portcullis_store_wal_fsync_seconds_count", &[]) >= 1.0);
+    assert!(after.value("portcullis_store_wal_fsync_seconds_sum", &[]) > 0.0);
 
     // A wrong token is counted by result and as a rejection, and logged as a security event.
     let mut bad = Device::plain(gw.plain_port);

@@ -216,6 +216,7 @@ mod tests {
         GatewayMetrics {
             global: Arc::new(GlobalMetrics::default()),
             shards: Vec::new(),
+            store: None,
         }
     }
 

@@ -6,6 +6,7 @@
 
 pub mod http;
 pub mod shard;
+pub mod store;
 
 use crate::reactor::ShardStats;
 use prometheus_client::collector::Collector;
@@ -45,6 +46,10 @@ pub mod names {
     pub const CONFIG_RELOADS: &str = "portcullis_config_reloads";
     pub const LOOP_TURN: &str = "portcullis_shard_loop_turn_seconds";
     pub const DRAINING: &str = "portcullis_draining";
+    pub const STORE_UP: &str = "portcullis_store_up";
+    pub const STORE_GROUPS: &str = "portcullis_store_write_groups";
+    pub const STORE_GROUP_REQUESTS: &str = "portcullis_store_write_group_requests";
+    pub const STORE_FSYNC: &str = "portcullis_store_wal_fsync_seconds";
 }
 
 /// Process-wide state that is not a shard's: written by the reload and signal paths.
@@ -80,6 +85,8 @@ impl GlobalMetrics {
 pub struct GatewayMetrics {
     pub global: Arc<GlobalMetrics>,
     pub shards: Vec<(Arc<ShardMetrics>, Arc<ShardStats>)>,
+    /// Where the store's own counters come from; `None` leaves them out (unit tests).
+    pub store: Option<Arc<store::StoreStatsSource>>,
 }
 
 /// Why the gateway is not ready, for `/readyz`.
@@ -398,7 +405,11 @@ impl Collector for GatewayMetrics {
                 NoLabels,
                 f64::from(u8::from(g.draining.load(Ordering::Relaxed))),
             )],
-        )
+        )?;
+        match &self.store {
+            Some(source) => store::encode(&mut e, source.fetch().as_ref()),
+            None => Ok(()),
+        }
     }
 }
 
@@ -467,6 +478,7 @@ mod tests {
                     Arc::new(ShardStats::default()),
                 ),
             ],
+            store: None,
         }
     }
 

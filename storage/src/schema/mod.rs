@@ -20,6 +20,7 @@ pub mod history;
 mod history_tests;
 mod keys;
 mod records;
+pub mod stats;
 #[cfg(test)]
 mod tests;
 
@@ -115,6 +116,7 @@ pub struct Store<E: Engine> {
     writer: Mutex<()>,
     /// Tells apart history points of one pin written in the same millisecond.
     history_seq: AtomicU32,
+    counters: stats::StoreCounters,
 }
 
 /// Whether a request writes (and so must go through [`Store::commit_group`]).
@@ -133,7 +135,8 @@ pub fn is_write(request: &Request) -> bool {
         | Request::ReadPins { .. }
         | Request::ReadProperties { .. }
         | Request::ReadHistory { .. }
-        | Request::Backup { .. } => false,
+        | Request::Backup { .. }
+        | Request::Stats => false,
     }
 }
 
@@ -239,6 +242,7 @@ impl<E: Engine> Store<E> {
             options,
             writer: Mutex::new(()),
             history_seq: AtomicU32::new(0),
+            counters: stats::StoreCounters::default(),
         })
     }
 
@@ -248,7 +252,10 @@ impl<E: Engine> Store<E> {
 
     /// Makes every acknowledged write durable (the periodic syncer and shutdown call this).
     pub fn sync(&self) -> Result<()> {
-        Ok(self.engine.sync_wal()?)
+        let start = std::time::Instant::now();
+        let synced = self.engine.sync_wal();
+        self.counters.fsync(start.elapsed());
+        Ok(synced?)
     }
 
     /// Executes one request on its own: a read directly, a write as a group of one. The server
@@ -294,6 +301,7 @@ impl<E: Engine> Store<E> {
     /// handing out any result when [`Applied::needs_sync`] says so.
     pub fn apply_group(&self, requests: Vec<Request>) -> Applied {
         let _writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        self.counters.group(requests.len());
         let mut results: Vec<Result<Response, StoreError>> = Vec::with_capacity(requests.len());
         let mut group = Group::new(&self.engine);
         let mut members: Vec<usize> = Vec::new();
@@ -362,6 +370,7 @@ impl<E: Engine> Store<E> {
                 history::read(&self.engine, query, now_ms()).map(Response::History)
             }
             Request::Backup { dir } => self.backup(&dir),
+            Request::Stats => Ok(Response::Stats(self.counters.snapshot())),
             write => Err(SchemaError::Internal(format!(
                 "a write reached the read path: {write:?}"
             ))),

@@ -1,0 +1,106 @@
+//! The store process's own counters in the gateway's metrics: at scrape time the metrics thread
+//! asks the store (`Request::Stats`, over a link of its own, with a short timeout) for its write
+//! groups and WAL fsync latency, and renders them next to the gateway's. A store that does not
+//! answer shows as `portcullis_store_up 0`; the scrape itself never fails for it.
+
+use super::names;
+use crate::store_client::StoreClient;
+use portcullis_protocol::store::{ClientRole, Request, Response, StatsHistogram, StoreStats};
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+/// How long a scrape waits for the store's counters.
+pub const STORE_STATS_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Fetches [`StoreStats`], keeping its link between scrapes.
+#[derive(Debug)]
+pub struct StoreStatsSource {
+    socket: PathBuf,
+    client: Mutex<Option<StoreClient>>,
+}
+
+impl StoreStatsSource {
+    pub fn new(socket: PathBuf) -> Self {
+        Self {
+            socket,
+            client: Mutex::new(None),
+        }
+    }
+
+    /// The store's counters, or `None` if it cannot be reached right now.
+    pub fn fetch(&self) -> Option<StoreStats> {
+        let mut client = self.client.lock().unwrap_or_else(PoisonError::into_inner);
+        if client.is_none() {
+            *client =
+                StoreClient::connect(&self.socket, ClientRole::Admin, STORE_STATS_TIMEOUT).ok();
+        }
+        match client.as_mut()?.call(Request::Stats) {
+            Ok(Response::Stats(stats)) => Some(stats),
+            _ => {
+                // A broken or confused link is reopened on the next scrape.
+                *client = None;
+                None
+            }
+        }
+    }
+}
+
+/// Renders the store's counters (or only `store_up 0` without them).
+pub fn encode(encoder: &mut DescriptorEncoder, stats: Option<&StoreStats>) -> fmt::Result {
+    super::gauge_family(
+        encoder,
+        names::STORE_UP,
+        "Whether the store answered this scrape's request for its counters",
+        [(super::NoLabels, f64::from(u8::from(stats.is_some())))],
+    )?;
+    let Some(stats) = stats else {
+        return Ok(());
+    };
+    super::counter(
+        encoder,
+        names::STORE_GROUPS,
+        "Write groups the store applied (one RocksDB batch each)",
+        stats.groups,
+    )?;
+    histogram(
+        encoder,
+        names::STORE_GROUP_REQUESTS,
+        "Requests per store write group",
+        &stats.group_requests,
+        1.0,
+    )?;
+    histogram(
+        encoder,
+        names::STORE_FSYNC,
+        "Duration of the store's WAL fsyncs",
+        &stats.fsync_micros,
+        1e-6,
+    )
+}
+
+fn histogram(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    h: &StatsHistogram,
+    scale: f64,
+) -> fmt::Result {
+    let mut cumulative = 0;
+    let buckets: Vec<(f64, u64)> = h
+        .counts
+        .iter()
+        .enumerate()
+        .map(|(i, count)| {
+            cumulative += count;
+            let bound = h.bounds.get(i).map_or(f64::INFINITY, |&b| b as f64 * scale);
+            (bound, cumulative)
+        })
+        .collect();
+    encoder
+        .encode_descriptor(name, help, None, MetricType::Histogram)?
+        .encode_histogram::<NoLabelSet>(h.sum as f64 * scale, cumulative, &buckets, None)
+}
