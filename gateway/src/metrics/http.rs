@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use thiserror::Error;
@@ -20,6 +21,10 @@ const MAX_REQUEST_HEAD: usize = 8 * 1024;
 const MAX_HEADERS: usize = 32;
 /// A connection must deliver its request head within this, and take its answer within it.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// Requests served at once, each on its own short-lived thread; beyond it a request is answered
+/// 503 at once. A client that opens a connection and sends nothing then holds one slot for at
+/// most `REQUEST_TIMEOUT` instead of stalling every scrape behind it.
+pub const MAX_CONCURRENT_REQUESTS: usize = 4;
 
 #[derive(Debug, Error)]
 pub enum MetricsServerError {
@@ -56,11 +61,29 @@ impl MetricsListener {
         std::thread::Builder::new()
             .name("metrics-http".into())
             .spawn(move || {
+                let metrics = Arc::new(metrics);
+                let busy = Arc::new(AtomicUsize::new(0));
                 for stream in self.listener.incoming() {
                     match stream {
                         Ok(stream) => {
-                            if let Err(e) = handle(stream, &metrics, &token) {
-                                tracing::debug!(error = %e, "metrics request failed");
+                            if busy.load(Ordering::Acquire) >= MAX_CONCURRENT_REQUESTS {
+                                refuse_busy(stream);
+                                continue;
+                            }
+                            busy.fetch_add(1, Ordering::AcqRel);
+                            let (metrics, token, done) =
+                                (Arc::clone(&metrics), token.clone(), Arc::clone(&busy));
+                            let spawned = std::thread::Builder::new()
+                                .name("metrics-request".into())
+                                .spawn(move || {
+                                    if let Err(e) = handle(stream, &metrics, &token) {
+                                        tracing::debug!(error = %e, "metrics request failed");
+                                    }
+                                    done.fetch_sub(1, Ordering::AcqRel);
+                                });
+                            if let Err(e) = spawned {
+                                busy.fetch_sub(1, Ordering::AcqRel);
+                                tracing::warn!(error = %e, "cannot start a metrics request thread");
                             }
                         }
                         Err(e) => {
@@ -71,6 +94,14 @@ impl MetricsListener {
                 }
             })
     }
+}
+
+/// Answers 503 without reading the request: every slot is taken.
+fn refuse_busy(mut stream: TcpStream) {
+    let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
+    let _ = stream.write_all(
+        b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+    );
 }
 
 /// An answer: status line, content type, body.
@@ -277,5 +308,38 @@ mod tests {
         let mut answer = String::new();
         stream.read_to_string(&mut answer).expect("reads");
         assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    }
+
+    #[test]
+    fn a_silent_client_does_not_stall_other_scrapes() {
+        let listener = bind("127.0.0.1:0".parse().expect("addr")).expect("binds");
+        let addr = listener.local_addr;
+        listener
+            .serve(metrics(), Arc::new(ArcSwapOption::empty()))
+            .expect("thread");
+        // Connections that send nothing hold their slots until the request timeout...
+        let silent: Vec<TcpStream> = (0..MAX_CONCURRENT_REQUESTS - 1)
+            .map(|_| TcpStream::connect(addr).expect("connects"))
+            .collect();
+        std::thread::sleep(Duration::from_millis(100));
+        // ...while a scrape is answered at once, not after REQUEST_TIMEOUT.
+        let start = Instant::now();
+        let mut stream = TcpStream::connect(addr).expect("connects");
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .expect("writes");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).expect("reads");
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+        assert!(start.elapsed() < REQUEST_TIMEOUT, "{:?}", start.elapsed());
+        // With every slot taken by silent clients, the next is refused at once with 503.
+        let mut more: Vec<TcpStream> = vec![TcpStream::connect(addr).expect("connects")];
+        std::thread::sleep(Duration::from_millis(100));
+        let mut refused = TcpStream::connect(addr).expect("connects");
+        let mut answer = String::new();
+        refused.read_to_string(&mut answer).expect("reads");
+        assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+        more.clear();
+        drop(silent);
     }
 }
