@@ -436,7 +436,7 @@ mod tests {
             use std::os::unix::fs::OpenOptionsExt;
             let mut f = fs::OpenOptions::new()
                 .write(true)
-                .create(true)
+                .create_new(true)
                 .mode(0o600)
                 .open(&path)
                 .expect("key file");

@@ -13,9 +13,9 @@
 //! Nonces are a random 32-bit prefix drawn at start-up followed by a 64-bit counter, so one
 //! process never repeats a nonce and two processes collide only if their prefixes do.
 //!
-//! A sealed database carries a check value under `meta/sealing` written in clear (`SEALING_MARK`
-//! + the key id + a sealed known plaintext): opening it without a key, with a key file lacking
-//! that key id, or with a wrong key fails with a message that says which; opening a clear
+//! A sealed database carries a check value under `meta/sealing` written in clear: `SEALING_MARK`,
+//! then the key id, then a sealed known plaintext. Opening it without a key, with a key file
+//! lacking that key id, or with a wrong key fails with a message that says which; opening a clear
 //! database with a key is refused too, never half-encrypting it.
 
 use super::{Cf, Durability, EXPIRY_LEN, Engine, EngineError, KeyValue, Op, WriteBatch};

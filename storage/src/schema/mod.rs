@@ -568,9 +568,9 @@ impl<E: Engine> Store<E> {
                 &format!("value of device {} pin {}", w.device, w.pin),
                 &w.value,
             )?;
-            if !templates.contains_key(&w.device) {
+            if let std::collections::btree_map::Entry::Vacant(slot) = templates.entry(w.device) {
                 let template = load_device(view, w.device)?.template;
-                templates.insert(w.device, self.options.retention.of(&template));
+                slot.insert(self.options.retention.of(&template));
             }
         }
         let mut change = Change::new(Durability::Buffered);

@@ -40,7 +40,7 @@ pub const MAX_OWED_REPLIES: usize = 16 * 1024;
 /// The next reply the writer owes, in request order.
 enum Owed {
     /// A read, already answered.
-    Ready(u64, Outcome),
+    Ready(u64, Box<Outcome>),
     /// A write: its outcome is the next one on the link's outcome channel.
     Committed(u64),
 }
@@ -252,7 +252,7 @@ fn read_requests<E: Engine>(
                         Owed::Committed(id)
                     } else {
                         committer.wait_applied(last_write);
-                        Owed::Ready(id, read(store, id, envelope.request))
+                        Owed::Ready(id, Box::new(read(store, id, envelope.request)))
                     };
                     owed.send(next).map_err(|_| writer_gone())?;
                 }
@@ -323,7 +323,7 @@ fn send_in_order(
             Err(TryRecvError::Disconnected) => return flush(stream, &mut out),
         };
         let (id, result) = match next {
-            Owed::Ready(id, result) => (id, result),
+            Owed::Ready(id, result) => (id, *result),
             Owed::Committed(id) => {
                 let result = match outcomes.try_recv() {
                     Ok(result) => result,
