@@ -332,14 +332,25 @@ mod tests {
         stream.read_to_string(&mut answer).expect("reads");
         assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
         assert!(start.elapsed() < REQUEST_TIMEOUT, "{:?}", start.elapsed());
-        // With every slot taken by silent clients, the next is refused at once with 503.
-        let mut more: Vec<TcpStream> = vec![TcpStream::connect(addr).expect("connects")];
-        std::thread::sleep(Duration::from_millis(100));
-        let mut refused = TcpStream::connect(addr).expect("connects");
-        let mut answer = String::new();
-        refused.read_to_string(&mut answer).expect("reads");
-        assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
-        more.clear();
+        // Once silent clients hold every slot, the next is refused at once with 503. (The
+        // scrape's thread frees its slot a moment after its answer, so count until the refusal.)
+        let mut held = Vec::new();
+        let mut refused = None;
+        for _ in 0..MAX_CONCURRENT_REQUESTS + 2 {
+            let mut probe = TcpStream::connect(addr).expect("connects");
+            probe
+                .set_read_timeout(Some(Duration::from_millis(300)))
+                .expect("timeout");
+            let mut answer = String::new();
+            let _ = probe.read_to_string(&mut answer);
+            if answer.starts_with("HTTP/1.1 503") {
+                refused = Some(answer);
+                break;
+            }
+            held.push(probe);
+        }
+        assert!(refused.is_some(), "no 503 with {} clients held", held.len());
+        assert!(held.len() + silent.len() >= MAX_CONCURRENT_REQUESTS - 1);
         drop(silent);
     }
 }
