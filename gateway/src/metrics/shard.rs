@@ -194,19 +194,33 @@ impl AtomicHistogram {
     /// `(upper bound, cumulative count)` pairs including `+Inf`, the sum and the count, each bound
     /// and the sum multiplied by `scale` (1e-6 turns microseconds into seconds).
     pub fn snapshot(&self, scale: f64) -> (Vec<(f64, u64)>, f64, u64) {
-        let mut cumulative = 0;
-        let mut out = Vec::with_capacity(self.buckets.len());
-        for (index, bucket) in self.buckets.iter().enumerate() {
-            cumulative += bucket.load(Ordering::Relaxed);
-            let bound = self
-                .bounds
+        let counts = self.buckets.iter().map(|b| b.load(Ordering::Relaxed));
+        let (buckets, count) = cumulative_buckets(self.bounds, counts, scale);
+        let sum = self.sum.load(Ordering::Relaxed) as f64 * scale;
+        (buckets, sum, count)
+    }
+}
+
+/// Per-bucket counts (the last one above every bound) as Prometheus wants them: `(upper bound ×
+/// scale, cumulative count)` pairs ending with `+Inf`, and the total count.
+pub fn cumulative_buckets(
+    bounds: &[u64],
+    counts: impl IntoIterator<Item = u64>,
+    scale: f64,
+) -> (Vec<(f64, u64)>, u64) {
+    let mut cumulative = 0;
+    let buckets = counts
+        .into_iter()
+        .enumerate()
+        .map(|(index, count)| {
+            cumulative += count;
+            let bound = bounds
                 .get(index)
                 .map_or(f64::INFINITY, |&b| b as f64 * scale);
-            out.push((bound, cumulative));
-        }
-        let sum = self.sum.load(Ordering::Relaxed) as f64 * scale;
-        (out, sum, cumulative)
-    }
+            (bound, cumulative)
+        })
+        .collect();
+    (buckets, cumulative)
 }
 
 /// Microsecond bounds for the event loop turn and the store round trip: 50 µs to 5 s.

@@ -89,18 +89,9 @@ fn histogram(
     h: &StatsHistogram,
     scale: f64,
 ) -> fmt::Result {
-    let mut cumulative = 0;
-    let buckets: Vec<(f64, u64)> = h
-        .counts
-        .iter()
-        .enumerate()
-        .map(|(i, count)| {
-            cumulative += count;
-            let bound = h.bounds.get(i).map_or(f64::INFINITY, |&b| b as f64 * scale);
-            (bound, cumulative)
-        })
-        .collect();
+    let (buckets, count) =
+        super::shard::cumulative_buckets(&h.bounds, h.counts.iter().copied(), scale);
     encoder
         .encode_descriptor(name, help, None, MetricType::Histogram)?
-        .encode_histogram::<NoLabelSet>(h.sum as f64 * scale, cumulative, &buckets, None)
+        .encode_histogram::<NoLabelSet>(h.sum as f64 * scale, count, &buckets, None)
 }
