@@ -338,9 +338,9 @@ impl Shard {
             self.ciphertext.clear();
             tls.close_notify(&mut self.ciphertext);
             // A failure shows in the flush below.
-            let before = conn.queued_bytes();
-            let _ = conn.send_bytes(&self.ciphertext);
-            requeue(&mut self.queued_total, before, conn.queued_bytes());
+            let _ = tracked(&mut self.queued_total, conn, |c| {
+                c.send_bytes(&self.ciphertext)
+            });
         }
         match &reason {
             CloseReason::PeerClosed | CloseReason::Shutdown => {
@@ -358,9 +358,8 @@ impl Shard {
         }
         let conn = &mut self.conns[key];
         let peer_gone = matches!(reason, CloseReason::PeerClosed | CloseReason::Io(_));
-        let before = conn.queued_bytes();
-        let flushed = peer_gone || conn.flush() != Flush::Blocked;
-        requeue(&mut self.queued_total, before, conn.queued_bytes());
+        let flushed =
+            peer_gone || tracked(&mut self.queued_total, conn, Conn::flush) != Flush::Blocked;
         if flushed {
             return self.finalize(key, None);
         }
@@ -476,6 +475,15 @@ impl Shard {
     fn session_tag(&self, id: ConnId) -> SessionTag {
         (u64::from(self.index) << 32) | u64::from(id.generation)
     }
+}
+
+/// Runs an operation that may grow or shrink a connection's outbound queue and carries the change
+/// into the shard's queued-bytes total.
+fn tracked<R>(total: &mut usize, conn: &mut Conn, op: impl FnOnce(&mut Conn) -> R) -> R {
+    let before = conn.queued_bytes();
+    let result = op(conn);
+    requeue(total, before, conn.queued_bytes());
+    result
 }
 
 /// Moves one connection's share of the shard's queued-bytes total from `before` to `after`.

@@ -12,9 +12,7 @@ impl Shard {
         }
         if writable {
             let conn = &mut self.conns[key];
-            let before = conn.queued_bytes();
-            let flushed = conn.flush();
-            requeue(&mut self.queued_total, before, conn.queued_bytes());
+            let flushed = tracked(&mut self.queued_total, conn, Conn::flush);
             match flushed {
                 Flush::Failed(e) => return self.finalize(key, Some(CloseReason::Io(e))),
                 Flush::Done if matches!(conn.stage, Stage::Closing(_)) => {
@@ -77,9 +75,9 @@ impl Shard {
         let version = tls.protocol_version();
         // Whatever rustls produced (handshake records, or the fatal alert after an error) must
         // reach the peer before anything else happens to the connection.
-        let before = conn.queued_bytes();
-        let sent = conn.send_bytes(&self.ciphertext);
-        requeue(&mut self.queued_total, before, conn.queued_bytes());
+        let sent = tracked(&mut self.queued_total, conn, |c| {
+            c.send_bytes(&self.ciphertext)
+        });
         match received {
             Err(e) => {
                 let refused_handshake = matches!(conn.stage, Stage::TlsHandshake);
