@@ -13,6 +13,7 @@ mod tests;
 pub use certgen::{CertPaths, ensure_dev_certificate};
 
 use rustls::crypto::CryptoProvider;
+use rustls::server::ResolvesServerCert;
 use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::{InconsistentKeys, ServerConfig};
 use rustls_pki_types::pem::PemObject;
@@ -151,11 +152,54 @@ pub fn load_certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, 
 /// The server configuration for the public ports: TLS 1.3 and 1.2, no client authentication, no
 /// ALPN (devices and browsers alike speak HTTP/1.1 or the raw device protocol after the handshake).
 pub fn server_config(certified_key: Arc<CertifiedKey>) -> Result<Arc<ServerConfig>, TlsError> {
-    let config = ServerConfig::builder_with_provider(crypto_provider())
+    public_server_config(Arc::new(SingleCertAndKey::from(certified_key)))
+}
+
+/// The one place the public ports' TLS policy is decided, whichever resolver supplies the key.
+///
+/// - The server picks the cipher suite from [`SERVER_SUITE_ORDER`], not the client's list: most
+///   clients (OpenSSL, rustls) list AES-256-GCM/SHA-384 first, but SHA-384 runs in software on
+///   CPUs whose SHA extensions only cover SHA-256, and the handshake's key schedule hashes a lot;
+///   AES-128-GCM/SHA-256 saves that per handshake at a security level no device threat model needs
+///   more of.
+/// - No TLS 1.3 session tickets: device libraries never resume, and each ticket is a random
+///   value, a sealed record and a cache entry per handshake spent on nothing.
+pub fn public_server_config(
+    resolver: Arc<dyn ResolvesServerCert>,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let mut config = ServerConfig::builder_with_provider(server_crypto_provider())
         .with_protocol_versions(PROTOCOL_VERSIONS)?
         .with_no_client_auth()
-        .with_cert_resolver(Arc::new(SingleCertAndKey::from(certified_key)));
+        .with_cert_resolver(resolver);
+    config.ignore_client_order = true;
+    config.send_tls13_tickets = 0;
     Ok(Arc::new(config))
+}
+
+/// Cipher suites in the order the server chooses them (see [`public_server_config`]).
+pub static SERVER_SUITE_ORDER: &[rustls::CipherSuite] = &[
+    rustls::CipherSuite::TLS13_AES_128_GCM_SHA256,
+    rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256,
+    rustls::CipherSuite::TLS13_AES_256_GCM_SHA384,
+    rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+    rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+    rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+    rustls::CipherSuite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+    rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+    rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+];
+
+/// The ring provider with its suites sorted by [`SERVER_SUITE_ORDER`]; a suite missing from that
+/// list keeps its place after the listed ones, so a ring upgrade never silently drops one.
+fn server_crypto_provider() -> Arc<CryptoProvider> {
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.cipher_suites.sort_by_key(|suite| {
+        SERVER_SUITE_ORDER
+            .iter()
+            .position(|&listed| listed == suite.suite())
+            .unwrap_or(SERVER_SUITE_ORDER.len())
+    });
+    Arc::new(provider)
 }
 
 /// [`load_certified_key`] followed by [`server_config`].

@@ -200,11 +200,7 @@ impl CertReloader {
     /// The server configuration for the public ports, resolving through this reloader. Shards
     /// keep this one `Arc<ServerConfig>` for their whole life.
     pub fn server_config(&self) -> Result<Arc<ServerConfig>, TlsError> {
-        let config = ServerConfig::builder_with_provider(crypto_provider())
-            .with_protocol_versions(super::PROTOCOL_VERSIONS)?
-            .with_no_client_auth()
-            .with_cert_resolver(self.resolver.clone());
-        Ok(Arc::new(config))
+        super::public_server_config(self.resolver.clone())
     }
 
     /// The pair now served.

@@ -220,3 +220,39 @@ fn an_expired_certificate_is_rejected() {
     assert!(matches!(err, TlsError::Expired { index: 1, .. }), "{err}");
     assert!(err.to_string().contains("2021"), "{err}");
 }
+
+#[test]
+fn the_server_picks_aes128_sha256_over_the_clients_first_choice_and_sends_no_tickets() {
+    let (_dir, paths) = generated();
+    let server = load_server_config(&paths.cert, &paths.key).expect("loads");
+    for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+        let client = client_config(&paths.ca, version);
+        let first_offered = client.crypto_provider().cipher_suites[0].suite();
+        assert!(
+            format!("{first_offered:?}").contains("AES_256_GCM_SHA384"),
+            "the client offers AES-256/SHA-384 first ({first_offered:?}); the test needs that"
+        );
+        let name = ServerName::try_from("localhost").expect("valid name");
+        let mut client = Connection::Client(ClientConnection::new(client, name).expect("client"));
+        let mut server = Connection::Server(ServerConnection::new(server.clone()).expect("server"));
+        for _ in 0..10 {
+            transfer(&mut client, &mut server).expect("client to server");
+            transfer(&mut server, &mut client).expect("server to client");
+        }
+        let suite = server
+            .negotiated_cipher_suite()
+            .expect("negotiated")
+            .suite();
+        assert!(
+            format!("{suite:?}").contains("AES_128_GCM_SHA256"),
+            "{version:?}: server chose {suite:?}"
+        );
+        if let Connection::Client(client) = &client {
+            assert_eq!(
+                client.tls13_tickets_received(),
+                0,
+                "no session tickets are issued"
+            );
+        }
+    }
+}
