@@ -236,6 +236,11 @@ impl Link {
                     Ok(0) => return Ok(ReadState::Eof),
                     Ok(n) => {
                         self.inbound.extend_from_slice(&scratch[..n]);
+                        // A short read drained the socket; a later arrival raises a new edge,
+                        // so the read that would only say `WouldBlock` is skipped.
+                        if n < scratch.len() {
+                            return Ok(ReadState::Open);
+                        }
                         Ok(n)
                     }
                     Err(e) => Err(e),

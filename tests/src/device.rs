@@ -187,6 +187,16 @@ impl Device {
         );
     }
 
+    /// Half-closes the connection with `bytes` as its last data: the socket is corked first, so
+    /// the kernel puts the FIN on the same segment as the data and the gateway sees both in one
+    /// readiness event.
+    pub fn send_raw_then_fin(&mut self, bytes: &[u8]) {
+        let sock = socket2::SockRef::from(&self.tcp);
+        sock.set_tcp_cork(true).unwrap();
+        self.send_raw(bytes).unwrap();
+        self.tcp.shutdown(std::net::Shutdown::Write).unwrap();
+    }
+
     /// Waits until the gateway closes the connection; panics if a frame arrives or time runs out.
     pub fn expect_closed(&mut self) {
         match self.recv() {

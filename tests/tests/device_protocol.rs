@@ -181,3 +181,36 @@ fn login_deadline_and_heartbeat_timeout_close_silent_connections() {
         alive.expect_status(ping, Status::Ok);
     }
 }
+
+/// The gateway skips the read that would only report `WouldBlock` after a short read; a peer's
+/// last frame arriving together with its FIN must still be stored and the FIN seen at once, not
+/// at the heartbeat deadline.
+#[test]
+fn a_last_write_sent_with_the_fin_is_stored_and_the_device_goes_offline_at_once() {
+    let gw = Gateway::start("");
+    let (id, token) = gw.create_device("porch");
+    for round in 0..5 {
+        let mut dev = Device::plain(gw.plain_port);
+        dev.login(&token, Status::Ok);
+        dev.info(60);
+        let ping = dev.send(Command::Ping, &[]);
+        dev.expect_status(ping, Status::Ok);
+        let value = format!("last-{round}");
+        let mut frame = Vec::new();
+        portcullis_protocol::frame::encode_args(
+            &mut frame,
+            Command::Hardware,
+            99,
+            &[b"vw", b"7", value.as_bytes()],
+        )
+        .unwrap();
+        dev.send_raw_then_fin(&frame);
+        // Both within seconds; the heartbeat deadline of a 60 s heartbeat is minutes away.
+        wait_for("the last value stored", Duration::from_secs(5), || {
+            (gw.pin(id, "V7").as_deref() == Some(value.as_str())).then_some(())
+        });
+        wait_for("the device offline", Duration::from_secs(5), || {
+            (gw.device(id)["online"] == false).then_some(())
+        });
+    }
+}

@@ -214,7 +214,8 @@ impl Shard {
                     }
                     LISTEN_TLS | LISTEN_PLAIN => self.accept(event.token()),
                     Token(t) => {
-                        self.conn_event(t - CONN_BASE, event.is_readable(), event.is_writable())
+                        let read = input::ReadDepth::for_event(event);
+                        self.conn_event(t - CONN_BASE, read, event.is_writable())
                     }
                 }
             }
@@ -238,7 +239,7 @@ impl Shard {
             self.limits = limits;
         }
         for key in std::mem::take(&mut self.backlog) {
-            self.conn_event(key, true, false);
+            self.conn_event(key, Some(input::ReadDepth::UntilWouldBlock), false);
         }
         if self
             .accept_paused_until

@@ -5,7 +5,7 @@
 //! validates the pair first — parse, key matches certificate, currently valid — and only then
 //! swaps; an invalid pair is refused, logged to the security log, and the old one stays in service.
 
-use super::{TlsError, crypto_provider, load_certified_key};
+use super::{TlsError, load_certified_key};
 use crate::metrics::GlobalMetrics;
 use crate::security::{self, SecurityEvent};
 use arc_swap::ArcSwap;
@@ -298,7 +298,7 @@ impl CertReloader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tls::ensure_dev_certificate;
+    use crate::tls::{crypto_provider, ensure_dev_certificate};
 
     /// A fresh development certificate in `dir`, issued by the CA already there (if any).
     fn issue(dir: &Path) -> crate::tls::CertPaths {
