@@ -181,6 +181,10 @@ impl Shard {
         let mut events = Events::with_capacity(1024);
         let mut expired = Vec::new();
         let mut completions = Vec::new();
+        // Dial the store now rather than after the first poll's timeout: after a restart, the
+        // devices' reconnect storm arrives within milliseconds and every login waits for the link.
+        self.refresh_clock();
+        self.flush_store();
         loop {
             if self.shutdown.load(Ordering::Acquire) && self.drain_step() {
                 break;
