@@ -189,12 +189,19 @@ impl Shard {
             if self.shutdown.load(Ordering::Acquire) && self.drain_step() {
                 break;
             }
+            let now = Instant::now();
             let timeout = if !self.backlog.is_empty() {
                 Duration::ZERO
             } else if self.drain.is_some() {
                 DRAIN_TICK
             } else {
-                self.timers.next_wakeup(Instant::now())
+                self.timers.next_wakeup(now)
+            };
+            // Accepting resumes at this time (at once after a spent budget: the listener's edge
+            // will not fire again for connections already waiting in its backlog).
+            let timeout = match self.accept_paused_until {
+                Some(until) => timeout.min(until.saturating_duration_since(now)),
+                None => timeout,
             };
             if let Err(e) = self
                 .poll
