@@ -205,17 +205,7 @@ impl Telemetry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use portcullis_protocol::frame::{Decoded, decode};
-
-    fn commands(bytes: &[u8]) -> Vec<(Command, u16, Vec<u8>)> {
-        let mut rest = bytes;
-        let mut got = Vec::new();
-        while let Ok(Decoded::Frame { frame, consumed }) = decode(rest, 65535) {
-            got.push((frame.command, frame.msg_id, frame.body().to_vec()));
-            rest = &rest[consumed..];
-        }
-        got
-    }
+    use crate::device::frames as commands;
 
     #[test]
     fn telemetry_follows_the_schedule_and_times_from_it() {

@@ -225,20 +225,22 @@ pub fn encode(out: &mut Vec<u8>, command: Command, msg_id: u16, args: &[&[u8]]) 
     let _ = frame::encode_args(out, command, msg_id, args);
 }
 
+/// Every whole frame in `bytes` as (command, id, body), for tests of what a device sent.
+#[cfg(test)]
+pub(crate) fn frames(bytes: &[u8]) -> Vec<(Command, u16, Vec<u8>)> {
+    use portcullis_protocol::frame::{Decoded, decode};
+    let mut rest = bytes;
+    let mut got = Vec::new();
+    while let Ok(Decoded::Frame { frame, consumed }) = decode(rest, 65535) {
+        got.push((frame.command, frame.msg_id, frame.body().to_vec()));
+        rest = &rest[consumed..];
+    }
+    got
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use portcullis_protocol::frame::{Decoded, decode};
-
-    fn frames(bytes: &[u8]) -> Vec<(Command, u16, Vec<u8>)> {
-        let mut rest = bytes;
-        let mut got = Vec::new();
-        while let Ok(Decoded::Frame { frame, consumed }) = decode(rest, 65535) {
-            got.push((frame.command, frame.msg_id, frame.body().to_vec()));
-            rest = &rest[consumed..];
-        }
-        got
-    }
 
     #[test]
     fn plain_login_then_info_then_online() {

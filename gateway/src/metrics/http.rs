@@ -285,13 +285,19 @@ mod tests {
         assert_eq!(route("GET", "/metrics", None, None, &m).status, 200);
     }
 
-    #[test]
-    fn serves_over_a_real_socket() {
+    /// A metrics listener on an ephemeral loopback port, serving on its own thread.
+    fn serving() -> std::net::SocketAddr {
         let listener = bind("127.0.0.1:0".parse().expect("addr")).expect("binds");
         let addr = listener.local_addr;
         listener
             .serve(metrics(), Arc::new(ArcSwapOption::empty()))
             .expect("thread");
+        addr
+    }
+
+    #[test]
+    fn serves_over_a_real_socket() {
+        let addr = serving();
         let mut stream = TcpStream::connect(addr).expect("connects");
         stream
             .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -312,11 +318,7 @@ mod tests {
 
     #[test]
     fn a_silent_client_does_not_stall_other_scrapes() {
-        let listener = bind("127.0.0.1:0".parse().expect("addr")).expect("binds");
-        let addr = listener.local_addr;
-        listener
-            .serve(metrics(), Arc::new(ArcSwapOption::empty()))
-            .expect("thread");
+        let addr = serving();
         // Connections that send nothing hold their slots until the request timeout...
         let silent: Vec<TcpStream> = (0..MAX_CONCURRENT_REQUESTS - 1)
             .map(|_| TcpStream::connect(addr).expect("connects"))
