@@ -202,10 +202,12 @@ pub enum Request {
     /// Marks every device offline (a gateway starting fresh has no sessions).
     ResetPresence,
     /// Stored values of one pin with `from_ms <= at_ms < to_ms`, oldest first. Without `step_ms`,
-    /// raw points (at most `limit`, capped at [`MAX_HISTORY_POINTS`]; `more` says whether the
-    /// range holds further points: ask again from the last point's time + 1). With `step_ms`,
-    /// one bucket per `step_ms` starting at `from_ms` with the min/max/avg of the numeric values
-    /// in it (empty buckets are left out; at most [`MAX_HISTORY_BUCKETS`]).
+    /// raw points (at most `limit`, capped at [`MAX_HISTORY_POINTS`]); when the range holds
+    /// more, the reply's `next` is a cursor: ask again with the same range and `after: next`.
+    /// (Several points may share one millisecond, so the next page cannot start at a time.)
+    /// With `step_ms`, one bucket per `step_ms` starting at `from_ms` with the min/max/avg of the
+    /// numeric values in it (empty buckets are left out; at most [`MAX_HISTORY_BUCKETS`]);
+    /// `after` must then be `None`.
     ReadHistory {
         device: DeviceId,
         pin: PinAddr,
@@ -213,6 +215,7 @@ pub enum Request {
         to_ms: u64,
         step_ms: Option<u64>,
         limit: u32,
+        after: Option<HistoryCursor>,
     },
     /// Writes a consistent checkpoint of the whole database into `dir` (an absolute path that
     /// must not exist yet; its parent must) while the store keeps serving.
@@ -221,6 +224,14 @@ pub enum Request {
     },
     /// The store's own counters: write groups, their sizes and WAL fsync latency.
     Stats,
+}
+
+/// Where a paged raw `ReadHistory` continues: just after the point at `at_ms` with sequence
+/// `seq` (its place among the points of that millisecond). Clients pass back what they got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryCursor {
+    pub at_ms: u64,
+    pub seq: u32,
 }
 
 /// A histogram as the store reports it: per-bucket counts (not cumulative) for the ascending
@@ -266,7 +277,8 @@ pub struct HistoryBucket {
 pub enum History {
     Points {
         points: Vec<HistoryPoint>,
-        more: bool,
+        /// Set when the range holds more points: pass it as `after` to get the next page.
+        next: Option<HistoryCursor>,
     },
     Buckets(Vec<HistoryBucket>),
 }

@@ -357,6 +357,7 @@ impl<E: Engine> Store<E> {
                 to_ms,
                 step_ms,
                 limit,
+                after,
             } => {
                 require_device(&view, device)?;
                 let query = history::Query {
@@ -366,6 +367,7 @@ impl<E: Engine> Store<E> {
                     to_ms,
                     step_ms,
                     limit,
+                    after,
                 };
                 history::read(&self.engine, query, now_ms()).map(Response::History)
             }
