@@ -224,6 +224,57 @@ pub enum Request {
     },
     /// The store's own counters: write groups, their sizes and WAL fsync latency.
     Stats,
+    /// Admin links only. Re-reads the store's key file (same checks as at start) and adopts it:
+    /// new writes are sealed with its current key. A file that is broken, or that drops a key
+    /// some values may still need, is refused and the store keeps its keys.
+    ReloadKeys,
+    /// Admin links only. Counts the stored values sealed with each key id (a full read-only
+    /// scan; serving goes on) and records which older keys no value needs any more.
+    KeyUsage,
+    /// Admin links only. Re-seals with the current key up to [`MAX_RESEAL_BATCH`] values sealed
+    /// with an older one, from `after` (a cursor from the previous reply; `None` starts over),
+    /// as one write of the group committer. Repeat with the reply's `next` until it is `None`.
+    Reseal {
+        after: Option<Vec<u8>>,
+    },
+}
+
+/// Most entries one `Reseal` step looks at: each step holds the store's single writer for as
+/// long as reading and rewriting this many values takes.
+pub const MAX_RESEAL_BATCH: u32 = 1024;
+
+/// Longest `Reseal` cursor the store accepts (a column family byte and one row key).
+pub const MAX_RESEAL_CURSOR_LEN: usize = 1024;
+
+/// How many stored values one key id seals.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyCount {
+    pub id: u32,
+    pub values: u64,
+}
+
+/// The encryption keys of a store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyStatus {
+    /// The key new writes are sealed with (the highest id of the key file).
+    pub current: u32,
+    /// Every key id the store holds, ascending.
+    pub loaded: Vec<u32>,
+    /// Values sealed with each key id, ascending by id (only after a count: `KeyUsage`).
+    pub in_use: Vec<KeyCount>,
+}
+
+/// What one `Reseal` step did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResealProgress {
+    /// Entries looked at.
+    pub scanned: u64,
+    /// Values re-sealed with the current key.
+    pub resealed: u64,
+    /// Expired history points (sealed with an older key) deleted instead of re-sealed.
+    pub dropped: u64,
+    /// Where the next step starts; `None` once every family was gone through.
+    pub next: Option<Vec<u8>>,
 }
 
 /// Where a paged raw `ReadHistory` continues: just after the point at `at_ms` with sequence
@@ -301,6 +352,9 @@ pub enum Response {
         bytes: u64,
     },
     Stats(StoreStats),
+    /// The keys after `ReloadKeys`, or with their use after `KeyUsage`.
+    Keys(KeyStatus),
+    Resealed(ResealProgress),
 }
 
 /// Why the store refused or failed a request, saying whose fault it is.
