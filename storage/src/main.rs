@@ -47,7 +47,7 @@ message saying which; it never serves undecryptable data.
 running store reload the file (SIGHUP does the same); new writes are then sealed with the new \
 key. `reseal --socket S` re-seals every value of an older key with the current one, in small \
 committed steps while the store serves, and reports the key ids still in use; a key it reports \
-unused may be removed from the file. A reload re-checks the file like a start does and refuses a \
+unused may be removed from the file (then `reload-keys --socket S` or SIGHUP). A reload re-checks the file like a start does and refuses a \
 broken one, or one lacking a key that values may still need, logging why; the store then keeps \
 its keys.
 
@@ -145,6 +145,14 @@ enum Tool {
         #[arg(long, value_name = "PATH")]
         socket: PathBuf,
     },
+    /// Have the running store re-read its key file (as SIGHUP does), for instance after an old
+    /// key that `reseal` reported unused was removed from it. A broken file is refused and the
+    /// store keeps its keys.
+    ReloadKeys {
+        /// The socket of the running store.
+        #[arg(long, value_name = "PATH")]
+        socket: PathBuf,
+    },
     /// Count the stored values of each key id (a read-only scan) and say which keys of the key
     /// file no value uses any more (those may be removed from it).
     KeyUsage {
@@ -228,6 +236,15 @@ fn run_tool(tool: &Tool) -> anyhow::Result<()> {
         Tool::Reseal { socket } => {
             key_tools::reseal(socket, &mut out)
                 .with_context(|| format!("re-sealing through the store at {}", socket.display()))?;
+        }
+        Tool::ReloadKeys { socket } => {
+            let status = key_tools::reload(socket).with_context(|| {
+                format!("reloading the keys of the store at {}", socket.display())
+            })?;
+            println!(
+                "the store reloaded the key file: new writes use key {} (keys held: {:?})",
+                status.current, status.loaded
+            );
         }
         Tool::KeyUsage { socket } => {
             let status = key_tools::usage(socket)
