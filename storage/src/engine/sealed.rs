@@ -2,7 +2,8 @@
 //! `ring`) before it reaches the engine below and opens it on the way back. Keys come from a key
 //! file ([`Keyring`]); each sealed value names the id of the key that sealed it, so after a
 //! rotation (`portcullis-store rotate-key` adds a key and makes it current) old values stay
-//! readable with their old key while new writes use the new one.
+//! readable with their old key while new writes use the new one. The keyring can be swapped while
+//! the store runs, and old values re-sealed with the current key so an old key can go (`rekey`).
 //!
 //! Sealed value: `[0x01][key id u32 BE][nonce 12][ciphertext + 16-byte tag]`, with the column
 //! family name and the key as associated data, so a value cannot be moved to another key or
