@@ -8,7 +8,7 @@ use crate::store_client::StoreClient;
 use anyhow::{Context, bail};
 use portcullis_protocol::body::{PinAddr, SEPARATOR};
 use portcullis_protocol::store::{
-    DeviceId, History, HistoryBucket, MAX_HISTORY_POINTS, Request, Response,
+    DeviceId, History, HistoryBucket, HistoryPoint, MAX_HISTORY_POINTS, Request, Response,
 };
 use serde::Serialize;
 use std::io::Write;
@@ -95,6 +95,51 @@ pub struct HistoryQuery {
     pub step_ms: Option<u64>,
 }
 
+/// Asks the store for the whole range: every raw page in turn, following the store's cursor (a
+/// page may end inside a millisecond, and the cursor continues inside it), or the buckets.
+fn fetch_history(
+    call: &mut dyn FnMut(Request) -> anyhow::Result<Response>,
+    query: HistoryQuery,
+) -> anyhow::Result<(Vec<HistoryPoint>, Vec<HistoryBucket>)> {
+    let HistoryQuery {
+        device,
+        pin,
+        from_ms,
+        to_ms,
+        step_ms,
+    } = query;
+    let mut points = Vec::new();
+    let mut after = None;
+    loop {
+        let request = Request::ReadHistory {
+            device,
+            pin,
+            from_ms,
+            to_ms,
+            step_ms,
+            limit: MAX_HISTORY_POINTS,
+            after,
+        };
+        match call(request)? {
+            Response::History(History::Buckets(buckets)) => return Ok((points, buckets)),
+            Response::History(History::Points { points: page, next }) => {
+                points.extend(page);
+                if points.len() > MAX_PRINTED_POINTS {
+                    bail!(
+                        "over {MAX_PRINTED_POINTS} points in this range; narrow it or pass --step to downsample"
+                    );
+                }
+                match next {
+                    Some(cursor) if after != Some(cursor) => after = Some(cursor),
+                    Some(_) => bail!("the store repeated a history cursor; stopping"),
+                    None => return Ok((points, Vec::new())),
+                }
+            }
+            other => bail!("the store answered ReadHistory with an unexpected {other:?}"),
+        }
+    }
+}
+
 /// `device history`: prints the points (or buckets) of one pin in `[from_ms, to_ms)`.
 pub fn device_history(
     client: &mut StoreClient,
@@ -112,44 +157,12 @@ pub fn device_history(
     if to_ms <= from_ms {
         bail!("--from ({from_ms}) must be before --to ({to_ms})");
     }
-    let ask = |from_ms| Request::ReadHistory {
-        device,
-        pin,
-        from_ms,
-        to_ms,
-        step_ms,
-        limit: MAX_HISTORY_POINTS,
+    let mut call = |request| {
+        client
+            .call(request)
+            .map_err(|e| crate::admin::device_error(device, e))
     };
-    let mut points = Vec::new();
-    let mut buckets = Vec::new();
-    let mut from = from_ms;
-    loop {
-        match client
-            .call(ask(from))
-            .map_err(|e| crate::admin::device_error(device, e))?
-        {
-            Response::History(History::Buckets(b)) => {
-                buckets = b;
-                break;
-            }
-            Response::History(History::Points { points: page, more }) => {
-                let last = page.last().map(|p| p.at_ms);
-                points.extend(page);
-                if points.len() > MAX_PRINTED_POINTS {
-                    bail!(
-                        "over {MAX_PRINTED_POINTS} points in this range; narrow it or pass --step to downsample"
-                    );
-                }
-                match (more, last) {
-                    // The next page starts after the last millisecond seen; should a page end
-                    // inside one millisecond, that millisecond's remaining points are skipped.
-                    (true, Some(last)) if last + 1 < to_ms => from = last + 1,
-                    _ => break,
-                }
-            }
-            other => bail!("the store answered ReadHistory with an unexpected {other:?}"),
-        }
-    }
+    let (points, buckets) = fetch_history(&mut call, query)?;
     let pin_name = pin.to_string();
     let view = match step_ms {
         Some(step_ms) => HistoryView::Buckets {
@@ -283,5 +296,52 @@ mod tests {
                 .contains("unknown unit")
         );
         assert!(parse_step("m").is_err());
+    }
+
+    /// A store that pages two points at a time, whatever the limit, over points that share
+    /// milliseconds: the command must follow the cursor and get every point once.
+    #[test]
+    fn history_follows_the_cursor_through_a_split_millisecond() {
+        use portcullis_protocol::body::PinKind;
+        use portcullis_protocol::store::HistoryCursor;
+        let stored: Vec<(HistoryCursor, &str)> =
+            [(5, 0, "a"), (5, 1, "b"), (5, 2, "c"), (6, 3, "d")]
+                .into_iter()
+                .map(|(at_ms, seq, v)| (HistoryCursor { at_ms, seq }, v))
+                .collect();
+        let mut calls = 0;
+        let mut store = |request: Request| -> anyhow::Result<Response> {
+            calls += 1;
+            let Request::ReadHistory { after, .. } = request else {
+                bail!("unexpected {request:?}");
+            };
+            let rest: Vec<_> = stored
+                .iter()
+                .filter(|(c, _)| after.is_none_or(|a| (c.at_ms, c.seq) > (a.at_ms, a.seq)))
+                .collect();
+            let page: Vec<_> = rest.iter().take(2).collect();
+            let next = (rest.len() > 2).then(|| page[1].0);
+            Ok(Response::History(History::Points {
+                points: page
+                    .iter()
+                    .map(|(c, v)| HistoryPoint {
+                        at_ms: c.at_ms,
+                        value: v.as_bytes().to_vec(),
+                    })
+                    .collect(),
+                next,
+            }))
+        };
+        let query = HistoryQuery {
+            device: 1,
+            pin: PinAddr::new(PinKind::Virtual, 1),
+            from_ms: 0,
+            to_ms: 10,
+            step_ms: None,
+        };
+        let (points, _) = fetch_history(&mut store, query).expect("history");
+        let values: Vec<_> = points.iter().map(|p| p.value.as_slice()).collect();
+        assert_eq!(values, [b"a", b"b", b"c", b"d"]);
+        assert_eq!(calls, 2);
     }
 }

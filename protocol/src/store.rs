@@ -202,10 +202,12 @@ pub enum Request {
     /// Marks every device offline (a gateway starting fresh has no sessions).
     ResetPresence,
     /// Stored values of one pin with `from_ms <= at_ms < to_ms`, oldest first. Without `step_ms`,
-    /// raw points (at most `limit`, capped at [`MAX_HISTORY_POINTS`]; `more` says whether the
-    /// range holds further points: ask again from the last point's time + 1). With `step_ms`,
-    /// one bucket per `step_ms` starting at `from_ms` with the min/max/avg of the numeric values
-    /// in it (empty buckets are left out; at most [`MAX_HISTORY_BUCKETS`]).
+    /// raw points (at most `limit`, capped at [`MAX_HISTORY_POINTS`]); when the range holds
+    /// more, the reply's `next` is a cursor: ask again with the same range and `after: next`.
+    /// (Several points may share one millisecond, so the next page cannot start at a time.)
+    /// With `step_ms`, one bucket per `step_ms` starting at `from_ms` with the min/max/avg of the
+    /// numeric values in it (empty buckets are left out; at most [`MAX_HISTORY_BUCKETS`]);
+    /// `after` must then be `None`.
     ReadHistory {
         device: DeviceId,
         pin: PinAddr,
@@ -213,6 +215,7 @@ pub enum Request {
         to_ms: u64,
         step_ms: Option<u64>,
         limit: u32,
+        after: Option<HistoryCursor>,
     },
     /// Writes a consistent checkpoint of the whole database into `dir` (an absolute path that
     /// must not exist yet; its parent must) while the store keeps serving.
@@ -221,6 +224,65 @@ pub enum Request {
     },
     /// The store's own counters: write groups, their sizes and WAL fsync latency.
     Stats,
+    /// Admin links only. Re-reads the store's key file (same checks as at start) and adopts it:
+    /// new writes are sealed with its current key. A file that is broken, or that drops a key
+    /// some values may still need, is refused and the store keeps its keys.
+    ReloadKeys,
+    /// Admin links only. Counts the stored values sealed with each key id (a full read-only
+    /// scan; serving goes on) and records which older keys no value needs any more.
+    KeyUsage,
+    /// Admin links only. Re-seals with the current key up to [`MAX_RESEAL_BATCH`] values sealed
+    /// with an older one, from `after` (a cursor from the previous reply; `None` starts over),
+    /// as one write of the group committer. Repeat with the reply's `next` until it is `None`.
+    Reseal {
+        after: Option<Vec<u8>>,
+    },
+}
+
+/// Most entries one `Reseal` step looks at: each step holds the store's single writer for as
+/// long as reading and rewriting this many values takes.
+pub const MAX_RESEAL_BATCH: u32 = 1024;
+
+/// Longest `Reseal` cursor the store accepts (a column family byte and one row key).
+pub const MAX_RESEAL_CURSOR_LEN: usize = 1024;
+
+/// How many stored values one key id seals.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyCount {
+    pub id: u32,
+    pub values: u64,
+}
+
+/// The encryption keys of a store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyStatus {
+    /// The key new writes are sealed with (the highest id of the key file).
+    pub current: u32,
+    /// Every key id the store holds, ascending.
+    pub loaded: Vec<u32>,
+    /// Values sealed with each key id, ascending by id (only after a count: `KeyUsage`).
+    pub in_use: Vec<KeyCount>,
+}
+
+/// What one `Reseal` step did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResealProgress {
+    /// Entries looked at.
+    pub scanned: u64,
+    /// Values re-sealed with the current key.
+    pub resealed: u64,
+    /// Expired history points (sealed with an older key) deleted instead of re-sealed.
+    pub dropped: u64,
+    /// Where the next step starts; `None` once every family was gone through.
+    pub next: Option<Vec<u8>>,
+}
+
+/// Where a paged raw `ReadHistory` continues: just after the point at `at_ms` with sequence
+/// `seq` (its place among the points of that millisecond). Clients pass back what they got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryCursor {
+    pub at_ms: u64,
+    pub seq: u32,
 }
 
 /// A histogram as the store reports it: per-bucket counts (not cumulative) for the ascending
@@ -266,7 +328,8 @@ pub struct HistoryBucket {
 pub enum History {
     Points {
         points: Vec<HistoryPoint>,
-        more: bool,
+        /// Set when the range holds more points: pass it as `after` to get the next page.
+        next: Option<HistoryCursor>,
     },
     Buckets(Vec<HistoryBucket>),
 }
@@ -289,6 +352,9 @@ pub enum Response {
         bytes: u64,
     },
     Stats(StoreStats),
+    /// The keys after `ReloadKeys`, or with their use after `KeyUsage`.
+    Keys(KeyStatus),
+    Resealed(ResealProgress),
 }
 
 /// Why the store refused or failed a request, saying whose fault it is.

@@ -5,10 +5,13 @@
 //! an in-memory engine for tests), `schema` (the [`Store`]: key layouts, record formats,
 //! validation and durability classes for every `portcullis_protocol::store::Request`) and
 //! `server` (the socket, the peer check, the per-connection wire loop, the periodic WAL syncer and
-//! graceful shutdown). `main.rs` is the `portcullis-store` command line.
+//! graceful shutdown). `main.rs` is the `portcullis-store` command line; `client` and `key_tools`
+//! hold its commands that talk to a running store (key reload, reseal, key usage).
 
+pub mod client;
 pub mod datadir;
 pub mod engine;
+pub mod key_tools;
 pub mod schema;
 pub mod server;
 

@@ -1,13 +1,16 @@
 //! `portcullis-store`: the store process. Parses the command line, sets up logging to stderr,
 //! opens RocksDB in the data directory, binds the Unix socket and serves until SIGINT/SIGTERM
 //! (or stdin EOF with `--exit-on-stdin-eof`), then shuts down gracefully and exits 0. A second
-//! signal during shutdown exits at once with status 1.
+//! signal during shutdown exits at once with status 1. SIGHUP reloads the key file. The key
+//! commands (`rotate-key`, `reseal`, `key-usage`) run here too and talk to a running store.
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use portcullis_storage::engine::sealed::{Keyring, rotate_key};
-use portcullis_storage::{EngineOptions, Retention, Server, ServerConfig, StoreOptions, datadir};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use portcullis_storage::{
+    Engine, EngineOptions, Retention, Server, ServerConfig, Store, StoreOptions, datadir, key_tools,
+};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use std::io::{self, IsTerminal, Read};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,6 +43,13 @@ ENCRYPTION AT REST (opt-in)
 file; each value records its key id, so `portcullis-store rotate-key --key-file F` adds a key \
 without making older values unreadable. A wrong or missing key stops the store at start with a \
 message saying which; it never serves undecryptable data.
+  Rotation without downtime: `rotate-key --key-file F --socket S` adds the key and has the \
+running store reload the file (SIGHUP does the same); new writes are then sealed with the new \
+key. `reseal --socket S` re-seals every value of an older key with the current one, in small \
+committed steps while the store serves, and reports the key ids still in use; a key it reports \
+unused may be removed from the file (then `reload-keys --socket S` or SIGHUP). A reload re-checks the file like a start does and refuses a \
+broken one, or one lacking a key that values may still need, logging why; the store then keeps \
+its keys.
 
 DATA DIRECTORY
   The data directory carries a format marker (PORTCULLIS_STORE) and the database. The store \
@@ -116,12 +126,39 @@ struct Args {
 #[derive(Debug, clap::Subcommand)]
 enum Tool {
     /// Add a new random key to a key file (creating it, mode 0600) and make it the current one.
-    /// Restart the store to seal new writes with it; values sealed with older keys stay readable
-    /// as long as their keys stay in the file.
+    /// With --socket, the running store reloads the file at once and seals new writes with the
+    /// new key (without it, send the store SIGHUP). Values sealed with older keys stay readable
+    /// while their keys stay in the file; `reseal` moves them to the new key.
     RotateKey {
         /// The key file (the store's --key-file).
         #[arg(long, value_name = "FILE")]
         key_file: PathBuf,
+        /// The socket of the running store to tell (its --socket; the gateway's store.socket).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+    },
+    /// Re-seal every stored value of an older key with the current key, while the store
+    /// serves, in small steps (each one write of the store's group committer). Prints progress,
+    /// then the key ids still in use. Safe to interrupt and to run again.
+    Reseal {
+        /// The socket of the running store.
+        #[arg(long, value_name = "PATH")]
+        socket: PathBuf,
+    },
+    /// Have the running store re-read its key file (as SIGHUP does), for instance after an old
+    /// key that `reseal` reported unused was removed from it. A broken file is refused and the
+    /// store keeps its keys.
+    ReloadKeys {
+        /// The socket of the running store.
+        #[arg(long, value_name = "PATH")]
+        socket: PathBuf,
+    },
+    /// Count the stored values of each key id (a read-only scan) and say which keys of the key
+    /// file no value uses any more (those may be removed from it).
+    KeyUsage {
+        /// The socket of the running store.
+        #[arg(long, value_name = "PATH")]
+        socket: PathBuf,
     },
 }
 
@@ -170,13 +207,75 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// Runs one of the key commands.
+fn run_tool(tool: &Tool) -> anyhow::Result<()> {
+    let mut out = io::stdout().lock();
+    match tool {
+        Tool::RotateKey { key_file, socket } => {
+            let id = rotate_key(key_file)
+                .with_context(|| format!("rotating the key in {}", key_file.display()))?;
+            println!("key {id} added to {} and made current", key_file.display());
+            let Some(socket) = socket else {
+                println!(
+                    "a running store adopts it on SIGHUP (or pass --socket); a stopped one at its next start"
+                );
+                return Ok(());
+            };
+            let status = key_tools::reload(socket).with_context(|| {
+                format!(
+                    "key {id} was added to {}, but the store at {} did not adopt it",
+                    key_file.display(),
+                    socket.display()
+                )
+            })?;
+            println!(
+                "the store reloaded the key file: new writes use key {} (keys held: {:?})",
+                status.current, status.loaded
+            );
+        }
+        Tool::Reseal { socket } => {
+            key_tools::reseal(socket, &mut out)
+                .with_context(|| format!("re-sealing through the store at {}", socket.display()))?;
+        }
+        Tool::ReloadKeys { socket } => {
+            let status = key_tools::reload(socket).with_context(|| {
+                format!("reloading the keys of the store at {}", socket.display())
+            })?;
+            println!(
+                "the store reloaded the key file: new writes use key {} (keys held: {:?})",
+                status.current, status.loaded
+            );
+        }
+        Tool::KeyUsage { socket } => {
+            let status = key_tools::usage(socket)
+                .with_context(|| format!("counting keys in the store at {}", socket.display()))?;
+            key_tools::report(&status, &mut out)?;
+        }
+    }
+    Ok(())
+}
+
+/// Reloads the key file on every SIGHUP, for as long as the process lives. A refused file is
+/// logged by the store and changes nothing.
+fn reload_keys_on_sighup<E: Engine>(store: Arc<Store<E>>) -> anyhow::Result<()> {
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGHUP]).context("installing the SIGHUP handler")?;
+    std::thread::Builder::new()
+        .name("key-reload".into())
+        .spawn(move || {
+            for _ in signals.forever() {
+                tracing::info!("SIGHUP: reloading the key file");
+                // Success and refusal are both logged by the store itself.
+                let _ = store.reload_keys();
+            }
+        })
+        .context("starting the SIGHUP thread")?;
+    Ok(())
+}
+
 fn run(args: Args) -> anyhow::Result<()> {
-    if let Some(Tool::RotateKey { key_file }) = &args.command {
-        let id = rotate_key(key_file)
-            .with_context(|| format!("rotating the key in {}", key_file.display()))?;
-        tracing::info!(key_id = id, key_file = %key_file.display(), "new current key added; restart the store to use it");
-        println!("key {id} added to {} and made current", key_file.display());
-        return Ok(());
+    if let Some(tool) = &args.command {
+        return run_tool(tool);
     }
     let Some(data_dir) = args.data_dir.clone() else {
         anyhow::bail!("--data-dir is required");
@@ -232,6 +331,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         datadir::open(&data_dir, &engine_options, StoreOptions { retention }, keys)
             .with_context(|| format!("opening the store in {}", data_dir.display()))?,
     );
+    if args.key_file.is_some() {
+        reload_keys_on_sighup(Arc::clone(&store))?;
+    }
     let server = Server::bind(&socket).context("binding the store socket")?;
     tracing::info!(socket = %server.path().display(), "store ready");
     // Under systemd (Type=notify) the unit becomes active only now, with the socket bound: a

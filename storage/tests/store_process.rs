@@ -505,6 +505,8 @@ fn help_explains_the_flags_and_the_durability_contract() {
         "--key-file",
         "--restore",
         "rotate-key",
+        "reseal",
+        "SIGHUP",
         "point-in-time",
     ] {
         assert!(help.contains(needle), "--help lacks {needle:?}:\n{help}");

@@ -8,6 +8,7 @@
 
 #[cfg(test)]
 mod conformance;
+mod keyring;
 #[cfg(any(test, feature = "test-util"))]
 pub mod memory;
 pub mod rocks;
@@ -243,6 +244,12 @@ pub trait Engine: Send + Sync + 'static {
     /// Writes a consistent copy of the whole database, as of one instant, into `dir`, which must
     /// not exist yet. Writers are not stopped. The copy opens as a database of its own.
     fn checkpoint(&self, dir: &std::path::Path) -> Result<(), EngineError>;
+
+    /// Encryption at rest, when this engine seals values (only [`sealed::Sealed`] with a key
+    /// file does): key reloads, key counts and re-sealing.
+    fn sealing(&self) -> Option<&dyn sealed::Sealing> {
+        None
+    }
 }
 
 /// A shared engine is an engine (tests keep a handle to inspect it; tools may share one).
@@ -279,6 +286,10 @@ impl<E: Engine> Engine for std::sync::Arc<E> {
 
     fn checkpoint(&self, dir: &std::path::Path) -> Result<(), EngineError> {
         (**self).checkpoint(dir)
+    }
+
+    fn sealing(&self) -> Option<&dyn sealed::Sealing> {
+        (**self).sealing()
     }
 }
 

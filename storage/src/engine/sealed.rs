@@ -2,7 +2,8 @@
 //! `ring`) before it reaches the engine below and opens it on the way back. Keys come from a key
 //! file ([`Keyring`]); each sealed value names the id of the key that sealed it, so after a
 //! rotation (`portcullis-store rotate-key` adds a key and makes it current) old values stay
-//! readable with their old key while new writes use the new one.
+//! readable with their old key while new writes use the new one. The keyring can be swapped while
+//! the store runs, and old values re-sealed with the current key so an old key can go (`rekey`).
 //!
 //! Sealed value: `[0x01][key id u32 BE][nonce 12][ciphertext + 16-byte tag]`, with the column
 //! family name and the key as associated data, so a value cannot be moved to another key or
@@ -18,16 +19,18 @@
 //! lacking that key id, or with a wrong key fails with a message that says which; opening a clear
 //! database with a key is refused too, never half-encrypting it.
 
+pub use super::keyring::{KEY_LEN, KeyError, Keyring, rotate_key};
+pub use rekey::Sealing;
+
+mod rekey;
+
 use super::{Cf, Durability, EXPIRY_LEN, Engine, EngineError, KeyValue, Op, WriteBatch};
-use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use ring::aead::{Aad, NONCE_LEN, Nonce};
 use ring::rand::{SecureRandom, SystemRandom};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use thiserror::Error;
-
-/// Bytes of a key.
-pub const KEY_LEN: usize = 32;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 /// Format byte of a sealed value.
 const SEALED_V1: u8 = 1;
 const HEADER_LEN: usize = 1 + 4 + NONCE_LEN;
@@ -36,177 +39,59 @@ pub const SEALING_KEY: &[u8] = b"sealing";
 const SEALING_MARK: &[u8] = b"portcullis-sealed-v1";
 const CHECK_PLAINTEXT: &[u8] = b"portcullis key check";
 
-/// Why a key file or a sealed database cannot be used. All are the operator's to fix.
-#[derive(Debug, Error)]
-pub enum KeyError {
-    #[error("cannot read the key file {path}: {reason}")]
-    Read { path: String, reason: String },
-    #[error("key file {path}, line {line}: {reason}")]
-    Syntax {
-        path: String,
-        line: usize,
-        reason: String,
-    },
-    #[error("the key file {0} holds no key")]
-    Empty(String),
-    #[error(
-        "the key file {path} may be read by others (mode {mode:o}); make it 0600 or 0400 and owned by the store's user"
-    )]
-    Exposed { path: String, mode: u32 },
-    #[error("cannot write the key file {path}: {reason}")]
-    Write { path: String, reason: String },
-    #[error("the system random generator failed")]
-    Random,
-}
-
-/// The keys of a key file, by id; the highest id is current.
-pub struct Keyring {
-    keys: BTreeMap<u32, LessSafeKey>,
-    current: u32,
-}
-
-impl std::fmt::Debug for Keyring {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Keyring")
-            .field("ids", &self.keys.keys().collect::<Vec<_>>())
-            .field("current", &self.current)
-            .finish()
-    }
-}
-
-fn hex_decode(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
-impl Keyring {
-    /// Reads a key file: one key per line, `ID HEX` (a decimal id and 64 hex digits), `#`
-    /// comments and blank lines ignored. The file must not be readable by group or others.
-    pub fn load(path: &Path) -> Result<Self, KeyError> {
-        use std::os::unix::fs::PermissionsExt;
-        let shown = path.display().to_string();
-        let read_err = |e: std::io::Error| KeyError::Read {
-            path: shown.clone(),
-            reason: e.to_string(),
-        };
-        let mode = std::fs::metadata(path)
-            .map_err(read_err)?
-            .permissions()
-            .mode();
-        if mode & 0o077 != 0 {
-            return Err(KeyError::Exposed {
-                path: shown,
-                mode: mode & 0o777,
-            });
-        }
-        let text = std::fs::read_to_string(path).map_err(read_err)?;
-        Self::parse(&text, &shown)
-    }
-
-    fn parse(text: &str, path: &str) -> Result<Self, KeyError> {
-        let mut keys = BTreeMap::new();
-        for (n, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let syntax = |reason: String| KeyError::Syntax {
-                path: path.to_owned(),
-                line: n + 1,
-                reason,
-            };
-            let (id, hex) = line
-                .split_once(char::is_whitespace)
-                .ok_or_else(|| syntax("expected `ID HEX`".into()))?;
-            let id: u32 = id
-                .parse()
-                .map_err(|_| syntax(format!("{id:?} is not a key id")))?;
-            let bytes = hex_decode(hex.trim())
-                .filter(|b| b.len() == KEY_LEN)
-                .ok_or_else(|| syntax(format!("the key must be {} hex digits", KEY_LEN * 2)))?;
-            let key = UnboundKey::new(&CHACHA20_POLY1305, &bytes)
-                .map_err(|_| syntax("not a usable key".into()))?;
-            if keys.insert(id, LessSafeKey::new(key)).is_some() {
-                return Err(syntax(format!("key id {id} appears twice")));
-            }
-        }
-        let current = *keys
-            .keys()
-            .next_back()
-            .ok_or_else(|| KeyError::Empty(path.to_owned()))?;
-        Ok(Self { keys, current })
-    }
-
-    pub fn current(&self) -> u32 {
-        self.current
-    }
-}
-
-/// Adds a fresh random key to the key file (creating it, mode 0600, if missing) and makes it the
-/// current one. Returns its id. Written to a temporary file, synced, then renamed over.
-pub fn rotate_key(path: &Path) -> Result<u32, KeyError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let shown = path.display().to_string();
-    let existing = match std::fs::read_to_string(path) {
-        Ok(text) => {
-            Keyring::load(path)?;
-            text
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => {
-            return Err(KeyError::Read {
-                path: shown,
-                reason: e.to_string(),
-            });
-        }
-    };
-    let next = if existing.trim().is_empty() {
-        1
-    } else {
-        Keyring::parse(&existing, &shown)?.current + 1
-    };
-    let mut key = [0u8; KEY_LEN];
-    SystemRandom::new()
-        .fill(&mut key)
-        .map_err(|_| KeyError::Random)?;
-    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
-    let mut text = existing;
-    if !text.is_empty() && !text.ends_with('\n') {
-        text.push('\n');
-    }
-    text.push_str(&format!("{next} {hex}\n"));
-    let tmp = path.with_extension("tmp");
-    let write_err = |e: std::io::Error| KeyError::Write {
-        path: shown.clone(),
-        reason: e.to_string(),
-    };
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(write_err)?;
-    file.write_all(text.as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(write_err)?;
-    std::fs::rename(&tmp, path).map_err(write_err)?;
-    Ok(next)
-}
-
 /// An engine whose values are sealed with a [`Keyring`] on the way down (see the module docs),
 /// or, without a keyring, passed through in clear (after checking the database is not sealed).
 pub struct Sealed<E> {
     inner: E,
-    keys: Option<Keyring>,
+    /// The keys in use; swapped whole by a reload. Each operation works with one snapshot.
+    keys: Option<RwLock<Arc<Keyring>>>,
+    /// Older key ids the last full count found no value sealed with: only these may leave the
+    /// key file on a reload. (Nothing is sealed with an older key after a count, since writes
+    /// always use the current key and the current key never goes back.)
+    unused: Mutex<BTreeSet<u32>>,
     nonce_prefix: [u8; 4],
     counter: AtomicU64,
+}
+
+/// The values sealed with each key id, from a full count ([`Sealed::count_keys`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyUse {
+    pub current: u32,
+    pub loaded: Vec<u32>,
+    /// Values per key id (the sealing check value counts as one).
+    pub counts: BTreeMap<u32, u64>,
+}
+
+/// What one [`Sealed::reseal_step`] did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ResealStep {
+    pub scanned: u64,
+    pub resealed: u64,
+    /// Expired history points under an old key, deleted rather than re-sealed.
+    pub dropped: u64,
+    /// The last entry looked at, where the next step continues; `None` once done.
+    pub next: Option<(Cf, Vec<u8>)>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A set of ids stays consistent across a panic.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The key id of a stored value of `cf` (after the clear expiry of an expiring family).
+fn key_id_of(cf: Cf, stored: &[u8]) -> Option<u32> {
+    let sealed = if cf.expires() {
+        stored.get(EXPIRY_LEN..)?
+    } else {
+        stored
+    };
+    if sealed.first() != Some(&SEALED_V1) {
+        return None;
+    }
+    sealed
+        .get(1..5)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map(u32::from_be_bytes)
 }
 
 impl<E: Engine> Sealed<E> {
@@ -220,6 +105,7 @@ impl<E: Engine> Sealed<E> {
         Ok(Self {
             inner,
             keys: None,
+            unused: Mutex::default(),
             nonce_prefix: [0; 4],
             counter: AtomicU64::new(0),
         })
@@ -232,14 +118,16 @@ impl<E: Engine> Sealed<E> {
         SystemRandom::new()
             .fill(&mut nonce_prefix)
             .map_err(|_| EngineError::Backend("the system random generator failed".into()))?;
+        let keys = Arc::new(keys);
         let sealed = Self {
             inner,
-            keys: Some(keys),
+            keys: Some(RwLock::new(Arc::clone(&keys))),
+            unused: Mutex::default(),
             nonce_prefix,
             counter: AtomicU64::new(0),
         };
         match sealed.inner.get(Cf::Meta, SEALING_KEY)? {
-            Some(mark) => sealed.check(&mark)?,
+            Some(mark) => sealed.check(&keys, &mark)?,
             None => {
                 for cf in Cf::ALL {
                     if !sealed.inner.scan_range(cf, b"", None, 1)?.is_empty() {
@@ -248,21 +136,26 @@ impl<E: Engine> Sealed<E> {
                         ));
                     }
                 }
-                let mut mark = SEALING_MARK.to_vec();
-                mark.extend(sealed.seal(Cf::Meta, SEALING_KEY, CHECK_PLAINTEXT.to_vec())?);
                 let mut batch = WriteBatch::new();
-                batch.put(Cf::Meta, SEALING_KEY, mark);
+                batch.put(Cf::Meta, SEALING_KEY, sealed.mark(&keys)?);
                 sealed.inner.write(batch, Durability::Sync)?;
             }
         }
         Ok(sealed)
     }
 
-    fn check(&self, mark: &[u8]) -> Result<(), EngineError> {
+    /// A fresh check value sealed with the current key.
+    fn mark(&self, keys: &Keyring) -> Result<Vec<u8>, EngineError> {
+        let mut mark = SEALING_MARK.to_vec();
+        mark.extend(self.seal(keys, Cf::Meta, SEALING_KEY, CHECK_PLAINTEXT.to_vec())?);
+        Ok(mark)
+    }
+
+    fn check(&self, keys: &Keyring, mark: &[u8]) -> Result<(), EngineError> {
         let sealed = mark
             .strip_prefix(SEALING_MARK)
             .ok_or_else(|| EngineError::Sealing("the sealing check value is damaged".into()))?;
-        match self.open_value(Cf::Meta, SEALING_KEY, sealed) {
+        match self.open_value(keys, Cf::Meta, SEALING_KEY, sealed) {
             Ok(plain) if plain == CHECK_PLAINTEXT => Ok(()),
             Ok(_) => Err(EngineError::Sealing(
                 "the sealing check value is damaged".into(),
@@ -273,6 +166,13 @@ impl<E: Engine> Sealed<E> {
 
     pub fn inner(&self) -> &E {
         &self.inner
+    }
+
+    /// The keys in use now (`None` for a clear database).
+    fn snapshot(&self) -> Option<Arc<Keyring>> {
+        self.keys
+            .as_ref()
+            .map(|k| Arc::clone(&k.read().unwrap_or_else(PoisonError::into_inner)))
     }
 
     fn nonce(&self) -> [u8; NONCE_LEN] {
@@ -290,10 +190,13 @@ impl<E: Engine> Sealed<E> {
         aad
     }
 
-    fn seal(&self, cf: Cf, key: &[u8], mut plain: Vec<u8>) -> Result<Vec<u8>, EngineError> {
-        let Some(keys) = &self.keys else {
-            return Ok(plain);
-        };
+    fn seal(
+        &self,
+        keys: &Keyring,
+        cf: Cf,
+        key: &[u8],
+        mut plain: Vec<u8>,
+    ) -> Result<Vec<u8>, EngineError> {
         let id = keys.current;
         let sealing_key = keys
             .keys
@@ -315,10 +218,13 @@ impl<E: Engine> Sealed<E> {
         Ok(out)
     }
 
-    fn open_value(&self, cf: Cf, key: &[u8], sealed: &[u8]) -> Result<Vec<u8>, EngineError> {
-        let Some(keys) = &self.keys else {
-            return Ok(sealed.to_vec());
-        };
+    fn open_value(
+        &self,
+        keys: &Keyring,
+        cf: Cf,
+        key: &[u8],
+        sealed: &[u8],
+    ) -> Result<Vec<u8>, EngineError> {
         let damaged = || EngineError::Sealing(format!("a sealed {} value is damaged", cf.name()));
         let (header, body) = sealed.split_at_checked(HEADER_LEN).ok_or_else(damaged)?;
         if header[0] != SEALED_V1 {
@@ -348,22 +254,34 @@ impl<E: Engine> Sealed<E> {
         Ok(buf)
     }
 
-    fn seal_value(&self, cf: Cf, key: &[u8], value: Vec<u8>) -> Result<Vec<u8>, EngineError> {
+    fn seal_value(
+        &self,
+        keys: &Keyring,
+        cf: Cf,
+        key: &[u8],
+        value: Vec<u8>,
+    ) -> Result<Vec<u8>, EngineError> {
         if cf.expires() && value.len() >= EXPIRY_LEN {
             let mut out = value[..EXPIRY_LEN].to_vec();
-            out.extend(self.seal(cf, key, value[EXPIRY_LEN..].to_vec())?);
+            out.extend(self.seal(keys, cf, key, value[EXPIRY_LEN..].to_vec())?);
             return Ok(out);
         }
-        self.seal(cf, key, value)
+        self.seal(keys, cf, key, value)
     }
 
-    fn unseal_value(&self, cf: Cf, key: &[u8], value: &[u8]) -> Result<Vec<u8>, EngineError> {
+    fn unseal_value(
+        &self,
+        keys: &Keyring,
+        cf: Cf,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<Vec<u8>, EngineError> {
         if cf.expires() && value.len() >= EXPIRY_LEN {
             let mut out = value[..EXPIRY_LEN].to_vec();
-            out.extend(self.open_value(cf, key, &value[EXPIRY_LEN..])?);
+            out.extend(self.open_value(keys, cf, key, &value[EXPIRY_LEN..])?);
             return Ok(out);
         }
-        self.open_value(cf, key, value)
+        self.open_value(keys, cf, key, value)
     }
 
     fn is_mark(cf: Cf, key: &[u8]) -> bool {
@@ -374,6 +292,12 @@ impl<E: Engine> Sealed<E> {
     pub fn is_sealed(&self) -> bool {
         self.keys.is_some()
     }
+
+    fn sealed_keys(&self) -> Result<Arc<Keyring>, EngineError> {
+        self.snapshot().ok_or(EngineError::Unsupported(
+            "this store does not encrypt at rest (it was started without a key file)",
+        ))
+    }
 }
 
 impl<E: Engine> Engine for Sealed<E> {
@@ -381,18 +305,24 @@ impl<E: Engine> Engine for Sealed<E> {
         if Self::is_mark(cf, key) {
             return Ok(None);
         }
-        self.inner
-            .get(cf, key)?
-            .map(|v| self.unseal_value(cf, key, &v))
-            .transpose()
+        let Some(value) = self.inner.get(cf, key)? else {
+            return Ok(None);
+        };
+        match self.snapshot() {
+            Some(keys) => self.unseal_value(&keys, cf, key, &value).map(Some),
+            None => Ok(Some(value)),
+        }
     }
 
     fn write(&self, batch: WriteBatch, durability: Durability) -> Result<(), EngineError> {
+        let Some(keys) = self.snapshot() else {
+            return self.inner.write(batch, durability);
+        };
         let mut sealed = WriteBatch::new();
         for op in batch.into_ops() {
             match op {
                 Op::Put { cf, key, value } if !Self::is_mark(cf, &key) => {
-                    let value = self.seal_value(cf, &key, value)?;
+                    let value = self.seal_value(&keys, cf, &key, value)?;
                     sealed.put(cf, key, value);
                 }
                 other => sealed.push(other),
@@ -408,6 +338,7 @@ impl<E: Engine> Engine for Sealed<E> {
         end: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<KeyValue>, EngineError> {
+        let keys = self.snapshot();
         // The check value is this wrapper's own and invisible above it; ask for one more entry in
         // case it is among them.
         self.inner
@@ -415,9 +346,12 @@ impl<E: Engine> Engine for Sealed<E> {
             .into_iter()
             .filter(|(k, _)| !Self::is_mark(cf, k))
             .take(limit)
-            .map(|(k, v)| {
-                let v = self.unseal_value(cf, &k, &v)?;
-                Ok((k, v))
+            .map(|(k, v)| match &keys {
+                Some(keys) => {
+                    let v = self.unseal_value(keys, cf, &k, &v)?;
+                    Ok((k, v))
+                }
+                None => Ok((k, v)),
             })
             .collect()
     }
@@ -432,6 +366,10 @@ impl<E: Engine> Engine for Sealed<E> {
 
     fn checkpoint(&self, dir: &Path) -> Result<(), EngineError> {
         self.inner.checkpoint(dir)
+    }
+
+    fn sealing(&self) -> Option<&dyn Sealing> {
+        self.is_sealed().then_some(self as &dyn Sealing)
     }
 }
 
@@ -542,25 +480,5 @@ mod tests {
         );
         let err = Sealed::open(clear, ring(K1)).err().expect("clear db");
         assert!(err.to_string().contains("without encryption"), "{err}");
-    }
-
-    #[test]
-    fn key_files_are_checked_and_rotate_key_appends() {
-        assert!(Keyring::parse("", "f").is_err());
-        assert!(Keyring::parse("1 abcd", "f").is_err());
-        assert!(Keyring::parse(&format!("{K1}\n{K1}"), "f").is_err());
-        assert_eq!(ring(&format!("# c\n\n{K2}\n{K1}")).current(), 2);
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("keys");
-        assert_eq!(rotate_key(&path).expect("first"), 1);
-        assert_eq!(rotate_key(&path).expect("second"), 2);
-        let keys = Keyring::load(&path).expect("load");
-        assert_eq!(keys.current(), 2);
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-        assert!(matches!(
-            Keyring::load(&path),
-            Err(KeyError::Exposed { .. })
-        ));
     }
 }

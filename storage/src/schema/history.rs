@@ -8,12 +8,17 @@
 //! not yet compacted away, so a reader never sees data past its retention.
 //!
 //! Value layout: expiry ms (u64 BE) · the raw pin value.
+//!
+//! Raw reads page with a cursor naming the last point's time *and* sequence: several points of
+//! one pin can share a millisecond, so a page that ends inside one must continue inside it, not
+//! at the next millisecond (which would skip the rest of that one).
 
 use super::{Result, SchemaError, keys};
 use crate::engine::{Cf, EXPIRY_LEN, Engine, expired};
 use portcullis_protocol::body::{PinAddr, SEPARATOR};
 use portcullis_protocol::store::{
-    DeviceId, History, HistoryBucket, HistoryPoint, MAX_HISTORY_BUCKETS, MAX_HISTORY_POINTS,
+    DeviceId, History, HistoryBucket, HistoryCursor, HistoryPoint, MAX_HISTORY_BUCKETS,
+    MAX_HISTORY_POINTS,
 };
 use std::collections::HashMap;
 use std::time::Duration;
@@ -82,8 +87,9 @@ struct Points<'a, E> {
 }
 
 impl<E: Engine> Points<'_, E> {
-    /// Up to `limit` points from where the previous call stopped (fewer means the range is done).
-    fn take(&mut self, limit: usize) -> Result<Vec<HistoryPoint>> {
+    /// Up to `limit` points from where the previous call stopped (fewer means the range is done),
+    /// each with its cursor.
+    fn take(&mut self, limit: usize) -> Result<Vec<(HistoryCursor, HistoryPoint)>> {
         let mut out = Vec::new();
         while !self.done && out.len() < limit {
             let chunk = self.engine.scan_range(
@@ -102,15 +108,18 @@ impl<E: Engine> Points<'_, E> {
                 if expired(&value, self.now_ms) {
                     continue;
                 }
-                let at_ms = keys::parse_history_time(&key)
+                let (at_ms, seq) = keys::parse_history_position(&key)
                     .ok_or_else(|| corrupt(&key, "not a history key"))?;
                 let raw = value
                     .get(EXPIRY_LEN..)
                     .ok_or_else(|| corrupt(&key, "value shorter than its expiry"))?;
-                out.push(HistoryPoint {
-                    at_ms,
-                    value: raw.to_vec(),
-                });
+                out.push((
+                    HistoryCursor { at_ms, seq },
+                    HistoryPoint {
+                        at_ms,
+                        value: raw.to_vec(),
+                    },
+                ));
             }
         }
         Ok(out)
@@ -126,6 +135,7 @@ pub(super) struct Query {
     pub to_ms: u64,
     pub step_ms: Option<u64>,
     pub limit: u32,
+    pub after: Option<HistoryCursor>,
 }
 
 /// Answers a `ReadHistory` request (the device's existence is checked by the caller).
@@ -137,15 +147,35 @@ pub(super) fn read<E: Engine>(engine: &E, query: Query, now_ms: u64) -> Result<H
         to_ms,
         step_ms,
         limit,
+        after,
     } = query;
     if to_ms <= from_ms {
         return Err(SchemaError::Invalid(format!(
             "the history range is empty: from {from_ms} is not before to {to_ms}"
         )));
     }
+    let start = match after {
+        None => keys::history_from(device, pin, from_ms),
+        Some(_) if step_ms.is_some() => {
+            return Err(SchemaError::Invalid(
+                "a history cursor pages raw points; downsampled reads are never paged".into(),
+            ));
+        }
+        Some(HistoryCursor { at_ms, .. }) if at_ms < from_ms || at_ms >= to_ms => {
+            return Err(SchemaError::Invalid(format!(
+                "the history cursor at {at_ms} lies outside the range [{from_ms}, {to_ms})"
+            )));
+        }
+        Some(HistoryCursor { at_ms, seq }) => {
+            // Just past the cursor's own key: the next sequence of that millisecond, or later.
+            let mut key = keys::history(device, pin, at_ms, seq);
+            key.push(0);
+            key
+        }
+    };
     let mut points = Points {
         engine,
-        next: keys::history_from(device, pin, from_ms),
+        next: start,
         end: keys::history_from(device, pin, to_ms),
         now_ms,
         done: false,
@@ -156,7 +186,13 @@ pub(super) fn read<E: Engine>(engine: &E, query: Query, now_ms: u64) -> Result<H
         let mut page = points.take(limit + 1)?;
         let more = page.len() > limit;
         page.truncate(limit);
-        return Ok(History::Points { points: page, more });
+        let next = more
+            .then(|| page.last().map(|(cursor, _)| *cursor))
+            .flatten();
+        return Ok(History::Points {
+            points: page.into_iter().map(|(_, p)| p).collect(),
+            next,
+        });
     };
     if step == 0 {
         return Err(SchemaError::Invalid("the step must be above 0 ms".into()));
@@ -172,7 +208,7 @@ pub(super) fn read<E: Engine>(engine: &E, query: Query, now_ms: u64) -> Result<H
     loop {
         let chunk = points.take(SCAN_CHUNK)?;
         let last_chunk = chunk.len() < SCAN_CHUNK;
-        for p in chunk {
+        for (_, p) in chunk {
             let Some(x) = numeric(&p.value) else { continue };
             let start_ms = from_ms + (p.at_ms - from_ms) / step * step;
             match out.last_mut() {

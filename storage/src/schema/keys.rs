@@ -115,6 +115,16 @@ pub(crate) fn parse_history_time(key: &[u8]) -> Option<u64> {
         .map(u64::from_be_bytes)
 }
 
+/// The time and the sequence (the place within that millisecond) of a history key.
+pub(crate) fn parse_history_position(key: &[u8]) -> Option<(u64, u32)> {
+    let at_ms = parse_history_time(key)?;
+    let seq = key
+        .get(PIN_KEY_LEN + 8..)
+        .and_then(|s| <[u8; 4]>::try_from(s).ok())
+        .map(u32::from_be_bytes)?;
+    Some((at_ms, seq))
+}
+
 /// Lower-case hex, for naming keys in error messages.
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -166,6 +176,8 @@ mod tests {
         assert!(history_from(7, p, 256) <= b && history_from(7, p, 256) > a);
         assert_eq!(parse_history_time(&b), Some(256));
         assert_eq!(parse_history_time(&b[1..]), None);
+        assert_eq!(parse_history_position(&a), Some((255, 9)));
+        assert_eq!(parse_history_position(&a[1..]), None);
     }
 
     #[test]

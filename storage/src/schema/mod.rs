@@ -20,6 +20,7 @@ pub mod history;
 mod history_tests;
 mod keys;
 mod records;
+mod sealing;
 pub mod stats;
 #[cfg(test)]
 mod tests;
@@ -127,7 +128,8 @@ pub fn is_write(request: &Request) -> bool {
         | Request::WriteProperty { .. }
         | Request::SetPresence { .. }
         | Request::SetInfo { .. }
-        | Request::ResetPresence => true,
+        | Request::ResetPresence
+        | Request::Reseal { .. } => true,
         Request::Ping
         | Request::ListDevices { .. }
         | Request::GetDevice { .. }
@@ -136,8 +138,19 @@ pub fn is_write(request: &Request) -> bool {
         | Request::ReadProperties { .. }
         | Request::ReadHistory { .. }
         | Request::Backup { .. }
-        | Request::Stats => false,
+        | Request::Stats
+        | Request::ReloadKeys
+        | Request::KeyUsage => false,
     }
+}
+
+/// Whether only an admin link (`ClientRole::Admin`) may send a request: the key operations,
+/// which an operator runs, never a gateway.
+pub fn admin_only(request: &Request) -> bool {
+    matches!(
+        request,
+        Request::ReloadKeys | Request::KeyUsage | Request::Reseal { .. }
+    )
 }
 
 fn now_ms() -> u64 {
@@ -317,6 +330,17 @@ impl<E: Engine> Store<E> {
                 );
                 continue;
             }
+            if let Request::Reseal { after } = &request {
+                // Alone between groups, under the writer lock: nothing writes while a step reads
+                // and rewrites its values. Synced before its reply, so a key the reseal reports
+                // unused is unused on disk too.
+                needs_sync |= finish(group, &mut members, &mut results);
+                group = Group::new(&self.engine);
+                let step = self.reseal_step(after.as_deref());
+                needs_sync |= step.is_ok();
+                results.push(step.map(Response::Resealed).map_err(report));
+                continue;
+            }
             match self.prepare(&group, request) {
                 Ok((response, change)) => {
                     group.absorb(change);
@@ -357,6 +381,7 @@ impl<E: Engine> Store<E> {
                 to_ms,
                 step_ms,
                 limit,
+                after,
             } => {
                 require_device(&view, device)?;
                 let query = history::Query {
@@ -366,11 +391,14 @@ impl<E: Engine> Store<E> {
                     to_ms,
                     step_ms,
                     limit,
+                    after,
                 };
                 history::read(&self.engine, query, now_ms()).map(Response::History)
             }
             Request::Backup { dir } => self.backup(&dir),
             Request::Stats => Ok(Response::Stats(self.counters.snapshot())),
+            Request::ReloadKeys => self.reload_keys().map(Response::Keys),
+            Request::KeyUsage => self.key_usage().map(Response::Keys),
             write => Err(SchemaError::Internal(format!(
                 "a write reached the read path: {write:?}"
             ))),

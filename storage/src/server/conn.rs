@@ -11,10 +11,10 @@ use super::ServerConfig;
 use super::commit::{Committer, Outcome};
 use super::socket::peer_uid;
 use crate::engine::Engine;
-use crate::schema::{Store, is_write};
+use crate::schema::{Store, admin_only, is_write};
 use portcullis_protocol::store::{
-    ClientHello, ReplyEnvelope, RequestEnvelope, ServerHello, StoreError, WIRE_VERSION, WireError,
-    decode_frame, encode_frame, frame_len,
+    ClientHello, ClientRole, ReplyEnvelope, RequestEnvelope, ServerHello, StoreError, WIRE_VERSION,
+    WireError, decode_frame, encode_frame, frame_len,
 };
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
@@ -215,7 +215,8 @@ pub(crate) fn serve<E: Engine>(
                 write_replies(writer_stream, &owed_rx, &outcome_rx)
             })
             .map_err(|e| ConnError::Writer(e.to_string()))?;
-        let read_result = read_requests(&mut link, store, committer, &owed_tx, &outcome_tx);
+        let admin = hello.role == ClientRole::Admin;
+        let read_result = read_requests(&mut link, store, committer, admin, &owed_tx, &outcome_tx);
         drop(owed_tx);
         let write_result = writer
             .join()
@@ -233,6 +234,7 @@ fn read_requests<E: Engine>(
     link: &mut Link<'_>,
     store: &Store<E>,
     committer: &Committer,
+    admin: bool,
     owed: &SyncSender<Owed>,
     outcomes: &mpsc::Sender<Outcome>,
 ) -> Result<Closed, ConnError> {
@@ -247,7 +249,14 @@ fn read_requests<E: Engine>(
                 Ok(Some((envelope, len))) => {
                     used += len;
                     let id = envelope.id;
-                    let next = if is_write(&envelope.request) {
+                    let next = if !admin && admin_only(&envelope.request) {
+                        Owed::Ready(
+                            id,
+                            Box::new(Err(StoreError::Invalid(
+                                "only an admin link may manage the encryption keys".into(),
+                            ))),
+                        )
+                    } else if is_write(&envelope.request) {
                         last_write = committer.submit(envelope.request, outcomes);
                         Owed::Committed(id)
                     } else {

@@ -544,3 +544,41 @@ fn writes_from_many_links_are_all_answered() {
         "ids are unique and gapless"
     );
 }
+
+#[test]
+fn only_admin_links_may_manage_the_keys() {
+    let running = Running::start(ServerConfig::default());
+    let mut gateway = running.connect();
+    gateway.send(&ClientHello {
+        version: WIRE_VERSION,
+        role: ClientRole::GatewayShard(0),
+    });
+    assert!(matches!(
+        gateway.recv::<ServerHello>(),
+        Some(ServerHello::Accepted { .. })
+    ));
+    for (id, request) in [
+        Request::ReloadKeys,
+        Request::KeyUsage,
+        Request::Reseal { after: None },
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let err = gateway.call(id as u64, request).expect_err("refused");
+        assert!(
+            matches!(&err, StoreError::Invalid(m) if m.contains("only an admin link")),
+            "{err}"
+        );
+    }
+    assert_eq!(gateway.call(9, Request::Ping), Ok(Response::Pong));
+    // An admin link gets through to the store, which has no keys here.
+    let err = running
+        .hello()
+        .call(1, Request::ReloadKeys)
+        .expect_err("clear store");
+    assert!(
+        matches!(&err, StoreError::Invalid(m) if m.contains("does not encrypt")),
+        "{err}"
+    );
+}
