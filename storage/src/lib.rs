@@ -1,12 +1,14 @@
 //! The Portcullis store: a separate process that owns the database and serves domain operations
-//! to the gateway over a private Unix socket (DESIGN.md §4).
+//! to the gateway over a private Unix socket, or to remote gateways over mutual TLS when
+//! configured (DESIGN.md §4).
 //!
 //! Layers, bottom up: `engine` (the key-value boundary: the [`engine::Engine`] trait, RocksDB and
 //! an in-memory engine for tests), `schema` (the [`Store`]: key layouts, record formats,
 //! validation and durability classes for every `portcullis_protocol::store::Request`) and
 //! `server` (the socket, the peer check, the per-connection wire loop, the periodic WAL syncer and
-//! graceful shutdown). `main.rs` is the `portcullis-store` command line.
+//! graceful shutdown; `certs` makes the mutual-TLS certificates). `main.rs` is the `portcullis-store` command line.
 
+pub mod certs;
 pub mod datadir;
 pub mod engine;
 pub mod schema;
@@ -16,4 +18,4 @@ pub use engine::rocks::RocksEngine;
 pub use engine::{Cf, Durability, Engine, EngineError, EngineOptions, WriteBatch};
 pub use schema::history::Retention;
 pub use schema::{Applied, SchemaError, Store, StoreOptions};
-pub use server::{Server, ServerConfig, ServerError};
+pub use server::{RemoteConfig, Server, ServerConfig, ServerError};
