@@ -225,9 +225,16 @@ fn load_or_create_ca(
         (false, false) => {
             let mut params = CertificateParams::default();
             params.distinguished_name = rcgen::DistinguishedName::new();
+            // A random tag in the name: peers find a certificate's issuer by name, so with two
+            // deployments' CAs in play a foreign certificate is "unknown issuer", not a
+            // confusing "bad signature".
+            let mut tag = [0u8; 6];
+            ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut tag)
+                .map_err(|_| CertsError::Generate(rcgen::Error::RingUnspecified))?;
+            let tag: String = tag.iter().map(|b| format!("{b:02x}")).collect();
             params
                 .distinguished_name
-                .push(DnType::CommonName, "Portcullis store CA");
+                .push(DnType::CommonName, format!("Portcullis store CA {tag}"));
             // Path length 0: it signs the store and gateway certificates, never another CA.
             params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
             params.key_usages = vec![
