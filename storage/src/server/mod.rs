@@ -358,7 +358,12 @@ impl<E: Engine> LinkStart<E> {
     ) {
         let span = tracing::info_span!("link", id = self.id, %peer);
         let _enter = span.enter();
-        let shaken = remote::handshake(stream, tls, self.config.tls_handshake_timeout);
+        let shaken = remote::handshake(
+            stream,
+            tls,
+            self.config.tls_handshake_timeout,
+            &self.shutdown,
+        );
         handshaking.fetch_sub(1, Ordering::SeqCst);
         match shaken {
             Ok(link) => {

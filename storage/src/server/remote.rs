@@ -14,6 +14,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use thiserror::Error;
@@ -90,6 +91,9 @@ pub enum RemoteError {
     /// Peer: the handshake failed (no client certificate, one from another CA, not TLS, ...).
     #[error("TLS handshake failed: {0}")]
     Handshake(String),
+    /// Store: shutting down; the handshake was abandoned.
+    #[error("the store is shutting down")]
+    ShuttingDown,
     /// Store side: the accepted socket could not be set up.
     #[error("socket error during the handshake: {0}")]
     Io(#[source] io::Error),
@@ -188,12 +192,13 @@ pub(crate) fn tls_config(config: &RemoteConfig) -> Result<Arc<rustls::ServerConf
 }
 
 /// Runs the server side of the handshake on an accepted connection, blocking for at most
-/// `timeout`. On success the link is authenticated: the client presented a certificate chaining
-/// to the gateway CA.
+/// `timeout` (or until `shutdown` is set). On success the link is authenticated: the client
+/// presented a certificate chaining to the gateway CA.
 pub(crate) fn handshake(
     sock: TcpStream,
     tls: Arc<rustls::ServerConfig>,
     timeout: Duration,
+    shutdown: &AtomicBool,
 ) -> Result<TlsLink, RemoteError> {
     // Accepted from a non-blocking listener; this thread blocks with a short read timeout.
     sock.set_nonblocking(false).map_err(RemoteError::Io)?;
@@ -207,6 +212,9 @@ pub(crate) fn handshake(
     while conn.is_handshaking() {
         if Instant::now() >= deadline {
             return Err(RemoteError::HandshakeTimeout(timeout));
+        }
+        if shutdown.load(Ordering::SeqCst) {
+            return Err(RemoteError::ShuttingDown);
         }
         match conn.complete_io(&mut &sock) {
             Ok(_) => {}
