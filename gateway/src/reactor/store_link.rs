@@ -345,3 +345,7 @@ impl StoreLink {
             && !self.stream.as_ref().is_some_and(Transport::has_pending)
     }
 }
+
+#[cfg(test)]
+#[path = "store_link_tests.rs"]
+mod tests;
