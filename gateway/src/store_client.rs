@@ -84,12 +84,12 @@ pub enum StoreClientError {
     /// The TLS session with a remote store failed: a certificate the other side does not
     /// accept, or not a store at that address.
     #[error(
-        "TLS with the store at {} failed: {source}; check that store.remote_ca_file is the CA of the store's \
+        "TLS with the store at {} failed: {error}; check that store.remote_ca_file is the CA of the store's \
          certificate, store.remote_server_name one of its --store-name values, and that the store's \
          --remote-ca-file signed this gateway's certificate",
         at
     )]
-    Tls { at: String, source: io::Error },
+    Tls { at: String, error: io::Error },
     /// Reading or writing the socket failed for another reason.
     #[error("I/O error on the store link {}: {source}", at)]
     Io { at: String, source: io::Error },
@@ -357,7 +357,7 @@ impl StoreClient {
                 self.broken = Some(error.to_string());
                 StoreClientError::Tls {
                     at: self.at.clone(),
-                    source: error,
+                    error,
                 }
             }
             _ => self.io_error(error),

@@ -60,11 +60,11 @@ impl fmt::Display for StoreEndpoint {
 /// Why the remote store's TLS material or address cannot be used (all operator mistakes).
 #[derive(Debug, Error)]
 pub enum EndpointError {
-    #[error("cannot read {key} {}: {source}; {CERT_HINT}", path.display())]
+    #[error("cannot read {key} {}: {error}; {CERT_HINT}", path.display())]
     Read {
         key: &'static str,
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{key} {} holds no usable PEM {kind} ({detail}); {CERT_HINT}", path.display())]
     BadPem {
@@ -165,10 +165,10 @@ pub fn validate(section: &StoreSection) -> Result<(), (&'static str, String)> {
 }
 
 fn read(key: &'static str, path: &Path) -> Result<Vec<u8>, EndpointError> {
-    std::fs::read(path).map_err(|source| EndpointError::Read {
+    std::fs::read(path).map_err(|error| EndpointError::Read {
         key,
         path: path.to_owned(),
-        source,
+        error,
     })
 }
 

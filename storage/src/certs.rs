@@ -46,18 +46,20 @@ pub enum CertsError {
     #[error("cannot use the existing CA in {}: {detail}", path.display())]
     BadCa { path: PathBuf, detail: String },
     /// Operator: the directory or a file cannot be written.
-    #[error("cannot write {}: {source}", path.display())]
-    Write {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error("cannot write {}: {error}", path.display())]
+    Write { path: PathBuf, error: io::Error },
     /// Internal: rcgen refused the parameters.
     #[error("cannot generate a certificate: {0}")]
-    Generate(#[from] rcgen::Error),
+    Generate(rcgen::Error),
 }
 
 /// What was written, for the report printed to the operator.
+impl From<rcgen::Error> for CertsError {
+    fn from(error: rcgen::Error) -> Self {
+        CertsError::Generate(error)
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Written {
     pub ca_reused: bool,
@@ -99,9 +101,9 @@ pub fn generate(
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .map_err(|source| CertsError::Write {
+        .map_err(|error| CertsError::Write {
             path: dir.to_owned(),
-            source,
+            error,
         })?;
 
     let now = OffsetDateTime::now_utc();
@@ -257,9 +259,9 @@ fn load_or_create_ca(
 /// Creates `path` exclusively with `mode` (never replacing a file, never following a symlink at
 /// the last component) and writes `bytes`.
 fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CertsError> {
-    let write_err = |source| CertsError::Write {
+    let write_err = |error| CertsError::Write {
         path: path.to_owned(),
-        source,
+        error,
     };
     let mut file = OpenOptions::new()
         .write(true)

@@ -148,7 +148,9 @@ enum Tool {
         #[arg(long, value_name = "FILE")]
         key_file: PathBuf,
     },
-    /// Make the certificates for remote gateways (mutual TLS) in DIR: a private CA (ca.pem; its
+    /// Make the certificates for remote gateways (mutual TLS) in DIR.
+    ///
+    /// Writes a private CA (ca.pem; its
     /// key ca.key stays with whoever issues certificates), the store's server certificate
     /// (store.pem, store.key: for the store's --remote-cert-file/--remote-key-file, with ca.pem
     /// as --remote-ca-file) and one client certificate per gateway (gateway-NAME.pem/.key: for

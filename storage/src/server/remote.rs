@@ -56,12 +56,11 @@ pub struct RemoteConfig {
 #[derive(Debug, Error)]
 pub enum RemoteError {
     /// Operator: a certificate or key file cannot be read.
-    #[error("cannot read the {what} {}: {source}; {CERT_HINT}", path.display())]
+    #[error("cannot read the {what} {}: {error}; {CERT_HINT}", path.display())]
     Read {
         what: &'static str,
         path: PathBuf,
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
     /// Operator: a file holds no usable PEM object of the expected kind.
     #[error("the {what} {} holds no usable PEM {kind} ({detail}); {CERT_HINT}", path.display())]
@@ -76,12 +75,8 @@ pub enum RemoteError {
     #[error("the remote TLS configuration is not usable: {0}; {CERT_HINT}")]
     Config(String),
     /// Operator: the listen address cannot be bound (in use, not an address of this host).
-    #[error("cannot listen on {addr} for remote gateways: {source}")]
-    Bind {
-        addr: SocketAddr,
-        #[source]
-        source: io::Error,
-    },
+    #[error("cannot listen on {addr} for remote gateways: {error}")]
+    Bind { addr: SocketAddr, error: io::Error },
     /// Peer: did not finish the handshake in time.
     #[error("no completed TLS handshake within {0:?}")]
     HandshakeTimeout(Duration),
@@ -96,7 +91,7 @@ pub enum RemoteError {
     ShuttingDown,
     /// Store side: the accepted socket could not be set up.
     #[error("socket error during the handshake: {0}")]
-    Io(#[source] io::Error),
+    Io(io::Error),
 }
 
 /// The bound remote listener and the TLS configuration its connections use.
@@ -112,9 +107,9 @@ impl RemoteListener {
     /// bound), then binds a non-blocking listener.
     pub fn bind(config: &RemoteConfig) -> Result<Self, RemoteError> {
         let tls = tls_config(config)?;
-        let bind_err = |source| RemoteError::Bind {
+        let bind_err = |error| RemoteError::Bind {
             addr: config.listen,
-            source,
+            error,
         };
         let listener = TcpListener::bind(config.listen).map_err(bind_err)?;
         listener.set_nonblocking(true).map_err(bind_err)?;
@@ -128,10 +123,10 @@ impl RemoteListener {
 }
 
 fn read_file(what: &'static str, path: &Path) -> Result<Vec<u8>, RemoteError> {
-    std::fs::read(path).map_err(|source| RemoteError::Read {
+    std::fs::read(path).map_err(|error| RemoteError::Read {
         what,
         path: path.to_owned(),
-        source,
+        error,
     })
 }
 
