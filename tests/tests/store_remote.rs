@@ -209,7 +209,9 @@ fn a_gateway_uses_a_remote_store_over_mutual_tls_and_survives_its_restart() {
     let ping = dev.send(Command::Ping, &[]);
     dev.expect_status(ping, Status::Ok);
     assert!(
-        store.log().contains("remote gateway authenticated"),
+        store
+            .log()
+            .contains("remote gateway authenticated (mutual TLS) gateway=gw1"),
         "{}",
         store.log()
     );

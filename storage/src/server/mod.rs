@@ -367,7 +367,8 @@ impl<E: Engine> LinkStart<E> {
         handshaking.fetch_sub(1, Ordering::SeqCst);
         match shaken {
             Ok(link) => {
-                tracing::info!("remote gateway authenticated (mutual TLS)");
+                let gateway = link.peer_name().unwrap_or_else(|| "?".into());
+                tracing::info!(%gateway, "remote gateway authenticated (mutual TLS)");
                 self.serve(link);
             }
             Err(err) => tracing::warn!(%peer, reason = %err, "remote connection refused"),

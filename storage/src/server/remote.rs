@@ -238,6 +238,17 @@ pub(crate) struct TlsLink {
     conn: ServerConnection,
 }
 
+impl TlsLink {
+    /// The common name of the client certificate the gateway proved (`gen-certs --gateway`
+    /// NAME), for the log; `None` if it has none or it does not parse.
+    pub fn peer_name(&self) -> Option<String> {
+        let der = self.conn.peer_certificates()?.first()?;
+        let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+        let name = cert.subject().iter_common_name().next()?.as_str().ok()?;
+        Some(name.to_owned())
+    }
+}
+
 /// The TLS state shared by the two halves: records must be produced and consumed by one
 /// `ServerConnection`, so each half takes the lock for its (short) turn.
 type Shared = Arc<Mutex<ServerConnection>>;
