@@ -250,7 +250,13 @@ impl Server {
                                     .name(format!("store-link-{id}"))
                                     .spawn(move || link.run_local(stream)),
                                 Accepted::Remote(stream, peer) => {
-                                    // Counted here, released by the thread when its handshake ends.
+                                    let Some(tls) =
+                                        self.remote.as_ref().map(|r| Arc::clone(&r.tls))
+                                    else {
+                                        break;
+                                    };
+                                    // Counted here, released by the thread when its handshake
+                                    // ends (or below, if the thread cannot start).
                                     if handshaking.fetch_add(1, Ordering::SeqCst)
                                         >= MAX_PENDING_HANDSHAKES
                                     {
@@ -258,14 +264,16 @@ impl Server {
                                         tracing::warn!(%peer, limit = MAX_PENDING_HANDSHAKES, "remote connection refused: too many TLS handshakes in progress");
                                         continue;
                                     }
-                                    let (tls, pending) = (
-                                        self.remote.as_ref().map(|r| Arc::clone(&r.tls)),
-                                        Arc::clone(&handshaking),
-                                    );
-                                    let Some(tls) = tls else { break };
-                                    thread::Builder::new()
+                                    let pending = Arc::clone(&handshaking);
+                                    let spawned = thread::Builder::new()
                                         .name(format!("store-link-{id}"))
-                                        .spawn(move || link.run_remote(stream, peer, tls, &pending))
+                                        .spawn(move || {
+                                            link.run_remote(stream, peer, tls, &pending)
+                                        });
+                                    if spawned.is_err() {
+                                        handshaking.fetch_sub(1, Ordering::SeqCst);
+                                    }
+                                    spawned
                                 }
                             };
                             match spawned {

@@ -30,6 +30,10 @@ struct Remote {
 
 impl Remote {
     fn start() -> Self {
+        Self::start_with(TEST_HANDSHAKE_TIMEOUT)
+    }
+
+    fn start_with(handshake_timeout: Duration) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let certs = dir.path().join("certs");
         certs::generate(&certs, &["localhost".into()], &["gw1".into()]).expect("certs");
@@ -49,7 +53,7 @@ impl Remote {
         let shutdown = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&shutdown);
         let config = ServerConfig {
-            tls_handshake_timeout: TEST_HANDSHAKE_TIMEOUT,
+            tls_handshake_timeout: handshake_timeout,
             ..ServerConfig::default()
         };
         let handle = thread::spawn(move || server.run(store, config, flag));
@@ -237,6 +241,37 @@ fn bad_peers_are_refused_while_a_valid_link_keeps_working() {
         "stalled handshake closed after {waited:?}"
     );
     good.ping(5);
+}
+
+#[test]
+fn handshakes_beyond_the_limit_are_closed_at_once() {
+    let handshake_timeout = Duration::from_secs(5);
+    let remote = Remote::start_with(handshake_timeout);
+    // Connected in order and silent: each holds a handshake slot until the timeout.
+    let stalled: Vec<TcpStream> = (0..MAX_PENDING_HANDSHAKES)
+        .map(|_| TcpStream::connect(remote.addr).expect("connect"))
+        .collect();
+    let mut over = TcpStream::connect(remote.addr).expect("connect");
+    over.set_read_timeout(Some(WAIT)).expect("timeout");
+    let started = Instant::now();
+    let mut sink = Vec::new();
+    let _ = over.read_to_end(&mut sink);
+    assert!(
+        started.elapsed() < handshake_timeout / 2,
+        "the connection over the limit waited {:?}",
+        started.elapsed()
+    );
+    drop(stalled);
+    // Slots come back as the stalled peers leave: a real gateway is served again.
+    let deadline = Instant::now() + WAIT;
+    let mut link = loop {
+        match remote.tls_client(Some(&remote.certs)) {
+            Ok(link) => break link,
+            Err(e) => assert!(Instant::now() < deadline, "never served again: {e}"),
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    link.ping(1);
 }
 
 #[test]
