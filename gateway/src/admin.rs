@@ -1,5 +1,6 @@
 //! `portcullis admin`: bootstrap and scripting commands that talk to a running store over its
-//! Unix socket (so they work while the gateway serves). Every command prints either a short
+//! Unix socket, or over mutual TLS when the configuration names a remote store (so they work
+//! while the gateway serves). Every command prints either a short
 //! human-readable report or, with `--json`, one JSON document on stdout for scripts. A device's
 //! token is generated here, shown once, and only its SHA-256 hash is sent to the store.
 
@@ -28,7 +29,8 @@ pub struct AdminArgs {
     /// Data directory of the gateway whose store to use [default: the config's data_dir, else ./data].
     #[arg(long, global = true, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Configuration file of that gateway; its store.socket (if set) says where the store is.
+    /// Configuration file of that gateway; its store.socket or store.remote (if set) says where
+    /// the store is.
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Print one JSON document instead of text.
@@ -112,8 +114,8 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
         config.data_dir = data_dir.clone();
     }
     let _security_log = crate::logging::security_only(&config)?;
-    let socket = config.store_socket_path();
-    let mut client = StoreClient::connect(&socket, ClientRole::Admin, ADMIN_TIMEOUT)?;
+    let endpoint = crate::store_endpoint::StoreEndpoint::from_config(&config)?;
+    let mut client = StoreClient::connect_to(&endpoint, ClientRole::Admin, ADMIN_TIMEOUT)?;
     let mut stdout = std::io::stdout().lock();
     execute(&mut client, args.command, args.json, &mut stdout)?;
     stdout.flush().context("cannot write to stdout")

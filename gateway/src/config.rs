@@ -214,6 +214,24 @@ pub struct StoreSection {
     /// data directory is created and kept from then on. Default: none (values stored in clear).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key_file: Option<PathBuf>,
+    /// `HOST:PORT` of a store on another host, reached over mutual TLS (the store's
+    /// `--remote-listen`). Requires the three `remote_*_file` keys; excludes `socket`, `binary`
+    /// and `key_file`. Resolved once at start. Default: none (a local store).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote: Option<String>,
+    /// CA certificate (PEM) that signed the remote store's certificate (`gen-certs`: `ca.pem`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_ca_file: Option<PathBuf>,
+    /// This gateway's client certificate (PEM) for the remote store (`gateway-NAME.pem`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_cert_file: Option<PathBuf>,
+    /// Private key of `remote_cert_file` (`gateway-NAME.key`, keep it mode 0600).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_key_file: Option<PathBuf>,
+    /// Name the remote store's certificate must carry (its `--store-name`). Default: the host
+    /// part of `remote`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_server_name: Option<String>,
 }
 
 /// `[log]`: diagnostics on standard error.
@@ -370,6 +388,11 @@ impl Default for StoreSection {
             history_retention_days: 30,
             history_retention_by_template: BTreeMap::new(),
             key_file: None,
+            remote: None,
+            remote_ca_file: None,
+            remote_cert_file: None,
+            remote_key_file: None,
+            remote_server_name: None,
         }
     }
 }
@@ -605,6 +628,8 @@ impl Config {
                 );
             }
         }
+        crate::store_endpoint::validate(&self.store)
+            .or_else(|(key, reason)| invalid(key, reason))?;
         let socket = self.store_socket_path();
         if socket.as_os_str().len() > MAX_UNIX_SOCKET_PATH {
             let key = if self.store.socket.is_some() {
@@ -694,9 +719,10 @@ impl Config {
             .unwrap_or_else(|| self.data_dir.join("store.sock"))
     }
 
-    /// Whether the gateway must start and supervise the store itself.
+    /// Whether the gateway must start and supervise the store itself (neither an external
+    /// socket nor a remote store is configured).
     pub fn store_is_child(&self) -> bool {
-        self.store.socket.is_none()
+        self.store.socket.is_none() && self.store.remote.is_none()
     }
 
     /// Where the generated development certificate lives.

@@ -344,3 +344,58 @@ fn a_missing_file_is_named() {
         "{err}"
     );
 }
+
+const REMOTE: &str = "[store]\nremote = \"store.lan:7701\"\nremote_ca_file = \"/c/ca.pem\"\nremote_cert_file = \"/c/gw.pem\"\nremote_key_file = \"/c/gw.key\"\n";
+
+#[test]
+fn a_remote_store_is_not_a_child_and_round_trips() {
+    let config = parse(REMOTE).expect("valid");
+    assert!(!config.store_is_child());
+    assert_eq!(config.store.remote.as_deref(), Some("store.lan:7701"));
+    assert_eq!(
+        config.store.remote_key_file,
+        Some(PathBuf::from("/c/gw.key"))
+    );
+    assert_eq!(parse(&config.to_toml()).expect("round trip"), config);
+    let named = parse(&format!("{REMOTE}remote_server_name = \"10.0.0.7\"\n")).expect("valid");
+    assert_eq!(named.store.remote_server_name.as_deref(), Some("10.0.0.7"));
+}
+
+#[test]
+fn remote_store_keys_are_checked_naming_the_key() {
+    // Each TLS file is required: there is no plaintext remote mode.
+    for key in ["remote_ca_file", "remote_cert_file", "remote_key_file"] {
+        let text: String = REMOTE
+            .lines()
+            .filter(|line| !line.starts_with(key))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let full = format!("store.{key}");
+        assert_eq!(invalid_key(&text), full.as_str(), "{text}");
+    }
+    for bad in ["store.lan", "store.lan:0", ":7701", "store.lan:x"] {
+        let text = REMOTE.replace("store.lan:7701", bad);
+        assert_eq!(invalid_key(&text), "store.remote", "{bad}");
+    }
+    assert_eq!(
+        invalid_key(&format!("{REMOTE}socket = \"/run/s.sock\"\n")),
+        "store.socket"
+    );
+    assert_eq!(
+        invalid_key(&format!("{REMOTE}key_file = \"/k\"\n")),
+        "store.key_file"
+    );
+    assert_eq!(
+        invalid_key(&format!("{REMOTE}remote_server_name = \"bad name!\"\n")),
+        "store.remote_server_name"
+    );
+    // The TLS keys without a remote store would be silently ignored: refused.
+    assert_eq!(
+        invalid_key("[store]\nremote_ca_file = \"/c/ca.pem\"\n"),
+        "store.remote_ca_file"
+    );
+    assert_eq!(
+        invalid_key("[store]\nremote_server_name = \"store.lan\"\n"),
+        "store.remote_server_name"
+    );
+}

@@ -13,6 +13,7 @@ pub mod security;
 pub mod serve;
 pub mod session;
 pub mod store_client;
+pub mod store_endpoint;
 pub mod supervisor;
 pub mod systemd;
 pub mod tls;

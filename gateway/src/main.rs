@@ -68,9 +68,15 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(args),
         Command::CheckConfig { file } => match Config::load(Some(&file)) {
-            Ok(_) => {
-                println!("{}: OK", file.display());
-                Ok(())
+            // A remote store's certificate files are read too: better found here than at start.
+            Ok(config) => {
+                match portcullis_gateway::store_endpoint::StoreEndpoint::from_config(&config) {
+                    Ok(_) => {
+                        println!("{}: OK", file.display());
+                        Ok(())
+                    }
+                    Err(e) => Err(e.into()),
+                }
             }
             Err(e) => Err(e.into()),
         },

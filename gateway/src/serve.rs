@@ -16,6 +16,7 @@ use crate::reload;
 use crate::session::SessionLimits;
 use crate::session::throttle::{LoginThrottle, ThrottleLimits};
 use crate::store_client::StoreClient;
+use crate::store_endpoint::StoreEndpoint;
 use crate::supervisor::{StoreSupervisor, locate_store_binary};
 use crate::systemd;
 use crate::tls;
@@ -170,6 +171,7 @@ pub fn serve(config: Config, context: ServeContext) -> anyhow::Result<()> {
     };
 
     let socket = config.store_socket_path();
+    let store = StoreEndpoint::from_config(&config).context("setting up the store link")?;
     let supervisor = if config.store_is_child() {
         let binary = locate_store_binary(config.store.binary.as_deref())?;
         Some(StoreSupervisor::start(
@@ -182,7 +184,8 @@ pub fn serve(config: Config, context: ServeContext) -> anyhow::Result<()> {
         None
     };
     // No session survives a gateway restart, so no device is online yet.
-    StoreClient::connect(&socket, ClientRole::GatewayControl, STORE_STARTUP_TIMEOUT)
+    tracing::info!(store = %store, "store link");
+    StoreClient::connect_to(&store, ClientRole::GatewayControl, STORE_STARTUP_TIMEOUT)
         .and_then(|mut client| client.call(Request::ResetPresence))
         .context("resetting device presence in the store")?;
 
@@ -212,7 +215,7 @@ pub fn serve(config: Config, context: ServeContext) -> anyhow::Result<()> {
         tls_listeners: tls_ports.listeners,
         plain_listeners: plain_ports.listeners,
         tls_config,
-        store_socket: socket.clone(),
+        store: store.clone(),
         limits: limits_from(&config),
         guards: Arc::new(guards_from(&config)),
     })?;
@@ -230,7 +233,7 @@ pub fn serve(config: Config, context: ServeContext) -> anyhow::Result<()> {
                     .cloned()
                     .zip(reactor.stats.iter().cloned())
                     .collect(),
-                store: Some(Arc::new(StoreStatsSource::new(socket.clone()))),
+                store: Some(Arc::new(StoreStatsSource::new(store.clone()))),
             };
             listener
                 .serve(metrics, bearer_token.clone())

@@ -1,18 +1,22 @@
-//! A blocking client for the store's Unix socket, for callers that may wait: the admin CLI, the
-//! gateway's start-up (presence reset, readiness probe) and the supervisor. The reactor shards do
+//! A blocking client for the store, over its Unix socket or, for a remote store, TCP with mutual
+//! TLS ([`StoreEndpoint`]), for callers that may wait: the admin CLI, the gateway's start-up
+//! (presence reset, readiness probe), the metrics scraper and the supervisor. The reactor shards do
 //! not use it; they keep their own non-blocking, pipelined link. The client performs the hello
 //! exchange, numbers requests, checks that each reply echoes the id it expects, and pipelines
 //! batches with [`StoreClient::call_many`].
 
+use crate::store_endpoint::{RemoteStore, StoreEndpoint};
 use portcullis_protocol::store::{
     ClientHello, ClientRole, ReplyEnvelope, Request, RequestEnvelope, Response, ServerHello,
     StoreError, WIRE_VERSION, WireError, decode_frame, encode_frame,
 };
+use rustls::{ClientConnection, StreamOwned};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::io::{self, Read, Write};
+use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 use thiserror::Error;
 
@@ -34,46 +38,61 @@ pub enum StoreClientError {
     /// Nothing answers on the socket: the store is not running, or this is the wrong data dir.
     #[error(
         "cannot reach the store at {}: {source}; is `portcullis serve` running with this --data-dir \
-         (or is store.socket right)?",
-        socket.display()
+         (or are store.socket / store.remote right)?",
+        at
     )]
-    Unreachable { socket: PathBuf, source: io::Error },
+    Unreachable { at: String, source: io::Error },
     /// The store closed the link (it exited, restarted, or refused us).
-    #[error("the store at {} closed the connection; it may have exited or restarted", socket.display())]
-    Disconnected { socket: PathBuf },
+    #[error(
+        "the store at {} closed the connection; it may have exited or restarted",
+        at
+    )]
+    Disconnected { at: String },
     /// The store speaks another version of the wire protocol: the binaries are from different builds.
     #[error(
         "the store at {} speaks wire version {theirs}, this program speaks {ours}; run a portcullis and \
          portcullis-store from the same release{}",
-        socket.display(),
+        at,
         reason.as_deref().map(|r| format!(" (store said: {r})")).unwrap_or_default()
     )]
     VersionMismatch {
-        socket: PathBuf,
+        at: String,
         ours: u16,
         theirs: u16,
         reason: Option<String>,
     },
     /// The store speaks our version but refused this client (its reason says why, e.g. a peer
     /// uid check).
-    #[error("the store at {} refused the connection: {reason}", socket.display())]
-    Refused { socket: PathBuf, reason: String },
+    #[error("the store at {} refused the connection: {reason}", at)]
+    Refused { at: String, reason: String },
     /// The store sent something that breaks the wire contract (a bug on one side).
-    #[error("protocol error on the store link {}: {detail}", socket.display())]
-    Protocol { socket: PathBuf, detail: String },
+    #[error("protocol error on the store link {}: {detail}", at)]
+    Protocol { at: String, detail: String },
     /// The store answered the request with an error.
     #[error("the store refused the request: {0}")]
     Store(#[from] StoreError),
     /// The store did not answer in time.
-    #[error("the store at {} did not answer within {timeout:?} while {waiting_for}", socket.display())]
+    #[error(
+        "the store at {} did not answer within {timeout:?} while {waiting_for}",
+        at
+    )]
     Timeout {
-        socket: PathBuf,
+        at: String,
         timeout: Duration,
         waiting_for: &'static str,
     },
+    /// The TLS session with a remote store failed: a certificate the other side does not
+    /// accept, or not a store at that address.
+    #[error(
+        "TLS with the store at {} failed: {error}; check that store.remote_ca_file is the CA of the store's \
+         certificate, store.remote_server_name one of its --store-name values, and that the store's \
+         --remote-ca-file signed this gateway's certificate",
+        at
+    )]
+    Tls { at: String, error: io::Error },
     /// Reading or writing the socket failed for another reason.
-    #[error("I/O error on the store link {}: {source}", socket.display())]
-    Io { socket: PathBuf, source: io::Error },
+    #[error("I/O error on the store link {}: {source}", at)]
+    Io { at: String, source: io::Error },
 }
 
 impl StoreClientError {
@@ -91,8 +110,9 @@ impl StoreClientError {
 /// with the store, so every later call fails too: reconnect instead.
 #[derive(Debug)]
 pub struct StoreClient {
-    socket_path: PathBuf,
-    stream: UnixStream,
+    /// The store's address, for messages.
+    at: String,
+    stream: Transport,
     timeout: Duration,
     next_id: u64,
     /// Bytes received but not yet decoded (a reply may arrive split or several at once).
@@ -102,20 +122,34 @@ pub struct StoreClient {
 }
 
 impl StoreClient {
-    /// Connects and performs the hello exchange. `timeout` bounds the connect, the hello and,
-    /// later, each call.
+    /// Connects to a Unix socket and performs the hello exchange. `timeout` bounds the connect,
+    /// the hello and, later, each call.
     pub fn connect(
         socket: &Path,
         role: ClientRole,
         timeout: Duration,
     ) -> Result<Self, StoreClientError> {
-        let stream =
-            UnixStream::connect(socket).map_err(|source| StoreClientError::Unreachable {
-                socket: socket.to_owned(),
-                source,
-            })?;
+        Self::connect_to(&StoreEndpoint::Unix(socket.to_owned()), role, timeout)
+    }
+
+    /// Connects to the store wherever it is (for a remote store: TCP, then the TLS handshake
+    /// with our client certificate) and performs the hello exchange.
+    pub fn connect_to(
+        endpoint: &StoreEndpoint,
+        role: ClientRole,
+        timeout: Duration,
+    ) -> Result<Self, StoreClientError> {
+        let at = endpoint.to_string();
+        let stream = match endpoint {
+            StoreEndpoint::Unix(path) => UnixStream::connect(path).map(Transport::Unix),
+            StoreEndpoint::Remote(remote) => connect_tls(remote, timeout),
+        }
+        .map_err(|source| StoreClientError::Unreachable {
+            at: at.clone(),
+            source,
+        })?;
         let mut client = StoreClient {
-            socket_path: socket.to_owned(),
+            at: at.clone(),
             stream,
             timeout,
             next_id: 1,
@@ -135,19 +169,19 @@ impl StoreClient {
         match client.read_message::<ServerHello>(deadline, "waiting for the hello")? {
             ServerHello::Accepted { version } if version == WIRE_VERSION => Ok(client),
             ServerHello::Accepted { version } => Err(StoreClientError::VersionMismatch {
-                socket: socket.to_owned(),
+                at: at.clone(),
                 ours: WIRE_VERSION,
                 theirs: version,
                 reason: None,
             }),
             ServerHello::Refused { version, reason } if version == WIRE_VERSION => {
                 Err(StoreClientError::Refused {
-                    socket: socket.to_owned(),
+                    at: at.clone(),
                     reason,
                 })
             }
             ServerHello::Refused { version, reason } => Err(StoreClientError::VersionMismatch {
-                socket: socket.to_owned(),
+                at: at.clone(),
                 ours: WIRE_VERSION,
                 theirs: version,
                 reason: Some(reason),
@@ -155,9 +189,9 @@ impl StoreClient {
         }
     }
 
-    /// The socket this client is connected to.
-    pub fn socket_path(&self) -> &Path {
-        &self.socket_path
+    /// Where this client is connected to.
+    pub fn store_address(&self) -> &str {
+        &self.at
     }
 
     /// Sends one request and waits for its reply; a store-side refusal becomes
@@ -261,7 +295,11 @@ impl StoreClient {
                 Err(e) => return Err(self.transport_error(e, doing)),
             }
         }
-        Ok(())
+        // TLS: push out the records the plaintext became.
+        match self.stream.flush() {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.transport_error(e, doing)),
+        }
     }
 
     fn read_message<T: DeserializeOwned>(
@@ -314,6 +352,14 @@ impl StoreClient {
             io::ErrorKind::BrokenPipe
             | io::ErrorKind::ConnectionReset
             | io::ErrorKind::UnexpectedEof => self.disconnected(),
+            // rustls reports handshake and alert failures as invalid data.
+            io::ErrorKind::InvalidData if matches!(self.stream, Transport::Tls(_)) => {
+                self.broken = Some(error.to_string());
+                StoreClientError::Tls {
+                    at: self.at.clone(),
+                    error,
+                }
+            }
             _ => self.io_error(error),
         }
     }
@@ -321,7 +367,7 @@ impl StoreClient {
     fn timed_out(&mut self, waiting_for: &'static str) -> StoreClientError {
         self.broken = Some(format!("timed out {waiting_for}"));
         StoreClientError::Timeout {
-            socket: self.socket_path.clone(),
+            at: self.at.clone(),
             timeout: self.timeout,
             waiting_for,
         }
@@ -330,14 +376,14 @@ impl StoreClient {
     fn disconnected(&mut self) -> StoreClientError {
         self.broken = Some("the store closed the connection".into());
         StoreClientError::Disconnected {
-            socket: self.socket_path.clone(),
+            at: self.at.clone(),
         }
     }
 
     fn io_error(&mut self, source: io::Error) -> StoreClientError {
         self.broken = Some(source.to_string());
         StoreClientError::Io {
-            socket: self.socket_path.clone(),
+            at: self.at.clone(),
             source,
         }
     }
@@ -349,8 +395,77 @@ impl StoreClient {
     fn protocol_error(&mut self, detail: String) -> StoreClientError {
         self.broken = Some(detail.clone());
         StoreClientError::Protocol {
-            socket: self.socket_path.clone(),
+            at: self.at.clone(),
             detail,
+        }
+    }
+}
+
+/// The blocking byte stream under a client.
+#[derive(Debug)]
+enum Transport {
+    Unix(UnixStream),
+    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+}
+
+/// Opens TCP to the first address that answers within `timeout` and starts a TLS session; the
+/// handshake itself runs on the first write (the hello), under the caller's deadline.
+fn connect_tls(remote: &RemoteStore, timeout: Duration) -> io::Result<Transport> {
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
+    for addr in &remote.addrs {
+        match TcpStream::connect_timeout(addr, timeout) {
+            Ok(sock) => {
+                sock.set_nodelay(true)?;
+                let conn = ClientConnection::new(
+                    std::sync::Arc::clone(&remote.tls),
+                    remote.server_name.clone(),
+                )
+                .map_err(io::Error::other)?;
+                return Ok(Transport::Tls(Box::new(StreamOwned::new(conn, sock))));
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+impl Transport {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        match self {
+            Transport::Unix(s) => s.set_read_timeout(timeout),
+            Transport::Tls(s) => s.sock.set_read_timeout(timeout),
+        }
+    }
+
+    fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        match self {
+            Transport::Unix(s) => s.set_write_timeout(timeout),
+            Transport::Tls(s) => s.sock.set_write_timeout(timeout),
+        }
+    }
+}
+
+impl Read for Transport {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Transport::Unix(s) => s.read(buf),
+            Transport::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Transport {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Transport::Unix(s) => s.write(buf),
+            Transport::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Transport::Unix(s) => s.flush(),
+            Transport::Tls(s) => s.flush(),
         }
     }
 }
@@ -360,6 +475,7 @@ impl StoreClient {
 pub(crate) mod fake_store {
     use super::*;
     use std::os::unix::net::UnixListener;
+    use std::path::PathBuf;
     use std::thread;
 
     /// Reads one framed message from a blocking stream (server side).

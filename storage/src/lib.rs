@@ -1,13 +1,16 @@
 //! The Portcullis store: a separate process that owns the database and serves domain operations
-//! to the gateway over a private Unix socket (DESIGN.md §4).
+//! to the gateway over a private Unix socket, or to remote gateways over mutual TLS when
+//! configured (DESIGN.md §4).
 //!
 //! Layers, bottom up: `engine` (the key-value boundary: the [`engine::Engine`] trait, RocksDB and
 //! an in-memory engine for tests), `schema` (the [`Store`]: key layouts, record formats,
 //! validation and durability classes for every `portcullis_protocol::store::Request`) and
 //! `server` (the socket, the peer check, the per-connection wire loop, the periodic WAL syncer and
-//! graceful shutdown). `main.rs` is the `portcullis-store` command line; `client` and `key_tools`
-//! hold its commands that talk to a running store (key reload, reseal, key usage).
+//! graceful shutdown; `certs` makes the mutual-TLS certificates for remote gateways). `main.rs`
+//! is the `portcullis-store` command line; `client` and `key_tools` hold its commands that talk to
+//! a running store (key reload, reseal, key usage).
 
+pub mod certs;
 pub mod client;
 pub mod datadir;
 pub mod engine;
@@ -19,4 +22,4 @@ pub use engine::rocks::RocksEngine;
 pub use engine::{Cf, Durability, Engine, EngineError, EngineOptions, WriteBatch};
 pub use schema::history::Retention;
 pub use schema::{Applied, SchemaError, Store, StoreOptions};
-pub use server::{Server, ServerConfig, ServerError};
+pub use server::{RemoteConfig, Server, ServerConfig, ServerError};

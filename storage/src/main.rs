@@ -1,5 +1,6 @@
 //! `portcullis-store`: the store process. Parses the command line, sets up logging to stderr,
-//! opens RocksDB in the data directory, binds the Unix socket and serves until SIGINT/SIGTERM
+//! opens RocksDB in the data directory, binds the Unix socket (and, with --remote-listen, the
+//! mutual-TLS listener for remote gateways) and serves until SIGINT/SIGTERM
 //! (or stdin EOF with `--exit-on-stdin-eof`), then shuts down gracefully and exits 0. A second
 //! signal during shutdown exits at once with status 1. SIGHUP reloads the key file. The key
 //! commands (`rotate-key`, `reseal`, `key-usage`) run here too and talk to a running store.
@@ -8,11 +9,13 @@ use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use portcullis_storage::engine::sealed::{Keyring, rotate_key};
 use portcullis_storage::{
-    Engine, EngineOptions, Retention, Server, ServerConfig, Store, StoreOptions, datadir, key_tools,
+    Engine, EngineOptions, RemoteConfig, Retention, Server, ServerConfig, Store, StoreOptions,
+    certs, datadir, key_tools,
 };
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use std::io::{self, IsTerminal, Read};
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,7 +24,10 @@ use std::time::Duration;
 const LONG_ABOUT: &str = "\
 The Portcullis store: owns the RocksDB database and serves the gateway's domain operations \
 (devices, token lookups, pin values, presence) over a private Unix socket (mode 0600, peer uid \
-checked against the store's own).
+checked against the store's own). It never listens on TCP unless --remote-listen is given, and then only with mutual TLS.
+
+REMOTE GATEWAYS (mutual TLS)
+  For a gateway on another host: make certificates once with `portcullis-store gen-certs DIR --store-name HOST --gateway NAME`, start the store with --remote-listen ADDR:PORT --remote-ca-file DIR/ca.pem --remote-cert-file DIR/store.pem --remote-key-file DIR/store.key, and give each gateway ca.pem plus its own gateway-NAME.pem/.key ([store] remote, remote_ca_file, remote_cert_file, remote_key_file, remote_server_name = HOST). The store accepts only TLS 1.3 clients presenting a certificate signed by that CA; any other connection is closed and logged with its address and the reason, without affecting other links. There is no plaintext TCP mode.
 
 DURABILITY CONTRACT
   * Device, token, presence, info and property changes (the sync class) are written to the \
@@ -85,6 +91,24 @@ struct Args {
     /// is replaced, a live one or a non-socket file makes the store refuse to start.
     #[arg(long, value_name = "PATH", required_unless_present = "restore")]
     socket: Option<PathBuf>,
+
+    /// Also listen for remote gateways on this TCP address (ADDR:PORT, e.g. a private interface),
+    /// mutual TLS only: requires --remote-ca-file, --remote-cert-file and --remote-key-file.
+    /// Without it the store opens no TCP socket at all.
+    #[arg(long, value_name = "ADDR:PORT", requires_all = ["remote_ca_file", "remote_cert_file", "remote_key_file"])]
+    remote_listen: Option<SocketAddr>,
+
+    /// CA certificate (PEM) that signs the gateways' client certificates (gen-certs: ca.pem).
+    #[arg(long, value_name = "FILE", requires = "remote_listen")]
+    remote_ca_file: Option<PathBuf>,
+
+    /// The store's TLS certificate chain (PEM) for remote gateways (gen-certs: store.pem).
+    #[arg(long, value_name = "FILE", requires = "remote_listen")]
+    remote_cert_file: Option<PathBuf>,
+
+    /// The private key of --remote-cert-file (PEM, keep it mode 0600; gen-certs: store.key).
+    #[arg(long, value_name = "FILE", requires = "remote_listen")]
+    remote_key_file: Option<PathBuf>,
 
     /// Restore the backup in DIR (written by `portcullis admin backup`) as --data-dir, which must
     /// not exist or be empty, then exit without serving. Stop the store before restoring.
@@ -159,6 +183,28 @@ enum Tool {
         /// The socket of the running store.
         #[arg(long, value_name = "PATH")]
         socket: PathBuf,
+    },
+    /// Make the certificates for remote gateways (mutual TLS) in DIR.
+    ///
+    /// Writes a private CA (ca.pem; its
+    /// key ca.key stays with whoever issues certificates), the store's server certificate
+    /// (store.pem, store.key: for the store's --remote-cert-file/--remote-key-file, with ca.pem
+    /// as --remote-ca-file) and one client certificate per gateway (gateway-NAME.pem/.key: for
+    /// that gateway's store.remote_cert_file/remote_key_file, with ca.pem as its
+    /// store.remote_ca_file). Keys are written mode 0600. Run it again in the same DIR to add
+    /// gateways with the same CA; existing files are never overwritten.
+    GenCerts {
+        /// Directory to write into (created with mode 0700 if missing).
+        dir: PathBuf,
+        /// DNS name or IP address gateways use to reach the store (goes into store.pem; the
+        /// gateways' store.remote_server_name). May be given many times; omit it to only add
+        /// gateways.
+        #[arg(long, value_name = "HOST")]
+        store_name: Vec<String>,
+        /// A gateway to issue a client certificate for (letters, digits, '-', '.'). May be given
+        /// many times.
+        #[arg(long, value_name = "NAME")]
+        gateway: Vec<String>,
     },
 }
 
@@ -246,6 +292,11 @@ fn run_tool(tool: &Tool) -> anyhow::Result<()> {
                 status.current, status.loaded
             );
         }
+        Tool::GenCerts {
+            dir,
+            store_name,
+            gateway,
+        } => gen_certs(dir, store_name, gateway)?,
         Tool::KeyUsage { socket } => {
             let status = key_tools::usage(socket)
                 .with_context(|| format!("counting keys in the store at {}", socket.display()))?;
@@ -270,6 +321,26 @@ fn reload_keys_on_sighup<E: Engine>(store: Arc<Store<E>>) -> anyhow::Result<()> 
             }
         })
         .context("starting the SIGHUP thread")?;
+    Ok(())
+}
+
+/// Makes the mutual-TLS certificates for remote gateways (`gen-certs`).
+fn gen_certs(dir: &Path, store_name: &[String], gateway: &[String]) -> anyhow::Result<()> {
+    if store_name.is_empty() && gateway.is_empty() {
+        anyhow::bail!("nothing to make: give --store-name HOST and/or --gateway NAME");
+    }
+    let written = certs::generate(dir, store_name, gateway)
+        .with_context(|| format!("making certificates in {}", dir.display()))?;
+    if written.ca_reused {
+        println!("reused the CA in {}", dir.display());
+    }
+    for file in &written.files {
+        println!("wrote {}", file.display());
+    }
+    println!(
+        "store: --remote-ca-file ca.pem --remote-cert-file store.pem --remote-key-file store.key; \
+         each gateway: ca.pem + its gateway-NAME.pem/.key. Keep ca.key offline."
+    );
     Ok(())
 }
 
@@ -334,7 +405,28 @@ fn run(args: Args) -> anyhow::Result<()> {
     if args.key_file.is_some() {
         reload_keys_on_sighup(Arc::clone(&store))?;
     }
-    let server = Server::bind(&socket).context("binding the store socket")?;
+    let mut server = Server::bind(&socket).context("binding the store socket")?;
+    if let Some(listen) = args.remote_listen {
+        let (Some(ca_file), Some(cert_file), Some(key_file)) = (
+            args.remote_ca_file.clone(),
+            args.remote_cert_file.clone(),
+            args.remote_key_file.clone(),
+        ) else {
+            anyhow::bail!(
+                "--remote-listen needs --remote-ca-file, --remote-cert-file and --remote-key-file \
+                 (make them with `portcullis-store gen-certs`)"
+            );
+        };
+        let addr = server
+            .listen_remote(&RemoteConfig {
+                listen,
+                ca_file,
+                cert_file,
+                key_file,
+            })
+            .context("starting the remote-gateway listener")?;
+        tracing::info!(%addr, "listening for remote gateways (mutual TLS only)");
+    }
     tracing::info!(socket = %server.path().display(), "store ready");
     // Under systemd (Type=notify) the unit becomes active only now, with the socket bound: a
     // gateway ordered after it never finds the socket missing. Outside systemd this does nothing.

@@ -5,11 +5,11 @@
 
 use super::names;
 use crate::store_client::StoreClient;
+use crate::store_endpoint::StoreEndpoint;
 use portcullis_protocol::store::{ClientRole, Request, Response, StatsHistogram, StoreStats};
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use std::fmt;
-use std::path::PathBuf;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -19,14 +19,14 @@ pub const STORE_STATS_TIMEOUT: Duration = Duration::from_secs(1);
 /// Fetches [`StoreStats`], keeping its link between scrapes.
 #[derive(Debug)]
 pub struct StoreStatsSource {
-    socket: PathBuf,
+    store: StoreEndpoint,
     client: Mutex<Option<StoreClient>>,
 }
 
 impl StoreStatsSource {
-    pub fn new(socket: PathBuf) -> Self {
+    pub fn new(store: StoreEndpoint) -> Self {
         Self {
-            socket,
+            store,
             client: Mutex::new(None),
         }
     }
@@ -36,7 +36,7 @@ impl StoreStatsSource {
         let mut client = self.client.lock().unwrap_or_else(PoisonError::into_inner);
         if client.is_none() {
             *client =
-                StoreClient::connect(&self.socket, ClientRole::Admin, STORE_STATS_TIMEOUT).ok();
+                StoreClient::connect_to(&self.store, ClientRole::Admin, STORE_STATS_TIMEOUT).ok();
         }
         match client.as_mut()?.call(Request::Stats) {
             Ok(Response::Stats(stats)) => Some(stats),

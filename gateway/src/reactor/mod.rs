@@ -10,6 +10,7 @@ pub mod listener;
 pub mod live;
 pub mod shard;
 pub mod store_link;
+pub mod store_transport;
 pub mod timer;
 pub mod tls_session;
 
@@ -19,7 +20,6 @@ use live::LiveLimits;
 use mio::{Poll, Waker};
 use rustls::ServerConfig;
 use std::io;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
@@ -66,7 +66,7 @@ pub struct ReactorSetup {
     pub tls_listeners: Vec<std::net::TcpListener>,
     pub plain_listeners: Vec<std::net::TcpListener>,
     pub tls_config: Arc<ServerConfig>,
-    pub store_socket: PathBuf,
+    pub store: crate::store_endpoint::StoreEndpoint,
     pub limits: ShardLimits,
     /// Connection admission and login throttling, shared by every shard.
     pub guards: Arc<admission::Guards>,
@@ -114,7 +114,7 @@ impl Reactor {
                 tls_listener,
                 plain_listener,
                 tls_config: setup.tls_config.clone(),
-                store_socket: setup.store_socket.clone(),
+                store: setup.store.clone(),
                 limits: setup.limits.clone(),
                 guards: setup.guards.clone(),
                 stats,

@@ -35,7 +35,6 @@ use rustls::ServerConfig;
 use slab::Slab;
 use std::collections::VecDeque;
 use std::io;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -72,7 +71,7 @@ pub struct ShardSetup {
     pub tls_listener: std::net::TcpListener,
     pub plain_listener: std::net::TcpListener,
     pub tls_config: Arc<ServerConfig>,
-    pub store_socket: PathBuf,
+    pub store: crate::store_endpoint::StoreEndpoint,
     pub limits: ShardLimits,
     pub guards: Arc<Guards>,
     pub stats: Arc<ShardStats>,
@@ -141,11 +140,7 @@ impl Shard {
         let now = Instant::now();
         Ok(Self {
             index: setup.index,
-            link: StoreLink::new(
-                setup.store_socket,
-                ClientRole::GatewayShard(setup.index),
-                STORE,
-            ),
+            link: StoreLink::new(setup.store, ClientRole::GatewayShard(setup.index), STORE),
             poll: setup.poll,
             listeners,
             tls_config: setup.tls_config,

@@ -1,5 +1,6 @@
-//! A shard's link to the store: a non-blocking Unix socket registered in the shard's own `Poll`,
-//! with requests pipelined and replies matched by id. The shard never waits on it.
+//! A shard's link to the store: a non-blocking transport registered in the shard's own `Poll`
+//! (a Unix socket, or TCP with mutual TLS to a remote store, see `store_transport`), with
+//! requests pipelined and replies matched by id. The shard never waits on it.
 //!
 //! Every request stays in `in_flight` until its reply arrives. If the store dies, the link goes
 //! down, the requests still in flight are moved back to the front of the send queue and re-sent
@@ -7,16 +8,16 @@
 //! unacknowledged is forgotten. Telemetry waiting for the link is bounded by the shard.
 
 use super::conn::ConnId;
+use super::store_transport::Transport;
 use crate::session::SyncFilter;
-use mio::net::UnixStream;
-use mio::{Interest, Registry, Token};
+use crate::store_endpoint::StoreEndpoint;
+use mio::{Registry, Token};
 use portcullis_protocol::store::{
     self, ClientHello, ClientRole, ReplyEnvelope, Request, RequestEnvelope, Response, ServerHello,
     StoreError, WIRE_VERSION,
 };
 use std::collections::VecDeque;
-use std::io::{self, Read, Write};
-use std::path::PathBuf;
+use std::io;
 use std::time::{Duration, Instant};
 
 /// Delay between reconnection attempts while the store is unreachable.
@@ -73,10 +74,10 @@ pub enum LinkState {
 }
 
 pub struct StoreLink {
-    path: PathBuf,
+    endpoint: StoreEndpoint,
     role: ClientRole,
     token: Token,
-    stream: Option<UnixStream>,
+    stream: Option<Transport>,
     pub state: LinkState,
     retry_at: Instant,
     next_id: u64,
@@ -86,12 +87,17 @@ pub struct StoreLink {
     inbuf: Vec<u8>,
     /// Times the link was (re)established, for logs and tests.
     pub connects: u64,
+    /// Connection attempts so far (picks the next address of a remote store).
+    attempts: u64,
+    /// The last failure logged as a warning: a store that stays unreachable, or keeps refusing
+    /// our certificate, is reported once per distinct reason rather than every retry.
+    last_failure: Option<String>,
 }
 
 impl StoreLink {
-    pub fn new(path: PathBuf, role: ClientRole, token: Token) -> Self {
+    pub fn new(endpoint: StoreEndpoint, role: ClientRole, token: Token) -> Self {
         Self {
-            path,
+            endpoint,
             role,
             token,
             stream: None,
@@ -103,6 +109,8 @@ impl StoreLink {
             out: Vec::new(),
             inbuf: Vec::new(),
             connects: 0,
+            attempts: 0,
+            last_failure: None,
         }
     }
 
@@ -125,18 +133,15 @@ impl StoreLink {
             return;
         }
         self.retry_at = now + RECONNECT_DELAY;
-        let mut stream = match UnixStream::connect(&self.path) {
+        self.attempts += 1;
+        let mut stream = match Transport::connect(&self.endpoint, self.attempts) {
             Ok(stream) => stream,
             Err(e) => {
-                tracing::debug!(path = %self.path.display(), error = %e, "store not reachable yet");
+                tracing::debug!(store = %self.endpoint, error = %e, "store not reachable yet");
                 return;
             }
         };
-        if let Err(e) = registry.register(
-            &mut stream,
-            self.token,
-            Interest::READABLE | Interest::WRITABLE,
-        ) {
+        if let Err(e) = stream.register(registry, self.token) {
             tracing::warn!(error = %e, "cannot register the store link");
             return;
         }
@@ -190,6 +195,7 @@ impl StoreLink {
             return;
         };
         let mut written = 0;
+        let mut failed = None;
         while written < self.out.len() {
             match stream.write(&self.out[written..]) {
                 Ok(0) => break,
@@ -197,13 +203,21 @@ impl StoreLink {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    self.out.drain(..written);
-                    self.fail(registry, &format!("write failed: {e}"));
-                    return;
+                    failed = Some(e);
+                    break;
                 }
             }
         }
+        // TLS records left over from a handshake step or an earlier would-block.
+        if failed.is_none()
+            && let Err(e) = stream.flush()
+        {
+            failed = Some(e);
+        }
         self.out.drain(..written);
+        if let Some(e) = failed {
+            self.fail(registry, &format!("write failed: {e}"));
+        }
     }
 
     /// Reads replies; returns the completed calls.
@@ -250,6 +264,7 @@ impl StoreLink {
                         used += n;
                         self.state = LinkState::Up;
                         self.connects += 1;
+                        self.last_failure = None;
                         tracing::info!(role = ?self.role, "store link up");
                         continue;
                     }
@@ -299,14 +314,20 @@ impl StoreLink {
     /// Marks the link down; unanswered requests go back to the front of the queue, in order.
     fn fail(&mut self, registry: &Registry, reason: &str) {
         if let Some(mut stream) = self.stream.take() {
-            let _ = registry.deregister(&mut stream);
+            stream.deregister(registry);
         }
         if self.state != LinkState::Down {
-            tracing::warn!(
-                reason,
-                requeued = self.in_flight.len(),
-                "store link down; will reconnect"
-            );
+            if self.last_failure.as_deref() == Some(reason) {
+                tracing::debug!(reason, store = %self.endpoint, "store link down again; will reconnect");
+            } else {
+                tracing::warn!(
+                    reason,
+                    store = %self.endpoint,
+                    requeued = self.in_flight.len(),
+                    "store link down; will reconnect"
+                );
+                self.last_failure = Some(reason.to_owned());
+            }
         }
         self.state = LinkState::Down;
         while let Some((_, call)) = self.in_flight.pop_back() {
@@ -318,6 +339,13 @@ impl StoreLink {
 
     /// True when every request has been answered and nothing waits to be written.
     pub fn is_idle(&self) -> bool {
-        self.queue.is_empty() && self.in_flight.is_empty() && self.out.is_empty()
+        self.queue.is_empty()
+            && self.in_flight.is_empty()
+            && self.out.is_empty()
+            && !self.stream.as_ref().is_some_and(Transport::has_pending)
     }
 }
+
+#[cfg(test)]
+#[path = "store_link_tests.rs"]
+mod tests;

@@ -1,5 +1,5 @@
-//! One client link: the peer-uid check, the hello exchange, then the pipelined request loop on
-//! two threads. The reader (the link's thread) decodes every complete request already buffered,
+//! One client link, whatever carries it (a Unix socket or a mutually authenticated TLS stream,
+//! see [`LinkStream`]): the hello exchange, then the pipelined request loop on two threads. The reader (the link's thread) decodes every complete request already buffered,
 //! in order, and never waits for the disk: a write goes to the group committer; a read is
 //! answered from the engine once this link's own earlier writes are applied (visible), which
 //! takes an apply, never an fsync, and keeps the read from seeing the link's later writes. The
@@ -9,7 +9,6 @@
 
 use super::ServerConfig;
 use super::commit::{Committer, Outcome};
-use super::socket::peer_uid;
 use crate::engine::Engine;
 use crate::schema::{Store, admin_only, is_write};
 use portcullis_protocol::store::{
@@ -17,8 +16,6 @@ use portcullis_protocol::store::{
     WireError, decode_frame, encode_frame, frame_len,
 };
 use std::io::{self, Read, Write};
-use std::net::Shutdown;
-use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
 use std::thread;
@@ -37,6 +34,27 @@ const FLUSH_AT: usize = 256 * 1024;
 /// down (the reader stops reading) rather than growing the store's memory.
 pub const MAX_OWED_REPLIES: usize = 16 * 1024;
 
+/// A transport a link can be served over. It is split into a reading half (used by the link's
+/// own thread, blocking reads that time out every [`READ_TICK`] with `WouldBlock`/`TimedOut` so
+/// the shutdown flag is seen) and a writing half (the reply writer thread), so requests keep
+/// being decoded while replies wait for the committer.
+pub(crate) trait LinkStream {
+    type Reader: Read + Send;
+    type Writer: LinkWriter;
+    /// Sets the read tick and write timeout and splits the stream.
+    fn split(
+        self,
+        read_tick: Duration,
+        write_timeout: Duration,
+    ) -> io::Result<(Self::Reader, Self::Writer)>;
+}
+
+/// The writing half of a [`LinkStream`].
+pub(crate) trait LinkWriter: Write + Send {
+    /// Tears the transport down after a write failure so the reading half stops too.
+    fn abort(&mut self);
+}
+
 /// The next reply the writer owes, in request order.
 enum Owed {
     /// A read, already answered.
@@ -48,7 +66,7 @@ enum Owed {
 /// Why a link ended abnormally.
 #[derive(Debug, Error)]
 pub(crate) enum ConnError {
-    /// Peer: runs under another uid than the store.
+    /// Peer: runs under another uid than the store (Unix socket links).
     #[error("peer uid {peer} is not the store's uid {ours}; refused")]
     ForeignUid { peer: u32, ours: u32 },
     /// Peer: sent a frame that is too large or does not decode.
@@ -89,13 +107,13 @@ enum Fill {
     Idle,
 }
 
-struct Link<'a> {
-    stream: UnixStream,
+struct Link<'a, R> {
+    stream: R,
     buf: Vec<u8>,
     shutdown: &'a AtomicBool,
 }
 
-impl Link<'_> {
+impl<R: Read> Link<'_, R> {
     /// Reads what is available (after at most one [`READ_TICK`]) onto `buf`.
     fn fill(&mut self) -> Result<Fill, ConnError> {
         // Size the read for the frame in progress; `frame_len` has refused oversize prefixes
@@ -139,37 +157,31 @@ impl Link<'_> {
     }
 }
 
-/// Serves one accepted connection until the peer leaves, misbehaves, or the store shuts down.
-pub(crate) fn serve<E: Engine>(
-    stream: UnixStream,
+/// Answers `Refused` with the reason to a peer we will not serve, without reading anything from
+/// it. Best effort: it may already be gone.
+pub(crate) fn refuse(mut stream: impl Write, err: &ConnError) {
+    let mut out = Vec::new();
+    let refused = ServerHello::Refused {
+        version: WIRE_VERSION,
+        reason: err.to_string(),
+    };
+    if encode_frame(&refused, &mut out).is_ok() {
+        let _ = stream.write_all(&out);
+    }
+}
+
+/// Serves one accepted (and, for a Unix socket, uid-checked) link until the peer leaves,
+/// misbehaves, or the store shuts down.
+pub(crate) fn serve<E: Engine, S: LinkStream>(
+    stream: S,
     store: &Store<E>,
     committer: &Committer,
     shutdown: &AtomicBool,
     config: &ServerConfig,
 ) -> Result<Closed, ConnError> {
-    let peer = peer_uid(&stream)?;
-    if peer != config.allowed_uid {
-        let err = ConnError::ForeignUid {
-            peer,
-            ours: config.allowed_uid,
-        };
-        // Say why, with our own version so the client can tell it from a version mismatch, but
-        // read nothing from this peer. Best effort: it may already be gone.
-        let mut out = Vec::new();
-        let refused = ServerHello::Refused {
-            version: WIRE_VERSION,
-            reason: err.to_string(),
-        };
-        if encode_frame(&refused, &mut out).is_ok() {
-            let _ = (&stream).write_all(&out);
-        }
-        return Err(err);
-    }
-    stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(READ_TICK))?;
-    stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+    let (reader, mut writer) = stream.split(READ_TICK, WRITE_TIMEOUT)?;
     let mut link = Link {
-        stream,
+        stream: reader,
         buf: Vec::new(),
         shutdown,
     };
@@ -192,7 +204,8 @@ pub(crate) fn serve<E: Engine>(
             &mut out,
         )
         .map_err(ConnError::Encode)?;
-        link.stream.write_all(&out)?;
+        writer.write_all(&out)?;
+        writer.flush()?;
         return Err(ConnError::WrongVersion(hello.version));
     }
     encode_frame(
@@ -202,18 +215,16 @@ pub(crate) fn serve<E: Engine>(
         &mut out,
     )
     .map_err(ConnError::Encode)?;
-    link.stream.write_all(&out)?;
+    writer.write_all(&out)?;
+    writer.flush()?;
     tracing::info!(role = ?hello.role, "link open");
 
     let (owed_tx, owed_rx) = mpsc::sync_channel(MAX_OWED_REPLIES);
     let (outcome_tx, outcome_rx) = mpsc::channel();
-    let writer_stream = link.stream.try_clone()?;
     thread::scope(|scope| {
         let writer = thread::Builder::new()
             .name("store-link-writer".into())
-            .spawn_scoped(scope, move || {
-                write_replies(writer_stream, &owed_rx, &outcome_rx)
-            })
+            .spawn_scoped(scope, move || write_replies(writer, &owed_rx, &outcome_rx))
             .map_err(|e| ConnError::Writer(e.to_string()))?;
         let admin = hello.role == ClientRole::Admin;
         let read_result = read_requests(&mut link, store, committer, admin, &owed_tx, &outcome_tx);
@@ -230,8 +241,8 @@ pub(crate) fn serve<E: Engine>(
 }
 
 /// Decodes and dispatches requests until the peer leaves, misbehaves or the store shuts down.
-fn read_requests<E: Engine>(
-    link: &mut Link<'_>,
+fn read_requests<E: Engine, R: Read>(
+    link: &mut Link<'_, R>,
     store: &Store<E>,
     committer: &Committer,
     admin: bool,
@@ -301,20 +312,20 @@ fn read<E: Engine>(
 
 /// Sends the owed replies in order until the reader is done and everything is answered. On a
 /// socket failure it shuts the socket down so the reader stops too.
-fn write_replies(
-    mut stream: UnixStream,
+fn write_replies<W: LinkWriter>(
+    mut stream: W,
     owed: &Receiver<Owed>,
     outcomes: &Receiver<Outcome>,
 ) -> Result<(), ConnError> {
     let result = send_in_order(&mut stream, owed, outcomes);
     if result.is_err() {
-        let _ = stream.shutdown(Shutdown::Both);
+        stream.abort();
     }
     result
 }
 
-fn send_in_order(
-    stream: &mut UnixStream,
+fn send_in_order<W: Write>(
+    stream: &mut W,
     owed: &Receiver<Owed>,
     outcomes: &Receiver<Outcome>,
 ) -> Result<(), ConnError> {
@@ -357,17 +368,18 @@ fn send_in_order(
     }
 }
 
-fn flush(stream: &mut UnixStream, out: &mut Vec<u8>) -> Result<(), ConnError> {
+fn flush<W: Write>(stream: &mut W, out: &mut Vec<u8>) -> Result<(), ConnError> {
     if !out.is_empty() {
         stream.write_all(out)?;
+        stream.flush()?;
         out.clear();
     }
     Ok(())
 }
 
 /// Waits for the hello; `Err(Closed)` when the peer left cleanly or the store began shutting down.
-fn read_hello(
-    link: &mut Link<'_>,
+fn read_hello<R: Read>(
+    link: &mut Link<'_, R>,
     timeout: Duration,
 ) -> Result<Result<ClientHello, Closed>, ConnError> {
     let deadline = Instant::now() + timeout;

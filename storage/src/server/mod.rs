@@ -1,6 +1,7 @@
-//! The store server: binds the Unix socket (`socket`), accepts links and serves each on its own
-//! threads (`conn`; there are few links: one per gateway shard, a control link and the admin
-//! CLI), runs the group committer (`commit`) that performs every write, runs the periodic WAL
+//! The store server: binds the Unix socket (`socket`) and, only when configured for remote
+//! gateways, a mutual-TLS TCP listener (`remote`); accepts links and serves each on its own
+//! threads (`conn`, the same code for both transports; there are few links: one per gateway
+//! shard, a control link and the admin CLI), runs the group committer (`commit`) that performs every write, runs the periodic WAL
 //! syncer, and shuts down gracefully.
 //!
 //! Durability contract (also in `portcullis-store --help` and `docs/store.md`):
@@ -21,23 +22,29 @@
 
 mod commit;
 mod conn;
+mod remote;
+#[cfg(test)]
+mod remote_tests;
 mod socket;
 #[cfg(test)]
 mod tests;
 
 pub use commit::MAX_COMMIT_WINDOW;
 pub use conn::MAX_OWED_REPLIES;
+pub use remote::{HANDSHAKE_TIMEOUT, MAX_PENDING_HANDSHAKES, RemoteConfig, RemoteError};
 
 use crate::engine::Engine;
 use crate::schema::Store;
 use commit::Committer;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use remote::RemoteListener;
 use std::io;
+use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsFd;
-use std::os::unix::net::UnixListener;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 use thiserror::Error;
@@ -70,6 +77,9 @@ pub enum ServerError {
     /// Store: the WAL syncer or committer thread could not be started (out of resources).
     #[error("cannot start a store thread: {0}")]
     Spawn(#[source] io::Error),
+    /// Operator: the remote-gateway listener could not start (certificates, address).
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
     /// Store: the last WAL sync before exit failed; recent buffered writes may not be durable.
     #[error("final WAL sync failed: {0}")]
     FinalSync(String),
@@ -87,6 +97,8 @@ pub struct ServerConfig {
     pub allowed_uid: u32,
     /// A link must send its hello within this time.
     pub hello_timeout: Duration,
+    /// A remote (TCP) connection must complete its TLS handshake within this time.
+    pub tls_handshake_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -96,15 +108,23 @@ impl Default for ServerConfig {
             commit_window: DEFAULT_COMMIT_WINDOW,
             allowed_uid: nix::unistd::geteuid().as_raw(),
             hello_timeout: Duration::from_secs(5),
+            tls_handshake_timeout: HANDSHAKE_TIMEOUT,
         }
     }
 }
 
-/// A bound, not yet serving, store socket.
+/// A bound, not yet serving, store socket (and remote listener, if configured).
 #[derive(Debug)]
 pub struct Server {
     listener: UnixListener,
     socket: socket::BoundSocket,
+    remote: Option<RemoteListener>,
+}
+
+/// A connection accepted on one of the listeners.
+enum Accepted {
+    Local(UnixStream),
+    Remote(TcpStream, SocketAddr),
 }
 
 impl Server {
@@ -119,7 +139,26 @@ impl Server {
                 path: path.to_owned(),
                 source,
             })?;
-        Ok(Self { listener, socket })
+        Ok(Self {
+            listener,
+            socket,
+            remote: None,
+        })
+    }
+
+    /// Also listens for remote gateways over mutual TLS on `config.listen`. Without this call the
+    /// store has no TCP socket at all. The certificates are loaded and checked first; the
+    /// returned address carries the actual port (for port 0).
+    pub fn listen_remote(&mut self, config: &RemoteConfig) -> Result<SocketAddr, ServerError> {
+        let remote = RemoteListener::bind(config)?;
+        let addr = remote.addr;
+        self.remote = Some(remote);
+        Ok(addr)
+    }
+
+    /// The remote listener's address, when there is one.
+    pub fn remote_addr(&self) -> Option<SocketAddr> {
+        self.remote.as_ref().map(|r| r.addr)
     }
 
     pub fn path(&self) -> &Path {
@@ -159,27 +198,84 @@ impl Server {
             };
         let mut links: Vec<JoinHandle<()>> = Vec::new();
         let next_link = AtomicU64::new(1);
+        let handshaking = Arc::new(AtomicUsize::new(0));
         let mut accept_error_logged = false;
         while !shutdown.load(Ordering::SeqCst) {
-            let mut fds = [PollFd::new(self.listener.as_fd(), PollFlags::POLLIN)];
-            match poll(&mut fds, PollTimeout::from(ACCEPT_TICK)) {
-                Ok(0) => {}
-                Ok(_) => loop {
-                    match self.listener.accept() {
-                        Ok((stream, _)) => {
+            let mut fds = vec![PollFd::new(self.listener.as_fd(), PollFlags::POLLIN)];
+            if let Some(remote) = &self.remote {
+                fds.push(PollFd::new(remote.listener.as_fd(), PollFlags::POLLIN));
+            }
+            let ready = match poll(&mut fds, PollTimeout::from(ACCEPT_TICK)) {
+                Ok(0) => continue,
+                Ok(_) => fds
+                    .iter()
+                    .map(|fd| fd.revents().is_some_and(|r| !r.is_empty()))
+                    .collect::<Vec<_>>(),
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => {
+                    tracing::error!(error = %e, "poll on the listeners failed");
+                    thread::sleep(Duration::from_millis(u64::from(ACCEPT_TICK)));
+                    continue;
+                }
+            };
+            drop(fds);
+            for (index, is_ready) in ready.into_iter().enumerate() {
+                if !is_ready {
+                    continue;
+                }
+                loop {
+                    let accepted = if index == 0 {
+                        self.listener.accept().map(|(s, _)| Accepted::Local(s))
+                    } else if let Some(remote) = &self.remote {
+                        remote
+                            .listener
+                            .accept()
+                            .map(|(s, peer)| Accepted::Remote(s, peer))
+                    } else {
+                        break;
+                    };
+                    match accepted {
+                        Ok(accepted) => {
                             accept_error_logged = false;
                             let id = next_link.fetch_add(1, Ordering::Relaxed);
-                            let (store, committer, shutdown, config) = (
-                                Arc::clone(&store),
-                                committer.clone(),
-                                Arc::clone(&shutdown),
-                                Arc::clone(&config),
-                            );
-                            let spawned = thread::Builder::new()
-                                .name(format!("store-link-{id}"))
-                                .spawn(move || {
-                                    run_link(id, stream, &store, &committer, &shutdown, &config)
-                                });
+                            let link = LinkStart {
+                                id,
+                                store: Arc::clone(&store),
+                                committer: committer.clone(),
+                                shutdown: Arc::clone(&shutdown),
+                                config: Arc::clone(&config),
+                            };
+                            let spawned = match accepted {
+                                Accepted::Local(stream) => thread::Builder::new()
+                                    .name(format!("store-link-{id}"))
+                                    .spawn(move || link.run_local(stream)),
+                                Accepted::Remote(stream, peer) => {
+                                    let Some(tls) =
+                                        self.remote.as_ref().map(|r| Arc::clone(&r.tls))
+                                    else {
+                                        break;
+                                    };
+                                    // Counted here, released by the thread when its handshake
+                                    // ends (or below, if the thread cannot start).
+                                    if handshaking.fetch_add(1, Ordering::SeqCst)
+                                        >= MAX_PENDING_HANDSHAKES
+                                    {
+                                        handshaking.fetch_sub(1, Ordering::SeqCst);
+                                        tracing::warn!(%peer, limit = MAX_PENDING_HANDSHAKES, "remote connection refused: too many TLS handshakes in progress");
+                                        continue;
+                                    }
+                                    let pending = Arc::clone(&handshaking);
+                                    let spawned = thread::Builder::new()
+                                        .name(format!("store-link-{id}"))
+                                        .spawn(move || {
+                                            link.run_remote(stream, peer, tls, &pending)
+                                        });
+                                    if spawned.is_err() {
+                                        handshaking.fetch_sub(1, Ordering::SeqCst);
+                                    }
+                                    spawned
+                                }
+                            };
                             match spawned {
                                 Ok(handle) => links.push(handle),
                                 Err(err) => {
@@ -199,11 +295,6 @@ impl Server {
                             break;
                         }
                     }
-                },
-                Err(nix::errno::Errno::EINTR) => {}
-                Err(e) => {
-                    tracing::error!(error = %e, "poll on the listener failed");
-                    thread::sleep(Duration::from_millis(u64::from(ACCEPT_TICK)));
                 }
             }
             links.retain(|h| !h.is_finished());
@@ -212,6 +303,7 @@ impl Server {
         tracing::info!(links = links.len(), "shutting down: no longer accepting");
         self.socket.remove();
         drop(self.listener);
+        drop(self.remote);
         for handle in links {
             if handle.join().is_err() {
                 tracing::error!("a link thread panicked");
@@ -233,21 +325,76 @@ impl Server {
     }
 }
 
-fn run_link<E: Engine>(
+/// What a link thread needs to serve one accepted connection.
+struct LinkStart<E: Engine> {
     id: u64,
-    stream: std::os::unix::net::UnixStream,
-    store: &Store<E>,
-    committer: &Committer,
-    shutdown: &AtomicBool,
-    config: &ServerConfig,
-) {
-    let span = tracing::info_span!("link", id);
-    let _enter = span.enter();
-    match conn::serve(stream, store, committer, shutdown, config) {
-        Ok(conn::Closed::ByPeer) => tracing::info!("link closed by peer"),
-        Ok(conn::Closed::Shutdown) => tracing::info!("link closed for shutdown"),
-        Err(err @ conn::ConnError::ForeignUid { .. }) => tracing::warn!(%err, "link refused"),
-        Err(err) => tracing::warn!(%err, "link dropped"),
+    store: Arc<Store<E>>,
+    committer: Committer,
+    shutdown: Arc<AtomicBool>,
+    config: Arc<ServerConfig>,
+}
+
+impl<E: Engine> LinkStart<E> {
+    /// A Unix-socket link: only a peer running as the allowed uid is served.
+    fn run_local(self, stream: UnixStream) {
+        let span = tracing::info_span!("link", id = self.id);
+        let _enter = span.enter();
+        let peer = match socket::peer_uid(&stream) {
+            Ok(peer) => peer,
+            Err(err) => return tracing::warn!(%err, "link dropped: cannot read the peer uid"),
+        };
+        if peer != self.config.allowed_uid {
+            let err = conn::ConnError::ForeignUid {
+                peer,
+                ours: self.config.allowed_uid,
+            };
+            conn::refuse(&stream, &err);
+            return tracing::warn!(%err, "link refused");
+        }
+        self.serve(stream);
+    }
+
+    /// A TCP link: served only after a TLS handshake in which the peer proved a gateway
+    /// certificate from our CA. A failure is logged with the peer's address and ends only this
+    /// connection.
+    fn run_remote(
+        self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        tls: Arc<rustls::ServerConfig>,
+        handshaking: &AtomicUsize,
+    ) {
+        let span = tracing::info_span!("link", id = self.id, %peer);
+        let _enter = span.enter();
+        let shaken = remote::handshake(
+            stream,
+            tls,
+            self.config.tls_handshake_timeout,
+            &self.shutdown,
+        );
+        handshaking.fetch_sub(1, Ordering::SeqCst);
+        match shaken {
+            Ok(link) => {
+                let gateway = link.peer_name().unwrap_or_else(|| "?".into());
+                tracing::info!(%gateway, "remote gateway authenticated (mutual TLS)");
+                self.serve(link);
+            }
+            Err(err) => tracing::warn!(%peer, reason = %err, "remote connection refused"),
+        }
+    }
+
+    fn serve<S: conn::LinkStream>(&self, stream: S) {
+        match conn::serve(
+            stream,
+            &self.store,
+            &self.committer,
+            &self.shutdown,
+            &self.config,
+        ) {
+            Ok(conn::Closed::ByPeer) => tracing::info!("link closed by peer"),
+            Ok(conn::Closed::Shutdown) => tracing::info!("link closed for shutdown"),
+            Err(err) => tracing::warn!(%err, "link dropped"),
+        }
     }
 }
 

@@ -1,15 +1,18 @@
 //! The listening socket's life: refusing to start over a live store or a non-socket file, clearing
 //! a stale socket, publishing the new one with mode 0600 and no window where it is reachable
 //! with looser permissions, reading a peer's uid (`SO_PEERCRED`), and removing the socket file at
-//! shutdown only if it is still ours.
+//! shutdown only if it is still ours. A Unix stream is also a [`LinkStream`] (split into two
+//! handles on the same socket).
 
 use super::ServerError;
+use super::conn::{LinkStream, LinkWriter};
 use nix::sys::socket::{getsockopt, sockopt};
 use std::fs::{self, DirBuilder, Permissions};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// The socket file we published, identified by device, inode and birth time (inode numbers are
 /// reused at once), so shutdown never removes a socket someone else has since put at the path.
@@ -155,6 +158,26 @@ impl BoundSocket {
 pub(crate) fn peer_uid(stream: &UnixStream) -> io::Result<u32> {
     let cred = getsockopt(stream, sockopt::PeerCredentials).map_err(io::Error::from)?;
     Ok(cred.uid())
+}
+
+impl LinkStream for UnixStream {
+    type Reader = UnixStream;
+    type Writer = UnixStream;
+
+    fn split(self, read_tick: Duration, write_timeout: Duration) -> io::Result<(Self, Self)> {
+        // Accepted from a non-blocking listener; the link's threads block with timeouts instead.
+        self.set_nonblocking(false)?;
+        self.set_read_timeout(Some(read_tick))?;
+        self.set_write_timeout(Some(write_timeout))?;
+        let writer = self.try_clone()?;
+        Ok((self, writer))
+    }
+}
+
+impl LinkWriter for UnixStream {
+    fn abort(&mut self) {
+        let _ = self.shutdown(std::net::Shutdown::Both);
+    }
 }
 
 #[cfg(test)]

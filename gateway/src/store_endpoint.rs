@@ -1,0 +1,269 @@
+//! Where the gateway reaches the store: its local Unix socket (a child store or an externally
+//! managed one), or a remote store over mutual TLS (`[store] remote`). This module checks the
+//! `store.remote*` keys when the configuration is validated, and at start loads the CA that
+//! signed the store's certificate and this gateway's client certificate into one rustls client
+//! configuration (ring, TLS 1.3 only, as the store requires) that every store link shares: the
+//! shards' non-blocking links, the control link, the metrics scraper and the admin CLI.
+
+use crate::config::{Config, StoreSection};
+use rustls::{ClientConfig, RootCertStore};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use thiserror::Error;
+
+/// How the operator is told to get the files.
+const CERT_HINT: &str = "make them on the store host with `portcullis-store gen-certs DIR --store-name HOST \
+--gateway NAME` and copy ca.pem and gateway-NAME.pem/.key here";
+
+/// A way to reach the store. Cheap to clone (the TLS material is shared).
+#[derive(Debug, Clone)]
+pub enum StoreEndpoint {
+    /// A Unix socket on this host (mode 0600, same uid).
+    Unix(PathBuf),
+    /// A store on another host, over TCP with mutual TLS.
+    Remote(Arc<RemoteStore>),
+}
+
+/// A remote store: where it is, what name its certificate must carry, and our TLS identity.
+pub struct RemoteStore {
+    /// `host:port` as configured, for messages.
+    pub addr: String,
+    /// Resolved once at start (a shard must never wait on DNS), tried in order.
+    pub addrs: Vec<SocketAddr>,
+    pub server_name: ServerName<'static>,
+    pub tls: Arc<ClientConfig>,
+}
+
+impl fmt::Debug for RemoteStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RemoteStore")
+            .field("addr", &self.addr)
+            .field("addrs", &self.addrs)
+            .field("server_name", &self.server_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Display for StoreEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreEndpoint::Unix(path) => write!(f, "{}", path.display()),
+            StoreEndpoint::Remote(remote) => write!(f, "{} (mutual TLS)", remote.addr),
+        }
+    }
+}
+
+/// Why the remote store's TLS material or address cannot be used (all operator mistakes).
+#[derive(Debug, Error)]
+pub enum EndpointError {
+    #[error("cannot read {key} {}: {error}; {CERT_HINT}", path.display())]
+    Read {
+        key: &'static str,
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("{key} {} holds no usable PEM {kind} ({detail}); {CERT_HINT}", path.display())]
+    BadPem {
+        key: &'static str,
+        kind: &'static str,
+        path: PathBuf,
+        detail: String,
+    },
+    #[error("store.remote_cert_file and store.remote_key_file cannot be used together: {0}")]
+    Identity(String),
+    #[error("store.remote {addr:?} does not resolve to an address: {detail}")]
+    Resolve { addr: String, detail: String },
+}
+
+/// Splits `host:port` (`[v6]:port` too) and checks both halves; the error says what is wrong.
+fn split_host_port(addr: &str) -> Result<(&str, u16), String> {
+    let (host, port) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{addr:?} is not HOST:PORT"))?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let port: u16 = port
+        .parse()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| format!("{addr:?}: the port must be 1 to 65535"))?;
+    if host.is_empty() || host.contains(char::is_whitespace) {
+        return Err(format!("{addr:?}: the host is missing or has spaces"));
+    }
+    Ok((host, port))
+}
+
+/// The name the store's certificate must carry: `remote_server_name`, else the host of `remote`.
+fn server_name(section: &StoreSection, remote: &str) -> Result<ServerName<'static>, String> {
+    let name = match &section.remote_server_name {
+        Some(name) => name.clone(),
+        None => split_host_port(remote)?.0.to_owned(),
+    };
+    ServerName::try_from(name.clone())
+        .map_err(|_| format!("{name:?} is not a DNS name or IP address"))
+}
+
+/// Checks the `store.remote*` keys; on failure names the key and the rule.
+pub fn validate(section: &StoreSection) -> Result<(), (&'static str, String)> {
+    let files = [
+        ("store.remote_ca_file", &section.remote_ca_file),
+        ("store.remote_cert_file", &section.remote_cert_file),
+        ("store.remote_key_file", &section.remote_key_file),
+    ];
+    let Some(remote) = &section.remote else {
+        for (key, value) in files {
+            if value.is_some() {
+                return Err((key, "is only used with store.remote; set that too".into()));
+            }
+        }
+        if section.remote_server_name.is_some() {
+            return Err((
+                "store.remote_server_name",
+                "is only used with store.remote; set that too".into(),
+            ));
+        }
+        return Ok(());
+    };
+    split_host_port(remote).map_err(|why| ("store.remote", why))?;
+    for (key, value) in files {
+        match value {
+            None => {
+                return Err((
+                    key,
+                    format!("is required with store.remote (mutual TLS only); {CERT_HINT}"),
+                ));
+            }
+            Some(path) if path.as_os_str().is_empty() => {
+                return Err((key, "must not be empty".into()));
+            }
+            Some(_) => {}
+        }
+    }
+    // The remote store is not ours to start or configure: keys for a local store would be
+    // silently ignored, so they are refused.
+    for (key, set) in [
+        ("store.socket", section.socket.is_some()),
+        ("store.binary", section.binary.is_some()),
+        ("store.key_file", section.key_file.is_some()),
+    ] {
+        if set {
+            return Err((
+                key,
+                "cannot be combined with store.remote (that store is configured on its own host)"
+                    .into(),
+            ));
+        }
+    }
+    server_name(section, remote).map_err(|why| ("store.remote_server_name", why))?;
+    Ok(())
+}
+
+fn read(key: &'static str, path: &Path) -> Result<Vec<u8>, EndpointError> {
+    std::fs::read(path).map_err(|error| EndpointError::Read {
+        key,
+        path: path.to_owned(),
+        error,
+    })
+}
+
+fn read_certs(
+    key: &'static str,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, EndpointError> {
+    let bad = |detail: String| EndpointError::BadPem {
+        key,
+        kind: "certificate",
+        path: path.to_owned(),
+        detail,
+    };
+    let pem = read(key, path)?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(bad("no `BEGIN CERTIFICATE` block".into()));
+    }
+    Ok(certs)
+}
+
+impl StoreEndpoint {
+    /// The endpoint of a validated configuration, loading the TLS files of a remote store.
+    pub fn from_config(config: &Config) -> Result<Self, EndpointError> {
+        let section = &config.store;
+        let (Some(remote), Some(ca), Some(cert), Some(key)) = (
+            &section.remote,
+            &section.remote_ca_file,
+            &section.remote_cert_file,
+            &section.remote_key_file,
+        ) else {
+            return Ok(StoreEndpoint::Unix(config.store_socket_path()));
+        };
+        let resolve_err = |detail: String| EndpointError::Resolve {
+            addr: remote.clone(),
+            detail,
+        };
+        let server_name = server_name(section, remote).map_err(&resolve_err)?;
+        let addrs: Vec<SocketAddr> = remote
+            .to_socket_addrs()
+            .map_err(|e| resolve_err(e.to_string()))?
+            .collect();
+        if addrs.is_empty() {
+            return Err(resolve_err("no addresses".into()));
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = RootCertStore::empty();
+        for ca_cert in read_certs("store.remote_ca_file", ca)? {
+            roots.add(ca_cert).map_err(|e| EndpointError::BadPem {
+                key: "store.remote_ca_file",
+                kind: "CA certificate",
+                path: ca.clone(),
+                detail: e.to_string(),
+            })?;
+        }
+        let chain = read_certs("store.remote_cert_file", cert)?;
+        let key_pem = read("store.remote_key_file", key)?;
+        let private_key =
+            PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| EndpointError::BadPem {
+                key: "store.remote_key_file",
+                kind: "private key",
+                path: key.clone(),
+                detail: e.to_string(),
+            })?;
+        let tls = ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| EndpointError::Identity(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, private_key)
+            .map_err(|e| EndpointError::Identity(e.to_string()))?;
+        Ok(StoreEndpoint::Remote(Arc::new(RemoteStore {
+            addr: remote.clone(),
+            addrs,
+            server_name,
+            tls: Arc::new(tls),
+        })))
+    }
+
+    pub fn is_remote(&self) -> bool {
+        matches!(self, StoreEndpoint::Remote(_))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_port_forms() {
+        assert_eq!(split_host_port("store.lan:7701"), Ok(("store.lan", 7701)));
+        assert_eq!(split_host_port("[::1]:7701"), Ok(("::1", 7701)));
+        assert!(split_host_port("store.lan").is_err());
+        assert!(split_host_port("store.lan:0").is_err());
+        assert!(split_host_port(":7701").is_err());
+    }
+}
