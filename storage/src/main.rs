@@ -253,7 +253,7 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-/// Runs one of the key commands.
+/// Runs one of the subcommands: the key tools and `gen-certs`.
 fn run_tool(tool: &Tool) -> anyhow::Result<()> {
     let mut out = io::stdout().lock();
     match tool {

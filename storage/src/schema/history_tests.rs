@@ -4,8 +4,8 @@
 use super::history::Retention;
 use super::*;
 use crate::engine::memory::MemoryEngine;
-use portcullis_protocol::body::PinKind;
-use portcullis_protocol::store::{History, HistoryBucket, HistoryCursor, HistoryPoint};
+use portcullis_protocol::body::{PinAddr, PinKind};
+use portcullis_protocol::store::{History, HistoryBucket, HistoryCursor, HistoryPoint, PinWrite};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -276,4 +276,33 @@ fn retention_applies_per_template_and_compaction_drops_expired_points() {
         "compaction dropped the expired point without the store scanning for it"
     );
     assert_eq!(count(short), 1);
+}
+
+#[test]
+fn a_reopened_store_keeps_points_of_a_millisecond_written_before_the_restart() {
+    let engine = Arc::new(MemoryEngine::new());
+    let open = || {
+        Store::open_with(
+            Arc::clone(&engine),
+            StoreOptions {
+                retention: Retention::default(),
+            },
+        )
+        .expect("open")
+    };
+    let at = unix_ms();
+    let d = {
+        let s = open();
+        let d = create(&s, "T", 1);
+        write(&s, d, v(1), at, "before the restart");
+        d
+    };
+    for round in 0..3 {
+        let s = open();
+        write(&s, d, v(1), at, &format!("after restart {round}"));
+    }
+    let s = open();
+    let (all, _) = points(history(&s, d, at, at + 1, None, 100).expect("read"));
+    assert_eq!(all.len(), 4, "no point replaced another: {all:?}");
+    assert!(all.contains(&(at, "before the restart".into())), "{all:?}");
 }

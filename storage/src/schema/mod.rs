@@ -19,6 +19,7 @@ pub mod history;
 #[cfg(test)]
 mod history_tests;
 mod keys;
+mod pins;
 mod records;
 mod sealing;
 pub mod stats;
@@ -29,16 +30,15 @@ use crate::engine::{Cf, Durability, Engine, EngineError, WriteBatch, unix_ms};
 use devices::{find_device, load_device, require_device, set_info, set_presence, write_property};
 use group::{Change, Committed, Group, View};
 use history::Retention;
-use portcullis_protocol::body::{DeviceInfo, MAX_INFO_FIELD_LEN, PinAddr};
+use portcullis_protocol::body::{DeviceInfo, MAX_INFO_FIELD_LEN};
 use portcullis_protocol::frame::MAX_WIRE_BODY_LEN;
 use portcullis_protocol::store::{
-    DeviceAuth, DeviceId, DeviceRecord, MAX_FRAME_LEN, MAX_LIST_PAGE, PinValue, PinWrite,
-    PropertyValue, Request, Response, StoreError, TokenHash,
+    DeviceAuth, DeviceId, DeviceRecord, MAX_FRAME_LEN, MAX_LIST_PAGE, Request, Response,
+    StoreError, TokenHash,
 };
-use records::{StoredDevice, StoredValue, decode, encode};
-use std::collections::{BTreeMap, BTreeSet};
+use records::{StoredDevice, decode, encode};
 use std::path::Path;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::AtomicU32;
 use std::sync::{Mutex, PoisonError};
 use thiserror::Error;
 
@@ -115,7 +115,10 @@ pub struct Store<E: Engine> {
     options: StoreOptions,
     /// Held while a group is built and written: the group writer is the only writer.
     writer: Mutex<()>,
-    /// Tells apart history points of one pin written in the same millisecond.
+    /// Tells apart history points of one pin written in the same millisecond. It starts at a
+    /// value of the process's own (`pins::history_seq_start`), not at 0: a point written after a
+    /// restart must not land on the key of a point of the same pin and millisecond written by
+    /// an earlier process, which would silently replace it.
     history_seq: AtomicU32,
     counters: stats::StoreCounters,
 }
@@ -254,7 +257,7 @@ impl<E: Engine> Store<E> {
             engine,
             options,
             writer: Mutex::new(()),
-            history_seq: AtomicU32::new(0),
+            history_seq: AtomicU32::new(pins::history_seq_start()),
             counters: stats::StoreCounters::default(),
         })
     }
@@ -546,108 +549,6 @@ impl<E: Engine> Store<E> {
             org: device.org,
             template: device.template,
         }))
-    }
-
-    fn read_pins(&self, device: DeviceId, pins: Option<Vec<PinAddr>>) -> Result<Vec<PinValue>> {
-        require_device(&Committed(&self.engine), device)?;
-        let decode_pin = |key: &[u8], value: &[u8], pin: PinAddr| {
-            decode::<StoredValue>("pin value", key, value).map(|v| PinValue {
-                pin,
-                value: v.value,
-                at_ms: v.at_ms,
-            })
-        };
-        match pins {
-            None => self
-                .engine
-                .scan_prefix(Cf::Pins, &keys::device(device))?
-                .into_iter()
-                .map(|(key, value)| {
-                    let pin = keys::parse_pin(&key).ok_or_else(|| SchemaError::Corrupt {
-                        what: "pin key",
-                        key: keys::hex(&key),
-                        reason: "not a pin address".into(),
-                    })?;
-                    decode_pin(&key, &value, pin)
-                })
-                .collect(),
-            Some(pins) => {
-                let mut seen = BTreeSet::new();
-                let mut out = Vec::new();
-                for pin in pins {
-                    if !seen.insert(pin) {
-                        continue;
-                    }
-                    let key = keys::pin(device, pin);
-                    if let Some(value) = self.engine.get(Cf::Pins, &key)? {
-                        out.push(decode_pin(&key, &value, pin)?);
-                    }
-                }
-                Ok(out)
-            }
-        }
-    }
-
-    /// Latest values plus one history point per write (unless the template keeps no history).
-    fn write_pins(&self, view: &impl View, writes: Vec<PinWrite>) -> Result<Change> {
-        let mut templates = BTreeMap::new();
-        for w in &writes {
-            check_value(
-                &format!("value of device {} pin {}", w.device, w.pin),
-                &w.value,
-            )?;
-            if let std::collections::btree_map::Entry::Vacant(slot) = templates.entry(w.device) {
-                let template = load_device(view, w.device)?.template;
-                slot.insert(self.options.retention.of(&template));
-            }
-        }
-        let mut change = Change::new(Durability::Buffered);
-        for w in writes {
-            let retention = templates
-                .get(&w.device)
-                .copied()
-                .unwrap_or(self.options.retention.default);
-            if let Some(point) = history::value(w.at_ms, retention, &w.value) {
-                let seq = self.history_seq.fetch_add(1, Ordering::Relaxed);
-                change.batch.put(
-                    Cf::History,
-                    keys::history(w.device, w.pin, w.at_ms, seq),
-                    point,
-                );
-            }
-            change.batch.put(
-                Cf::Pins,
-                keys::pin(w.device, w.pin),
-                encode(&StoredValue {
-                    value: w.value,
-                    at_ms: w.at_ms,
-                })?,
-            );
-        }
-        Ok(change)
-    }
-
-    fn read_properties(&self, device: DeviceId) -> Result<Vec<PropertyValue>> {
-        require_device(&Committed(&self.engine), device)?;
-        self.engine
-            .scan_prefix(Cf::Properties, &keys::device(device))?
-            .into_iter()
-            .map(|(key, value)| {
-                let (pin, property) =
-                    keys::parse_property(&key).ok_or_else(|| SchemaError::Corrupt {
-                        what: "property key",
-                        key: keys::hex(&key),
-                        reason: "not a pin and property name".into(),
-                    })?;
-                let v: StoredValue = decode("property value", &key, &value)?;
-                Ok(PropertyValue {
-                    pin,
-                    property: property.to_owned(),
-                    value: v.value,
-                    at_ms: v.at_ms,
-                })
-            })
-            .collect()
     }
 
     /// Sets `sessions = 0` on every device and forgets every live session set, a chunk per batch,

@@ -4,8 +4,8 @@
 use super::*;
 use crate::engine::memory::MemoryEngine;
 use crate::engine::rocks::RocksEngine;
-use portcullis_protocol::body::PinKind;
-use portcullis_protocol::store::{Presence, ReplyEnvelope, encode_frame};
+use portcullis_protocol::body::{PinAddr, PinKind};
+use portcullis_protocol::store::{PinWrite, Presence, ReplyEnvelope, encode_frame};
 use std::sync::Arc;
 
 fn store() -> (Store<Arc<MemoryEngine>>, Arc<MemoryEngine>) {
@@ -294,13 +294,16 @@ fn pins_write_read_and_overwrite() {
         "asked order, no missing, no duplicates"
     );
     assert!(read_pins(&s, a, Some(vec![])).is_empty());
-    assert!(matches!(
-        s.handle(Request::ReadPins {
-            device: 99,
-            pins: None
-        }),
-        Err(StoreError::NotFound(_))
-    ));
+    for pins in [None, Some(vec![v(5)])] {
+        assert!(matches!(
+            s.handle(Request::ReadPins { device: 99, pins }),
+            Err(StoreError::NotFound(_))
+        ));
+    }
+    // A device without values is known, not missing.
+    let quiet = create(&s, "quiet", 3).id;
+    assert!(read_pins(&s, quiet, Some(vec![v(5)])).is_empty());
+    assert!(read_pins(&s, quiet, None).is_empty());
 }
 
 #[test]
