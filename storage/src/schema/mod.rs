@@ -147,12 +147,14 @@ pub fn is_write(request: &Request) -> bool {
     }
 }
 
-/// Whether only an admin link (`ClientRole::Admin`) may send a request: the key operations,
-/// which an operator runs, never a gateway.
+/// Whether only an admin link (`ClientRole::Admin`) may send a request: the key operations and
+/// backups, which an operator runs, never a gateway (a backup writes a directory of the
+/// requester's choosing as the store's user; a gateway shard, possibly remote, has no business
+/// asking for that).
 pub fn admin_only(request: &Request) -> bool {
     matches!(
         request,
-        Request::ReloadKeys | Request::KeyUsage | Request::Reseal { .. }
+        Request::ReloadKeys | Request::KeyUsage | Request::Reseal { .. } | Request::Backup { .. }
     )
 }
 

@@ -546,7 +546,7 @@ fn writes_from_many_links_are_all_answered() {
 }
 
 #[test]
-fn only_admin_links_may_manage_the_keys() {
+fn only_admin_links_may_manage_the_keys_and_take_backups() {
     let running = Running::start(ServerConfig::default());
     let mut gateway = running.connect();
     gateway.send(&ClientHello {
@@ -561,6 +561,9 @@ fn only_admin_links_may_manage_the_keys() {
         Request::ReloadKeys,
         Request::KeyUsage,
         Request::Reseal { after: None },
+        Request::Backup {
+            dir: "/tmp/portcullis-backup-refused".into(),
+        },
     ]
     .into_iter()
     .enumerate()
