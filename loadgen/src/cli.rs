@@ -143,8 +143,9 @@ pub struct Common {
     /// Seconds the ramp may take at most (default: devices / login rate × 1.5 + 30).
     #[arg(long)]
     pub ramp_timeout: Option<f64>,
-    /// Loopback source addresses to spread connections over: "auto" (enough for the port
-    /// range), "none" (let the kernel choose), or a count starting at 127.0.0.2.
+    /// Loopback source addresses to spread connections over: "auto" (one per quarter of the
+    /// ephemeral port range's worth of connections, so the kernel's port search stays short),
+    /// "none" (let the kernel choose), or a count starting at 127.0.0.2.
     #[arg(long, default_value = "auto")]
     pub source_addrs: String,
     /// Pid of the gateway (`portcullis serve`), for its memory and CPU (and its store's CPU).
