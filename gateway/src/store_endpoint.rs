@@ -6,12 +6,12 @@
 //! shards' non-blocking links, the control link, the metrics scraper and the admin CLI.
 
 use crate::config::{Config, StoreSection};
+use portcullis_protocol::pem::{self, PemError};
 use rustls::{ClientConfig, RootCertStore};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls_pki_types::ServerName;
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use thiserror::Error;
 
@@ -164,32 +164,17 @@ pub fn validate(section: &StoreSection) -> Result<(), (&'static str, String)> {
     Ok(())
 }
 
-fn read(key: &'static str, path: &Path) -> Result<Vec<u8>, EndpointError> {
-    std::fs::read(path).map_err(|error| EndpointError::Read {
-        key,
-        path: path.to_owned(),
-        error,
-    })
-}
-
-fn read_certs(
-    key: &'static str,
-    path: &Path,
-) -> Result<Vec<CertificateDer<'static>>, EndpointError> {
-    let bad = |detail: String| EndpointError::BadPem {
-        key,
-        kind: "certificate",
-        path: path.to_owned(),
-        detail,
-    };
-    let pem = read(key, path)?;
-    let certs = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| bad(e.to_string()))?;
-    if certs.is_empty() {
-        return Err(bad("no `BEGIN CERTIFICATE` block".into()));
+/// A PEM failure as this module's error, naming the setting the file came from.
+fn pem_error(key: &'static str) -> impl Fn(PemError) -> EndpointError {
+    move |e| match e {
+        PemError::Read { path, error } => EndpointError::Read { key, path, error },
+        PemError::Unusable { path, kind, detail } => EndpointError::BadPem {
+            key,
+            kind,
+            path,
+            detail,
+        },
     }
-    Ok(certs)
 }
 
 impl StoreEndpoint {
@@ -218,7 +203,7 @@ impl StoreEndpoint {
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = RootCertStore::empty();
-        for ca_cert in read_certs("store.remote_ca_file", ca)? {
+        for ca_cert in pem::certificates(ca).map_err(pem_error("store.remote_ca_file"))? {
             roots.add(ca_cert).map_err(|e| EndpointError::BadPem {
                 key: "store.remote_ca_file",
                 kind: "CA certificate",
@@ -226,15 +211,8 @@ impl StoreEndpoint {
                 detail: e.to_string(),
             })?;
         }
-        let chain = read_certs("store.remote_cert_file", cert)?;
-        let key_pem = read("store.remote_key_file", key)?;
-        let private_key =
-            PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| EndpointError::BadPem {
-                key: "store.remote_key_file",
-                kind: "private key",
-                path: key.clone(),
-                detail: e.to_string(),
-            })?;
+        let chain = pem::certificates(cert).map_err(pem_error("store.remote_cert_file"))?;
+        let private_key = pem::private_key(key).map_err(pem_error("store.remote_key_file"))?;
         let tls = ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| EndpointError::Identity(e.to_string()))?

@@ -1,11 +1,13 @@
 //! Pure codecs for Portcullis, with no IO: the Blynk hardware frame (`frame`), its command and
-//! status tables (`command`), body parsing (`body`) and the gateway <-> store wire (`store`).
+//! status tables (`command`), body parsing (`body`), the gateway <-> store wire (`store`) and the
+//! PEM files of a remote store link's mutual TLS (`pem`, the one module that reads files).
 //! Everything here takes bytes and returns values or errors, so it can be unit-tested, fuzzed and
 //! benchmarked without sockets.
 
 pub mod body;
 pub mod command;
 pub mod frame;
+pub mod pem;
 pub mod store;
 
 pub use command::{Command, Status};

@@ -7,13 +7,12 @@
 //! connection only, logged with the peer address and the reason.
 
 use super::conn::{LinkStream, LinkWriter};
+use portcullis_protocol::pem::{self, PemError};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConnection};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -122,32 +121,17 @@ impl RemoteListener {
     }
 }
 
-fn read_file(what: &'static str, path: &Path) -> Result<Vec<u8>, RemoteError> {
-    std::fs::read(path).map_err(|error| RemoteError::Read {
-        what,
-        path: path.to_owned(),
-        error,
-    })
-}
-
-fn read_certs(
-    what: &'static str,
-    path: &Path,
-) -> Result<Vec<CertificateDer<'static>>, RemoteError> {
-    let bad = |detail: String| RemoteError::BadPem {
-        what,
-        kind: "certificate",
-        path: path.to_owned(),
-        detail,
-    };
-    let pem = read_file(what, path)?;
-    let certs = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| bad(e.to_string()))?;
-    if certs.is_empty() {
-        return Err(bad("no `BEGIN CERTIFICATE` block".into()));
+/// A PEM failure as this module's error, naming the option the file came from.
+fn pem_error(what: &'static str) -> impl Fn(PemError) -> RemoteError {
+    move |e| match e {
+        PemError::Read { path, error } => RemoteError::Read { what, path, error },
+        PemError::Unusable { path, kind, detail } => RemoteError::BadPem {
+            what,
+            kind,
+            path,
+            detail,
+        },
     }
-    Ok(certs)
 }
 
 /// The rustls configuration: TLS 1.3 only (both ends are ours), a client certificate signed by
@@ -155,9 +139,10 @@ fn read_certs(
 pub(crate) fn tls_config(config: &RemoteConfig) -> Result<Arc<rustls::ServerConfig>, RemoteError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = RootCertStore::empty();
-    for ca in read_certs("gateway CA file (--remote-ca-file)", &config.ca_file)? {
+    let ca_what = "gateway CA file (--remote-ca-file)";
+    for ca in pem::certificates(&config.ca_file).map_err(pem_error(ca_what))? {
         roots.add(ca).map_err(|e| RemoteError::BadPem {
-            what: "gateway CA file (--remote-ca-file)",
+            what: ca_what,
             kind: "CA certificate",
             path: config.ca_file.clone(),
             detail: e.to_string(),
@@ -167,15 +152,10 @@ pub(crate) fn tls_config(config: &RemoteConfig) -> Result<Arc<rustls::ServerConf
         WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
             .build()
             .map_err(|e| RemoteError::Config(format!("gateway CA: {e}")))?;
-    let chain = read_certs("store certificate (--remote-cert-file)", &config.cert_file)?;
-    let key_what = "store key (--remote-key-file)";
-    let key_pem = read_file(key_what, &config.key_file)?;
-    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| RemoteError::BadPem {
-        what: key_what,
-        kind: "private key",
-        path: config.key_file.clone(),
-        detail: e.to_string(),
-    })?;
+    let chain = pem::certificates(&config.cert_file)
+        .map_err(pem_error("store certificate (--remote-cert-file)"))?;
+    let key =
+        pem::private_key(&config.key_file).map_err(pem_error("store key (--remote-key-file)"))?;
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| RemoteError::Config(e.to_string()))?
