@@ -93,6 +93,7 @@ fn outcome(scenario: &Scenario, tally: &Tally, times: &PhaseTimes, observer: &Ob
         ramp_s: times.ramp_s,
         measure_s: times.measure_s,
         storm_all_back_s: times.storm_all_back_s,
+        storm_back_after_return_s: times.storm_back_after_return_s,
         ..Outcome::default()
     };
     let ramp_logins = observer

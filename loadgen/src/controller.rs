@@ -65,6 +65,11 @@ pub struct PhaseTimes {
     pub measure_s: f64,
     /// Storm: from the disconnection to every device back online (None if they never were).
     pub storm_all_back_s: Option<f64>,
+    /// Storm: from the first device logged in again (the gateway accepting again: after a
+    /// restart, this leaves out the old gateway's drain and the restart itself) to every device
+    /// back online.
+    #[serde(default)]
+    pub storm_back_after_return_s: Option<f64>,
     /// Devices online when the measured part began.
     pub online_at_measure: i64,
 }
@@ -131,6 +136,8 @@ pub fn run(
     let mut measure_started = started;
     let mut drain_started = started;
     let mut storm_started: Option<Instant> = None;
+    let mut storm_returned: Option<Instant> = None;
+    let mut logins_at_drop = 0;
     let mut disconnects_at_measure = 0;
     loop {
         std::thread::sleep(POLL_INTERVAL);
@@ -172,11 +179,20 @@ pub fn run(
                         let dropped = snap.disconnects - disconnects_at_measure;
                         if storm_started.is_none() && dropped > 0 {
                             storm_started = Some(now);
+                            logins_at_drop = snap.logins;
+                        }
+                        if storm_started.is_some()
+                            && storm_returned.is_none()
+                            && snap.logins > logins_at_drop
+                        {
+                            storm_returned = Some(now);
                         }
                         let back = dropped as i64 >= times.online_at_measure
                             && snap.online >= times.online_at_measure;
                         if let (true, Some(start)) = (back, storm_started) {
                             times.storm_all_back_s = Some(now.duration_since(start).as_secs_f64());
+                            times.storm_back_after_return_s =
+                                storm_returned.map(|r| now.duration_since(r).as_secs_f64());
                         }
                         back || elapsed >= *timeout
                     }

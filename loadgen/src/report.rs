@@ -67,6 +67,9 @@ pub struct Outcome {
     /// `writes_acked`, `pings`.
     pub rates: BTreeMap<String, f64>,
     pub storm_all_back_s: Option<f64>,
+    /// Storm: from the first re-login (the gateway accepting again) to every device back.
+    #[serde(default)]
+    pub storm_back_after_return_s: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -158,6 +161,9 @@ impl Report {
         if let Some(back) = r.storm_all_back_s {
             let _ = writeln!(s, "  all back after         {back:>12.3} s");
         }
+        if let Some(back) = r.storm_back_after_return_s {
+            let _ = writeln!(s, "  back after the return  {back:>12.3} s");
+        }
         for (name, p) in &self.latency_ms {
             let _ = writeln!(
                 s,
@@ -227,6 +233,9 @@ pub fn figures(report: &Report) -> Vec<(String, f64)> {
     }
     if let Some(back) = report.result.storm_all_back_s {
         out.push(("storm all back s".into(), back));
+    }
+    if let Some(back) = report.result.storm_back_after_return_s {
+        out.push(("storm back after return s".into(), back));
     }
     for (name, p) in &report.latency_ms {
         for (label, v) in [

@@ -194,6 +194,7 @@ pub fn run(
         telemetry: Vec::new(),
         times: PhaseTimes {
             storm_all_back_s: Some(0.0),
+            storm_back_after_return_s: Some(0.0),
             ..PhaseTimes::default()
         },
     };
@@ -213,6 +214,11 @@ pub fn run(
             (Some(a), Some(b)) => Some(a.max(b)),
             _ => None,
         };
+        t.storm_back_after_return_s =
+            match (t.storm_back_after_return_s, times.storm_back_after_return_s) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                _ => None,
+            };
     }
     Ok(merged)
 }
