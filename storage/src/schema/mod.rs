@@ -14,6 +14,8 @@
 //! server's periodic WAL sync).
 
 mod devices;
+#[cfg(test)]
+mod devices_tests;
 mod group;
 pub mod history;
 #[cfg(test)]
