@@ -11,7 +11,7 @@ use rustls::{ClientConfig, RootCertStore};
 use rustls_pki_types::ServerName;
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use thiserror::Error;
 
@@ -164,17 +164,23 @@ pub fn validate(section: &StoreSection) -> Result<(), (&'static str, String)> {
     Ok(())
 }
 
-/// A PEM failure as this module's error, naming the setting the file came from.
-fn pem_error(key: &'static str) -> impl Fn(PemError) -> EndpointError {
-    move |e| match e {
-        PemError::Read { path, error } => EndpointError::Read { key, path, error },
-        PemError::Unusable { path, kind, detail } => EndpointError::BadPem {
-            key,
-            kind,
-            path,
-            detail,
-        },
-    }
+/// Reads and decodes one PEM file; a failure names the setting the file came from.
+fn read_pem<T>(
+    key: &'static str,
+    path: &Path,
+    decode: fn(&[u8]) -> Result<T, PemError>,
+) -> Result<T, EndpointError> {
+    let bytes = std::fs::read(path).map_err(|error| EndpointError::Read {
+        key,
+        path: path.to_owned(),
+        error,
+    })?;
+    decode(&bytes).map_err(|e| EndpointError::BadPem {
+        key,
+        kind: e.kind,
+        path: path.to_owned(),
+        detail: e.detail,
+    })
 }
 
 impl StoreEndpoint {
@@ -203,7 +209,7 @@ impl StoreEndpoint {
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = RootCertStore::empty();
-        for ca_cert in pem::certificates(ca).map_err(pem_error("store.remote_ca_file"))? {
+        for ca_cert in read_pem("store.remote_ca_file", ca, pem::certificates)? {
             roots.add(ca_cert).map_err(|e| EndpointError::BadPem {
                 key: "store.remote_ca_file",
                 kind: "CA certificate",
@@ -211,8 +217,8 @@ impl StoreEndpoint {
                 detail: e.to_string(),
             })?;
         }
-        let chain = pem::certificates(cert).map_err(pem_error("store.remote_cert_file"))?;
-        let private_key = pem::private_key(key).map_err(pem_error("store.remote_key_file"))?;
+        let chain = read_pem("store.remote_cert_file", cert, pem::certificates)?;
+        let private_key = read_pem("store.remote_key_file", key, pem::private_key)?;
         let tls = ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| EndpointError::Identity(e.to_string()))?

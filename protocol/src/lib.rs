@@ -1,6 +1,6 @@
 //! Pure codecs for Portcullis, with no IO: the Blynk hardware frame (`frame`), its command and
 //! status tables (`command`), body parsing (`body`), the gateway <-> store wire (`store`) and the
-//! PEM files of a remote store link's mutual TLS (`pem`, the one module that reads files).
+//! PEM documents of a remote store link's mutual TLS (`pem`).
 //! Everything here takes bytes and returns values or errors, so it can be unit-tested, fuzzed and
 //! benchmarked without sockets.
 

@@ -12,7 +12,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConnection};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -121,17 +121,23 @@ impl RemoteListener {
     }
 }
 
-/// A PEM failure as this module's error, naming the option the file came from.
-fn pem_error(what: &'static str) -> impl Fn(PemError) -> RemoteError {
-    move |e| match e {
-        PemError::Read { path, error } => RemoteError::Read { what, path, error },
-        PemError::Unusable { path, kind, detail } => RemoteError::BadPem {
-            what,
-            kind,
-            path,
-            detail,
-        },
-    }
+/// Reads and decodes one PEM file; a failure names the option the file came from.
+fn read_pem<T>(
+    what: &'static str,
+    path: &Path,
+    decode: fn(&[u8]) -> Result<T, PemError>,
+) -> Result<T, RemoteError> {
+    let bytes = std::fs::read(path).map_err(|error| RemoteError::Read {
+        what,
+        path: path.to_owned(),
+        error,
+    })?;
+    decode(&bytes).map_err(|e| RemoteError::BadPem {
+        what,
+        kind: e.kind,
+        path: path.to_owned(),
+        detail: e.detail,
+    })
 }
 
 /// The rustls configuration: TLS 1.3 only (both ends are ours), a client certificate signed by
@@ -140,7 +146,7 @@ pub(crate) fn tls_config(config: &RemoteConfig) -> Result<Arc<rustls::ServerConf
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = RootCertStore::empty();
     let ca_what = "gateway CA file (--remote-ca-file)";
-    for ca in pem::certificates(&config.ca_file).map_err(pem_error(ca_what))? {
+    for ca in read_pem(ca_what, &config.ca_file, pem::certificates)? {
         roots.add(ca).map_err(|e| RemoteError::BadPem {
             what: ca_what,
             kind: "CA certificate",
@@ -152,10 +158,16 @@ pub(crate) fn tls_config(config: &RemoteConfig) -> Result<Arc<rustls::ServerConf
         WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
             .build()
             .map_err(|e| RemoteError::Config(format!("gateway CA: {e}")))?;
-    let chain = pem::certificates(&config.cert_file)
-        .map_err(pem_error("store certificate (--remote-cert-file)"))?;
-    let key =
-        pem::private_key(&config.key_file).map_err(pem_error("store key (--remote-key-file)"))?;
+    let chain = read_pem(
+        "store certificate (--remote-cert-file)",
+        &config.cert_file,
+        pem::certificates,
+    )?;
+    let key = read_pem(
+        "store key (--remote-key-file)",
+        &config.key_file,
+        pem::private_key,
+    )?;
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| RemoteError::Config(e.to_string()))?
