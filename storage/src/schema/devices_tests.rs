@@ -96,15 +96,97 @@ fn reset_presence_covers_more_than_one_chunk() {
         };
         s.handle(req).expect("online");
     }
-    s.handle(Request::ResetPresence).expect("reset");
-    let Ok(Response::Devices(all)) = s.handle(Request::ListDevices {
-        after: None,
-        limit: MAX_LIST_PAGE,
-    }) else {
-        panic!("list")
+    let all_offline = |s: &Store<_>| {
+        let Ok(Response::Devices(all)) = s.handle(Request::ListDevices {
+            after: None,
+            limit: MAX_LIST_PAGE,
+        }) else {
+            panic!("list")
+        };
+        assert_eq!(all.len() as u64, n);
+        assert!(all.iter().all(|d| d.sessions == 0));
     };
-    assert_eq!(all.len() as u64, n);
-    assert!(all.iter().all(|d| d.sessions == 0));
+    // The first reset scans every device; the second (indexed) visits the live session sets,
+    // here also more than one chunk of them.
+    s.handle(Request::ResetPresence).expect("reset");
+    all_offline(&s);
+    for id in 1..=n {
+        s.handle(Request::SetPresence {
+            device: id,
+            presence: Presence::Online {
+                addr: "a".into(),
+                session: 2,
+            },
+            at_ms: 2,
+        })
+        .expect("online again");
+    }
+    s.handle(Request::ResetPresence).expect("indexed reset");
+    all_offline(&s);
+}
+
+/// A count written before live session sets existed has no set to find it by: the first reset
+/// scans every device and marks the store indexed; later resets visit only the sets.
+#[test]
+fn the_first_reset_scans_every_device_and_later_ones_only_the_live_sets() {
+    let (s, engine) = store();
+    let legacy = create(&s, "legacy", 1).id;
+    let online = create(&s, "online", 2).id;
+    let set_legacy_count = |sessions: u32| {
+        let key = keys::device(legacy);
+        let value = engine.get(Cf::Devices, &key).expect("get").expect("exists");
+        let mut record: records::StoredDevice =
+            records::decode("device", &key, &value).expect("decode");
+        record.sessions = sessions;
+        let mut batch = WriteBatch::new();
+        batch.put(
+            Cf::Devices,
+            key.to_vec(),
+            records::encode(&record).expect("encode"),
+        );
+        engine.write(batch, Durability::Sync).expect("write");
+    };
+    set_legacy_count(3);
+    s.handle(Request::SetPresence {
+        device: online,
+        presence: Presence::Online {
+            addr: "a".into(),
+            session: 7,
+        },
+        at_ms: 1,
+    })
+    .expect("online");
+    s.handle(Request::ResetPresence).expect("first reset");
+    assert_eq!(
+        get(&s, legacy).sessions,
+        0,
+        "the full scan finds the legacy count"
+    );
+    assert_eq!(get(&s, online).sessions, 0);
+    assert!(
+        engine
+            .get(Cf::Meta, keys::PRESENCE_INDEXED)
+            .expect("get")
+            .is_some()
+    );
+    // Once indexed, a count without a set is not visited: proof the reset no longer scans.
+    set_legacy_count(5);
+    s.handle(Request::SetPresence {
+        device: online,
+        presence: Presence::Online {
+            addr: "a".into(),
+            session: 8,
+        },
+        at_ms: 2,
+    })
+    .expect("online");
+    s.handle(Request::ResetPresence).expect("indexed reset");
+    assert_eq!(
+        get(&s, online).sessions,
+        0,
+        "the live set is found and cleared"
+    );
+    assert_eq!(get(&s, legacy).sessions, 5, "no full scan once indexed");
 }
 
 #[test]

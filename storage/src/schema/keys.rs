@@ -4,7 +4,7 @@
 //!
 //! | family        | key                                                   |
 //! |---------------|-------------------------------------------------------|
-//! | `meta`        | ASCII name (`format_version`, `next_device_id`)       |
+//! | `meta`        | ASCII name (`format_version`, `next_device_id`, …), `presence/` · id |
 //! | `devices`     | id (u64 BE)                                           |
 //! | `token_index` | SHA-256 of the token (32 bytes)                       |
 //! | `pins`        | id (u64 BE) · kind (`a`/`d`/`v`) · pin (u8)            |
@@ -20,6 +20,16 @@ pub(crate) const FORMAT_VERSION: &[u8] = b"format_version";
 pub(crate) const NEXT_DEVICE_ID: &[u8] = b"next_device_id";
 /// Meta keys `presence/<device id BE>`: the device's live session tags (postcard `Vec<u64>`).
 pub(crate) const PRESENCE_PREFIX: &[u8] = b"presence/";
+
+/// Meta key present once every device with live sessions has a `presence/` entry: set by the
+/// first full reset of a store whose writers keep those entries, so later resets visit only the
+/// devices that have one instead of every device. (Sorts after every `presence/` key.)
+pub(crate) const PRESENCE_INDEXED: &[u8] = b"presence_indexed";
+
+/// The device id of a `presence/<id>` meta key.
+pub(crate) fn parse_presence(key: &[u8]) -> Option<DeviceId> {
+    key.strip_prefix(PRESENCE_PREFIX).and_then(parse_device)
+}
 
 pub(crate) fn presence(id: DeviceId) -> Vec<u8> {
     let mut key = PRESENCE_PREFIX.to_vec();

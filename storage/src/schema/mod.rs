@@ -555,11 +555,32 @@ impl<E: Engine> Store<E> {
         }))
     }
 
-    /// Sets `sessions = 0` on every device and forgets every live session set, a chunk per batch,
-    /// then syncs the WAL once.
+    /// Sets `sessions = 0` on every device with live sessions and forgets every live session
+    /// set, a chunk per batch, then syncs the WAL once. The first reset of a store scans every
+    /// device (counts may predate the sets); later ones visit only the sets.
     /// Not atomic across chunks, but idempotent: after a crash the gateway simply resets again.
     /// Runs under the group writer's lock, between groups.
     fn reset_presence(&self) -> Result<()> {
+        let indexed = self.engine.get(Cf::Meta, keys::PRESENCE_INDEXED)?.is_some();
+        let mut reset = if indexed {
+            0
+        } else {
+            self.reset_every_session_count()?
+        };
+        reset += self.clear_live_session_sets()?;
+        if !indexed {
+            let mut batch = WriteBatch::new();
+            batch.put(Cf::Meta, keys::PRESENCE_INDEXED, Vec::new());
+            self.engine.write(batch, Durability::Buffered)?;
+        }
+        self.engine.sync_wal()?;
+        tracing::info!(devices = reset, full_scan = !indexed, "presence reset");
+        Ok(())
+    }
+
+    /// Zeroes `sessions` on every device, a chunk per batch: the first reset of a store, which
+    /// may hold counts written before live session sets existed.
+    fn reset_every_session_count(&self) -> Result<u64> {
         let mut start = keys::device(0).to_vec();
         let mut reset = 0u64;
         loop {
@@ -580,11 +601,19 @@ impl<E: Engine> Store<E> {
             }
             self.engine.write(batch, Durability::Buffered)?;
         }
-        // The live session sets go too, a chunk at a time.
+        Ok(reset)
+    }
+
+    /// Deletes every live session set and zeroes its device's `sessions`, a chunk per batch. A
+    /// device with live sessions always has a set (both are written in one batch), so once the
+    /// store is indexed this is the whole reset, and its cost follows the devices that were
+    /// online, not the fleet.
+    fn clear_live_session_sets(&self) -> Result<u64> {
         let mut end = keys::PRESENCE_PREFIX.to_vec();
         if let Some(last) = end.last_mut() {
             *last += 1;
         }
+        let mut reset = 0u64;
         loop {
             let page = self.engine.scan_range(
                 Cf::Meta,
@@ -597,13 +626,25 @@ impl<E: Engine> Store<E> {
             }
             let mut batch = WriteBatch::new();
             for (key, _) in page {
+                let device = keys::parse_presence(&key).ok_or_else(|| SchemaError::Corrupt {
+                    what: "presence key",
+                    key: keys::hex(&key),
+                    reason: "not a device id".into(),
+                })?;
+                let device_key = keys::device(device);
+                if let Some(value) = self.engine.get(Cf::Devices, &device_key)? {
+                    let mut record: StoredDevice = decode("device", &device_key, &value)?;
+                    if record.sessions != 0 {
+                        record.sessions = 0;
+                        batch.put(Cf::Devices, device_key.to_vec(), encode(&record)?);
+                        reset += 1;
+                    }
+                }
                 batch.delete(Cf::Meta, key);
             }
             self.engine.write(batch, Durability::Buffered)?;
         }
-        self.engine.sync_wal()?;
-        tracing::info!(devices = reset, "presence reset");
-        Ok(())
+        Ok(reset)
     }
 
     /// Writes a checkpoint of the database into `dir` (absolute, new, parent existing).
