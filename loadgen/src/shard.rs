@@ -302,7 +302,12 @@ impl Shard {
             Scenario::Storm {
                 trigger: StormTrigger::Server,
                 ..
-            } => {}
+            } => {
+                // Devices the gateway drops come back on their own backoff, not at the ramp's
+                // login rate: a fleet does not queue politely after an outage.
+                self.dial_interval = Duration::ZERO;
+                self.next_dial_at = now;
+            }
         }
     }
 

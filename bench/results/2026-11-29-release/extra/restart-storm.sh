@@ -7,7 +7,7 @@ rm -f data/ports.json
 $R/portcullis serve --config gw.toml > gw-$2.log 2>&1 &
 GW=$!
 for i in $(seq 100); do [ -f data/ports.json ] && break; sleep 0.1; done
-timeout 300 $R/portcullis-loadgen storm --trigger server --timeout 120 --tls-percent $1 --login-rate 5000 \
+timeout 300 $R/portcullis-loadgen storm --trigger server --timeout 120 --tls-percent $1 --login-rate ${3:-5000} \
   --tokens tokens19.txt --data-dir data --settle-ms 0 --out $2 > $2.out 2> $2.err &
 LG=$!
 for i in $(seq 1200); do grep -q "measure" $2.err && break; sleep 0.1; done
