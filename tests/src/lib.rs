@@ -156,23 +156,7 @@ impl Gateway {
 
     /// Runs `portcullis admin --data-dir D <args> --json` and parses its output.
     pub fn admin(&self, args: &[&str]) -> Result<Value, String> {
-        let out = Command::new(bin("portcullis"))
-            .arg("admin")
-            .arg("--data-dir")
-            .arg(&self.data_dir)
-            .args(args)
-            .arg("--json")
-            .output()
-            .unwrap();
-        if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-        }
-        serde_json::from_slice(&out.stdout).map_err(|e| {
-            format!(
-                "bad JSON from admin ({e}): {}",
-                String::from_utf8_lossy(&out.stdout)
-            )
-        })
+        admin_json(&["--data-dir".as_ref(), self.data_dir.as_os_str()], args)
     }
 
     /// Creates a device; returns its id and token.
@@ -314,4 +298,25 @@ pub fn python(script: &str, args: &[&str], timeout: Duration) -> String {
         "python {script} failed ({status}):\nstdout:\n{out}\nstderr:\n{err}"
     );
     out
+}
+
+/// Runs `portcullis admin <how> <args> --json` (`how` says where the store is: `--data-dir D` or
+/// `--config F`) and parses its output; the error is the CLI's stderr.
+pub fn admin_json(how: &[&std::ffi::OsStr], args: &[&str]) -> Result<Value, String> {
+    let out = Command::new(bin("portcullis"))
+        .arg("admin")
+        .args(how)
+        .args(args)
+        .arg("--json")
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| {
+        format!(
+            "bad JSON from admin ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
 }

@@ -260,6 +260,24 @@ fn setup(gw: &Gateway) -> (Vec<(u64, String)>, Vec<Arc<Progress>>) {
     (devices, progress)
 }
 
+/// One writer thread per device, each writing until `stop`.
+fn spawn_writers(
+    port: u16,
+    devices: &[(u64, String)],
+    progress: &[Arc<Progress>],
+    stop: &Arc<AtomicBool>,
+) -> Vec<thread::JoinHandle<()>> {
+    devices
+        .iter()
+        .zip(progress)
+        .enumerate()
+        .map(|(w, ((_, token), p))| {
+            let (token, p, stop) = (token.clone(), Arc::clone(p), Arc::clone(stop));
+            thread::spawn(move || write_until_stopped(port, &token, w, &p, &stop))
+        })
+        .collect()
+}
+
 #[test]
 fn acknowledged_values_survive_store_kills() {
     let started = Instant::now();
@@ -267,20 +285,7 @@ fn acknowledged_values_survive_store_kills() {
     let gw = Gateway::start("");
     let (devices, progress) = setup(&gw);
     let stop = Arc::new(AtomicBool::new(false));
-    let writers: Vec<_> = devices
-        .iter()
-        .zip(&progress)
-        .enumerate()
-        .map(|(w, ((_, token), p))| {
-            let (token, p, stop, port) = (
-                token.clone(),
-                Arc::clone(p),
-                Arc::clone(&stop),
-                gw.plain_port,
-            );
-            thread::spawn(move || write_until_stopped(port, &token, w, &p, &stop))
-        })
-        .collect();
+    let writers = spawn_writers(gw.plain_port, &devices, &progress, &stop);
     let mut checked = 0;
     for round in 0..STORE_KILL_ROUNDS {
         thread::sleep(moments.millis(100, 600));
@@ -325,20 +330,7 @@ fn acknowledged_values_survive_gateway_kills() {
     let mut checked = 0;
     for round in 0..GATEWAY_KILL_ROUNDS {
         let stop = Arc::new(AtomicBool::new(false));
-        let writers: Vec<_> = devices
-            .iter()
-            .zip(&progress)
-            .enumerate()
-            .map(|(w, ((_, token), p))| {
-                let (token, p, stop, port) = (
-                    token.clone(),
-                    Arc::clone(p),
-                    Arc::clone(&stop),
-                    gw.plain_port,
-                );
-                thread::spawn(move || write_until_stopped(port, &token, w, &p, &stop))
-            })
-            .collect();
+        let writers = spawn_writers(gw.plain_port, &devices, &progress, &stop);
         thread::sleep(moments.millis(200, 700));
         let store = gw.store_pid();
         gw.signal(nix::sys::signal::Signal::SIGKILL);

@@ -8,7 +8,7 @@
 #![allow(clippy::unwrap_used)]
 
 use portcullis_e2e::device::Device;
-use portcullis_e2e::{Gateway, bin, wait_for};
+use portcullis_e2e::{Gateway, admin_json, bin, wait_for};
 use portcullis_protocol::{Command, Status};
 use serde_json::Value;
 use std::collections::HashSet;
@@ -109,18 +109,7 @@ fn gen_certs(dir: &Path) -> PathBuf {
 /// `portcullis admin --config FILE ARGS --json`: the admin CLI reaching the store the way the
 /// gateway's configuration says (here: over mutual TLS).
 fn admin(gw: &Gateway, args: &[&str]) -> Result<Value, String> {
-    let out = Process::new(bin("portcullis"))
-        .arg("admin")
-        .arg("--config")
-        .arg(&gw.config_path)
-        .args(args)
-        .arg("--json")
-        .output()
-        .unwrap();
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-    }
-    serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
+    admin_json(&["--config".as_ref(), gw.config_path.as_os_str()], args)
 }
 
 fn pin(gw: &Gateway, device: u64, name: &str) -> Option<String> {

@@ -295,24 +295,23 @@ mod tests {
         addr
     }
 
+    /// Sends `request` on a new connection and reads the answer until the server closes.
+    fn exchange(addr: std::net::SocketAddr, request: &[u8]) -> String {
+        let mut stream = TcpStream::connect(addr).expect("connects");
+        stream.write_all(request).expect("writes");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).expect("reads");
+        answer
+    }
+
     #[test]
     fn serves_over_a_real_socket() {
         let addr = serving();
-        let mut stream = TcpStream::connect(addr).expect("connects");
-        stream
-            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-            .expect("writes");
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).expect("reads");
+        let answer = exchange(addr, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
         assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
         assert!(answer.ends_with("\r\n\r\nok\n"), "{answer}");
 
-        let mut stream = TcpStream::connect(addr).expect("connects");
-        stream
-            .write_all(b"\x16\x03\x01garbage\r\n\r\n")
-            .expect("writes");
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).expect("reads");
+        let answer = exchange(addr, b"\x16\x03\x01garbage\r\n\r\n");
         assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     }
 

@@ -592,12 +592,7 @@ impl<E: Engine> Store<E> {
             start.push(0);
             let mut batch = WriteBatch::new();
             for (key, value) in &page {
-                let mut record: StoredDevice = decode("device", key, value)?;
-                if record.sessions != 0 {
-                    record.sessions = 0;
-                    batch.put(Cf::Devices, key.clone(), encode(&record)?);
-                    reset += 1;
-                }
+                reset += u64::from(zero_sessions(&mut batch, key, value)?);
             }
             self.engine.write(batch, Durability::Buffered)?;
         }
@@ -633,12 +628,7 @@ impl<E: Engine> Store<E> {
                 })?;
                 let device_key = keys::device(device);
                 if let Some(value) = self.engine.get(Cf::Devices, &device_key)? {
-                    let mut record: StoredDevice = decode("device", &device_key, &value)?;
-                    if record.sessions != 0 {
-                        record.sessions = 0;
-                        batch.put(Cf::Devices, device_key.to_vec(), encode(&record)?);
-                        reset += 1;
-                    }
+                    reset += u64::from(zero_sessions(&mut batch, &device_key, &value)?);
                 }
                 batch.delete(Cf::Meta, key);
             }
@@ -706,6 +696,18 @@ pub fn finish_sync(synced: &Result<()>, results: &mut [Result<Response, StoreErr
 }
 
 /// Logs store-side failures (the peer's own mistakes are not news) and converts for the wire.
+/// Adds to `batch` the device record `value` with `sessions = 0`, unless it is 0 already;
+/// returns whether it did.
+fn zero_sessions(batch: &mut WriteBatch, key: &[u8], value: &[u8]) -> Result<bool> {
+    let mut record: StoredDevice = decode("device", key, value)?;
+    if record.sessions == 0 {
+        return Ok(false);
+    }
+    record.sessions = 0;
+    batch.put(Cf::Devices, key.to_vec(), encode(&record)?);
+    Ok(true)
+}
+
 fn report(err: SchemaError) -> StoreError {
     if !matches!(err, SchemaError::NotFound(_) | SchemaError::Invalid(_)) {
         tracing::error!(%err, "request failed on the store side");
