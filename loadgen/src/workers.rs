@@ -210,17 +210,16 @@ pub fn run(
         t.measure_s = t.measure_s.max(times.measure_s);
         t.online_at_measure += times.online_at_measure;
         // All back only when every worker's devices are back: the slowest worker decides.
-        t.storm_all_back_s = match (t.storm_all_back_s, times.storm_all_back_s) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            _ => None,
-        };
+        t.storm_all_back_s = slowest(t.storm_all_back_s, times.storm_all_back_s);
         t.storm_back_after_return_s =
-            match (t.storm_back_after_return_s, times.storm_back_after_return_s) {
-                (Some(a), Some(b)) => Some(a.max(b)),
-                _ => None,
-            };
+            slowest(t.storm_back_after_return_s, times.storm_back_after_return_s);
     }
     Ok(merged)
+}
+
+/// The later of two workers' storm times; none if either worker's devices never all came back.
+fn slowest(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    Some(a?.max(b?))
 }
 
 fn sum<'a>(snapshots: impl Iterator<Item = &'a Snapshot>) -> Snapshot {
