@@ -133,8 +133,9 @@ pub struct LimitsSection {
     /// shard's share (this divided by the shards) is used up, it refuses new connections, so
     /// the sessions it has keep their memory. 1 ..= 1048576. Default 512.
     pub output_budget_mib: u32,
-    /// Pin writes a shard may queue for the store while the store is slow or restarting; beyond
-    /// that, writes are dropped and counted. Default 100000.
+    /// Pin writes a shard may hold unacknowledged by the store (queued in the shard, or queued or
+    /// in flight on its store link) while the store is slow or restarting; beyond that, the
+    /// oldest writes not yet sent are dropped and counted. Default 100000.
     pub store_queue_max_writes: u32,
     /// Largest message (header included) sent to a device that announced no `buff-in`; the stock
     /// C++ library reads into a 256-byte buffer. Default 255.

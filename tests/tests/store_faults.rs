@@ -112,3 +112,53 @@ fn sigint_closes_connections_flushes_writes_and_exits_zero() {
     }
     assert_eq!(gw.device(id)["online"], false);
 }
+
+/// A store that stops answering but keeps its link open (SIGSTOP) costs the gateway bounded
+/// memory: pin writes the store has not acknowledged, queued in the shard or on its link, stay
+/// within `limits.store_queue_max_writes`; beyond it the oldest unsent ones are dropped and
+/// counted, and once the store resumes the newest value is the one stored.
+#[test]
+fn a_stalled_store_costs_bounded_memory_and_the_newest_values_survive() {
+    const BOUND: usize = 1000;
+    const WRITES: usize = 6000;
+    let gw = Gateway::start(&format!("[limits]\nstore_queue_max_writes = {BOUND}\n"));
+    let (id, token) = gw.create_device("stalled");
+    let mut dev = Device::plain(gw.plain_port);
+    dev.login(&token, Status::Ok);
+    dev.info(60);
+    let ping = dev.send(Command::Ping, &[]);
+    dev.expect_status(ping, Status::Ok);
+
+    let store = nix::unistd::Pid::from_raw(gw.store_pid().expect("a child store"));
+    nix::sys::signal::kill(store, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    for i in 0..WRITES {
+        dev.virtual_write(1, &format!("w{i}"));
+        if i % 500 == 499 {
+            // A round trip per step: the shard handles the writes over many loop turns.
+            let ping = dev.send(Command::Ping, &[]);
+            dev.expect_status(ping, Status::Ok);
+        }
+    }
+    // Every write is either still held for the store or counted as dropped.
+    let (held, dropped) = wait_for("the shard's counters", Duration::from_secs(10), || {
+        let s = gw.scrape();
+        let held = s.value("portcullis_telemetry_queue_writes", &[]) as usize;
+        let dropped = s.value("portcullis_telemetry_dropped_total", &[]) as usize;
+        (held + dropped == WRITES).then_some((held, dropped))
+    });
+    nix::sys::signal::kill(store, nix::sys::signal::Signal::SIGCONT).unwrap();
+    assert!(held <= BOUND, "{held} writes held for a stalled store");
+    assert!(dropped >= WRITES - BOUND, "only {dropped} dropped");
+
+    // The newest write was never the one dropped: it is what the resumed store has.
+    let sync = dev.send(Command::HardwareSync, &[b"vr", b"1"]);
+    assert_eq!(
+        dev.recv(),
+        portcullis_e2e::device::Got::Frame {
+            command: Command::Hardware,
+            id: sync,
+            body: format!("vw\x001\x00w{}", WRITES - 1).into_bytes()
+        }
+    );
+    assert_eq!(gw.pin(id, "V1"), Some(format!("w{}", WRITES - 1)));
+}

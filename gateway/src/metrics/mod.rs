@@ -279,7 +279,7 @@ impl Collector for GatewayMetrics {
         gauge_family(
             &mut e,
             names::TELEMETRY_QUEUE,
-            "Pin writes waiting to be sent to the store",
+            "Pin writes not yet acknowledged by the store (queued in the shard or on its link); bounded by limits.store_queue_max_writes",
             per_shard(&self.shards, |m| m.telemetry_queue.load(Ordering::Relaxed)),
         )?;
         counter(

@@ -7,6 +7,7 @@ mod accept;
 mod input;
 mod ops;
 mod store_calls;
+use store_calls::TelemetryFlush;
 
 use super::admission::{Admit, Guards, Refusal};
 use super::conn::{Conn, ConnId, Flush, Port, ReadOutcome, Stage, Transition};
@@ -62,7 +63,9 @@ const CLOSE_LINGER: Duration = Duration::from_secs(1);
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(5);
 /// Longest sleep of a draining shard, so closes stay evenly paced.
 const DRAIN_TICK: Duration = Duration::from_millis(20);
-/// Store calls (other than telemetry) queued while the store is away, at most.
+/// Store requests queued or in flight beyond which logins, syncs, property writes and info
+/// updates are refused with an answer (telemetry has its own bound; presence changes are never
+/// refused: each connection makes at most two, so the connection limits bound them).
 const MAX_QUEUED_CALLS: usize = 65_536;
 
 pub struct ShardSetup {
@@ -228,7 +231,7 @@ impl Shard {
             self.turn(&mut expired, &mut completions);
             self.metrics.turn_done(
                 self.now.elapsed(),
-                self.telemetry.len(),
+                self.telemetry.len() + self.link.unacked_writes(),
                 self.link.outstanding(),
                 self.link.state == LinkState::Up,
                 self.now_ms,
@@ -274,7 +277,7 @@ impl Shard {
     fn flush_store(&mut self) {
         self.link.maintain(self.poll.registry(), self.now);
         if self.link.state == LinkState::Up {
-            self.telemetry_to_link();
+            self.telemetry_to_link(TelemetryFlush::WithinBound);
         }
         self.link.pump(self.poll.registry());
     }

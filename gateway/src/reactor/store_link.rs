@@ -5,7 +5,9 @@
 //! Every request stays in `in_flight` until its reply arrives. If the store dies, the link goes
 //! down, the requests still in flight are moved back to the front of the send queue and re-sent
 //! when the restarted store answers the hello again, so nothing acknowledged is lost and nothing
-//! unacknowledged is forgotten. Telemetry waiting for the link is bounded by the shard.
+//! unacknowledged is forgotten. Telemetry waiting for the link is bounded by the shard, which
+//! counts the pin writes the link holds unacknowledged (queued or in flight) against its bound and
+//! can drop the oldest batch not yet written when the store falls behind.
 
 use super::conn::ConnId;
 use super::store_transport::Transport;
@@ -89,6 +91,8 @@ pub struct StoreLink {
     pub connects: u64,
     /// Connection attempts so far (picks the next address of a remote store).
     attempts: u64,
+    /// Pin writes in `WritePins` requests not yet answered, queued or in flight.
+    unacked_writes: usize,
     /// The last failure logged as a warning: a store that stays unreachable, or keeps refusing
     /// our certificate, is reported once per distinct reason rather than every retry.
     last_failure: Option<String>,
@@ -111,6 +115,7 @@ impl StoreLink {
             connects: 0,
             attempts: 0,
             last_failure: None,
+            unacked_writes: 0,
         }
     }
 
@@ -119,7 +124,27 @@ impl StoreLink {
         self.queue.len() + self.in_flight.len()
     }
 
+    /// Pin writes handed to the link and not yet answered by the store (queued or in flight).
+    pub fn unacked_writes(&self) -> usize {
+        self.unacked_writes
+    }
+
+    /// Drops the oldest telemetry batch still waiting to be written (never one in flight: the
+    /// store may already have it); returns how many pin writes it held, or `None` when no batch
+    /// waits. Only telemetry is ever dropped: its bound is the shard's promise for a slow store.
+    pub fn drop_oldest_queued_writes(&mut self) -> Option<usize> {
+        let index = self
+            .queue
+            .iter()
+            .position(|call| matches!(call.request, Request::WritePins { .. }))?;
+        let call = self.queue.remove(index)?;
+        let dropped = write_count(&call.request);
+        self.unacked_writes -= dropped;
+        Some(dropped)
+    }
+
     pub fn submit(&mut self, request: Request, waiter: Waiter) {
+        self.unacked_writes += write_count(&request);
         self.queue.push_back(Call {
             request,
             waiter,
@@ -183,6 +208,7 @@ impl StoreLink {
                     Err(e) => {
                         // Only an oversize batch can fail here; the shard caps batches well below it.
                         tracing::error!(error = %e, "dropping a store request that cannot be encoded");
+                        self.unacked_writes -= write_count(&envelope.request);
                     }
                 }
             }
@@ -289,9 +315,12 @@ impl StoreLink {
                     if id != reply.id {
                         break Err(format!("store answered id {} but {id} was next", reply.id));
                     }
-                    let pins_written = match &call.request {
-                        Request::WritePins { writes } if reply.result.is_ok() => writes.len(),
-                        _ => 0,
+                    let answered_writes = write_count(&call.request);
+                    self.unacked_writes -= answered_writes;
+                    let pins_written = if reply.result.is_ok() {
+                        answered_writes
+                    } else {
+                        0
                     };
                     done.push(Completion {
                         waiter: call.waiter,
@@ -343,6 +372,14 @@ impl StoreLink {
             && self.in_flight.is_empty()
             && self.out.is_empty()
             && !self.stream.as_ref().is_some_and(Transport::has_pending)
+    }
+}
+
+/// Pin writes a request carries (0 for anything but telemetry).
+fn write_count(request: &Request) -> usize {
+    match request {
+        Request::WritePins { writes } => writes.len(),
+        _ => 0,
     }
 }
 

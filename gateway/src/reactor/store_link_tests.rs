@@ -150,9 +150,17 @@ fn requests_in_flight_when_a_tls_link_dies_are_resent_and_answered() {
     let mut events = Events::with_capacity(16);
     let token = Token(1);
     let mut link = StoreLink::new(endpoint, ClientRole::GatewayShard(0), token);
-    for _ in 0..REQUESTS {
-        link.submit(Request::Ping, Waiter::None);
+    // Half of them telemetry: its count of unacknowledged writes must survive the requeue and
+    // reach zero only when the second store answers.
+    for i in 0..REQUESTS {
+        let request = if i % 2 == 0 {
+            Request::Ping
+        } else {
+            write_batch(3)
+        };
+        link.submit(request, Waiter::None);
     }
+    assert_eq!(link.unacked_writes(), 3 * REQUESTS / 2);
     let mut done = Vec::new();
     let mut scratch = vec![0u8; 16 * 1024];
     let deadline = Instant::now() + WAIT;
@@ -172,6 +180,44 @@ fn requests_in_flight_when_a_tls_link_dies_are_resent_and_answered() {
     }
     assert!(done.iter().all(|c| matches!(c.result, Ok(Response::Pong))));
     assert_eq!(link.connects, 2, "one link died, the second answered");
+    assert_eq!(link.unacked_writes(), 0);
     assert!(link.is_idle());
     assert_eq!(server.join().expect("store thread"), REQUESTS);
+}
+
+fn write_batch(n: usize) -> Request {
+    use portcullis_protocol::body::{PinAddr, PinKind};
+    let writes = (0..n)
+        .map(|i| portcullis_protocol::store::PinWrite {
+            device: 1,
+            pin: PinAddr::new(PinKind::Virtual, 1),
+            value: i.to_string().into_bytes(),
+            at_ms: 0,
+        })
+        .collect();
+    Request::WritePins { writes }
+}
+
+#[test]
+fn unacknowledged_writes_are_counted_and_only_queued_telemetry_is_dropped() {
+    let endpoint = StoreEndpoint::Unix("/nonexistent/portcullis-store.sock".into());
+    let mut link = StoreLink::new(endpoint, ClientRole::GatewayShard(0), Token(1));
+    link.submit(Request::Ping, Waiter::None);
+    link.submit(write_batch(3), Waiter::None);
+    link.submit(Request::ResetPresence, Waiter::None);
+    link.submit(write_batch(5), Waiter::None);
+    assert_eq!(link.unacked_writes(), 8);
+    assert_eq!(link.outstanding(), 4);
+
+    // The oldest write batch goes first; requests that are not telemetry stay.
+    assert_eq!(link.drop_oldest_queued_writes(), Some(3));
+    assert_eq!(link.unacked_writes(), 5);
+    assert_eq!(link.drop_oldest_queued_writes(), Some(5));
+    assert_eq!(link.drop_oldest_queued_writes(), None);
+    assert_eq!(link.unacked_writes(), 0);
+    assert_eq!(
+        link.outstanding(),
+        2,
+        "ping and presence reset still queued"
+    );
 }

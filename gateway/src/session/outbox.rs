@@ -154,6 +154,34 @@ impl Outbox {
         Ok(())
     }
 
+    /// Replaces the store calls that can be refused when the shard's store queue is full with
+    /// their answers: a login is answered SERVER_ERROR and the connection closed, a sync or a
+    /// property write answered SERVER_ERROR, an info update dropped (it is re-sent at every
+    /// login). Telemetry (bounded on its own) and presence changes are kept. Returns how many
+    /// calls were refused.
+    pub fn refuse_deferrable_calls(&mut self) -> usize {
+        let calls = std::mem::take(&mut self.store);
+        let mut refused = 0;
+        for call in calls {
+            match call {
+                StoreCall::Authenticate { msg_id, .. } => {
+                    self.response(msg_id, Status::ServerError);
+                    self.close(CloseReason::StoreUnavailable);
+                }
+                StoreCall::Sync { msg_id, .. } | StoreCall::WriteProperty { msg_id, .. } => {
+                    self.response(msg_id, Status::ServerError)
+                }
+                StoreCall::SetInfo(_) => {}
+                kept @ (StoreCall::WritePin { .. } | StoreCall::Presence(_)) => {
+                    self.store.push(kept);
+                    continue;
+                }
+            }
+            refused += 1;
+        }
+        refused
+    }
+
     pub fn close(&mut self, reason: CloseReason) {
         self.close.get_or_insert(reason);
     }
@@ -182,5 +210,70 @@ impl Outbox {
         self.ends.clear();
         self.store.clear();
         self.close = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use portcullis_protocol::body::PinKind;
+    use portcullis_protocol::frame::{Decoded, Payload, decode};
+    use portcullis_protocol::store::Presence;
+
+    fn statuses(outbox: &Outbox) -> Vec<(u16, Status)> {
+        outbox
+            .frames()
+            .map(|bytes| match decode(bytes, usize::MAX) {
+                Ok(Decoded::Frame { frame, .. }) => match frame.payload {
+                    Payload::Status(status) => (frame.msg_id, status),
+                    other => panic!("not a response: {other:?}"),
+                },
+                other => panic!("not a frame: {other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_full_store_queue_answers_what_waits_for_a_reply_and_keeps_telemetry_and_presence() {
+        let pin = PinAddr::new(PinKind::Virtual, 1);
+        let mut outbox = Outbox::default();
+        outbox.store = vec![
+            StoreCall::WritePin {
+                pin,
+                value: b"1".to_vec(),
+            },
+            StoreCall::Sync {
+                msg_id: 7,
+                pins: None,
+                filter: super::super::SyncFilter::Everything,
+            },
+            StoreCall::WriteProperty {
+                msg_id: 8,
+                pin,
+                property: "label".into(),
+                value: b"x".to_vec(),
+            },
+            StoreCall::SetInfo(DeviceInfo::default()),
+            StoreCall::Presence(Presence::Offline { session: 1 }),
+        ];
+        assert_eq!(outbox.refuse_deferrable_calls(), 3);
+        assert_eq!(
+            statuses(&outbox),
+            vec![(7, Status::ServerError), (8, Status::ServerError)]
+        );
+        assert!(matches!(outbox.store[0], StoreCall::WritePin { .. }));
+        assert!(matches!(outbox.store[1], StoreCall::Presence(_)));
+        assert_eq!(outbox.store.len(), 2);
+        assert_eq!(outbox.close, None, "a logged-in device stays connected");
+
+        outbox.clear();
+        outbox.store = vec![StoreCall::Authenticate {
+            token_hash: [0; 32],
+            msg_id: 1,
+        }];
+        assert_eq!(outbox.refuse_deferrable_calls(), 1);
+        assert_eq!(statuses(&outbox), vec![(1, Status::ServerError)]);
+        assert_eq!(outbox.close, Some(CloseReason::StoreUnavailable));
+        assert!(outbox.store.is_empty());
     }
 }

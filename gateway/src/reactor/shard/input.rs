@@ -334,6 +334,9 @@ impl Shard {
     /// Carries out what a stage decided: frames to the socket, calls to the store, closing.
     pub(super) fn apply_outbox(&mut self, key: usize, id: ConnId) {
         let mut outbox = std::mem::take(&mut self.outbox);
+        if !outbox.store.is_empty() && self.link.outstanding() >= MAX_QUEUED_CALLS {
+            self.refuse_for_full_queue(&mut outbox);
+        }
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };

@@ -1,19 +1,90 @@
 //! The shard's side of the store: turning session decisions into store requests (telemetry batched
-//! per loop turn and bounded while the store is away), and the replies coming back — logins,
-//! sync replays, property acknowledgements — delivered to connections that may have gone.
+//! per loop turn and bounded while the store is slow or away), and the replies coming back —
+//! logins, sync replays, property acknowledgements — delivered to connections that may have gone.
+//!
+//! The telemetry bound (`limits.store_queue_max_writes`) counts every pin write not yet
+//! acknowledged by the store: the shard's own queue plus what the link holds queued or in flight.
+//! A slow store therefore costs bounded memory; the oldest writes not yet sent are dropped first.
+//! The link gets at most half the bound: writes already sent cannot be taken back, so the other
+//! half stays in the shard, where the newest values wait and the oldest make room for them.
 
 use super::*;
 
+/// How much queued telemetry to hand to the link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum TelemetryFlush {
+    /// Everything: a read follows and must see the writes before it (the link keeps order).
+    Everything,
+    /// Only while the link's unacknowledged writes stay within its half of the bound; the rest
+    /// waits in the shard's queue, where the bound drops the oldest.
+    WithinBound,
+}
+
 impl Shard {
-    /// Hands queued telemetry to the link as write batches. Also called before a read so the store
-    /// sees a device's writes before its sync (the link keeps request order).
-    pub(super) fn telemetry_to_link(&mut self) {
+    /// Hands queued telemetry to the link as write batches.
+    pub(super) fn telemetry_to_link(&mut self, flush: TelemetryFlush) {
         while !self.telemetry.is_empty() {
             let n = self.telemetry.len().min(MAX_WRITE_BATCH);
+            let link_share = (self.limits.store_queue_max_writes / 2).max(1);
+            if flush == TelemetryFlush::WithinBound && self.link.unacked_writes() + n > link_share {
+                return;
+            }
             let writes: Vec<PinWrite> = self.telemetry.drain(..n).collect();
             self.metrics.write_batch.observe(n as u64);
             self.link
                 .submit(Request::WritePins { writes }, Waiter::None);
+        }
+    }
+
+    /// Makes room for one more pin write under the bound: drops the oldest write still in the
+    /// shard's queue, else the oldest batch the link has not written yet. `false` when everything
+    /// unacknowledged is already in flight (then the new write is the one dropped).
+    fn make_room_for_write(&mut self) -> bool {
+        let unacked = self.telemetry.len() + self.link.unacked_writes();
+        if unacked < self.limits.store_queue_max_writes {
+            return true;
+        }
+        let (dropped, room) = if self.telemetry.pop_front().is_some() {
+            (1, true)
+        } else if let Some(batch) = self.link.drop_oldest_queued_writes() {
+            (batch as u64, true)
+        } else {
+            (1, false)
+        };
+        let before = self
+            .stats
+            .telemetry_dropped
+            .fetch_add(dropped, Ordering::Relaxed);
+        // Logged when the running total crosses a power of two: a sustained overload stays visible
+        // without a line per dropped value.
+        if (before + dropped).ilog2() != before.checked_ilog2().unwrap_or(u32::MAX) {
+            tracing::warn!(
+                shard = self.index,
+                dropped = before + dropped,
+                "telemetry queue full (store slow or away); dropping the oldest values"
+            );
+        }
+        room
+    }
+
+    /// The store queue is full: the step's refusable calls are answered instead of queued.
+    pub(super) fn refuse_for_full_queue(&mut self, outbox: &mut Outbox) {
+        let refused = outbox.refuse_deferrable_calls() as u64;
+        if refused == 0 {
+            return;
+        }
+        let before = self
+            .stats
+            .store_calls_refused
+            .fetch_add(refused, Ordering::Relaxed);
+        if (before + refused).ilog2() != before.checked_ilog2().unwrap_or(u32::MAX) {
+            tracing::warn!(
+                shard = self.index,
+                refused = before + refused,
+                limit = MAX_QUEUED_CALLS,
+                "store queue full (store slow or away); answering logins, syncs and property \
+                 writes with SERVER_ERROR"
+            );
         }
     }
 
@@ -27,28 +98,11 @@ impl Shard {
             return;
         }
         let Some(device) = device else { return };
-        if self.link.outstanding() >= MAX_QUEUED_CALLS
-            && !matches!(call, StoreCall::WritePin { .. })
-        {
-            tracing::warn!(shard = self.index, "store call queue full; refusing a call");
-            self.stats
-                .store_calls_refused
-                .fetch_add(1, Ordering::Relaxed);
-            return;
-        }
         match call {
             StoreCall::Authenticate { .. } => {}
             StoreCall::WritePin { pin, value } => {
-                if self.telemetry.len() >= self.limits.store_queue_max_writes {
-                    self.telemetry.pop_front();
-                    let dropped = self.stats.telemetry_dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                    if dropped.is_power_of_two() {
-                        tracing::warn!(
-                            shard = self.index,
-                            dropped,
-                            "telemetry queue full; dropping the oldest values"
-                        );
-                    }
+                if !self.make_room_for_write() {
+                    return;
                 }
                 self.telemetry.push_back(PinWrite {
                     device,
@@ -62,7 +116,7 @@ impl Shard {
                 pins,
                 filter,
             } => {
-                self.telemetry_to_link();
+                self.telemetry_to_link(TelemetryFlush::Everything);
                 self.link.submit(
                     Request::ReadPins { device, pins },
                     Waiter::Sync {
