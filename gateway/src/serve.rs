@@ -290,6 +290,7 @@ pub fn serve(config: Config, context: ServeContext) -> anyhow::Result<()> {
         telemetry_dropped = total(|s| &s.telemetry_dropped),
         connections_refused = total(|s| &s.connections_refused),
         logins_throttled = total(|s| &s.logins_throttled),
+        frames_over_quota = total(|s| &s.frames_over_quota),
         "stopped"
     );
     joined.context("a shard failed")
