@@ -122,6 +122,19 @@ pub struct LimitsSection {
     /// A device silent for `ceil(heartbeat_factor × h-beat)` seconds is disconnected; must be above
     /// 1. Default 2.3.
     pub heartbeat_factor: f64,
+    /// Largest heartbeat a device's info message may announce; a larger `h-beat` is held to this,
+    /// so a device that vanished behind a NAT frees its slot within `heartbeat_factor ×` this
+    /// many seconds rather than up to 42 hours. 1 ..= 65535 and at least `default_heartbeat_secs`.
+    /// Default 3600 (the top of the device library's range).
+    pub max_heartbeat_secs: u16,
+    /// Frames per second one logged-in device connection may send (the reference server's
+    /// `user.message.quota.limit`); frames beyond it are dropped unprocessed, counted, and
+    /// answered QUOTA_LIMIT at most once a minute. 0 turns the quota off. At most 1000000.
+    /// Default 100.
+    pub device_messages_per_sec: u32,
+    /// Frames a device may send at once above `device_messages_per_sec` (token bucket size). At
+    /// least 1 when the quota is on, at most 1000000. Default 200.
+    pub device_message_burst: u32,
     /// Bytes queued towards one connection (each queued frame counted with 40 bytes of overhead)
     /// before it is considered a slow reader and closed. Default 65536.
     pub outbound_queue_bytes: u32,
@@ -349,6 +362,9 @@ impl Default for LimitsSection {
             max_body: 4096,
             default_heartbeat_secs: 10,
             heartbeat_factor: 2.3,
+            max_heartbeat_secs: 3600,
+            device_messages_per_sec: 100,
+            device_message_burst: 200,
             outbound_queue_bytes: 65_536,
             socket_send_buffer_bytes: 32_768,
             output_budget_mib: 512,

@@ -77,6 +77,14 @@ fn defaults_are_valid_and_match_the_documentation() {
         (65_536, 100_000)
     );
     assert_eq!(config.limits.default_buff_in, 255);
+    assert_eq!(
+        (
+            config.limits.max_heartbeat_secs,
+            config.limits.device_messages_per_sec,
+            config.limits.device_message_burst
+        ),
+        (3600, 100, 200)
+    );
     assert_eq!(config.limits.preauth_buffer_bytes, 4116);
     assert_eq!(config.limits.socket_send_buffer_bytes, 32_768);
     let a = &config.admission;
@@ -256,6 +264,26 @@ fn invalid_values_are_rejected_naming_the_key() {
         "limits.max_body_before_login"
     );
     assert_eq!(
+        invalid_key("[limits]\nmax_heartbeat_secs = 0\n"),
+        "limits.max_heartbeat_secs"
+    );
+    assert_eq!(
+        invalid_key("[limits]\ndefault_heartbeat_secs = 60\nmax_heartbeat_secs = 45\n"),
+        "limits.max_heartbeat_secs"
+    );
+    assert_eq!(
+        invalid_key("[limits]\ndevice_message_burst = 0\n"),
+        "limits.device_message_burst"
+    );
+    assert_eq!(
+        invalid_key("[limits]\ndevice_messages_per_sec = 1000001\n"),
+        "limits.device_messages_per_sec"
+    );
+    assert_eq!(
+        invalid_key("[limits]\ndevice_message_burst = 1000001\n"),
+        "limits.device_message_burst"
+    );
+    assert_eq!(
         invalid_key("[limits]\noutbound_queue_bytes = 100\n"),
         "limits.outbound_queue_bytes"
     );
@@ -398,4 +426,29 @@ fn remote_store_keys_are_checked_naming_the_key() {
         invalid_key("[store]\nremote_server_name = \"store.lan\"\n"),
         "store.remote_server_name"
     );
+}
+
+#[test]
+fn the_device_message_quota_can_be_turned_off_and_the_heartbeat_maximum_set() {
+    // With the quota off the burst is not used, so 0 is accepted there.
+    let config = parse("[limits]\ndevice_messages_per_sec = 0\ndevice_message_burst = 0\n")
+        .expect("quota off");
+    assert_eq!(config.limits.device_messages_per_sec, 0);
+    let config = parse(
+        "[limits]\ndevice_messages_per_sec = 5\ndevice_message_burst = 1\nmax_heartbeat_secs = 65535\n",
+    )
+    .expect("valid");
+    assert_eq!(
+        (
+            config.limits.device_messages_per_sec,
+            config.limits.device_message_burst,
+            config.limits.max_heartbeat_secs
+        ),
+        (5, 1, 65_535)
+    );
+    // 65536 does not fit the 16-bit heartbeat.
+    assert!(matches!(
+        parse("[limits]\nmax_heartbeat_secs = 65536\n"),
+        Err(ConfigError::Parse { .. })
+    ));
 }

@@ -13,8 +13,8 @@ use crate::metrics::{GatewayMetrics, GlobalMetrics};
 use crate::reactor::admission::{Admission, AdmissionLimits, Guards};
 use crate::reactor::{Reactor, ReactorSetup, ShardLimits, ShardStats, listener};
 use crate::reload;
-use crate::session::SessionLimits;
 use crate::session::throttle::{LoginThrottle, ThrottleLimits};
+use crate::session::{QuotaLimits, SessionLimits};
 use crate::store_client::StoreClient;
 use crate::store_endpoint::StoreEndpoint;
 use crate::supervisor::{StoreSupervisor, locate_store_binary};
@@ -42,6 +42,11 @@ pub fn limits_from(config: &Config) -> ShardLimits {
             default_heartbeat_secs: l.default_heartbeat_secs,
             heartbeat_factor: l.heartbeat_factor,
             default_buff_in: l.default_buff_in,
+            max_heartbeat_secs: l.max_heartbeat_secs,
+            quota: QuotaLimits {
+                per_sec: l.device_messages_per_sec,
+                burst: l.device_message_burst,
+            },
         },
         login_timeout: Duration::from_millis(l.login_timeout_ms),
         max_body_before_login: l.max_body_before_login as usize,
@@ -285,6 +290,7 @@ pub fn serve(config: Config, context: ServeContext) -> anyhow::Result<()> {
         telemetry_dropped = total(|s| &s.telemetry_dropped),
         connections_refused = total(|s| &s.connections_refused),
         logins_throttled = total(|s| &s.logins_throttled),
+        frames_over_quota = total(|s| &s.frames_over_quota),
         "stopped"
     );
     joined.context("a shard failed")

@@ -64,6 +64,8 @@ impl Gateway {
                  # Every simulated device comes from loopback: lift the per-source admission limits.\n\
                  [admission]\nmax_connections_per_ip = 100000\naccept_rate_per_ip = 100000\n\
                  accept_burst_per_ip = 100000\n\
+                 # Closed-loop scenarios send faster than the per-device message quota: off.\n\
+                 [limits]\ndevice_messages_per_sec = 0\n\
                  # Tests run side by side: no fixed metrics port.\n\
                  [metrics]\nport = 0\n",
                 data_dir.display().to_string()

@@ -3,6 +3,7 @@
 //! failure names the key and the rule, so `portcullis check-config` can say what to change.
 
 use super::*;
+use crate::session::quota::MAX_QUOTA;
 
 impl Config {
     /// Checks every rule that the types alone do not express. `path` names the file in errors.
@@ -110,6 +111,36 @@ impl Config {
                 format!(
                     "is {} but must be above 1 (at or below 1 a device on time would be cut off) and at most 100",
                     limits.heartbeat_factor
+                ),
+            );
+        }
+        if limits.max_heartbeat_secs < limits.default_heartbeat_secs {
+            return invalid(
+                "limits.max_heartbeat_secs",
+                format!(
+                    "is {} but must be at least limits.default_heartbeat_secs ({})",
+                    limits.max_heartbeat_secs, limits.default_heartbeat_secs
+                ),
+            );
+        }
+        if limits.device_messages_per_sec > MAX_QUOTA {
+            return invalid(
+                "limits.device_messages_per_sec",
+                format!(
+                    "is {} but must be at most {MAX_QUOTA} (0 turns the quota off)",
+                    limits.device_messages_per_sec
+                ),
+            );
+        }
+        // With the quota on, a bucket of 0 would drop every frame, the login's followers included.
+        if limits.device_messages_per_sec != 0
+            && !(1..=MAX_QUOTA).contains(&limits.device_message_burst)
+        {
+            return invalid(
+                "limits.device_message_burst",
+                format!(
+                    "is {} but must be between 1 and {MAX_QUOTA} while limits.device_messages_per_sec is on",
+                    limits.device_message_burst
                 ),
             );
         }

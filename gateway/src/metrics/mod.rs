@@ -33,6 +33,7 @@ pub mod names {
     pub const BYTES_SENT: &str = "portcullis_bytes_sent";
     pub const TELEMETRY_QUEUE: &str = "portcullis_telemetry_queue_writes";
     pub const TELEMETRY_DROPPED: &str = "portcullis_telemetry_dropped";
+    pub const FRAMES_OVER_QUOTA: &str = "portcullis_device_frames_over_quota";
     pub const PINS_STORED: &str = "portcullis_pins_stored";
     pub const STORE_CALLS_REFUSED: &str = "portcullis_store_calls_refused";
     pub const STORE_IN_FLIGHT: &str = "portcullis_store_in_flight_requests";
@@ -290,6 +291,12 @@ impl Collector for GatewayMetrics {
         )?;
         counter(
             &mut e,
+            names::FRAMES_OVER_QUOTA,
+            "Frames from logged-in devices dropped because the connection was over its message quota",
+            self.sum_stats(|s| &s.frames_over_quota),
+        )?;
+        counter(
+            &mut e,
             names::PINS_STORED,
             "Pin writes acknowledged by the store",
             self.sum_stats(|s| &s.pins_stored),
@@ -493,6 +500,8 @@ mod tests {
         m.shards[1].0.reject(Rejection::TlsHandshake);
         m.shards[1].0.store_latency.observe(700);
         m.shards[0].1.pins_stored.store(7, Ordering::Relaxed);
+        m.shards[0].1.frames_over_quota.store(2, Ordering::Relaxed);
+        m.shards[1].1.frames_over_quota.store(3, Ordering::Relaxed);
         let text = m.render();
         for line in [
             "portcullis_device_logins_total{result=\"ok\"} 2",
@@ -501,6 +510,7 @@ mod tests {
             "portcullis_messages_sent_total{command=\"response\"} 1",
             "portcullis_connections_rejected_total{reason=\"tls_handshake\"} 1",
             "portcullis_pins_stored_total 7",
+            "portcullis_device_frames_over_quota_total 5",
             "portcullis_store_request_duration_seconds_bucket{shard=\"1\",le=\"0.001\"} 1",
             "portcullis_store_request_duration_seconds_count{shard=\"1\"} 1",
             "# TYPE portcullis_connections gauge",

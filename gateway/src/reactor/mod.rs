@@ -52,6 +52,8 @@ pub struct ShardStats {
     pub tls_refused: AtomicU64,
     pub pins_stored: AtomicU64,
     pub telemetry_dropped: AtomicU64,
+    /// Frames from logged-in devices dropped for being over the connection's message quota.
+    pub frames_over_quota: AtomicU64,
     pub store_calls_refused: AtomicU64,
     /// New connections closed at accept by the admission limits (per-source cap, accept rates).
     pub connections_refused: AtomicU64,

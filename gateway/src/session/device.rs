@@ -2,9 +2,11 @@
 //! heartbeat and buffer size adopted, HARDWARE writes stored without acknowledgement,
 //! HARDWARE_SYNC answered from the store with the request's id, PROPERTY stored and answered, a
 //! second login answered 4, and anything unknown or malformed answered 2 without losing the stream.
-//! The device is never PINGed.
+//! The device is never PINGed. Every frame first passes the connection's message quota
+//! ([`DeviceSession::receive`]); frames over it are dropped before they can cost a store call.
 
 use super::outbox::{Outbox, StoreCall};
+use super::quota::{MessageQuota, QuotaLimits, QuotaVerdict};
 use portcullis_protocol::body::{self, Hardware, Internal, PinAddr, PinKind, SyncRequest};
 use portcullis_protocol::frame::{Frame, Payload};
 use portcullis_protocol::store::{DeviceId, PinValue};
@@ -20,6 +22,11 @@ pub struct SessionLimits {
     pub heartbeat_factor: f64,
     /// Largest frame sent to a device that announced no `buff-in`.
     pub default_buff_in: u16,
+    /// Largest heartbeat a device may announce: a device announcing more is held to this, so one
+    /// silently gone behind a NAT does not keep its slot for up to `65535 × factor` seconds.
+    pub max_heartbeat_secs: u16,
+    /// Frames a logged-in device may send (reference §1.10).
+    pub quota: QuotaLimits,
 }
 
 impl Default for SessionLimits {
@@ -28,6 +35,8 @@ impl Default for SessionLimits {
             default_heartbeat_secs: 10,
             heartbeat_factor: 2.3,
             default_buff_in: 255,
+            max_heartbeat_secs: 3600,
+            quota: QuotaLimits::default(),
         }
     }
 }
@@ -51,6 +60,25 @@ pub struct DeviceSession {
     heartbeat_secs: u16,
     /// Largest frame the device accepts, 0 until announced.
     buff_in: u16,
+    quota: MessageQuota,
+}
+
+/// What became of one received frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Received {
+    /// Within the quota: handled, its answers and store calls are in the outbox.
+    Handled,
+    /// Over the quota and dropped unprocessed.
+    OverQuota(QuotaAnswer),
+}
+
+/// Whether a dropped frame was answered QUOTA_LIMIT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuotaAnswer {
+    /// QUOTA_LIMIT with the frame's id is in the outbox (the first drop of a minute).
+    Answered,
+    /// Dropped without a word: the device was told within the last minute.
+    Silent,
 }
 
 impl DeviceSession {
@@ -59,13 +87,16 @@ impl DeviceSession {
             device,
             heartbeat_secs: 0,
             buff_in: 0,
+            quota: MessageQuota::default(),
         }
     }
 
-    /// How long the device may stay silent before it is closed.
+    /// How long the device may stay silent before it is closed. An announced heartbeat is held
+    /// to `max_heartbeat_secs` here rather than when it arrives, so a lowered maximum (a live
+    /// reload) applies to the devices already connected.
     pub fn heartbeat_timeout(&self, limits: &SessionLimits) -> Duration {
         let beat = if self.heartbeat_secs > 0 {
-            self.heartbeat_secs
+            self.heartbeat_secs.min(limits.max_heartbeat_secs)
         } else {
             limits.default_heartbeat_secs
         };
@@ -81,7 +112,30 @@ impl DeviceSession {
         })
     }
 
-    /// Handles one frame from the device.
+    /// Handles one frame received at `now_ms` (the caller's clock, milliseconds): counts it
+    /// against the quota, and processes it only if it is within. Every frame counts, PING and
+    /// replies included, as in the reference server.
+    pub fn receive(
+        &mut self,
+        frame: &Frame<'_>,
+        now_ms: u64,
+        limits: &SessionLimits,
+        out: &mut Outbox,
+    ) -> Received {
+        match self.quota.check(limits.quota, now_ms) {
+            QuotaVerdict::Allow => {
+                self.on_frame(frame, out);
+                Received::Handled
+            }
+            QuotaVerdict::DropAndAnswer => {
+                out.response(frame.msg_id, Status::QuotaLimit);
+                Received::OverQuota(QuotaAnswer::Answered)
+            }
+            QuotaVerdict::Drop => Received::OverQuota(QuotaAnswer::Silent),
+        }
+    }
+
+    /// Handles one frame from the device, whatever the quota says (see [`Self::receive`]).
     pub fn on_frame(&mut self, frame: &Frame<'_>, out: &mut Outbox) {
         let id = frame.msg_id;
         let body = match frame.payload {
@@ -343,5 +397,92 @@ mod tests {
                 Payload::Status(Status::IllegalCommandBody)
             )]
         );
+    }
+
+    #[test]
+    fn an_announced_heartbeat_is_held_to_the_maximum() {
+        let limits = SessionLimits {
+            max_heartbeat_secs: 3600,
+            ..SessionLimits::default()
+        };
+        let mut s = DeviceSession::new(1);
+        step(&mut s, Command::Internal, 1, b"h-beat\x0065535");
+        // 3600 × 2.3, not the ~42 hours 65535 would give.
+        assert_eq!(s.heartbeat_timeout(&limits), Duration::from_secs(8280));
+        // Below the maximum the announcement stands.
+        step(&mut s, Command::Internal, 2, b"h-beat\x0045");
+        assert_eq!(s.heartbeat_timeout(&limits), Duration::from_secs(104));
+        // A maximum lowered later (live reload) applies to a device already connected.
+        let lowered = SessionLimits {
+            max_heartbeat_secs: 20,
+            ..limits
+        };
+        assert_eq!(s.heartbeat_timeout(&lowered), Duration::from_secs(46));
+    }
+
+    #[test]
+    fn the_quota_adds_no_memory_per_connection() {
+        // A connection's stage is as large as its largest variant (a close reason with a String,
+        // 32 bytes); the session with its 12-byte quota fits inside it, so `Conn` does not grow.
+        assert!(std::mem::size_of::<DeviceSession>() <= 24);
+    }
+
+    #[test]
+    fn a_sync_over_the_quota_costs_no_store_call() {
+        let limits = SessionLimits {
+            quota: QuotaLimits {
+                per_sec: 10,
+                burst: 2,
+            },
+            ..SessionLimits::default()
+        };
+        let now = 1_790_000_000_000;
+        let mut s = DeviceSession::new(1);
+        let sync = |id| Frame {
+            command: Command::HardwareSync,
+            msg_id: id,
+            payload: Payload::Body(b"vr\x005"),
+        };
+        let mut out = Outbox::default();
+        for id in 1..=2 {
+            assert_eq!(
+                s.receive(&sync(id), now, &limits, &mut out),
+                Received::Handled
+            );
+        }
+        assert_eq!(out.store.len(), 2);
+        // The third is dropped: no store call, QUOTA_LIMIT with its id.
+        let mut out = Outbox::default();
+        assert_eq!(
+            s.receive(&sync(3), now, &limits, &mut out),
+            Received::OverQuota(QuotaAnswer::Answered)
+        );
+        assert!(out.store.is_empty());
+        assert_eq!(
+            frames(&out),
+            vec![(Command::Response, 3, Payload::Status(Status::QuotaLimit))]
+        );
+        // The next within the minute is dropped silently, a PING too.
+        let mut out = Outbox::default();
+        assert_eq!(
+            s.receive(&sync(4), now + 50, &limits, &mut out),
+            Received::OverQuota(QuotaAnswer::Silent)
+        );
+        let ping = Frame {
+            command: Command::Ping,
+            msg_id: 5,
+            payload: Payload::Body(b""),
+        };
+        assert_eq!(
+            s.receive(&ping, now + 50, &limits, &mut out),
+            Received::OverQuota(QuotaAnswer::Silent)
+        );
+        assert!(out.store.is_empty() && !out.has_frames());
+        // 100 ms refills one message at 10 a second.
+        assert_eq!(
+            s.receive(&sync(6), now + 150, &limits, &mut out),
+            Received::Handled
+        );
+        assert!(matches!(out.store[..], [StoreCall::Sync { msg_id: 6, .. }]));
     }
 }

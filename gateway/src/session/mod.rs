@@ -5,10 +5,12 @@
 pub mod device;
 pub mod login;
 pub mod outbox;
+pub mod quota;
 pub mod sniff;
 pub mod throttle;
 
-pub use device::{DeviceSession, SessionLimits, SyncFilter};
+pub use device::{DeviceSession, QuotaAnswer, Received, SessionLimits, SyncFilter};
 pub use login::{LoginDecision, decide_login};
 pub use outbox::{CloseReason, Outbox, StoreCall};
+pub use quota::QuotaLimits;
 pub use sniff::{Sniffed, sniff};

@@ -4,6 +4,9 @@
 //! worth has piled up, so a peer that pipelines and never reads is caught early.
 
 use super::*;
+use crate::session::{QuotaAnswer, Received};
+use portcullis_protocol::store::DeviceId;
+use std::net::SocketAddr;
 
 /// How far one read pass goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -304,8 +307,17 @@ impl Shard {
                     Ok(Decoded::Frame { frame, consumed }) => {
                         pos += consumed;
                         active = true;
+                        // Received counts every frame, dropped ones too: it is what devices send.
                         self.metrics.message_in(frame.command.code());
-                        session.on_frame(&frame, &mut self.outbox);
+                        let received = session.receive(
+                            &frame,
+                            self.now_ms,
+                            &self.limits.session,
+                            &mut self.outbox,
+                        );
+                        if let Received::OverQuota(answer) = received {
+                            over_quota(&self.stats, self.index, session.device, conn.peer, answer);
+                        }
                         if self.outbox.pending_bytes() > self.limits.outbound_queue_bytes {
                             outbox_full = true;
                             break;
@@ -374,5 +386,27 @@ impl Shard {
         if let Some(reason) = close {
             self.close(key, reason);
         }
+    }
+}
+
+/// Counts a frame dropped for the message quota; warns on the first drop of the shard and then
+/// at powers of two, so a flood is visible in the log without flooding it.
+fn over_quota(
+    stats: &ShardStats,
+    shard: u16,
+    device: DeviceId,
+    peer: SocketAddr,
+    answer: QuotaAnswer,
+) {
+    let dropped = stats.frames_over_quota.fetch_add(1, Ordering::Relaxed) + 1;
+    if dropped.is_power_of_two() {
+        tracing::warn!(
+            shard,
+            device,
+            %peer,
+            dropped,
+            answered = matches!(answer, QuotaAnswer::Answered),
+            "device over its message quota; dropping its frames"
+        );
     }
 }
