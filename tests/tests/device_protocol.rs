@@ -214,3 +214,38 @@ fn a_last_write_sent_with_the_fin_is_stored_and_the_device_goes_offline_at_once(
         });
     }
 }
+
+/// The per-connection message quota (reference §1.10) end to end: a device sending faster than
+/// its quota has the excess frames dropped whole, is told once with QUOTA_LIMIT carrying the
+/// first dropped frame's id, stays connected, and is served again once its bucket refills.
+#[test]
+fn a_device_over_its_message_quota_is_told_once_and_its_excess_frames_are_dropped() {
+    const BURST: usize = 20;
+    let gw = Gateway::start("[limits]\ndevice_messages_per_sec = 10\ndevice_message_burst = 20\n");
+    let (id, token) = gw.create_device("chatty");
+    let mut dev = Device::plain(gw.plain_port);
+    dev.login(&token, Status::Ok);
+    let ids: Vec<u16> = (0..3 * BURST)
+        .map(|i| dev.send(Command::Hardware, &[b"vw", b"1", i.to_string().as_bytes()]))
+        .collect();
+    // The writes within the burst are stored silently; the first one over it is answered.
+    dev.expect_status(ids[BURST], Status::QuotaLimit);
+
+    std::thread::sleep(Duration::from_millis(2_100));
+    let sync = dev.send(Command::HardwareSync, &[b"vr", b"1"]);
+    assert_eq!(
+        dev.recv(),
+        Got::Frame {
+            command: Command::Hardware,
+            id: sync,
+            body: format!("vw\x001\x00{}", BURST - 1).into_bytes(),
+        },
+        "the last write within the burst is the stored one"
+    );
+    assert_eq!(gw.pin(id, "V1"), Some((BURST - 1).to_string()));
+    let s = gw.scrape();
+    assert_eq!(
+        s.value("portcullis_device_frames_over_quota_total", &[]) as usize,
+        2 * BURST
+    );
+}
