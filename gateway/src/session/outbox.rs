@@ -236,26 +236,28 @@ mod tests {
     #[test]
     fn a_full_store_queue_answers_what_waits_for_a_reply_and_keeps_telemetry_and_presence() {
         let pin = PinAddr::new(PinKind::Virtual, 1);
-        let mut outbox = Outbox::default();
-        outbox.store = vec![
-            StoreCall::WritePin {
-                pin,
-                value: b"1".to_vec(),
-            },
-            StoreCall::Sync {
-                msg_id: 7,
-                pins: None,
-                filter: super::super::SyncFilter::Everything,
-            },
-            StoreCall::WriteProperty {
-                msg_id: 8,
-                pin,
-                property: "label".into(),
-                value: b"x".to_vec(),
-            },
-            StoreCall::SetInfo(DeviceInfo::default()),
-            StoreCall::Presence(Presence::Offline { session: 1 }),
-        ];
+        let mut outbox = Outbox {
+            store: vec![
+                StoreCall::WritePin {
+                    pin,
+                    value: b"1".to_vec(),
+                },
+                StoreCall::Sync {
+                    msg_id: 7,
+                    pins: None,
+                    filter: super::super::SyncFilter::Everything,
+                },
+                StoreCall::WriteProperty {
+                    msg_id: 8,
+                    pin,
+                    property: "label".into(),
+                    value: b"x".to_vec(),
+                },
+                StoreCall::SetInfo(DeviceInfo::default()),
+                StoreCall::Presence(Presence::Offline { session: 1 }),
+            ],
+            ..Outbox::default()
+        };
         assert_eq!(outbox.refuse_deferrable_calls(), 3);
         assert_eq!(
             statuses(&outbox),
