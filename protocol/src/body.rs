@@ -42,6 +42,42 @@ pub enum BodyError {
     MissingValue,
     #[error("missing {0}")]
     Missing(&'static str),
+    #[error("unknown widget property {0:?} (see WIDGET_PROPERTIES)")]
+    UnknownProperty(String),
+}
+
+/// The widget properties a device may set (reference §3, the server's `WidgetProperty` list, plus
+/// `isDisabled` and `isHidden` from Blynk 2.0). Anything else is refused: every accepted name is a
+/// stored row per pin, so an open set would let one device grow the database without bound.
+pub const WIDGET_PROPERTIES: &[&str] = &[
+    "label",
+    "color",
+    "onLabel",
+    "offLabel",
+    "labels",
+    "min",
+    "max",
+    "isOnPlay",
+    "url",
+    "urls",
+    "step",
+    "valueFormatting",
+    "suffix",
+    "maximumFractionDigits",
+    "opacity",
+    "scale",
+    "rotation",
+    "onColor",
+    "offColor",
+    "onBackColor",
+    "offBackColor",
+    "isDisabled",
+    "isHidden",
+];
+
+/// Whether `name` is one of [`WIDGET_PROPERTIES`] (case-sensitive, as in the reference server).
+pub fn is_widget_property(name: &[u8]) -> bool {
+    WIDGET_PROPERTIES.iter().any(|p| p.as_bytes() == name)
 }
 
 /// The three pin spaces of a Blynk device.
@@ -215,6 +251,11 @@ pub fn parse_property(body: &[u8]) -> Result<PropertyUpdate<'_>, BodyError> {
     if property.is_empty() {
         return Err(BodyError::Missing("property"));
     }
+    if !is_widget_property(property) {
+        return Err(BodyError::UnknownProperty(
+            String::from_utf8_lossy(property).into_owned(),
+        ));
+    }
     Ok(PropertyUpdate {
         pin,
         property,
@@ -374,6 +415,21 @@ mod tests {
         assert_eq!(p.pin, PinAddr::new(PinKind::Virtual, 5));
         assert_eq!((p.property, p.value), (&b"label"[..], &b"Temp"[..]));
         assert!(parse_property(b"5\x00label").is_err());
+        assert_eq!(
+            parse_property(b"5\x00p17\x00x").map(|p| p.property),
+            Err(BodyError::UnknownProperty("p17".into()))
+        );
+        assert_eq!(
+            parse_property(b"5\x00Label\x00x").map(|p| p.property),
+            Err(BodyError::UnknownProperty("Label".into()))
+        );
+        for name in WIDGET_PROPERTIES {
+            let body = format!("V5\x00{name}\x00x");
+            assert_eq!(
+                parse_property(body.as_bytes()).map(|p| p.property),
+                Ok(name.as_bytes())
+            );
+        }
         assert!(parse_property(b"").is_err());
     }
 

@@ -55,6 +55,9 @@ fn login_write_sync_and_read_back() {
     // A property is stored and answered.
     let prop = dev.send(Command::Property, &[b"5", b"label", b"Temp"]);
     dev.expect_status(prop, Status::Ok);
+    // An unknown property name is refused (each name would be a stored row), the session goes on.
+    let prop = dev.send(Command::Property, &[b"5", b"p17", b"x"]);
+    dev.expect_status(prop, Status::IllegalCommandBody);
 
     // Reconnect: the value is replayed on sync of everything.
     drop(dev);

@@ -9,7 +9,7 @@ use super::{
     keys,
 };
 use crate::engine::{Cf, Durability};
-use portcullis_protocol::body::{DeviceInfo, PinAddr};
+use portcullis_protocol::body::{DeviceInfo, PinAddr, WIDGET_PROPERTIES, is_widget_property};
 use portcullis_protocol::store::{DeviceId, Presence};
 
 pub(super) fn find_device(view: &impl View, id: DeviceId) -> Result<Option<StoredDevice>> {
@@ -39,6 +39,12 @@ pub(super) fn write_property(
     at_ms: u64,
 ) -> Result<Change> {
     check_text("property name", property, MAX_PROPERTY_NAME_LEN)?;
+    if !is_widget_property(property.as_bytes()) {
+        return Err(SchemaError::Invalid(format!(
+            "unknown widget property {property:?}; known: {}",
+            WIDGET_PROPERTIES.join(", ")
+        )));
+    }
     check_value(&format!("property {property} of pin {pin}"), &value)?;
     require_device(view, device)?;
     let mut change = Change::new(Durability::Sync);

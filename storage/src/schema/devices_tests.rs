@@ -308,6 +308,8 @@ fn properties_write_read_and_validate() {
         ))
         .contains("limit is 64")
     );
+    // Only known widget properties: each name is a stored row per pin.
+    assert!(invalid(prop(a, v(1), "p17", "x", 1)).contains("unknown widget property \"p17\""));
     assert!(matches!(
         prop(9, v(1), "label", "x", 1),
         Err(StoreError::NotFound(_))
