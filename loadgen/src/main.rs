@@ -36,11 +36,13 @@ fn main() {
     }
 }
 
+/// A number of seconds from the command line; NaN, negative, infinite or absurdly large values
+/// are refused with the flag's name (`Duration::from_secs_f64` would panic on them).
 fn secs(value: f64, flag: &str) -> anyhow::Result<Duration> {
-    if !(value.is_finite() && value >= 0.0) {
-        bail!("{flag} must be a number of seconds ≥ 0, not {value}");
+    match Duration::try_from_secs_f64(value) {
+        Ok(duration) => Ok(duration),
+        Err(_) => bail!("{flag} must be a number of seconds ≥ 0, not {value}"),
     }
-    Ok(Duration::from_secs_f64(value))
 }
 
 fn params(value: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {

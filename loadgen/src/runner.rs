@@ -63,6 +63,10 @@ pub fn run(
     } else {
         common.shards
     };
+    // Checked here, not where they are used: a NaN, negative or infinite number of seconds would
+    // panic in `Duration`.
+    let login_timeout =
+        crate::secs(common.login_timeout, "--login-timeout")?.max(Duration::from_millis(100));
     let make_plan = |devices: Vec<DeviceSpec>, rate: f64| Plan {
         scenario: scenario.clone(),
         plain_target,
@@ -75,11 +79,15 @@ pub fn run(
         shards,
         sources: sources.clone(),
         max_connecting: common.max_connecting.max(1),
-        login_timeout: Duration::from_secs_f64(common.login_timeout.max(0.1)),
+        login_timeout,
     };
-    let ramp_timeout = Duration::from_secs_f64(common.ramp_timeout.unwrap_or(
-        all.len() as f64 / common.login_rate.max(1.0) * 1.5 + common.login_timeout + 30.0,
-    ));
+    let ramp_timeout = match common.ramp_timeout {
+        Some(given) => crate::secs(given, "--ramp-timeout")?,
+        None => crate::secs(
+            all.len() as f64 / common.login_rate.max(1.0) * 1.5 + common.login_timeout + 30.0,
+            "--login-rate/--login-timeout",
+        )?,
+    };
 
     if let Some(slice) = &common.worker_slice {
         // A worker: run our slice and report to the parent over stdout.

@@ -482,4 +482,31 @@ fn bad_input_gets_a_clear_error() {
     );
     assert!(!ok);
     assert!(err.contains("--data-dir"), "{err}");
+
+    // Seconds that `Duration` cannot hold are refused by name, not a panic.
+    let good = dir.path().join("good.txt");
+    std::fs::write(&good, format!("1 {}\n", "A".repeat(32))).unwrap();
+    for (flag, value) in [
+        ("--login-timeout", "inf"),
+        ("--ramp-timeout", "-1"),
+        ("--ramp-timeout", "NaN"),
+        ("--ramp-timeout", "1e300"),
+    ] {
+        let (ok, _, err) = run_bounded(
+            Command::new(LOADGEN).args([
+                "connect",
+                "--plain-port",
+                "1",
+                "--tokens",
+                good.to_str().unwrap(),
+                &format!("{flag}={value}"),
+            ]),
+            Duration::from_secs(10),
+        );
+        assert!(!ok, "{flag} {value} accepted");
+        assert!(
+            err.contains(flag) && !err.contains("panicked"),
+            "{flag} {value}: {err}"
+        );
+    }
 }
