@@ -1,8 +1,9 @@
 //! Resource attacks against the real gateway (issue 6): slowloris connections closed at the login
 //! deadline, a connection flood from one source capped while another source connects, a client
 //! that never reads disconnected with the gateway's memory bounded, and running out of file
-//! descriptors without spinning and with accepts resuming after closes. Loopback only; attackers
-//! bind their own 127.x source addresses. Every wait is bounded.
+//! descriptors without spinning and with accepts resuming after closes, and a flood of strangers
+//! summarised in the logs instead of written line by line. Loopback only; attackers bind their
+//! own 127.x source addresses. Every wait is bounded.
 
 #![allow(clippy::unwrap_used)]
 
@@ -423,4 +424,68 @@ fn new_connections_wait_while_the_output_budget_is_spent_on_existing_ones() {
         let mut dev = Device::over(tcp);
         dev.login(&token, Status::Ok);
     }
+}
+
+/// Strangers sending garbage as fast as they can connect: each shard writes the first 100
+/// security events and "closing connection" lines of a second, then one summary line with the
+/// count of the rest, so every rejection is accounted for without a line per attempt.
+#[test]
+fn a_flood_of_strangers_is_summarised_in_the_logs_not_written_line_by_line() {
+    const STRANGERS: usize = 600;
+    let temp = tempfile::tempdir().unwrap();
+    let security = temp.path().join("security.log");
+    let gw = Gateway::start_in(
+        &temp.path().join("data"),
+        &format!(
+            "[log]\nsecurity = {:?}\n[admission]\naccept_rate_per_ip = 100000\n\
+             accept_burst_per_ip = 100000\n",
+            security.display().to_string()
+        ),
+    );
+    let mut strangers = Vec::with_capacity(STRANGERS);
+    for i in 0..STRANGERS {
+        let source = Ipv4Addr::new(127, 0, 4, 1 + (i % 4) as u8);
+        let mut stream = connect_from(source, gw.plain_port).unwrap();
+        stream.write_all(b"GARBAGE!").unwrap();
+        strangers.push(stream);
+    }
+    let events = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&security)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let (written, summarised) = wait_for(
+        "every rejection written or summarised",
+        Duration::from_secs(10),
+        || {
+            let events = events();
+            let written = events
+                .iter()
+                .filter(|e| e["kind"] == "pre_auth_rejected")
+                .count();
+            let summarised: usize = events
+                .iter()
+                .filter(|e| e["kind"] == "events_suppressed")
+                .map(|e| {
+                    let reason = e["reason"].as_str().unwrap();
+                    reason.split(' ').next().unwrap().parse::<usize>().unwrap()
+                })
+                .sum();
+            (written + summarised == STRANGERS).then_some((written, summarised))
+        },
+    );
+    assert!(summarised > 0 && written < STRANGERS, "{written} written");
+    let log = plain_log(&gw.log());
+    let close_lines = count_lines(&log, &[" INFO ", "closing connection"]);
+    assert!(
+        (100..STRANGERS).contains(&close_lines),
+        "{close_lines} info lines for {STRANGERS} strangers (the harness also logs debug, where \
+         the rest go)"
+    );
+    gw.wait_for_log(
+        "more connections closed before login in one second",
+        Duration::from_secs(5),
+    );
 }

@@ -1,8 +1,75 @@
 //! Security events raised by the reactor about connections: refused TLS handshakes, invalid or
-//! malformed device tokens, and peers turned away before login. Rendered by `crate::security`.
+//! malformed device tokens, and peers turned away before login. Rendered by `crate::security`,
+//! through a shard's [`PreLoginLog`] so that a flood of them is summarised, not written line by
+//! line.
 
-use crate::security::SecurityEvent;
+use super::log_budget::{Budgeted, LogBudget, PRE_LOGIN_EVENTS_PER_SEC};
+use crate::security::{self, SecurityEvent};
 use std::net::SocketAddr;
+use std::time::Instant;
+
+/// A shard's way into the logs for what outsiders cause before logging in, within two
+/// [`LogBudget`]s: the first [`PRE_LOGIN_EVENTS_PER_SEC`] security events and as many
+/// "closing connection" lines each second are written, the rest summarised in one line each
+/// when the second is over.
+#[derive(Debug)]
+pub struct PreLoginLog {
+    shard: u16,
+    epoch: Instant,
+    events: LogBudget,
+    closes: LogBudget,
+}
+
+impl PreLoginLog {
+    pub fn new(shard: u16, now: Instant) -> Self {
+        Self {
+            shard,
+            epoch: now,
+            events: LogBudget::new(PRE_LOGIN_EVENTS_PER_SEC),
+            closes: LogBudget::new(PRE_LOGIN_EVENTS_PER_SEC),
+        }
+    }
+
+    pub fn record(&mut self, now: Instant, event: &ConnectionEvent) {
+        self.flush(now);
+        let now_s = self.seconds(now);
+        if self.events.admit(now_s) == Budgeted::Write {
+            security::record("reactor", event);
+        }
+    }
+
+    /// Whether the close of a connection that never logged in gets its own log line.
+    pub fn close_line(&mut self, now: Instant) -> Budgeted {
+        self.flush(now);
+        let now_s = self.seconds(now);
+        self.closes.admit(now_s)
+    }
+
+    /// Writes the summaries of a past second's suppressed events and lines, if any are owed.
+    pub fn flush(&mut self, now: Instant) {
+        let now_s = self.seconds(now);
+        if let Some(suppressed) = self.events.summary_due(now_s) {
+            security::record(
+                "reactor",
+                &ConnectionEvent::Suppressed {
+                    shard: self.shard,
+                    events: suppressed.events,
+                },
+            );
+        }
+        if let Some(suppressed) = self.closes.summary_due(now_s) {
+            tracing::info!(
+                shard = self.shard,
+                closes = suppressed.events,
+                "more connections closed before login in one second than are logged one by one"
+            );
+        }
+    }
+
+    fn seconds(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.epoch).as_secs()
+    }
+}
 
 #[derive(Debug, Clone)]
 pub enum ConnectionEvent {
@@ -26,6 +93,8 @@ pub enum ConnectionEvent {
     /// The login throttle blocked an attempt from this address (raised by the throttle, with
     /// `ShardMetrics::login_throttled` for the counters).
     LoginThrottled { peer: SocketAddr, reason: String },
+    /// More events than the shard's per-second budget: this many were counted, not written.
+    Suppressed { shard: u16, events: u64 },
 }
 
 impl SecurityEvent for ConnectionEvent {
@@ -38,6 +107,7 @@ impl SecurityEvent for ConnectionEvent {
             ConnectionEvent::PreAuthRejected { .. } => "pre_auth_rejected",
             ConnectionEvent::LoginThrottled { .. } => "login_throttled",
             ConnectionEvent::RefusedAtAccept { .. } => "connection_refused",
+            ConnectionEvent::Suppressed { .. } => "events_suppressed",
         }
     }
 
@@ -50,6 +120,7 @@ impl SecurityEvent for ConnectionEvent {
             | ConnectionEvent::PreAuthRejected { peer, .. }
             | ConnectionEvent::LoginThrottled { peer, .. }
             | ConnectionEvent::RefusedAtAccept { peer, .. } => Some(peer.ip()),
+            ConnectionEvent::Suppressed { .. } => None,
         }
     }
 
@@ -64,6 +135,7 @@ impl SecurityEvent for ConnectionEvent {
             | ConnectionEvent::LoginThrottled { peer, .. } => {
                 format!("device login from {peer}")
             }
+            ConnectionEvent::Suppressed { shard, .. } => format!("shard {shard}"),
         }
     }
 
@@ -78,6 +150,10 @@ impl SecurityEvent for ConnectionEvent {
             ConnectionEvent::InvalidToken { next, .. } => {
                 format!("no device has this token; next login from this address: {next}")
             }
+            ConnectionEvent::Suppressed { events, .. } => format!(
+                "{events} more pre-login events in one second than the {PRE_LOGIN_EVENTS_PER_SEC} \
+                 written in full (the rejection metrics count every one)"
+            ),
         }
     }
 
@@ -90,6 +166,7 @@ impl SecurityEvent for ConnectionEvent {
             ConnectionEvent::PreAuthRejected { .. } => "connection rejected before login",
             ConnectionEvent::LoginThrottled { .. } => "device login throttled",
             ConnectionEvent::RefusedAtAccept { .. } => "connection refused at accept",
+            ConnectionEvent::Suppressed { .. } => "security events summarised",
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod drain;
 pub mod events;
 pub mod listener;
 pub mod live;
+pub mod log_budget;
 pub mod shard;
 pub mod store_link;
 pub mod store_transport;

@@ -12,8 +12,9 @@ use store_calls::TelemetryFlush;
 use super::admission::{Admit, Guards, Refusal};
 use super::conn::{Conn, ConnId, Flush, Port, ReadOutcome, Stage, Transition};
 use super::drain::DrainPlan;
-use super::events::ConnectionEvent;
+use super::events::{ConnectionEvent, PreLoginLog};
 use super::live::LiveLimits;
+use super::log_budget::Budgeted;
 use super::store_link::{Completion, LinkState, StoreLink, Waiter};
 use super::timer::{Tick, TimerWheel};
 use super::tls_session::{TlsError, TlsSession};
@@ -109,6 +110,8 @@ pub struct Shard {
     /// TLS records on their way to one socket (handshake, alerts, encrypted frames).
     ciphertext: Vec<u8>,
     outbox: Outbox,
+    /// Security events caused before login, within a per-second budget.
+    pre_login_log: PreLoginLog,
     telemetry: VecDeque<PinWrite>,
     /// Connections that still had bytes to read when their budget ran out.
     backlog: Vec<usize>,
@@ -163,6 +166,7 @@ impl Shard {
             plaintext: Vec::new(),
             ciphertext: Vec::new(),
             outbox: Outbox::default(),
+            pre_login_log: PreLoginLog::new(setup.index, Instant::now()),
             telemetry: VecDeque::new(),
             backlog: Vec::new(),
             accept_paused_until: None,
@@ -247,6 +251,7 @@ impl Shard {
         if let Some(limits) = self.live_limits.changed_since(&mut self.limits_version) {
             self.limits = limits;
         }
+        self.pre_login_log.flush(self.now);
         for key in std::mem::take(&mut self.backlog) {
             self.conn_event(key, Some(input::ReadDepth::UntilWouldBlock), false);
         }
@@ -356,6 +361,12 @@ impl Shard {
             CloseReason::PeerClosed | CloseReason::Shutdown => {
                 tracing::debug!(%peer, ?device, %reason, "connection closed")
             }
+            // Strangers refused before login are logged within a per-second budget, the rest
+            // summarised: a line each would let a flood of them flood the log.
+            _ if device.is_none() => match self.pre_login_log.close_line(self.now) {
+                Budgeted::Write => tracing::info!(%peer, %reason, "closing connection"),
+                Budgeted::Suppressed => tracing::debug!(%peer, %reason, "closing connection"),
+            },
             _ => tracing::info!(%peer, ?device, %reason, "closing connection"),
         }
         if let Some(device) = device {
@@ -453,7 +464,13 @@ impl Shard {
 }
 
 /// Records a login refused by the throttle in the security log and names the close reason.
-fn throttled(peer: std::net::SocketAddr, gate: LoginGate, what: &'static str) -> CloseReason {
+fn throttled(
+    log: &mut PreLoginLog,
+    now: Instant,
+    peer: std::net::SocketAddr,
+    gate: LoginGate,
+    what: &'static str,
+) -> CloseReason {
     let (retry_in, failures) = match gate {
         LoginGate::Open => (Duration::ZERO, 0),
         LoginGate::BackingOff { retry_in, failures } => (retry_in, failures),
@@ -463,8 +480,8 @@ fn throttled(peer: std::net::SocketAddr, gate: LoginGate, what: &'static str) ->
         } => (remaining, failures),
     };
     let retry_in_ms = retry_in.as_millis() as u64;
-    security::record(
-        "reactor",
+    log.record(
+        now,
         &ConnectionEvent::LoginThrottled {
             peer,
             reason: format!(

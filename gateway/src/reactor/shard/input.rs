@@ -115,8 +115,8 @@ impl Shard {
             Err(e) => {
                 let refused_handshake = matches!(conn.stage, Stage::TlsHandshake);
                 if refused_handshake {
-                    security::record(
-                        "reactor",
+                    self.pre_login_log.record(
+                        self.now,
                         &ConnectionEvent::TlsRefused {
                             peer: conn.peer,
                             reason: e.to_string(),
@@ -125,8 +125,8 @@ impl Shard {
                     self.stats.tls_refused.fetch_add(1, Ordering::Relaxed);
                     self.metrics.tls_handshake(TlsVersion::of(version), false);
                 } else if !matches!(e, TlsError::Internal(_)) {
-                    security::record(
-                        "reactor",
+                    self.pre_login_log.record(
+                        self.now,
                         &ConnectionEvent::TlsBroken {
                             peer: conn.peer,
                             reason: e.to_string(),
@@ -256,6 +256,8 @@ impl Shard {
                                     self.stats.logins_throttled.fetch_add(1, Ordering::Relaxed);
                                     self.metrics.login(LoginResult::Throttled);
                                     let reason = throttled(
+                                        &mut self.pre_login_log,
+                                        self.now,
                                         conn.peer,
                                         gate,
                                         "login refused without checking the token",
@@ -274,8 +276,8 @@ impl Shard {
                                     .guards
                                     .throttle()
                                     .record_failure(conn.peer.ip(), self.now);
-                                security::record(
-                                    "reactor",
+                                self.pre_login_log.record(
+                                    self.now,
                                     &ConnectionEvent::MalformedToken {
                                         peer: conn.peer,
                                         reason: format!(

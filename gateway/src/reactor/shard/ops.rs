@@ -7,7 +7,6 @@ use crate::metrics::shard::{Rejection, Transport};
 use crate::reactor::conn::{Port, Stage};
 use crate::reactor::drain::DrainPlan;
 use crate::reactor::events::ConnectionEvent;
-use crate::security;
 use crate::session::CloseReason;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -53,7 +52,11 @@ impl Shard {
 impl Shard {
     /// Counts (and, for the reasons worth an operator's eye, logs to the security log) a
     /// connection closed before it logged in.
-    pub(super) fn rejected_before_login(&self, peer: std::net::SocketAddr, reason: &CloseReason) {
+    pub(super) fn rejected_before_login(
+        &mut self,
+        peer: std::net::SocketAddr,
+        reason: &CloseReason,
+    ) {
         let rejection = match reason {
             CloseReason::Tls(_) => Rejection::TlsHandshake,
             CloseReason::UnknownProtocol => Rejection::UnknownProtocol,
@@ -80,8 +83,8 @@ impl Shard {
                 | Rejection::StoreUnavailable
                 | Rejection::LoginThrottled
         ) {
-            security::record(
-                "reactor",
+            self.pre_login_log.record(
+                self.now,
                 &ConnectionEvent::PreAuthRejected {
                     peer,
                     reason: reason.to_string(),

@@ -193,8 +193,8 @@ impl Shard {
             (Waiter::Login { .. }, Ok(Response::Authenticated(None))) => {
                 let peer = self.conns[key].peer;
                 let gate = self.guards.throttle().record_failure(peer.ip(), self.now);
-                security::record(
-                    "reactor",
+                self.pre_login_log.record(
+                    self.now,
                     &ConnectionEvent::InvalidToken {
                         peer,
                         next: gate.name(),
