@@ -6,12 +6,29 @@
 use crate::config::{Config, LogFormat};
 use crate::security::{self, SecurityFile, SecurityLogError, SecuritySink};
 use std::sync::Arc;
+use thiserror::Error;
+use tracing_subscriber::filter::ParseError;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, Registry, reload};
 
 /// Keeps security events out of the diagnostics: they go to their own sink.
 const WITHOUT_SECURITY: &str = "security=off";
+
+/// Why a `log.level` value cannot be applied, by whose fault.
+#[derive(Debug, Error)]
+pub enum LogLevelError {
+    /// The operator's value is no level or filter directive (config validation refuses it
+    /// first, so only a `RUST_LOG` or a bypassed check gets here).
+    #[error("{directive:?} is not a log level or filter directive: {source}")]
+    BadDirective {
+        directive: String,
+        source: ParseError,
+    },
+    /// The subscriber behind the reload handle is gone: a bug of ours, not the operator's.
+    #[error("internal: cannot swap the log filter: {0}")]
+    Reload(#[from] reload::Error),
+}
 
 /// Changes the diagnostic log filter of the running process.
 pub struct LogControl {
@@ -21,9 +38,9 @@ pub struct LogControl {
 
 impl LogControl {
     /// Applies a `log.level` value (a level or filter directive).
-    pub fn set_level(&self, directive: &str) -> Result<(), String> {
+    pub fn set_level(&self, directive: &str) -> Result<(), LogLevelError> {
         let filter = diagnostics_filter(directive)?;
-        self.handle.reload(filter).map_err(|e| e.to_string())
+        Ok(self.handle.reload(filter)?)
     }
 
     /// Reopens the security log file after a rotation (nothing to do for stderr).
@@ -35,8 +52,15 @@ impl LogControl {
     }
 }
 
-fn diagnostics_filter(directive: &str) -> Result<EnvFilter, String> {
-    EnvFilter::try_new(format!("{directive},{WITHOUT_SECURITY}")).map_err(|e| e.to_string())
+/// The filter for `directive`, with security events always kept out of the diagnostics.
+fn diagnostics_filter(directive: &str) -> Result<EnvFilter, LogLevelError> {
+    EnvFilter::try_new(format!("{directive},{WITHOUT_SECURITY}")).map_err(|source| {
+        // Names the operator's value only: the appended security directive is ours.
+        LogLevelError::BadDirective {
+            directive: directive.to_owned(),
+            source,
+        }
+    })
 }
 
 /// Installs the process-wide subscriber for `portcullis serve`.
@@ -79,4 +103,23 @@ pub fn security_only(
     let sink = SecuritySink::parse(&config.log.security);
     let subscriber = tracing_subscriber::registry().with(security::layer(&sink)?);
     Ok(tracing::subscriber::set_default(subscriber))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_directive_is_named_without_the_security_suffix() {
+        assert!(diagnostics_filter("debug,portcullis=trace").is_ok());
+        let text = diagnostics_filter("info,[bad")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            text.starts_with("\"info,[bad\" is not a log level or filter directive: "),
+            "{text}"
+        );
+        assert!(!text.contains(WITHOUT_SECURITY), "{text}");
+    }
 }

@@ -77,36 +77,55 @@ pub enum EndpointError {
     Identity(String),
     #[error("store.remote {addr:?} does not resolve to an address: {detail}")]
     Resolve { addr: String, detail: String },
+    /// `store.remote` has no `:PORT`. The texts of this and the next variants name the value, not
+    /// the key: validation adds the key (`store.remote` or `store.remote_server_name`).
+    #[error("{addr:?} is not HOST:PORT")]
+    NotHostPort { addr: String },
+    /// The port of `store.remote` is not a number from 1 to 65535.
+    #[error("{addr:?}: the port must be 1 to 65535")]
+    BadPort { addr: String },
+    /// The host of `store.remote` is empty or has spaces.
+    #[error("{addr:?}: the host is missing or has spaces")]
+    BadHost { addr: String },
+    /// The name the store's certificate must carry is neither a DNS name nor an IP address.
+    #[error("{name:?} is not a DNS name or IP address")]
+    BadServerName { name: String },
 }
 
 /// Splits `host:port` (`[v6]:port` too) and checks both halves; the error says what is wrong.
-fn split_host_port(addr: &str) -> Result<(&str, u16), String> {
+fn split_host_port(addr: &str) -> Result<(&str, u16), EndpointError> {
     let (host, port) = addr
         .rsplit_once(':')
-        .ok_or_else(|| format!("{addr:?} is not HOST:PORT"))?;
+        .ok_or_else(|| EndpointError::NotHostPort {
+            addr: addr.to_owned(),
+        })?;
     let host = host
         .strip_prefix('[')
         .and_then(|h| h.strip_suffix(']'))
         .unwrap_or(host);
-    let port: u16 = port
-        .parse()
-        .ok()
-        .filter(|p| *p != 0)
-        .ok_or_else(|| format!("{addr:?}: the port must be 1 to 65535"))?;
+    let port: u16 =
+        port.parse()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| EndpointError::BadPort {
+                addr: addr.to_owned(),
+            })?;
     if host.is_empty() || host.contains(char::is_whitespace) {
-        return Err(format!("{addr:?}: the host is missing or has spaces"));
+        return Err(EndpointError::BadHost {
+            addr: addr.to_owned(),
+        });
     }
     Ok((host, port))
 }
 
 /// The name the store's certificate must carry: `remote_server_name`, else the host of `remote`.
-fn server_name(section: &StoreSection, remote: &str) -> Result<ServerName<'static>, String> {
+fn server_name(section: &StoreSection, remote: &str) -> Result<ServerName<'static>, EndpointError> {
     let name = match &section.remote_server_name {
         Some(name) => name.clone(),
         None => split_host_port(remote)?.0.to_owned(),
     };
-    ServerName::try_from(name.clone())
-        .map_err(|_| format!("{name:?} is not a DNS name or IP address"))
+    // rustls' error only says "invalid DNS name"; ours names the value.
+    ServerName::try_from(name.clone()).map_err(|_| EndpointError::BadServerName { name })
 }
 
 /// Checks the `store.remote*` keys; on failure names the key and the rule.
@@ -130,7 +149,7 @@ pub fn validate(section: &StoreSection) -> Result<(), (&'static str, String)> {
         }
         return Ok(());
     };
-    split_host_port(remote).map_err(|why| ("store.remote", why))?;
+    split_host_port(remote).map_err(|why| ("store.remote", why.to_string()))?;
     for (key, value) in files {
         match value {
             None => {
@@ -160,7 +179,7 @@ pub fn validate(section: &StoreSection) -> Result<(), (&'static str, String)> {
             ));
         }
     }
-    server_name(section, remote).map_err(|why| ("store.remote_server_name", why))?;
+    server_name(section, remote).map_err(|why| ("store.remote_server_name", why.to_string()))?;
     Ok(())
 }
 
@@ -199,7 +218,9 @@ impl StoreEndpoint {
             addr: remote.clone(),
             detail,
         };
-        let server_name = server_name(section, remote).map_err(&resolve_err)?;
+        // Validation already refused a bad address or name; should one get here anyway, the
+        // message still says it is store.remote that cannot be used.
+        let server_name = server_name(section, remote).map_err(|e| resolve_err(e.to_string()))?;
         let addrs: Vec<SocketAddr> = remote
             .to_socket_addrs()
             .map_err(|e| resolve_err(e.to_string()))?
@@ -244,10 +265,28 @@ mod tests {
 
     #[test]
     fn host_port_forms() {
-        assert_eq!(split_host_port("store.lan:7701"), Ok(("store.lan", 7701)));
-        assert_eq!(split_host_port("[::1]:7701"), Ok(("::1", 7701)));
-        assert!(split_host_port("store.lan").is_err());
-        assert!(split_host_port("store.lan:0").is_err());
-        assert!(split_host_port(":7701").is_err());
+        assert_eq!(
+            split_host_port("store.lan:7701").ok(),
+            Some(("store.lan", 7701))
+        );
+        assert_eq!(split_host_port("[::1]:7701").ok(), Some(("::1", 7701)));
+        assert!(matches!(
+            split_host_port("store.lan"),
+            Err(EndpointError::NotHostPort { .. })
+        ));
+        assert!(matches!(
+            split_host_port("store.lan:0"),
+            Err(EndpointError::BadPort { .. })
+        ));
+        assert!(matches!(
+            split_host_port(":7701"),
+            Err(EndpointError::BadHost { .. })
+        ));
+        // The text validation puts after the key is unchanged.
+        let err = split_host_port("store.lan:0").err().map(|e| e.to_string());
+        assert_eq!(
+            err.as_deref(),
+            Some("\"store.lan:0\": the port must be 1 to 65535")
+        );
     }
 }

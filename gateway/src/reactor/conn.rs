@@ -177,7 +177,7 @@ impl Conn {
             match write_some(&mut self.socket, bytes) {
                 Ok(n) if n == bytes.len() => return Flush::Done,
                 Ok(n) => self.outq.get_or_insert_default().push(bytes[n..].to_vec()),
-                Err(e) => return Flush::Failed(e),
+                Err(e) => return Flush::Failed(e.to_string()),
             }
             return Flush::Blocked;
         }
@@ -204,7 +204,7 @@ impl Conn {
                     queue.frames.pop_front();
                     queue.offset = 0;
                 }
-                Err(e) => return Flush::Failed(e),
+                Err(e) => return Flush::Failed(e.to_string()),
             }
         }
         self.outq = None;
@@ -219,14 +219,16 @@ impl OutQueue {
     }
 }
 
-/// One `write`; `Ok(0)` means the kernel took nothing (would block).
-fn write_some(socket: &mut TcpStream, bytes: &[u8]) -> Result<usize, String> {
+/// One `write`; `Ok(0)` means the kernel took nothing (would block). Any error left is the
+/// peer's or the network's (reset, broken pipe); callers turn it into `Flush::Failed`, whose text
+/// becomes the `CloseReason::Io` label.
+fn write_some(socket: &mut TcpStream, bytes: &[u8]) -> io::Result<usize> {
     loop {
         match socket.write(bytes) {
             Ok(n) => return Ok(n),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(e),
         }
     }
 }

@@ -16,17 +16,51 @@ use crate::store_endpoint::StoreEndpoint;
 use mio::{Registry, Token};
 use portcullis_protocol::store::{
     self, ClientHello, ClientRole, ReplyEnvelope, Request, RequestEnvelope, Response, ServerHello,
-    StoreError, WIRE_VERSION,
+    StoreError, WIRE_VERSION, WireError,
 };
 use std::collections::VecDeque;
 use std::io;
 use std::time::{Duration, Instant};
+use thiserror::Error;
 
 /// Delay between reconnection attempts while the store is unreachable.
 pub const RECONNECT_DELAY: Duration = Duration::from_millis(200);
 
 /// Requests written but not yet answered, at most; more wait in the queue.
 pub const MAX_IN_FLIGHT: usize = 1024;
+
+/// Why the link went down, by whose fault. None of these is the shard's to fix: the link logs
+/// the reason and reconnects, and requests in flight are re-sent. The Display text is the logged
+/// reason, and also what `last_failure` compares so a repeated failure is not warned twice.
+#[derive(Debug, Error)]
+pub enum LinkError {
+    /// The store closed its end: it exited, restarted or dropped us (the store's doing).
+    #[error("store closed the link")]
+    StoreClosed,
+    /// Reading the transport failed (reset, TLS alert): the network's or the store's fault.
+    #[error("read failed: {0}")]
+    ReadFailed(#[source] io::Error),
+    /// Writing the transport failed (broken pipe, TLS alert): the network's or the store's fault.
+    #[error("write failed: {0}")]
+    WriteFailed(#[source] io::Error),
+    /// The store refused our hello: another wire version or a client it does not accept (the
+    /// store's decision; an operator's deployment to fix).
+    #[error("store refused the link (its wire version {version}): {reason}")]
+    Refused { version: u16, reason: String },
+    /// The store's hello does not decode: the store broke the wire contract.
+    #[error("bad hello from the store: {0}")]
+    BadHello(#[source] WireError),
+    /// A reply does not decode: the store broke the wire contract.
+    #[error("bad reply from the store: {0}")]
+    BadReply(#[source] WireError),
+    /// A reply came while nothing was in flight: the store broke the wire contract.
+    #[error("store answered id {got} with nothing in flight")]
+    UnsolicitedReply { got: u64 },
+    /// A reply answered another request than the oldest in flight (replies come in order): the
+    /// store broke the wire contract.
+    #[error("store answered id {got} but {expected} was next")]
+    UnexpectedReply { got: u64, expected: u64 },
+}
 
 /// Who is waiting for a reply.
 #[derive(Debug, Clone)]
@@ -242,7 +276,7 @@ impl StoreLink {
         }
         self.out.drain(..written);
         if let Some(e) = failed {
-            self.fail(registry, &format!("write failed: {e}"));
+            self.fail(registry, &LinkError::WriteFailed(e));
         }
     }
 
@@ -260,18 +294,20 @@ impl StoreLink {
         loop {
             match stream.read(scratch) {
                 Ok(0) => {
-                    closed = Some("store closed the link".to_string());
+                    closed = Some(LinkError::StoreClosed);
                     break;
                 }
                 Ok(n) => self.inbuf.extend_from_slice(&scratch[..n]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    closed = Some(format!("read failed: {e}"));
+                    closed = Some(LinkError::ReadFailed(e));
                     break;
                 }
             }
         }
+        // Replies that arrived before a read failure still complete; a decode failure is the
+        // more telling reason, so it wins over the read error it usually causes.
         if let Err(reason) = self.decode_replies(done) {
             closed = Some(reason);
         }
@@ -280,7 +316,7 @@ impl StoreLink {
         }
     }
 
-    fn decode_replies(&mut self, done: &mut Vec<Completion>) -> Result<(), String> {
+    fn decode_replies(&mut self, done: &mut Vec<Completion>) -> Result<(), LinkError> {
         let mut used = 0;
         let result = loop {
             let rest = &self.inbuf[used..];
@@ -295,25 +331,23 @@ impl StoreLink {
                         continue;
                     }
                     Ok(Some((ServerHello::Refused { version, reason }, _))) => {
-                        break Err(format!(
-                            "store refused the link (its wire version {version}): {reason}"
-                        ));
+                        break Err(LinkError::Refused { version, reason });
                     }
                     Ok(None) => break Ok(()),
-                    Err(e) => break Err(format!("bad hello from the store: {e}")),
+                    Err(e) => break Err(LinkError::BadHello(e)),
                 }
             }
             match store::decode_frame::<ReplyEnvelope>(rest) {
                 Ok(Some((reply, n))) => {
                     used += n;
                     let Some((id, call)) = self.in_flight.pop_front() else {
-                        break Err(format!(
-                            "store answered id {} with nothing in flight",
-                            reply.id
-                        ));
+                        break Err(LinkError::UnsolicitedReply { got: reply.id });
                     };
                     if id != reply.id {
-                        break Err(format!("store answered id {} but {id} was next", reply.id));
+                        break Err(LinkError::UnexpectedReply {
+                            got: reply.id,
+                            expected: id,
+                        });
                     }
                     let answered_writes = write_count(&call.request);
                     self.unacked_writes -= answered_writes;
@@ -330,7 +364,7 @@ impl StoreLink {
                     });
                 }
                 Ok(None) => break Ok(()),
-                Err(e) => break Err(format!("bad reply from the store: {e}")),
+                Err(e) => break Err(LinkError::BadReply(e)),
             }
         };
         self.inbuf.drain(..used);
@@ -341,12 +375,15 @@ impl StoreLink {
     }
 
     /// Marks the link down; unanswered requests go back to the front of the queue, in order.
-    fn fail(&mut self, registry: &Registry, reason: &str) {
+    fn fail(&mut self, registry: &Registry, reason: &LinkError) {
         if let Some(mut stream) = self.stream.take() {
             stream.deregister(registry);
         }
         if self.state != LinkState::Down {
-            if self.last_failure.as_deref() == Some(reason) {
+            // Compared as text: the same variant with another detail (a different io error, a
+            // different refusal reason) is news worth a warning; `io::Error` has no equality anyway.
+            let reason = reason.to_string();
+            if self.last_failure.as_deref() == Some(reason.as_str()) {
                 tracing::debug!(reason, store = %self.endpoint, "store link down again; will reconnect");
             } else {
                 tracing::warn!(
@@ -355,7 +392,7 @@ impl StoreLink {
                     requeued = self.in_flight.len(),
                     "store link down; will reconnect"
                 );
-                self.last_failure = Some(reason.to_owned());
+                self.last_failure = Some(reason);
             }
         }
         self.state = LinkState::Down;

@@ -221,3 +221,37 @@ fn unacknowledged_writes_are_counted_and_only_queued_telemetry_is_dropped() {
         "ping and presence reset still queued"
     );
 }
+
+/// The reasons the link logs read as they did when they were strings: operators grep for them,
+/// and `last_failure` compares them to warn once per distinct reason.
+#[test]
+fn link_error_texts_name_the_failure() {
+    let texts = [
+        (LinkError::StoreClosed, "store closed the link"),
+        (
+            LinkError::ReadFailed(io::Error::from(io::ErrorKind::ConnectionReset)),
+            "read failed: connection reset",
+        ),
+        (
+            LinkError::Refused {
+                version: 7,
+                reason: "peer uid 1000 is not allowed".into(),
+            },
+            "store refused the link (its wire version 7): peer uid 1000 is not allowed",
+        ),
+        (
+            LinkError::UnsolicitedReply { got: 4 },
+            "store answered id 4 with nothing in flight",
+        ),
+        (
+            LinkError::UnexpectedReply {
+                got: 5,
+                expected: 3,
+            },
+            "store answered id 5 but 3 was next",
+        ),
+    ];
+    for (error, text) in texts {
+        assert_eq!(error.to_string(), text);
+    }
+}

@@ -119,7 +119,7 @@ fn load_or_create_ca(paths: &CertPaths, now: OffsetDateTime) -> Result<DevCa, Tl
             std::fs::read_to_string(&paths.ca).map_err(|e| bad_ca(&paths.ca, e.to_string()))?;
         let key_pem = std::fs::read_to_string(&ca_key_path)
             .map_err(|e| bad_ca(&ca_key_path, e.to_string()))?;
-        let not_after = ca_not_after(&pem).map_err(|detail| bad_ca(&paths.ca, detail))?;
+        let not_after = ca_not_after(&paths.ca, &pem)?;
         // An expiring CA is replaced rather than used to sign a certificate that dies with it.
         if not_after > now + Duration::days(30) {
             let key =
@@ -165,11 +165,18 @@ fn load_or_create_ca(paths: &CertPaths, now: OffsetDateTime) -> Result<DevCa, Tl
     })
 }
 
-fn ca_not_after(pem: &str) -> Result<OffsetDateTime, String> {
+/// When the existing CA at `path` (its text is `pem`) expires. A CA that does not parse is a
+/// local file someone changed: `BadCa` tells the operator to delete it to get a new one.
+fn ca_not_after(path: &Path, pem: &str) -> Result<OffsetDateTime, TlsError> {
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject;
-    let der = CertificateDer::from_pem_slice(pem.as_bytes()).map_err(|e| e.to_string())?;
-    let (_, parsed) = x509_parser::parse_x509_certificate(&der).map_err(|e| e.to_string())?;
+    let bad_ca = |detail: String| TlsError::BadCa {
+        path: path.to_owned(),
+        detail,
+    };
+    let der = CertificateDer::from_pem_slice(pem.as_bytes()).map_err(|e| bad_ca(e.to_string()))?;
+    let (_, parsed) =
+        x509_parser::parse_x509_certificate(&der).map_err(|e| bad_ca(e.to_string()))?;
     Ok(parsed.validity().not_after.to_datetime())
 }
 
