@@ -7,6 +7,7 @@
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
+use portcullis_protocol::store::option_ranges;
 use portcullis_storage::engine::sealed::{Keyring, rotate_key};
 use portcullis_storage::{
     Engine, EngineOptions, RemoteConfig, Retention, Server, ServerConfig, Store, StoreOptions,
@@ -117,20 +118,20 @@ struct Args {
 
     /// Milliseconds between WAL fsyncs: the longest a pin write may stay acknowledged but not yet
     /// on disk (power-loss window). 1 to 60000.
-    #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u64).range(option_ranges::SYNC_INTERVAL_MS))]
     sync_interval_ms: u64,
 
     /// Microseconds the group committer waits after the first write of a group for more writes
     /// to join it. 0 (the default) groups whatever queued while the previous group committed.
-    #[arg(long, value_name = "US", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    #[arg(long, value_name = "US", default_value_t = 0, value_parser = clap::value_parser!(u64).range(option_ranges::COMMIT_WINDOW_US))]
     commit_window_us: u64,
 
     /// Size of RocksDB's block cache in MiB (cached data blocks for point reads). 1 to 65536.
-    #[arg(long, value_name = "MIB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    #[arg(long, value_name = "MIB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(option_ranges::BLOCK_CACHE_MIB))]
     block_cache_mib: u64,
 
     /// Days of pin history kept (0 keeps no history). Expired points are dropped by compaction.
-    #[arg(long, value_name = "DAYS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=36_500))]
+    #[arg(long, value_name = "DAYS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(option_ranges::HISTORY_RETENTION_DAYS))]
     history_retention_days: u64,
 
     /// Retention for the devices of one template, as TEMPLATE=DAYS; may be given many times.
@@ -218,9 +219,10 @@ fn parse_template_retention(arg: &str) -> Result<(String, u64), String> {
     let days: u64 = days
         .parse()
         .map_err(|_| format!("{days:?} in {arg:?} is not a number of days"))?;
-    if days > 36_500 {
+    let limit = *option_ranges::HISTORY_RETENTION_DAYS.end();
+    if days > limit {
         return Err(format!(
-            "{days} days in {arg:?} is over the 36500-day limit"
+            "{days} days in {arg:?} is over the {limit}-day limit"
         ));
     }
     Ok((template.to_owned(), days))

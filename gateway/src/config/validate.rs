@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::session::quota::MAX_QUOTA;
+use portcullis_protocol::store::option_ranges;
 
 impl Config {
     /// Checks every rule that the types alone do not express. `path` names the file in errors.
@@ -191,36 +192,44 @@ impl Config {
                 reason,
             })?;
 
-        if self.store.sync_interval_ms == 0 || self.store.sync_interval_ms > 60_000 {
-            return invalid(
+        for (key, value, range) in [
+            (
                 "store.sync_interval_ms",
-                "must be between 1 and 60000".into(),
-            );
-        }
-        if self.store.commit_window_us > 10_000 {
-            return invalid(
+                self.store.sync_interval_ms,
+                option_ranges::SYNC_INTERVAL_MS,
+            ),
+            (
                 "store.commit_window_us",
-                "must be between 0 and 10000".into(),
-            );
-        }
-        if self.store.block_cache_mib == 0 || self.store.block_cache_mib > 65_536 {
-            return invalid(
+                self.store.commit_window_us,
+                option_ranges::COMMIT_WINDOW_US,
+            ),
+            (
                 "store.block_cache_mib",
-                "must be between 1 and 65536".into(),
-            );
-        }
-        if self.store.history_retention_days > 36_500 {
-            return invalid(
+                self.store.block_cache_mib,
+                option_ranges::BLOCK_CACHE_MIB,
+            ),
+            (
                 "store.history_retention_days",
-                "must be between 0 and 36500".into(),
-            );
+                self.store.history_retention_days,
+                option_ranges::HISTORY_RETENTION_DAYS,
+            ),
+        ] {
+            if !range.contains(&value) {
+                return invalid(
+                    key,
+                    format!("must be between {} and {}", range.start(), range.end()),
+                );
+            }
         }
+        let days_range = option_ranges::HISTORY_RETENTION_DAYS;
         for (template, days) in &self.store.history_retention_by_template {
-            if template.is_empty() || template.contains('=') || *days > 36_500 {
+            if template.is_empty() || template.contains('=') || !days_range.contains(days) {
                 return invalid(
                     "store.history_retention_by_template",
                     format!(
-                        "{template:?} = {days}: the template must be non-empty without '=', the days between 0 and 36500"
+                        "{template:?} = {days}: the template must be non-empty without '=', the days between {} and {}",
+                        days_range.start(),
+                        days_range.end()
                     ),
                 );
             }

@@ -21,7 +21,8 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 /// Longest commit window the configuration accepts.
-pub const MAX_COMMIT_WINDOW: Duration = Duration::from_millis(10);
+pub const MAX_COMMIT_WINDOW: Duration =
+    Duration::from_micros(*portcullis_protocol::store::option_ranges::COMMIT_WINDOW_US.end());
 
 /// The result of one submitted write, for the link that submitted it.
 pub(crate) type Outcome = Result<Response, StoreError>;
