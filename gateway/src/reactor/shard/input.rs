@@ -400,8 +400,7 @@ fn over_quota(
     peer: SocketAddr,
     answer: QuotaAnswer,
 ) {
-    let dropped = stats.frames_over_quota.fetch_add(1, Ordering::Relaxed) + 1;
-    if dropped.is_power_of_two() {
+    if let Some(dropped) = super::store_calls::count_sampled(&stats.frames_over_quota, 1) {
         tracing::warn!(
             shard,
             device,

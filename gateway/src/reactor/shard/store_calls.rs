@@ -51,16 +51,10 @@ impl Shard {
         } else {
             (1, false)
         };
-        let before = self
-            .stats
-            .telemetry_dropped
-            .fetch_add(dropped, Ordering::Relaxed);
-        // Logged when the running total crosses a power of two: a sustained overload stays visible
-        // without a line per dropped value.
-        if (before + dropped).ilog2() != before.checked_ilog2().unwrap_or(u32::MAX) {
+        if let Some(total) = count_sampled(&self.stats.telemetry_dropped, dropped) {
             tracing::warn!(
                 shard = self.index,
-                dropped = before + dropped,
+                dropped = total,
                 "telemetry queue full (store slow or away); dropping the oldest values"
             );
         }
@@ -73,14 +67,10 @@ impl Shard {
         if refused == 0 {
             return;
         }
-        let before = self
-            .stats
-            .store_calls_refused
-            .fetch_add(refused, Ordering::Relaxed);
-        if (before + refused).ilog2() != before.checked_ilog2().unwrap_or(u32::MAX) {
+        if let Some(total) = count_sampled(&self.stats.store_calls_refused, refused) {
             tracing::warn!(
                 shard = self.index,
-                refused = before + refused,
+                refused = total,
                 limit = MAX_QUEUED_CALLS,
                 "store queue full (store slow or away); answering logins, syncs and property \
                  writes with SERVER_ERROR"
@@ -268,5 +258,31 @@ impl Shard {
         if self.conns.get(key).is_some_and(|c| !c.inbuf.is_empty()) {
             self.on_bytes(key, &[]);
         }
+    }
+}
+
+/// Adds `n` to a shard counter; the new total when it crossed a power of two, the moments a
+/// warning about it is logged: a sustained overload stays visible without a line per event.
+pub(super) fn count_sampled(counter: &AtomicU64, n: u64) -> Option<u64> {
+    let before = counter.fetch_add(n, Ordering::Relaxed);
+    let total = before + n;
+    (n > 0 && Some(total.ilog2()) != before.checked_ilog2()).then_some(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sampled_counts_are_reported_when_they_cross_a_power_of_two() {
+        let counter = AtomicU64::new(0);
+        let reported: Vec<Option<u64>> = [1, 1, 1, 1, 4, 100, 0]
+            .into_iter()
+            .map(|n| count_sampled(&counter, n))
+            .collect();
+        assert_eq!(
+            reported,
+            [Some(1), Some(2), None, Some(4), Some(8), Some(108), None]
+        );
     }
 }
