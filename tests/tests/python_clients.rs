@@ -25,10 +25,14 @@ fn client(lib: &str, port: u16, token: &str, ca: Option<&str>, extra: &[&str]) -
     serde_json::from_str(line).unwrap_or_else(|e| panic!("bad output from the client ({e}): {out}"))
 }
 
+/// The real clients run against the shipped message quota (the harness turns it off for the
+/// suites that flood on purpose): compatibility is checked under production defaults.
+const SHIPPED_QUOTA: &str = "[limits]\ndevice_messages_per_sec = 100\ndevice_message_burst = 200\n";
+
 fn round_trip(lib: &str, tls: bool) {
     let data = tempfile::tempdir().unwrap();
     let data_dir = data.path().join("data");
-    let mut gw = Gateway::start_in(&data_dir, "");
+    let mut gw = Gateway::start_in(&data_dir, SHIPPED_QUOTA);
     let (id, token) = gw.create_device(lib);
     let ca = data_dir.join("tls").join("ca.pem").display().to_string();
     let ca = tls.then_some(ca.as_str());
@@ -52,7 +56,7 @@ fn round_trip(lib: &str, tls: bool) {
         gw.log()
     );
     drop(gw);
-    let gw = Gateway::start_in(&data_dir, "");
+    let gw = Gateway::start_in(&data_dir, SHIPPED_QUOTA);
     let out = client(lib, port(&gw), &token, ca, &["--sync", "5"]);
     assert_eq!(out["synced"], serde_json::json!([value]), "{out}");
 }
