@@ -16,6 +16,7 @@ mod runner;
 mod shard;
 mod store_ops;
 mod tally;
+mod tls_verify;
 mod tokens;
 mod transport;
 mod workers;

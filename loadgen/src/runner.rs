@@ -12,6 +12,7 @@ use crate::procfs;
 use crate::report::Stored;
 use crate::shard::TelemetryProgress;
 use crate::store_ops;
+use crate::tls_verify::ChainVerifiedOnce;
 use crate::tokens::{self, TokenLine};
 use crate::transport::TlsClient;
 use crate::workers::{self, WorkerPipe};
@@ -266,10 +267,17 @@ fn tls_client(common: &Common) -> anyhow::Result<TlsClient> {
             .with_context(|| format!("unusable CA certificate in {}", ca.display()))?;
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .context("cannot build a certificate verifier from the CA")?;
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .context("TLS 1.3 is not available")?
-        .with_root_certificates(roots)
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(ChainVerifiedOnce::new(webpki)))
         .with_no_client_auth();
     let server_name = ServerName::try_from(common.server_name.clone()).with_context(|| {
         format!(
