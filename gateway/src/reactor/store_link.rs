@@ -127,6 +127,10 @@ pub struct StoreLink {
     attempts: u64,
     /// Pin writes in `WritePins` requests not yet answered, queued or in flight.
     unacked_writes: usize,
+    /// Whether the transport is registered for writable events. Only while bytes wait: a Unix
+    /// socket reports "writable" again each time the store drains what we wrote, and that
+    /// wake-up of the shard per request batch would be for nothing.
+    writable_interest: bool,
     /// The last failure logged as a warning: a store that stays unreachable, or keeps refusing
     /// our certificate, is reported once per distinct reason rather than every retry.
     last_failure: Option<String>,
@@ -150,6 +154,7 @@ impl StoreLink {
             attempts: 0,
             last_failure: None,
             unacked_writes: 0,
+            writable_interest: false,
         }
     }
 
@@ -204,6 +209,7 @@ impl StoreLink {
             tracing::warn!(error = %e, "cannot register the store link");
             return;
         }
+        self.writable_interest = true;
         self.out.clear();
         self.inbuf.clear();
         let hello = ClientHello {
@@ -275,6 +281,15 @@ impl StoreLink {
             failed = Some(e);
         }
         self.out.drain(..written);
+        if failed.is_none() {
+            let pending = !self.out.is_empty() || stream.has_pending();
+            if pending != self.writable_interest {
+                match stream.set_writable_interest(registry, self.token, pending) {
+                    Ok(()) => self.writable_interest = pending,
+                    Err(e) => failed = Some(e),
+                }
+            }
+        }
         if let Some(e) = failed {
             self.fail(registry, &LinkError::WriteFailed(e));
         }

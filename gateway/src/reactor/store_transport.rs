@@ -60,12 +60,29 @@ impl Transport {
         }
     }
 
+    /// Registers for both directions: a fresh link has its hello (and, over TLS, its handshake)
+    /// to send, and a TCP connect completes with a writable event.
     pub fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
         registry.register(
             self.source(),
             token,
             Interest::READABLE | Interest::WRITABLE,
         )
+    }
+
+    /// Asks for writable events only while there is something left to write.
+    pub fn set_writable_interest(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        writable: bool,
+    ) -> io::Result<()> {
+        let interest = if writable {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        registry.reregister(self.source(), token, interest)
     }
 
     pub fn deregister(&mut self, registry: &Registry) {
