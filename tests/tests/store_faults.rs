@@ -162,3 +162,36 @@ fn a_stalled_store_costs_bounded_memory_and_the_newest_values_survive() {
     );
     assert_eq!(gw.pin(id, "V1"), Some(format!("w{}", WRITES - 1)));
 }
+
+/// A burst larger than the link's share of `store_queue_max_writes`, arriving in one read while
+/// the store is healthy, still reaches the store on its own (in partial batches), not only when a
+/// sync forces it out.
+#[test]
+fn a_burst_larger_than_the_links_share_is_stored_without_a_sync() {
+    const BOUND: usize = 1000;
+    const WRITES: usize = 1500;
+    let gw = Gateway::start(&format!("[limits]\nstore_queue_max_writes = {BOUND}\n"));
+    let (id, token) = gw.create_device("bursty");
+    let mut dev = Device::plain(gw.plain_port);
+    dev.login(&token, Status::Ok);
+    let mut burst = Vec::new();
+    for i in 0..WRITES {
+        let pin = (i % 10).to_string();
+        let value = format!("b{i}");
+        portcullis_protocol::frame::encode_args(
+            &mut burst,
+            Command::Hardware,
+            (i % 60_000 + 1) as u16,
+            &[b"vw", pin.as_bytes(), value.as_bytes()],
+        )
+        .unwrap();
+    }
+    dev.send_raw(&burst).unwrap();
+    // Read back through the admin link, not the device: no HARDWARE_SYNC pushes the queue out.
+    let last = format!("b{}", WRITES - 1);
+    wait_for(
+        "the burst's last value stored",
+        Duration::from_secs(10),
+        || (gw.pin(id, "V9").as_deref() == Some(last.as_str())).then_some(()),
+    );
+}

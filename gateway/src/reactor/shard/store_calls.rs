@@ -23,10 +23,18 @@ pub(super) enum TelemetryFlush {
 impl Shard {
     /// Hands queued telemetry to the link as write batches.
     pub(super) fn telemetry_to_link(&mut self, flush: TelemetryFlush) {
+        let link_share = (self.limits.store_queue_max_writes / 2).max(1);
         while !self.telemetry.is_empty() {
-            let n = self.telemetry.len().min(MAX_WRITE_BATCH);
-            let link_share = (self.limits.store_queue_max_writes / 2).max(1);
-            if flush == TelemetryFlush::WithinBound && self.link.unacked_writes() + n > link_share {
+            let room = match flush {
+                TelemetryFlush::Everything => MAX_WRITE_BATCH,
+                // A partial batch when that is all the room left: a burst larger than the link's
+                // share must not wait for a sync to move at all.
+                TelemetryFlush::WithinBound => {
+                    link_share.saturating_sub(self.link.unacked_writes())
+                }
+            };
+            let n = self.telemetry.len().min(MAX_WRITE_BATCH).min(room);
+            if n == 0 {
                 return;
             }
             let writes: Vec<PinWrite> = self.telemetry.drain(..n).collect();
