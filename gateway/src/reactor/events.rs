@@ -3,7 +3,7 @@
 //! through a shard's [`PreLoginLog`] so that a flood of them is summarised, not written line by
 //! line.
 
-use super::log_budget::{Budgeted, LogBudget, PRE_LOGIN_EVENTS_PER_SEC};
+use super::log_budget::{Budgeted, LogBudget, PRE_LOGIN_EVENTS_PER_SEC, Suppressed};
 use crate::security::{self, SecurityEvent};
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -48,7 +48,20 @@ impl PreLoginLog {
     /// Writes the summaries of a past second's suppressed events and lines, if any are owed.
     pub fn flush(&mut self, now: Instant) {
         let now_s = self.seconds(now);
-        if let Some(suppressed) = self.events.summary_due(now_s) {
+        let events = self.events.summary_due(now_s);
+        let closes = self.closes.summary_due(now_s);
+        self.summarise(events, closes);
+    }
+
+    /// Writes whatever is still owed, the current second included (the shard is stopping).
+    pub fn flush_at_shutdown(&mut self) {
+        let events = self.events.take_all();
+        let closes = self.closes.take_all();
+        self.summarise(events, closes);
+    }
+
+    fn summarise(&self, events: Option<Suppressed>, closes: Option<Suppressed>) {
+        if let Some(suppressed) = events {
             security::record(
                 "reactor",
                 &ConnectionEvent::Suppressed {
@@ -57,7 +70,7 @@ impl PreLoginLog {
                 },
             );
         }
-        if let Some(suppressed) = self.closes.summary_due(now_s) {
+        if let Some(suppressed) = closes {
             tracing::info!(
                 shard = self.shard,
                 closes = suppressed.events,

@@ -58,6 +58,12 @@ impl LogBudget {
         }
     }
 
+    /// The count not yet summarised, whatever the time (at shutdown).
+    pub fn take_all(&mut self) -> Option<Suppressed> {
+        let events = std::mem::take(&mut self.suppressed);
+        (events > 0).then_some(Suppressed { events })
+    }
+
     /// The count to summarise once the second it was suppressed in is over (then reset).
     pub fn summary_due(&mut self, now_s: u64) -> Option<Suppressed> {
         if self.suppressed == 0 || now_s == self.second {
@@ -89,6 +95,17 @@ mod tests {
         assert_eq!(budget.summary_due(10), None, "the second is not over yet");
         assert_eq!(budget.summary_due(11), Some(Suppressed { events: 2 }));
         assert_eq!(budget.summary_due(12), None, "reported once");
+        budget.admit(12);
+        assert_eq!(budget.admit(12), Budgeted::Write);
+        for _ in 0..4 {
+            budget.admit(12);
+        }
+        assert_eq!(
+            budget.take_all(),
+            Some(Suppressed { events: 3 }),
+            "at shutdown"
+        );
+        assert_eq!(budget.take_all(), None);
         // A new second has a fresh budget.
         assert_eq!(budget.admit(11), Budgeted::Write);
     }

@@ -284,7 +284,8 @@ impl Shard {
         if self.link.state == LinkState::Up {
             self.telemetry_to_link(TelemetryFlush::WithinBound);
         }
-        self.link.pump(self.poll.registry());
+        let share = self.link_share();
+        self.link.pump(self.poll.registry(), share);
     }
 
     fn on_timer(&mut self, id: ConnId) {
@@ -424,6 +425,7 @@ impl Shard {
             let _ = self.poll.registry().deregister(listener);
         }
         self.listeners.clear();
+        self.pre_login_log.flush_at_shutdown();
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
             self.close(key, CloseReason::Shutdown);

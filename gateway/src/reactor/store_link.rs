@@ -125,8 +125,10 @@ pub struct StoreLink {
     pub connects: u64,
     /// Connection attempts so far (picks the next address of a remote store).
     attempts: u64,
-    /// Pin writes in `WritePins` requests not yet answered, queued or in flight.
-    unacked_writes: usize,
+    /// Pin writes in `WritePins` requests still in the queue (droppable).
+    queued_writes: usize,
+    /// Pin writes in `WritePins` requests written (or in the send buffer) and not yet answered.
+    in_flight_writes: usize,
     /// Whether the transport is registered for writable events. Only while bytes wait: a Unix
     /// socket reports "writable" again each time the store drains what we wrote, and that
     /// wake-up of the shard per request batch would be for nothing.
@@ -153,7 +155,8 @@ impl StoreLink {
             connects: 0,
             attempts: 0,
             last_failure: None,
-            unacked_writes: 0,
+            queued_writes: 0,
+            in_flight_writes: 0,
             writable_interest: false,
         }
     }
@@ -165,7 +168,7 @@ impl StoreLink {
 
     /// Pin writes handed to the link and not yet answered by the store (queued or in flight).
     pub fn unacked_writes(&self) -> usize {
-        self.unacked_writes
+        self.queued_writes + self.in_flight_writes
     }
 
     /// Drops the oldest telemetry batch still waiting to be written (never one in flight: the
@@ -178,12 +181,12 @@ impl StoreLink {
             .position(|call| matches!(call.request, Request::WritePins { .. }))?;
         let call = self.queue.remove(index)?;
         let dropped = write_count(&call.request);
-        self.unacked_writes -= dropped;
+        self.queued_writes -= dropped;
         Some(dropped)
     }
 
     pub fn submit(&mut self, request: Request, waiter: Waiter) {
-        self.unacked_writes += write_count(&request);
+        self.queued_writes += write_count(&request);
         self.queue.push_back(Call {
             request,
             waiter,
@@ -224,12 +227,26 @@ impl StoreLink {
         self.state = LinkState::Greeting;
     }
 
-    /// Moves queued requests into the send buffer and writes what the socket takes.
-    pub fn pump(&mut self, registry: &Registry) {
+    /// Moves queued requests into the send buffer and writes what the socket takes. At most
+    /// `max_in_flight_writes` pin writes go in flight (one batch always may): once sent they
+    /// cannot be dropped, so telemetry beyond that waits in the queue, where the shard's bound
+    /// can still drop the oldest, and so does everything behind it (the link keeps order).
+    pub fn pump(&mut self, registry: &Registry, max_in_flight_writes: usize) {
         if self.state == LinkState::Up {
             while self.in_flight.len() < MAX_IN_FLIGHT
-                && let Some(call) = self.queue.pop_front()
+                && let Some(next) = self.queue.front()
             {
+                let writes = write_count(&next.request);
+                if writes > 0
+                    && self.in_flight_writes > 0
+                    && self.in_flight_writes + writes > max_in_flight_writes
+                {
+                    break;
+                }
+                let Some(call) = self.queue.pop_front() else {
+                    break;
+                };
+                self.queued_writes -= writes;
                 let id = self.next_id;
                 self.next_id += 1;
                 let envelope = RequestEnvelope {
@@ -237,18 +254,20 @@ impl StoreLink {
                     request: call.request,
                 };
                 match store::encode_frame(&envelope, &mut self.out) {
-                    Ok(()) => self.in_flight.push_back((
-                        id,
-                        Call {
-                            request: envelope.request,
-                            waiter: call.waiter,
-                            submitted: call.submitted,
-                        },
-                    )),
+                    Ok(()) => {
+                        self.in_flight_writes += writes;
+                        self.in_flight.push_back((
+                            id,
+                            Call {
+                                request: envelope.request,
+                                waiter: call.waiter,
+                                submitted: call.submitted,
+                            },
+                        ))
+                    }
                     Err(e) => {
                         // Only an oversize batch can fail here; the shard caps batches well below it.
                         tracing::error!(error = %e, "dropping a store request that cannot be encoded");
-                        self.unacked_writes -= write_count(&envelope.request);
                     }
                 }
             }
@@ -359,13 +378,15 @@ impl StoreLink {
                         break Err(LinkError::UnsolicitedReply { got: reply.id });
                     };
                     if id != reply.id {
+                        // Back in flight, so the link's failure requeues it with the others.
+                        self.in_flight.push_front((id, call));
                         break Err(LinkError::UnexpectedReply {
                             got: reply.id,
                             expected: id,
                         });
                     }
                     let answered_writes = write_count(&call.request);
-                    self.unacked_writes -= answered_writes;
+                    self.in_flight_writes -= answered_writes;
                     let pins_written = if reply.result.is_ok() {
                         answered_writes
                     } else {
@@ -414,6 +435,7 @@ impl StoreLink {
         while let Some((_, call)) = self.in_flight.pop_back() {
             self.queue.push_front(call);
         }
+        self.queued_writes += std::mem::take(&mut self.in_flight_writes);
         self.out.clear();
         self.inbuf.clear();
     }

@@ -171,7 +171,7 @@ fn requests_in_flight_when_a_tls_link_dies_are_resent_and_answered() {
             done.len()
         );
         link.maintain(poll.registry(), Instant::now());
-        link.pump(poll.registry());
+        link.pump(poll.registry(), usize::MAX);
         poll.poll(&mut events, Some(Duration::from_millis(20)))
             .expect("poll");
         if events.iter().any(|e| e.token() == token) {
@@ -254,4 +254,80 @@ fn link_error_texts_name_the_failure() {
     for (error, text) in texts {
         assert_eq!(error.to_string(), text);
     }
+}
+
+/// A store that answers the first link with a wrong reply id (a store bug): the link fails, and
+/// the request it was waiting for is re-sent on the next link like every other unanswered one,
+/// with its pin writes still counted until then.
+#[test]
+fn a_reply_with_the_wrong_id_requeues_its_request_instead_of_losing_it() {
+    use std::os::unix::net::UnixListener;
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("store.sock");
+    let listener = UnixListener::bind(&path).expect("bind");
+    let store = thread::spawn(move || {
+        for round in 0..2 {
+            let (mut sock, _) = listener.accept().expect("accept");
+            sock.set_read_timeout(Some(WAIT)).expect("timeout");
+            let mut buf = Vec::new();
+            let _: ClientHello = recv(&mut sock, &mut buf);
+            send(
+                &mut sock,
+                &ServerHello::Accepted {
+                    version: WIRE_VERSION,
+                },
+            );
+            let request: RequestEnvelope = recv(&mut sock, &mut buf);
+            let id = if round == 0 {
+                request.id + 7
+            } else {
+                request.id
+            };
+            send(
+                &mut sock,
+                &ReplyEnvelope {
+                    id,
+                    result: Ok(Response::Done),
+                },
+            );
+            if round == 0 {
+                // Wait for the link to hang up after the bad reply.
+                let mut rest = [0u8; 64];
+                while matches!(sock.read(&mut rest), Ok(n) if n > 0) {}
+            }
+        }
+    });
+
+    let mut poll = Poll::new().expect("poll");
+    let mut events = Events::with_capacity(16);
+    let token = Token(1);
+    let mut link = StoreLink::new(
+        StoreEndpoint::Unix(path),
+        ClientRole::GatewayShard(0),
+        token,
+    );
+    link.submit(write_batch(5), Waiter::None);
+    let mut done = Vec::new();
+    let mut scratch = vec![0u8; 16 * 1024];
+    let deadline = Instant::now() + WAIT;
+    while done.is_empty() {
+        assert!(Instant::now() < deadline, "never answered");
+        assert_eq!(
+            link.unacked_writes(),
+            5,
+            "the writes stay counted until answered"
+        );
+        link.maintain(poll.registry(), Instant::now());
+        link.pump(poll.registry(), usize::MAX);
+        poll.poll(&mut events, Some(Duration::from_millis(20)))
+            .expect("poll");
+        if events.iter().any(|e| e.token() == token) {
+            link.on_readable(poll.registry(), &mut scratch, &mut done);
+        }
+    }
+    assert_eq!(link.connects, 2, "the bad reply ended the first link");
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0].pins_written, 5);
+    assert_eq!(link.unacked_writes(), 0);
+    store.join().expect("store thread");
 }

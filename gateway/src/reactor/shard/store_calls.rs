@@ -5,8 +5,10 @@
 //! The telemetry bound (`limits.store_queue_max_writes`) counts every pin write not yet
 //! acknowledged by the store: the shard's own queue plus what the link holds queued or in flight.
 //! A slow store therefore costs bounded memory; the oldest writes not yet sent are dropped first.
-//! The link gets at most half the bound: writes already sent cannot be taken back, so the other
-//! half stays in the shard, where the newest values wait and the oldest make room for them.
+//! The link gets at most half the bound in flight: writes already sent cannot be taken back, so
+//! the other half stays droppable, where the newest values wait and the oldest make room for
+//! them. A sync moves everything to the link's queue first (its read must see the writes before
+//! it); the link keeps those batches queued beyond its share, so they stay droppable too.
 
 use super::*;
 
@@ -22,8 +24,13 @@ pub(super) enum TelemetryFlush {
 
 impl Shard {
     /// Hands queued telemetry to the link as write batches.
+    /// The part of the telemetry bound the link may hold (and have in flight).
+    pub(super) fn link_share(&self) -> usize {
+        (self.limits.store_queue_max_writes / 2).max(1)
+    }
+
     pub(super) fn telemetry_to_link(&mut self, flush: TelemetryFlush) {
-        let link_share = (self.limits.store_queue_max_writes / 2).max(1);
+        let link_share = self.link_share();
         while !self.telemetry.is_empty() {
             let room = match flush {
                 TelemetryFlush::Everything => MAX_WRITE_BATCH,
@@ -44,18 +51,19 @@ impl Shard {
         }
     }
 
-    /// Makes room for one more pin write under the bound: drops the oldest write still in the
-    /// shard's queue, else the oldest batch the link has not written yet. `false` when everything
+    /// Makes room for one more pin write under the bound: drops the oldest batch the link has not
+    /// written yet (only a sync moves more than the link's share there, and those are the oldest
+    /// writes), else the oldest write in the shard's queue. `false` when everything
     /// unacknowledged is already in flight (then the new write is the one dropped).
     fn make_room_for_write(&mut self) -> bool {
         let unacked = self.telemetry.len() + self.link.unacked_writes();
         if unacked < self.limits.store_queue_max_writes {
             return true;
         }
-        let (dropped, room) = if self.telemetry.pop_front().is_some() {
-            (1, true)
-        } else if let Some(batch) = self.link.drop_oldest_queued_writes() {
+        let (dropped, room) = if let Some(batch) = self.link.drop_oldest_queued_writes() {
             (batch as u64, true)
+        } else if self.telemetry.pop_front().is_some() {
+            (1, true)
         } else {
             (1, false)
         };
