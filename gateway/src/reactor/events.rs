@@ -8,15 +8,36 @@ use crate::security::{self, SecurityEvent};
 use std::net::SocketAddr;
 use std::time::Instant;
 
-/// A shard's way into the logs for what outsiders cause before logging in, within two
-/// [`LogBudget`]s: the first [`PRE_LOGIN_EVENTS_PER_SEC`] security events and as many
-/// "closing connection" lines each second are written, the rest summarised in one line each
-/// when the second is over.
+/// Which budget an event spends: login attempts (bad, malformed or throttled tokens, which name
+/// the guessing source) have their own, so a flood of garbage connections cannot use up the
+/// budget and hide them in a summary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventClass {
+    /// TLS refusals and connections rejected before a login was even tried.
+    Stranger,
+    /// Device login attempts that failed or were throttled.
+    Login,
+}
+
+impl EventClass {
+    fn name(self) -> &'static str {
+        match self {
+            EventClass::Stranger => "pre-login rejection",
+            EventClass::Login => "failed-login",
+        }
+    }
+}
+
+/// A shard's way into the logs for what outsiders cause before logging in, within
+/// [`LogBudget`]s: each second the first [`PRE_LOGIN_EVENTS_PER_SEC`] security events of each
+/// [`EventClass`] and as many "closing connection" lines are written, the rest summarised in
+/// one line each when the second is over.
 #[derive(Debug)]
 pub struct PreLoginLog {
     shard: u16,
     epoch: Instant,
-    events: LogBudget,
+    strangers: LogBudget,
+    logins: LogBudget,
     closes: LogBudget,
 }
 
@@ -25,7 +46,8 @@ impl PreLoginLog {
         Self {
             shard,
             epoch: now,
-            events: LogBudget::new(PRE_LOGIN_EVENTS_PER_SEC),
+            strangers: LogBudget::new(PRE_LOGIN_EVENTS_PER_SEC),
+            logins: LogBudget::new(PRE_LOGIN_EVENTS_PER_SEC),
             closes: LogBudget::new(PRE_LOGIN_EVENTS_PER_SEC),
         }
     }
@@ -33,7 +55,11 @@ impl PreLoginLog {
     pub fn record(&mut self, now: Instant, event: &ConnectionEvent) {
         self.flush(now);
         let now_s = self.seconds(now);
-        if self.events.admit(now_s) == Budgeted::Write {
+        let budget = match event.class() {
+            EventClass::Stranger => &mut self.strangers,
+            EventClass::Login => &mut self.logins,
+        };
+        if budget.admit(now_s) == Budgeted::Write {
             security::record("reactor", event);
         }
     }
@@ -48,27 +74,40 @@ impl PreLoginLog {
     /// Writes the summaries of a past second's suppressed events and lines, if any are owed.
     pub fn flush(&mut self, now: Instant) {
         let now_s = self.seconds(now);
-        let events = self.events.summary_due(now_s);
+        let strangers = self.strangers.summary_due(now_s);
+        let logins = self.logins.summary_due(now_s);
         let closes = self.closes.summary_due(now_s);
-        self.summarise(events, closes);
+        self.summarise(strangers, logins, closes);
     }
 
     /// Writes whatever is still owed, the current second included (the shard is stopping).
     pub fn flush_at_shutdown(&mut self) {
-        let events = self.events.take_all();
+        let strangers = self.strangers.take_all();
+        let logins = self.logins.take_all();
         let closes = self.closes.take_all();
-        self.summarise(events, closes);
+        self.summarise(strangers, logins, closes);
     }
 
-    fn summarise(&self, events: Option<Suppressed>, closes: Option<Suppressed>) {
-        if let Some(suppressed) = events {
-            security::record(
-                "reactor",
-                &ConnectionEvent::Suppressed {
-                    shard: self.shard,
-                    events: suppressed.events,
-                },
-            );
+    fn summarise(
+        &self,
+        strangers: Option<Suppressed>,
+        logins: Option<Suppressed>,
+        closes: Option<Suppressed>,
+    ) {
+        for (class, suppressed) in [
+            (EventClass::Stranger, strangers),
+            (EventClass::Login, logins),
+        ] {
+            if let Some(suppressed) = suppressed {
+                security::record(
+                    "reactor",
+                    &ConnectionEvent::Suppressed {
+                        shard: self.shard,
+                        class,
+                        events: suppressed.events,
+                    },
+                );
+            }
         }
         if let Some(suppressed) = closes {
             tracing::info!(
@@ -106,8 +145,29 @@ pub enum ConnectionEvent {
     /// The login throttle blocked an attempt from this address (raised by the throttle, with
     /// `ShardMetrics::login_throttled` for the counters).
     LoginThrottled { peer: SocketAddr, reason: String },
-    /// More events than the shard's per-second budget: this many were counted, not written.
-    Suppressed { shard: u16, events: u64 },
+    /// More events of a class than the shard's per-second budget: this many were counted, not
+    /// written.
+    Suppressed {
+        shard: u16,
+        class: EventClass,
+        events: u64,
+    },
+}
+
+impl ConnectionEvent {
+    /// The log budget this event spends.
+    pub fn class(&self) -> EventClass {
+        match self {
+            ConnectionEvent::InvalidToken { .. }
+            | ConnectionEvent::MalformedToken { .. }
+            | ConnectionEvent::LoginThrottled { .. } => EventClass::Login,
+            ConnectionEvent::TlsRefused { .. }
+            | ConnectionEvent::TlsBroken { .. }
+            | ConnectionEvent::PreAuthRejected { .. }
+            | ConnectionEvent::RefusedAtAccept { .. }
+            | ConnectionEvent::Suppressed { .. } => EventClass::Stranger,
+        }
+    }
 }
 
 impl SecurityEvent for ConnectionEvent {
@@ -163,9 +223,10 @@ impl SecurityEvent for ConnectionEvent {
             ConnectionEvent::InvalidToken { next, .. } => {
                 format!("no device has this token; next login from this address: {next}")
             }
-            ConnectionEvent::Suppressed { events, .. } => format!(
-                "{events} more pre-login events in one second than the {PRE_LOGIN_EVENTS_PER_SEC} \
-                 written in full (the rejection metrics count every one)"
+            ConnectionEvent::Suppressed { events, class, .. } => format!(
+                "{events} more {} events in one second than the {PRE_LOGIN_EVENTS_PER_SEC} \
+                 written in full (the rejection metrics count every one)",
+                class.name()
             ),
         }
     }
