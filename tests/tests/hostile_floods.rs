@@ -453,7 +453,10 @@ fn a_flood_of_strangers_is_summarised_in_the_logs_not_written_line_by_line() {
     const GUESSES: usize = 3;
     for n in 0..GUESSES {
         let mut guesser = Device::plain(gw.plain_port);
-        guesser.login(&format!("{:0>32}", format!("guess{n}")), Status::InvalidToken);
+        guesser.login(
+            &format!("{:0>32}", format!("guess{n}")),
+            Status::InvalidToken,
+        );
     }
     let events = || -> Vec<serde_json::Value> {
         std::fs::read_to_string(&security)
