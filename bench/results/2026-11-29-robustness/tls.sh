@@ -3,7 +3,7 @@
 cd /tmp/prof
 LG=${LG:-/var/cache/portcullis-release-target/release/portcullis-loadgen}
 rm -f data/ports.json
-$1 serve --config gw-q0.toml > gw-$2.log 2>&1 &
+$1 serve --config ${CONFIG:-gw-q0.toml} > gw-$2.log 2>&1 &
 GW=$!
 for i in $(seq 100); do [ -f data/ports.json ] && break; sleep 0.1; done
 sleep 0.5
