@@ -343,3 +343,12 @@ pub fn admin_json(how: &[&std::ffi::OsStr], args: &[&str]) -> Result<Value, Stri
         )
     })
 }
+
+/// The JSON lines of a log file (the security log), empty while the file does not exist yet.
+pub fn json_lines(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}

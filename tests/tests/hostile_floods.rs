@@ -12,7 +12,7 @@ use portcullis_e2e::hostile::{
     connect_from, connect_from_small_rcvbuf, count_lines, cpu_ticks, open_fds, peer_closed,
     plain_log, rss_kib,
 };
-use portcullis_e2e::{Gateway, wait_for};
+use portcullis_e2e::{Gateway, json_lines, wait_for};
 use portcullis_protocol::frame;
 use portcullis_protocol::{Command, Status};
 use std::io::{self, Read, Write};
@@ -458,13 +458,7 @@ fn a_flood_of_strangers_is_summarised_in_the_logs_not_written_line_by_line() {
             Status::InvalidToken,
         );
     }
-    let events = || -> Vec<serde_json::Value> {
-        std::fs::read_to_string(&security)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    };
+    let events = || json_lines(&security);
     let (written, summarised) = wait_for(
         "every rejection written or summarised",
         Duration::from_secs(10),

@@ -8,7 +8,7 @@
 #![allow(clippy::unwrap_used)]
 
 use portcullis_e2e::device::{Device, client_config};
-use portcullis_e2e::{Gateway, bin, wait_for};
+use portcullis_e2e::{Gateway, bin, json_lines, wait_for};
 use portcullis_protocol::{Command, Status};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use rustls::pki_types::ServerName;
@@ -461,18 +461,11 @@ fn security_events_go_to_their_own_file_as_json_lines_and_survive_rotation() {
         &temp.path().join("data"),
         &format!("[log]\nsecurity = {:?}\n", path.display().to_string()),
     );
-    let events = |path: &Path| -> Vec<serde_json::Value> {
-        std::fs::read_to_string(path)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    };
     let mut bad = Device::plain(gw.plain_port);
     bad.login("CCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCC", Status::InvalidToken);
     bad.expect_closed();
     let event = wait_for("the invalid token event", WAIT, || {
-        events(&path)
+        json_lines(&path)
             .into_iter()
             .find(|e| e["kind"] == "invalid_device_token")
     });
@@ -493,13 +486,13 @@ fn security_events_go_to_their_own_file_as_json_lines_and_survive_rotation() {
     bad.send_raw(b"GARBAGE!").unwrap();
     bad.expect_closed();
     wait_for("the rejection in the new file", WAIT, || {
-        events(&path)
+        json_lines(&path)
             .iter()
             .any(|e| e["kind"] == "pre_auth_rejected")
             .then_some(())
     });
     assert!(
-        events(&rotated)
+        json_lines(&rotated)
             .iter()
             .all(|e| e["kind"] != "pre_auth_rejected"),
         "the rotated file gets nothing new"

@@ -63,24 +63,6 @@ pub struct DeviceSession {
     quota: MessageQuota,
 }
 
-/// What became of one received frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Received {
-    /// Within the quota: handled, its answers and store calls are in the outbox.
-    Handled,
-    /// Over the quota and dropped unprocessed.
-    OverQuota(QuotaAnswer),
-}
-
-/// Whether a dropped frame was answered QUOTA_LIMIT.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum QuotaAnswer {
-    /// QUOTA_LIMIT with the frame's id is in the outbox (the first drop of a minute).
-    Answered,
-    /// Dropped without a word: the device was told within the last minute.
-    Silent,
-}
-
 impl DeviceSession {
     pub fn new(device: DeviceId) -> Self {
         Self {
@@ -113,26 +95,23 @@ impl DeviceSession {
     }
 
     /// Handles one frame received at `now_ms` (the caller's clock, milliseconds): counts it
-    /// against the quota, and processes it only if it is within. Every frame counts, PING and
-    /// replies included, as in the reference server.
+    /// against the quota, and processes it only if it is within (`Allow`); for `DropAndAnswer`
+    /// the QUOTA_LIMIT answer is in the outbox. Every frame counts, PING and replies included,
+    /// as in the reference server.
     pub fn receive(
         &mut self,
         frame: &Frame<'_>,
         now_ms: u64,
         limits: &SessionLimits,
         out: &mut Outbox,
-    ) -> Received {
-        match self.quota.check(limits.quota, now_ms) {
-            QuotaVerdict::Allow => {
-                self.on_frame(frame, out);
-                Received::Handled
-            }
-            QuotaVerdict::DropAndAnswer => {
-                out.response(frame.msg_id, Status::QuotaLimit);
-                Received::OverQuota(QuotaAnswer::Answered)
-            }
-            QuotaVerdict::Drop => Received::OverQuota(QuotaAnswer::Silent),
+    ) -> QuotaVerdict {
+        let verdict = self.quota.check(limits.quota, now_ms);
+        match verdict {
+            QuotaVerdict::Allow => self.on_frame(frame, out),
+            QuotaVerdict::DropAndAnswer => out.response(frame.msg_id, Status::QuotaLimit),
+            QuotaVerdict::Drop => {}
         }
+        verdict
     }
 
     /// Handles one frame from the device, whatever the quota says (see [`Self::receive`]).
@@ -447,7 +426,7 @@ mod tests {
         for id in 1..=2 {
             assert_eq!(
                 s.receive(&sync(id), now, &limits, &mut out),
-                Received::Handled
+                QuotaVerdict::Allow
             );
         }
         assert_eq!(out.store.len(), 2);
@@ -455,7 +434,7 @@ mod tests {
         let mut out = Outbox::default();
         assert_eq!(
             s.receive(&sync(3), now, &limits, &mut out),
-            Received::OverQuota(QuotaAnswer::Answered)
+            QuotaVerdict::DropAndAnswer
         );
         assert!(out.store.is_empty());
         assert_eq!(
@@ -466,7 +445,7 @@ mod tests {
         let mut out = Outbox::default();
         assert_eq!(
             s.receive(&sync(4), now + 50, &limits, &mut out),
-            Received::OverQuota(QuotaAnswer::Silent)
+            QuotaVerdict::Drop
         );
         let ping = Frame {
             command: Command::Ping,
@@ -475,13 +454,13 @@ mod tests {
         };
         assert_eq!(
             s.receive(&ping, now + 50, &limits, &mut out),
-            Received::OverQuota(QuotaAnswer::Silent)
+            QuotaVerdict::Drop
         );
         assert!(out.store.is_empty() && !out.has_frames());
         // 100 ms refills one message at 10 a second.
         assert_eq!(
             s.receive(&sync(6), now + 150, &limits, &mut out),
-            Received::Handled
+            QuotaVerdict::Allow
         );
         assert!(matches!(out.store[..], [StoreCall::Sync { msg_id: 6, .. }]));
     }

@@ -9,8 +9,8 @@ pub mod quota;
 pub mod sniff;
 pub mod throttle;
 
-pub use device::{DeviceSession, QuotaAnswer, Received, SessionLimits, SyncFilter};
+pub use device::{DeviceSession, SessionLimits, SyncFilter};
 pub use login::{LoginDecision, decide_login};
 pub use outbox::{CloseReason, Outbox, StoreCall};
-pub use quota::QuotaLimits;
+pub use quota::{QuotaLimits, QuotaVerdict};
 pub use sniff::{Sniffed, sniff};

@@ -4,7 +4,7 @@
 //! worth has piled up, so a peer that pipelines and never reads is caught early.
 
 use super::*;
-use crate::session::{QuotaAnswer, Received};
+use crate::session::QuotaVerdict;
 use portcullis_protocol::store::DeviceId;
 use std::net::SocketAddr;
 
@@ -311,14 +311,14 @@ impl Shard {
                         active = true;
                         // Received counts every frame, dropped ones too: it is what devices send.
                         self.metrics.message_in(frame.command.code());
-                        let received = session.receive(
+                        let verdict = session.receive(
                             &frame,
                             self.now_ms,
                             &self.limits.session,
                             &mut self.outbox,
                         );
-                        if let Received::OverQuota(answer) = received {
-                            over_quota(&self.stats, self.index, session.device, conn.peer, answer);
+                        if verdict != QuotaVerdict::Allow {
+                            over_quota(&self.stats, self.index, session.device, conn.peer, verdict);
                         }
                         if self.outbox.pending_bytes() > self.limits.outbound_queue_bytes {
                             outbox_full = true;
@@ -398,7 +398,7 @@ fn over_quota(
     shard: u16,
     device: DeviceId,
     peer: SocketAddr,
-    answer: QuotaAnswer,
+    verdict: QuotaVerdict,
 ) {
     if let Some(dropped) = super::store_calls::count_sampled(&stats.frames_over_quota, 1) {
         tracing::warn!(
@@ -406,7 +406,7 @@ fn over_quota(
             device,
             %peer,
             dropped,
-            answered = matches!(answer, QuotaAnswer::Answered),
+            answered = verdict == QuotaVerdict::DropAndAnswer,
             "device over its message quota; dropping its frames"
         );
     }

@@ -23,12 +23,12 @@ pub(super) enum TelemetryFlush {
 }
 
 impl Shard {
-    /// Hands queued telemetry to the link as write batches.
     /// The part of the telemetry bound the link may hold (and have in flight).
     pub(super) fn link_share(&self) -> usize {
         (self.limits.store_queue_max_writes / 2).max(1)
     }
 
+    /// Hands queued telemetry to the link as write batches.
     pub(super) fn telemetry_to_link(&mut self, flush: TelemetryFlush) {
         let link_share = self.link_share();
         while !self.telemetry.is_empty() {
