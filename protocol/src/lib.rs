@@ -1,9 +1,11 @@
-//! Pure codecs for Portcullis, with no IO: the Blynk hardware frame (`frame`), its command and
-//! status tables (`command`), body parsing (`body`), the gateway <-> store wire (`store`) and the
-//! PEM documents of a remote store link's mutual TLS (`pem`).
+//! Pure codecs for Portcullis, with no IO: the app WebSocket API's messages (`app`), the Blynk
+//! hardware frame (`frame`), its command and status tables (`command`), body parsing (`body`),
+//! the gateway <-> store wire (`store`) and the PEM documents of a remote store link's mutual TLS
+//! (`pem`).
 //! Everything here takes bytes and returns values or errors, so it can be unit-tested, fuzzed and
 //! benchmarked without sockets.
 
+pub mod app;
 pub mod body;
 pub mod command;
 pub mod frame;
