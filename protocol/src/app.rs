@@ -29,7 +29,11 @@ pub const CLIENT_HASH_LEN: usize = 44;
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum AppRequest {
     /// Logs in with an email address and the client hash of the password ([`client_hash`]).
-    Login { id: u32, email: String, hash: String },
+    Login {
+        id: u32,
+        email: String,
+        hash: String,
+    },
     /// The devices of the user's organization, ordered by id, starting after `after`.
     Devices {
         id: u32,
