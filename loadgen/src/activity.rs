@@ -9,8 +9,14 @@
 //! gateway does not acknowledge writes, so every `sample_every`-th write is followed by a PING;
 //! its reply proves the gateway has handled that write and everything before it on the
 //! connection.
+//!
+//! The `fanout` scenario uses the same schedule; only the value written differs. Telemetry
+//! writes the write's sequence number (the store read-back sums them); fanout writes the write's
+//! scheduled time as Unix microseconds (`sendtime.rs`), so the app receiving the pin event
+//! measures device → app latency from the schedule too.
 
 use crate::device::{MsgIds, encode};
+use crate::sendtime::WallClock;
 use crate::tally::{Count, Latency, Tally};
 use portcullis_protocol::{Command, Status};
 use std::collections::VecDeque;
@@ -28,6 +34,15 @@ pub struct Ctx<'a> {
     pub tally: &'a mut Tally,
 }
 
+/// What a telemetry write carries as its value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteValue {
+    /// The write's number, 1, 2, 3...
+    Sequence,
+    /// The write's scheduled time, Unix microseconds on this clock.
+    ScheduledTime(WallClock),
+}
+
 #[derive(Debug)]
 pub struct Telemetry {
     /// Time of write 1; write `n` is due at `first_due + (n - 1) × interval`.
@@ -35,6 +50,7 @@ pub struct Telemetry {
     interval: Duration,
     pin: u8,
     sample_every: u64,
+    value: WriteValue,
     /// Last write sent (writes are numbered from 1; the value written is the number).
     pub sent: u64,
     /// Every write up to this one is known to have been handled by the gateway.
@@ -78,6 +94,7 @@ impl Activity {
         offset_fraction: f64,
         pin: u8,
         sample_every: u64,
+        value: WriteValue,
     ) -> Activity {
         let interval = Duration::from_secs_f64(1.0 / rate.max(1e-6));
         Activity::Telemetry(Telemetry {
@@ -85,6 +102,7 @@ impl Activity {
             interval,
             pin,
             sample_every: sample_every.max(1),
+            value,
             sent: 0,
             acked: 0,
             samples: VecDeque::new(),
@@ -167,7 +185,10 @@ impl Telemetry {
         while self.due_at(self.sent + 1) <= ctx.now && burst < MAX_CATCH_UP_WRITES {
             self.sent += 1;
             burst += 1;
-            let value = self.sent.to_string();
+            let value = match self.value {
+                WriteValue::Sequence => self.sent.to_string(),
+                WriteValue::ScheduledTime(clock) => clock.encode(self.due_at(self.sent)),
+            };
             let pin = self.pin.to_string();
             encode(
                 ctx.out,
@@ -210,7 +231,7 @@ mod tests {
     #[test]
     fn telemetry_follows_the_schedule_and_times_from_it() {
         let t0 = Instant::now();
-        let mut activity = Activity::telemetry(t0, 10.0, 0.0, 3, 2);
+        let mut activity = Activity::telemetry(t0, 10.0, 0.0, 3, 2, WriteValue::Sequence);
         let mut ids = MsgIds::default();
         let mut out = Vec::new();
         let mut tally = Tally::new();
@@ -263,7 +284,7 @@ mod tests {
     #[test]
     fn a_stalled_loop_catches_up_in_bounded_bursts() {
         let t0 = Instant::now();
-        let mut activity = Activity::telemetry(t0, 1000.0, 0.0, 1, 1000);
+        let mut activity = Activity::telemetry(t0, 1000.0, 0.0, 1, 1000, WriteValue::Sequence);
         let mut ids = MsgIds::default();
         let mut out = Vec::new();
         let mut tally = Tally::new();
@@ -277,6 +298,42 @@ mod tests {
         let next = activity.on_timer(&mut ctx).expect("wake-up");
         assert_eq!(next, now, "still behind: come back at once");
         assert_eq!(tally.count(Count::WritesSent), MAX_CATCH_UP_WRITES);
+    }
+
+    #[test]
+    fn fanout_writes_carry_their_scheduled_time() {
+        let t0 = Instant::now();
+        let clock = WallClock::anchored_at(t0);
+        let mut activity =
+            Activity::telemetry(t0, 10.0, 0.0, 1, 100, WriteValue::ScheduledTime(clock));
+        let mut ids = MsgIds::default();
+        let mut out = Vec::new();
+        let mut tally = Tally::new();
+        // 150 ms late: write 1 (due at 0) and write 2 (due at 100 ms) go out now, each stamped
+        // with its own scheduled time, not the time it really left.
+        let mut ctx = Ctx {
+            now: t0 + Duration::from_millis(150),
+            ids: &mut ids,
+            out: &mut out,
+            tally: &mut tally,
+        };
+        activity.on_timer(&mut ctx);
+        let stamps: Vec<u64> = commands(&out)
+            .iter()
+            .map(|(command, _, body)| {
+                assert_eq!(*command, Command::Hardware);
+                let value = body.split(|&b| b == 0).nth(2).expect("a value");
+                crate::sendtime::decode(std::str::from_utf8(value).expect("ascii"))
+                    .expect("a send time")
+            })
+            .collect();
+        assert_eq!(
+            stamps,
+            vec![
+                clock.unix_micros(t0),
+                clock.unix_micros(t0 + Duration::from_millis(100))
+            ]
+        );
     }
 
     #[test]

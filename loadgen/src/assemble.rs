@@ -1,13 +1,13 @@
 //! Turns what a run measured (merged tally, phase times, the observer's gauges and timeline, the
 //! stored read-back) into a [`Report`]: rates over the right interval, memory per connection
-//! with the kernel's share apart, CPU use, and the saturation verdict — the load generator says
-//! when the numbers show its own limit rather than the gateway's.
+//! with the kernel's share apart, CPU use, the fan-out figures, and the saturation verdict — the
+//! load generator says when the numbers show its own limit rather than the gateway's.
 
 use crate::cli::Common;
 use crate::controller::PhaseTimes;
 use crate::observer::Observer;
 use crate::plan::{Scenario, StormTrigger};
-use crate::report::{Cpu, Host, Memory, Outcome, Report, Setup, Stored};
+use crate::report::{Cpu, Fanout, Host, Memory, Outcome, Report, Setup, Stored};
 use crate::tally::{Count, Latency, Percentiles, Tally};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -16,8 +16,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 const SATURATED_CPU_SHARE: f64 = 0.9;
 /// ... or when its timers fire this late (milliseconds) during the measured part.
 const SATURATED_LAG_MS: f64 = 100.0;
-/// ... or when telemetry sent less than this share of its schedule.
+/// ... or when telemetry (or fanout) sent less than this share of its schedule.
 const SATURATED_SCHEDULE_SHARE: f64 = 0.95;
+/// ... or when one app client thread was busy this share of the time it was receiving (it reads
+/// and parses alone; at this point events wait for it, not for the gateway).
+const SATURATED_APP_THREAD_SHARE: f64 = 0.9;
+/// Fanout: fewer events received than this share of those expected earns a warning.
+const DELIVERED_SHARE_WARNING: f64 = 0.999;
 /// The machine is CPU-bound when load generator, gateway and store together use this share.
 const MACHINE_BUSY_SHARE: f64 = 0.9;
 
@@ -40,6 +45,7 @@ pub fn build(
     times: &PhaseTimes,
     observer: &Observer,
     stored: Option<Stored>,
+    fanout: Option<Fanout>,
 ) -> Report {
     let common = facts.common;
     let mut report = Report {
@@ -63,6 +69,7 @@ pub fn build(
             params: facts.params.clone().into_iter().collect(),
         },
         stored,
+        fanout,
         timeline: observer.timeline.clone(),
         ..Report::default()
     };
@@ -88,6 +95,10 @@ fn outcome(scenario: &Scenario, tally: &Tally, times: &PhaseTimes, observer: &Ob
         retried: tally.retried.clone(),
         counts: Count::ALL
             .iter()
+            .chain(match scenario {
+                Scenario::Fanout { .. } => &Count::APP[..],
+                _ => &[],
+            })
             .map(|c| (c.name().to_string(), tally.count(*c)))
             .collect(),
         ramp_s: times.ramp_s,
@@ -106,13 +117,19 @@ fn outcome(scenario: &Scenario, tally: &Tally, times: &PhaseTimes, observer: &Ob
     );
     let per_s = |n: u64| n as f64 / times.measure_s.max(1e-3);
     match scenario {
-        Scenario::Telemetry { .. } => {
+        Scenario::Telemetry { .. } | Scenario::Fanout { .. } => {
             out.rates
                 .insert("writes_sent".into(), per_s(tally.count(Count::WritesSent)));
             out.rates.insert(
                 "writes_acked".into(),
                 per_s(tally.count(Count::WritesAcked)),
             );
+            if let Scenario::Fanout { .. } = scenario {
+                out.rates.insert(
+                    "events_received".into(),
+                    per_s(tally.count(Count::EventsReceived)),
+                );
+            }
         }
         Scenario::Ping { .. } => {
             out.rates
@@ -224,7 +241,7 @@ fn judge(facts: &RunFacts<'_>, report: &mut Report) {
             "load generator timers fired up to {worst_lag:.0} ms late during the measured part"
         ));
     }
-    if let Scenario::Telemetry { rate, .. } = facts.scenario {
+    if let Scenario::Telemetry { rate, .. } | Scenario::Fanout { rate, .. } = facts.scenario {
         let planned = report.result.online_at_measure as f64 * rate * report.result.measure_s;
         let sent = report
             .result
@@ -239,6 +256,7 @@ fn judge(facts: &RunFacts<'_>, report: &mut Report) {
             ));
         }
     }
+    judge_fanout(report);
     let machine = facts.host.cores as f64 * 100.0;
     let busiest = report
         .timeline
@@ -273,4 +291,45 @@ fn judge(facts: &RunFacts<'_>, report: &mut Report) {
                 .into(),
         );
     }
+}
+
+/// The app side's share of the verdict: a saturated app thread, events missing, apps or
+/// subscriptions that failed.
+fn judge_fanout(report: &mut Report) {
+    let Some(f) = report.fanout.clone() else {
+        return;
+    };
+    if let Some(busy) = f.busiest_app_thread_pct
+        && busy >= SATURATED_APP_THREAD_SHARE * 100.0
+    {
+        report.saturated = true;
+        report.warnings.push(format!(
+            "an app client thread was busy {busy:.0}% of the time it was receiving: events queued for \
+             the load generator's app side, so end-to-end latency and delivery show its limit; use more --apps"
+        ));
+    }
+    if f.events_expected > 0
+        && (f.events_received as f64) < f.events_expected as f64 * DELIVERED_SHARE_WARNING
+    {
+        report.warnings.push(format!(
+            "the apps received {} of the {} pin events expected ({:.2}%)",
+            f.events_received, f.events_expected, f.delivered_pct
+        ));
+    }
+    let count = |name: &str| report.result.counts.get(name).copied().unwrap_or(0);
+    let (login_failures, subscribe_failures) =
+        (count("app_login_failures"), count("subscribe_failures"));
+    if login_failures > 0 {
+        report.warnings.push(format!(
+            "{login_failures} of {} apps did not log in (reasons under failures)",
+            f.apps
+        ));
+    }
+    if subscribe_failures > 0 {
+        report.warnings.push(format!(
+            "{subscribe_failures} of {} subscriptions were refused or unanswered (reasons under failures)",
+            f.subscriptions_planned
+        ));
+    }
+    report.notes.push(f.how);
 }

@@ -25,9 +25,9 @@ command 29, info message, PING heartbeat, virtual-pin writes) over plain TCP and
 event loop per core, spreads connections over loopback source addresses 127.0.0.2… when one address \
 would run out of ports, and over several worker processes when the per-process open-file limit is \
 below the connection count. Every scenario prints a live progress line and writes a JSON report and a \
-self-contained HTML dashboard.\n\nTypical run: `provision` once, then `connect`, `telemetry`, `ping` or \
-`storm` with the same --tokens file and --data-dir.\n\nNot available: `fanout` (device writes to app \
-WebSocket subscribers) needs the gateway's app WebSocket API, which does not exist yet."
+self-contained HTML dashboard.\n\nTypical run: `provision` once, then `connect`, `telemetry`, `fanout`, \
+`ping` or `storm` with the same --tokens file and --data-dir. `fanout` also needs a user of the devices' \
+organization for its app WebSocket clients (--email, --password-file)."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -48,6 +48,11 @@ pub enum Command {
     /// PING sent right after it; with --data-dir the store is read back afterwards to count what
     /// was really stored.
     Telemetry(TelemetryArgs),
+    /// Devices write as in `telemetry` while app WebSocket clients (`/api/ws`) subscribed to
+    /// them receive every write as a pin event: end-to-end device → app latency, and events
+    /// received against expected (writes × subscribers).
+    #[command(long_about = FANOUT_ABOUT)]
+    Fanout(FanoutArgs),
     /// Every device keeps one PING in flight (request/response round trips at a concurrency equal
     /// to the device count), comparable with `redis-benchmark -t ping -c N`.
     Ping(PingArgs),
@@ -182,6 +187,13 @@ pub struct ConnectArgs {
 pub struct TelemetryArgs {
     #[command(flatten)]
     pub common: Common,
+    #[command(flatten)]
+    pub writes: WriteArgs,
+}
+
+/// The write schedule shared by `telemetry` and `fanout`.
+#[derive(Debug, Args)]
+pub struct WriteArgs {
     /// Seconds of writing.
     #[arg(long, default_value_t = 10.0)]
     pub duration: f64,
@@ -194,6 +206,56 @@ pub struct TelemetryArgs {
     /// Every Nth write is followed by a PING that times it (and acknowledges the writes before).
     #[arg(long, default_value_t = 10)]
     pub sample_every: u64,
+}
+
+const FANOUT_ABOUT: &str = "Devices write as in `telemetry` while app WebSocket clients receive \
+every write as a pin event.\n\n\
+The N devices of the --tokens file log in and each writes virtual pin --pin at --rate writes per second \
+for --duration seconds, on telemetry's schedule. Each value written is the write's scheduled send time \
+(Unix microseconds). Before the devices connect, --apps app clients open a WebSocket to the gateway's \
+app API (ws://HOST:PLAIN-PORT/api/ws, or wss://SERVER-NAME:TLS-PORT/api/ws with --app-tls, checked \
+against --ca or the data dir's CA), log in as --email with the Blynk client hash of the password, and \
+subscribe to their devices. Every pin event an app receives is timed: receive time − send time, recorded \
+as `end_to_end` (HdrHistogram), so it includes any lag of the load generator's own schedule, as \
+telemetry's write latency does.\n\n\
+Subscriptions: by default every device goes to exactly one app (the devices are cut into --apps \
+contiguous groups). With --subscriptions-per-app K every app subscribes to K devices (at most the device count); \
+K above devices/apps gives each device several subscribers, so one write is pushed to several apps \
+(the fan-out). Subscriber counts differ by one at most between devices.\n\n\
+The password is read from --password-file (one line; a trailing line break is ignored) and never taken \
+on the command line, where `ps` and shell history would show it; the report holds neither it nor its \
+hash. The user must exist, have a verified email and see the devices (the devices' organization).\n\n\
+Reported: events expected (writes sent × confirmed subscribers of the writing device) and received, \
+app logins and their failures with the gateway's reason, subscriptions confirmed and refused, \
+end-to-end and app-login latency percentiles, device write latency as in telemetry, and the usual CPU \
+and memory. App clients are one thread each in the main process; if one of them is busy ≥ 90 % of the \
+time it receives, the report says the load generator is the bottleneck (use more --apps).\n\n\
+Example: portcullis-loadgen fanout --tokens tokens.txt --devices 1000 --data-dir data --apps 10 \
+--subscriptions-per-app 300 --email admin@example.com --password-file pw.txt --rate 5 --duration 10 \
+--out fanout";
+
+#[derive(Debug, Args)]
+pub struct FanoutArgs {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(flatten)]
+    pub writes: WriteArgs,
+    /// App WebSocket clients (one thread each).
+    #[arg(long, default_value_t = crate::fanout::DEFAULT_APPS)]
+    pub apps: usize,
+    /// Devices each app subscribes to (default: every device to exactly one app).
+    #[arg(long)]
+    pub subscriptions_per_app: Option<usize>,
+    /// Email of the user the apps log in as.
+    #[arg(long)]
+    pub email: String,
+    /// File holding that user's password on its first line (never pass a password as a flag).
+    #[arg(long)]
+    pub password_file: PathBuf,
+    /// Apps use wss:// on the TLS port (with --ca or the data dir's CA) instead of ws:// on the
+    /// plain port.
+    #[arg(long)]
+    pub app_tls: bool,
 }
 
 #[derive(Debug, Args)]

@@ -19,7 +19,8 @@ const POLL_INTERVAL: Duration = Duration::from_millis(10);
 /// How often a snapshot goes to the hooks.
 pub const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(1);
 
-/// After telemetry or ping stop, how long replies in flight may still arrive.
+/// After telemetry, fanout or ping stop, how long replies (and pin events to the apps) in flight
+/// may still arrive.
 const DRAIN_TIME: Duration = Duration::from_secs(2);
 
 /// Cumulative state of one process at one moment (summed over workers by the main process).
@@ -172,9 +173,9 @@ pub fn run(
                 let elapsed = now.duration_since(measure_started);
                 let over = match &plan.scenario {
                     Scenario::Connect { hold } => elapsed >= *hold,
-                    Scenario::Telemetry { duration, .. } | Scenario::Ping { duration } => {
-                        elapsed >= *duration
-                    }
+                    Scenario::Telemetry { duration, .. }
+                    | Scenario::Fanout { duration, .. }
+                    | Scenario::Ping { duration } => elapsed >= *duration,
                     Scenario::Storm { timeout, .. } => {
                         let dropped = snap.disconnects - disconnects_at_measure;
                         if storm_started.is_none() && dropped > 0 {
@@ -207,7 +208,9 @@ pub fn run(
             }
             Phase::Drain => {
                 let wait = match plan.scenario {
-                    Scenario::Telemetry { .. } | Scenario::Ping { .. } => DRAIN_TIME,
+                    Scenario::Telemetry { .. }
+                    | Scenario::Fanout { .. }
+                    | Scenario::Ping { .. } => DRAIN_TIME,
                     Scenario::Connect { .. } | Scenario::Storm { .. } => Duration::ZERO,
                 };
                 if now.duration_since(drain_started) >= wait {

@@ -1,9 +1,10 @@
 //! The self-contained HTML dashboard of a report (and the index page of a suite of reports):
 //! inline SVG charts of throughput over time, connections over time, the latency percentile
-//! distribution and failures by reason, plus the headline tables. No scripts, fonts or styles
+//! distribution and failures by reason, plus the headline tables (and, for `fanout`, the app
+//! side: events over time and the fan-out table). No scripts, fonts or styles
 //! are fetched; the file opens offline in any browser.
 
-use crate::report::{Report, TimelinePoint, figures};
+use crate::report::{Fanout, Report, TimelinePoint, figures};
 use std::fmt::Write as _;
 
 const WIDTH: f64 = 640.0;
@@ -257,19 +258,22 @@ pub fn render(report: &Report) -> String {
             p.max_ms
         );
     }
-    h.push_str("</table><div class=\"grid\">");
+    h.push_str("</table>");
+    if let Some(f) = &report.fanout {
+        h.push_str(&fanout_table(f));
+    }
+    h.push_str("<div class=\"grid\">");
     let t = &report.timeline;
-    h.push_str(&line_chart(
-        "Throughput over time",
-        "/s",
-        &[
-            timeline_series(t, "logins", |p| Some(p.logins_per_s)),
-            timeline_series(t, "writes sent", |p| Some(p.writes_per_s)),
-            timeline_series(t, "writes acked", |p| Some(p.acked_per_s)),
-            timeline_series(t, "pings", |p| Some(p.pings_per_s)),
-        ],
-        None,
-    ));
+    let mut throughput = vec![
+        timeline_series(t, "logins", |p| Some(p.logins_per_s)),
+        timeline_series(t, "writes sent", |p| Some(p.writes_per_s)),
+        timeline_series(t, "writes acked", |p| Some(p.acked_per_s)),
+        timeline_series(t, "pings", |p| Some(p.pings_per_s)),
+    ];
+    if report.fanout.is_some() {
+        throughput.push(timeline_series(t, "app events", |p| Some(p.events_per_s)));
+    }
+    h.push_str(&line_chart("Throughput over time", "/s", &throughput, None));
     h.push_str(&line_chart(
         "Connections over time",
         "",
@@ -314,6 +318,40 @@ pub fn render(report: &Report) -> String {
         "<h2>Setup, memory, CPU, stored</h2><pre>{}</pre></body></html>",
         esc(&json)
     );
+    h
+}
+
+/// The app side of a `fanout` run.
+fn fanout_table(f: &Fanout) -> String {
+    let mut h =
+        String::from("<h2>Fan-out to apps</h2><table><tr><th>figure</th><th>value</th></tr>");
+    let rows = [
+        ("apps", f.apps.to_string()),
+        (
+            "transport",
+            if f.app_tls { "wss" } else { "ws" }.to_string(),
+        ),
+        ("subscriptions planned", f.subscriptions_planned.to_string()),
+        (
+            "subscribers per device",
+            format!(
+                "{}–{}",
+                f.subscribers_per_device_min, f.subscribers_per_device_max
+            ),
+        ),
+        ("events expected", f.events_expected.to_string()),
+        ("events received", f.events_received.to_string()),
+        ("delivered", format!("{:.2} %", f.delivered_pct)),
+        (
+            "busiest app thread",
+            f.busiest_app_thread_pct
+                .map_or("-".to_string(), |p| format!("{p:.0} % of a core")),
+        ),
+    ];
+    for (name, value) in rows {
+        let _ = write!(h, "<tr><td>{}</td><td>{}</td></tr>", esc(name), esc(&value));
+    }
+    h.push_str("</table>");
     h
 }
 
@@ -396,7 +434,37 @@ mod tests {
                     == html.matches("xmlns=\"http://www.w3.org/2000/svg\"").count()
         );
         assert!(html.contains("3 failed: connect: refused"));
+        assert!(!html.contains("Fan-out"), "no app section outside fanout");
         let index = render_index("suite", &[("ping.json".into(), report)]);
         assert!(index.contains("href=\"ping.html\""));
+    }
+
+    #[test]
+    fn a_fanout_dashboard_shows_the_app_side() {
+        let report = Report {
+            scenario: "fanout".into(),
+            fanout: Some(Fanout {
+                apps: 10,
+                events_expected: 2000,
+                events_received: 1990,
+                delivered_pct: 99.5,
+                busiest_app_thread_pct: Some(12.0),
+                ..Fanout::default()
+            }),
+            timeline: vec![TimelinePoint {
+                t_s: 1.0,
+                events_per_s: 990.0,
+                ..TimelinePoint::default()
+            }],
+            ..Report::default()
+        };
+        let html = render(&report);
+        assert!(html.contains("Fan-out to apps"));
+        assert!(
+            html.contains("<td>events received</td><td>1990</td>"),
+            "{html}"
+        );
+        assert!(html.contains("99.50 %"));
+        assert!(html.contains("app events"));
     }
 }

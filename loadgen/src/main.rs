@@ -1,18 +1,22 @@
 //! `portcullis-loadgen`: the binary edge. Parses the command line, turns each scenario's flags
-//! into a [`plan::Scenario`], and runs it (`runner.rs`), or provisions devices, compares two
-//! reports, or renders a results index. Errors are reported here, once, with their context.
+//! into a [`plan::Scenario`], and runs it (`runner.rs`, which also starts `fanout`'s app
+//! clients), or provisions devices, compares two reports, or renders a results index. Errors
+//! are reported here, once, with their context.
 
 mod activity;
+mod app_client;
 mod assemble;
 mod cli;
 mod controller;
 mod dashboard;
 mod device;
+mod fanout;
 mod observer;
 mod plan;
 mod procfs;
 mod report;
 mod runner;
+mod sendtime;
 mod shard;
 mod store_ops;
 mod tally;
@@ -24,7 +28,7 @@ mod workers;
 use anyhow::{Context, bail};
 use clap::Parser;
 use cli::{Cli, Command, Trigger};
-use plan::{Scenario, StormTrigger};
+use plan::{FanoutApps, Scenario, StormTrigger};
 use serde_json::json;
 use std::io::Write;
 use std::time::Duration;
@@ -67,22 +71,41 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             )
         }
         Command::Telemetry(args) => {
-            if !(args.rate.is_finite() && args.rate > 0.0) {
-                bail!("--rate must be above 0 writes per second");
-            }
+            let w = &args.writes;
             let scenario = Scenario::Telemetry {
-                duration: secs(args.duration, "--duration")?,
-                rate: args.rate,
-                pin: args.pin,
-                sample_every: args.sample_every.max(1),
+                duration: write_duration(w)?,
+                rate: w.rate,
+                pin: w.pin,
+                sample_every: w.sample_every.max(1),
             };
-            let p = json!({
-                "duration_s": args.duration,
-                "rate_per_device": args.rate,
-                "pin": args.pin,
-                "sample_every": args.sample_every,
-            });
-            runner::run(&args.common, scenario, params(p))
+            runner::run(&args.common, scenario, params(write_params(w)))
+        }
+        Command::Fanout(args) => {
+            let w = &args.writes;
+            let apps = FanoutApps {
+                count: args.apps,
+                per_app: args.subscriptions_per_app,
+                email: args.email.clone(),
+                password_file: args.password_file.clone(),
+                tls: args.app_tls,
+            };
+            let scenario = Scenario::Fanout {
+                duration: write_duration(w)?,
+                rate: w.rate,
+                pin: w.pin,
+                sample_every: w.sample_every.max(1),
+                apps,
+            };
+            let mut p = params(write_params(w));
+            p.insert("apps".into(), json!(args.apps));
+            p.insert(
+                "subscriptions_per_app".into(),
+                json!(args.subscriptions_per_app),
+            );
+            p.insert("app_tls".into(), json!(args.app_tls));
+            // The email says whose devices were watched; the password stays out of the report.
+            p.insert("email".into(), json!(args.email));
+            runner::run(&args.common, scenario, p)
         }
         Command::Ping(args) => {
             let scenario = Scenario::Ping {
@@ -127,6 +150,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Index { dir, title } => index(&dir, &title),
     }
+}
+
+/// The measured part of a write schedule; a rate that is not a positive number is refused.
+fn write_duration(w: &cli::WriteArgs) -> anyhow::Result<Duration> {
+    if !(w.rate.is_finite() && w.rate > 0.0) {
+        bail!("--rate must be above 0 writes per second");
+    }
+    secs(w.duration, "--duration")
+}
+
+fn write_params(w: &cli::WriteArgs) -> serde_json::Value {
+    json!({
+        "duration_s": w.duration,
+        "rate_per_device": w.rate,
+        "pin": w.pin,
+        "sample_every": w.sample_every,
+    })
 }
 
 fn provision(args: cli::ProvisionArgs) -> anyhow::Result<()> {

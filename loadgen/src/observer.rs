@@ -1,13 +1,17 @@
 //! The top-level process's view of a run: turns one-second snapshots into the live progress line
 //! and the report's timeline, samples the gateway (and its store child) for memory and CPU, and
 //! takes the memory gauges before the first connection and after the ramp has settled. Used the
-//! same way whether the devices run in this process or in worker processes.
+//! same way whether the devices run in this process or in worker processes. In a `fanout` run it
+//! also reads the app clients' counters (the apps always run in this process).
 
+use crate::app_client::AppLive;
 use crate::controller::{Hooks, Snapshot};
 use crate::plan::Phase;
 use crate::procfs;
 use crate::report::TimelinePoint;
 use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// The gateway process being measured, if its pid was given.
@@ -74,6 +78,16 @@ pub struct Observer {
     last: Option<(Instant, Snapshot, Option<Duration>)>,
     pub timeline: Vec<TimelinePoint>,
     tty: bool,
+    apps: Option<WatchedApps>,
+}
+
+/// The app clients of a `fanout` run, as the progress line sees them.
+struct WatchedApps {
+    live: Arc<AppLive>,
+    /// The devices run in worker processes, so this process's CPU (the apps' threads) is not in
+    /// the snapshots and is added here.
+    add_own_cpu: bool,
+    last_events: u64,
 }
 
 impl Observer {
@@ -90,7 +104,18 @@ impl Observer {
             last: None,
             timeline: Vec::new(),
             tty: std::io::stderr().is_terminal(),
+            apps: None,
         }
+    }
+
+    /// Fanout: shows the apps' events in the progress line and the timeline, and counts their
+    /// CPU as the load generator's (`add_own_cpu` when the devices run in worker processes).
+    pub fn watch_apps(&mut self, live: Arc<AppLive>, add_own_cpu: bool) {
+        self.apps = Some(WatchedApps {
+            live,
+            add_own_cpu,
+            last_events: 0,
+        });
     }
 
     /// Ends the progress line on a terminal.
@@ -124,6 +149,14 @@ impl Hooks for Observer {
     }
 
     fn snapshot(&mut self, phase: Phase, snap: &Snapshot) {
+        let mut snap = snap.clone();
+        let mut events_per_s = None;
+        if let Some(apps) = &self.apps
+            && apps.add_own_cpu
+        {
+            snap.cpu_us += u64::try_from(procfs::own_cpu_time().as_micros()).unwrap_or(0);
+        }
+        let snap = &snap;
         let now = Instant::now();
         let gateway_cpu = self.probe.cpu();
         let (dt, prev, prev_cpu) = match &self.last {
@@ -136,6 +169,11 @@ impl Hooks for Observer {
         };
         let dt = dt.max(1e-3);
         let rate = |a: u64, b: u64| a.saturating_sub(b) as f64 / dt;
+        if let Some(apps) = self.apps.as_mut() {
+            let events = apps.live.events.load(Ordering::Relaxed);
+            events_per_s = Some(rate(events, apps.last_events));
+            apps.last_events = events;
+        }
         let point = TimelinePoint {
             t_s: now.duration_since(self.started).as_secs_f64(),
             phase: phase_name(phase).into(),
@@ -144,6 +182,7 @@ impl Hooks for Observer {
             writes_per_s: rate(snap.writes_sent, prev.writes_sent),
             acked_per_s: rate(snap.writes_acked, prev.writes_acked),
             pings_per_s: rate(snap.pings, prev.pings),
+            events_per_s: events_per_s.unwrap_or(0.0),
             failures: snap.failures,
             disconnects: snap.disconnects,
             loadgen_cpu_pct: snap.cpu_us.saturating_sub(prev.cpu_us) as f64 / 1e6 / dt * 100.0,
@@ -156,7 +195,7 @@ impl Hooks for Observer {
             lag_ms: snap.max_lag_us as f64 / 1000.0,
         };
         let line = format!(
-            "[{:>5.0}s] {:<7} online {:>7}/{:<7} logins {:>6.0}/s writes {:>7.0}/s acked {:>7.0}/s pings {:>7.0}/s fail {:>5} cpu {:>4.0}%{}{}",
+            "[{:>5.0}s] {:<7} online {:>7}/{:<7} logins {:>6.0}/s writes {:>7.0}/s acked {:>7.0}/s pings {:>7.0}/s{} fail {:>5} cpu {:>4.0}%{}{}",
             point.t_s,
             point.phase,
             point.online,
@@ -165,6 +204,7 @@ impl Hooks for Observer {
             point.writes_per_s,
             point.acked_per_s,
             point.pings_per_s,
+            events_per_s.map_or(String::new(), |e| format!(" events {e:>7.0}/s")),
             point.failures,
             point.loadgen_cpu_pct,
             point

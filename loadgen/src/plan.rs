@@ -5,6 +5,7 @@
 
 use crate::transport::TlsClient;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
@@ -39,6 +40,15 @@ pub enum Scenario {
         pin: u8,
         sample_every: u64,
     },
+    /// Telemetry's schedule, each value the write's scheduled send time, while app WebSocket
+    /// clients (`apps`) subscribed to the devices time each write's arrival as a pin event.
+    Fanout {
+        duration: Duration,
+        rate: f64,
+        pin: u8,
+        sample_every: u64,
+        apps: FanoutApps,
+    },
     /// Every device keeps one PING in flight for `duration`.
     Ping { duration: Duration },
     /// Disconnect and reconnect everything; wait at most `timeout` for all to be back.
@@ -49,11 +59,26 @@ pub enum Scenario {
     },
 }
 
+/// The app side of a `fanout` run; only the main process uses it (workers run devices only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FanoutApps {
+    /// App WebSocket clients.
+    pub count: usize,
+    /// Subscriptions per app; `None` spreads every device over the apps once.
+    pub per_app: Option<usize>,
+    pub email: String,
+    /// Holds the password; it is read once, in the main process, and never put on a command line.
+    pub password_file: PathBuf,
+    /// Apps connect with `wss://` to the TLS port.
+    pub tls: bool,
+}
+
 impl Scenario {
     pub fn name(&self) -> &'static str {
         match self {
             Scenario::Connect { .. } => "connect",
             Scenario::Telemetry { .. } => "telemetry",
+            Scenario::Fanout { .. } => "fanout",
             Scenario::Ping { .. } => "ping",
             Scenario::Storm { .. } => "storm",
         }

@@ -1,7 +1,8 @@
 //! The report of one run, as written to JSON and rendered into the dashboard: what was run and
 //! where (command line, host limits, setup), what happened (counts, failures by reason, rates
-//! over the measured part, latency percentiles, memory and CPU, the stored read-back, a
-//! per-second timeline) and whether the load generator itself saturated. Also the `compare`
+//! over the measured part, latency percentiles, memory and CPU, the stored read-back, the
+//! fan-out to app clients, a per-second timeline) and whether the load generator itself
+//! saturated. Also the `compare`
 //! table of two reports.
 
 use crate::tally::Percentiles;
@@ -23,6 +24,9 @@ pub struct Report {
     pub memory: Option<Memory>,
     pub cpu: Cpu,
     pub stored: Option<Stored>,
+    /// `fanout` only: the app side.
+    #[serde(default)]
+    pub fanout: Option<Fanout>,
     pub saturated: bool,
     pub warnings: Vec<String>,
     pub notes: Vec<String>,
@@ -121,6 +125,27 @@ pub struct Stored {
     pub how: String,
 }
 
+/// The app side of a `fanout` run (its counts are in `result.counts` too).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Fanout {
+    pub apps: usize,
+    /// Apps used `wss://` on the TLS port.
+    pub app_tls: bool,
+    pub subscriptions_planned: usize,
+    /// Confirmed subscribers of the least and the most watched device.
+    pub subscribers_per_device_min: u32,
+    pub subscribers_per_device_max: u32,
+    /// Writes sent × confirmed subscribers of the writing device.
+    pub events_expected: u64,
+    pub events_received: u64,
+    /// Received over expected, %.
+    pub delivered_pct: f64,
+    /// The busiest app client thread's CPU while receiving, % of one core: near 100 means that
+    /// thread, not the gateway, set the pace.
+    pub busiest_app_thread_pct: Option<f64>,
+    pub how: String,
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct TimelinePoint {
     pub t_s: f64,
@@ -130,6 +155,9 @@ pub struct TimelinePoint {
     pub writes_per_s: f64,
     pub acked_per_s: f64,
     pub pings_per_s: f64,
+    /// `fanout`: pin events received by the apps.
+    #[serde(default)]
+    pub events_per_s: f64,
     pub failures: u64,
     pub disconnects: u64,
     pub loadgen_cpu_pct: f64,
@@ -199,6 +227,22 @@ impl Report {
                 st.devices_read
             );
         }
+        if let Some(f) = &self.fanout {
+            let _ = writeln!(
+                s,
+                "  apps {} ({}), {} subscriptions planned, {}–{} subscribers per device",
+                f.apps,
+                if f.app_tls { "wss" } else { "ws" },
+                f.subscriptions_planned,
+                f.subscribers_per_device_min,
+                f.subscribers_per_device_max
+            );
+            let _ = writeln!(
+                s,
+                "  events received {} of {} expected ({:.2}%)",
+                f.events_received, f.events_expected, f.delivered_pct
+            );
+        }
         let _ = writeln!(
             s,
             "  loadgen CPU mean {:.0}% peak {:.0}% of {:.0}%",
@@ -259,6 +303,11 @@ pub fn figures(report: &Report) -> Vec<(String, f64)> {
     }
     if let Some(st) = &report.stored {
         out.push(("stored /s".into(), st.stored_per_s));
+    }
+    if let Some(f) = &report.fanout {
+        out.push(("events expected".into(), f.events_expected as f64));
+        out.push(("events received".into(), f.events_received as f64));
+        out.push(("events delivered %".into(), f.delivered_pct));
     }
     if let Some(v) = report.cpu.logins_per_gateway_cpu_s {
         out.push(("logins per gateway CPU-s".into(), v));
@@ -323,5 +372,42 @@ mod tests {
             .find(|l| l.starts_with("storm all back"))
             .expect("row present");
         assert!(storm.contains(" - "), "{storm}");
+    }
+
+    #[test]
+    fn fanout_figures_compare_and_old_reports_still_read() {
+        let mut a = Report {
+            scenario: "fanout".into(),
+            fanout: Some(Fanout {
+                events_expected: 1000,
+                events_received: 990,
+                delivered_pct: 99.0,
+                ..Fanout::default()
+            }),
+            ..Report::default()
+        };
+        a.result.rates.insert("events_received".into(), 99.0);
+        let mut b = a.clone();
+        if let Some(f) = b.fanout.as_mut() {
+            f.events_received = 500;
+            f.delivered_pct = 50.0;
+        }
+        let table = compare(&a, &b, "a.json", "b.json");
+        let row = table
+            .lines()
+            .find(|l| l.starts_with("events delivered %"))
+            .expect("row present");
+        assert!(row.contains("0.51×"), "{row}");
+        assert!(
+            a.summary()
+                .contains("events received 990 of 1000 expected (99.00%)")
+        );
+        // A report written before fanout existed has neither field.
+        let mut old = serde_json::to_value(Report::default()).expect("json");
+        if let Some(map) = old.as_object_mut() {
+            map.remove("fanout");
+        }
+        let old: Report = serde_json::from_value(old).expect("an old report reads");
+        assert!(old.fanout.is_none());
     }
 }

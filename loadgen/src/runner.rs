@@ -1,17 +1,20 @@
 //! Runs one scenario from the command line to the written report: reads the token file, finds
 //! the gateway's ports and CA, reads the open-file limit and decides how many processes and
-//! source addresses the run needs (and says so), runs the devices here or in worker processes,
-//! reads telemetry back from the store, and hands everything to `assemble.rs`.
+//! source addresses the run needs (and says so), starts `fanout`'s app clients and waits until
+//! they are subscribed, runs the devices here or in worker processes, reads telemetry back from
+//! the store, and hands everything to `assemble.rs`.
 
 use crate::assemble::{self, RunFacts};
 use crate::cli::Common;
 use crate::controller::{self, LocalOutcome};
+use crate::fanout::{self, AppsRun, AppsSetup};
 use crate::observer::{GatewayProbe, Gauges, Observer};
-use crate::plan::{self, DeviceSpec, Plan, Scenario};
+use crate::plan::{self, DeviceSpec, FanoutApps, Plan, Scenario};
 use crate::procfs;
-use crate::report::Stored;
+use crate::report::{Fanout, Stored};
 use crate::shard::TelemetryProgress;
 use crate::store_ops;
+use crate::tally::Tally;
 use crate::tls_verify::ChainVerifiedOnce;
 use crate::tokens::{self, TokenLine};
 use crate::transport::TlsClient;
@@ -26,6 +29,10 @@ use std::time::Duration;
 /// How long the read-back keeps polling while the stored count still grows (the gateway batches
 /// writes to the store once per loop turn and the store group-commits them).
 const READ_BACK_PATIENCE: Duration = Duration::from_secs(5);
+
+/// How long `fanout`'s app clients may outlive the run's planned end before they stop on their
+/// own; normally they are stopped as soon as the devices' drain is over.
+const APP_GRACE: Duration = Duration::from_secs(60);
 
 /// Runs `scenario` with `common`; `params` go into the report as they are.
 pub fn run(
@@ -44,10 +51,11 @@ pub fn run(
     let per_process = procfs::connections_per_process(nofile)
         .min(common.per_process.unwrap_or(u64::MAX))
         .max(1);
-    let (plain_port, tls_port) = ports(common)?;
+    let app_tls = matches!(&scenario, Scenario::Fanout { apps, .. } if apps.tls);
+    let (plain_port, tls_port) = ports(common, app_tls)?;
     let plain_target = SocketAddr::new(common.host, plain_port);
     let tls_target = SocketAddr::new(common.host, tls_port);
-    let tls = if common.tls_percent > 0 {
+    let tls = if common.tls_percent > 0 || app_tls {
         Some(tls_client(common)?)
     } else {
         None
@@ -113,6 +121,20 @@ pub fn run(
         common.tls_percent,
         describe_sources(&sources, port_range),
     );
+    // The apps subscribe before the first device connects, so no write goes unwatched.
+    let apps = match &scenario {
+        Scenario::Fanout {
+            apps,
+            pin,
+            duration,
+            ..
+        } => {
+            let targets = (plain_target, tls_target, tls.as_ref());
+            let until = ramp_timeout + Duration::from_millis(common.settle_ms) + *duration;
+            Some(start_apps(common, apps, *pin, &all, targets, until)?)
+        }
+        _ => None,
+    };
     let probe = GatewayProbe::new(common.gateway_pid);
     if common.gateway_pid.is_some() && probe.rss().is_none() {
         bail!(
@@ -130,7 +152,10 @@ pub fn run(
         all.len(),
         Gauges::take(&probe, &own),
     );
-    let (tally, telemetry, times) = if processes > 1 {
+    if let Some(apps) = &apps {
+        observer.watch_apps(apps.live(), processes > 1);
+    }
+    let (mut tally, telemetry, times) = if processes > 1 {
         let per = all.len().div_ceil(processes);
         let slices: Vec<(usize, usize)> = (0..processes)
             .map(|i| (i * per, ((i + 1) * per).min(all.len())))
@@ -145,6 +170,7 @@ pub fn run(
         (outcome.tally, outcome.telemetry, outcome.times)
     };
     observer.finish();
+    let fanout = apps.map(|apps| finish_apps(apps, app_tls, &all, &telemetry, &mut tally));
 
     let stored = match (&scenario, store_socket(common)) {
         (Scenario::Telemetry { pin, .. }, Some(socket)) => {
@@ -173,7 +199,7 @@ pub fn run(
         plain_target,
         tls_target,
     };
-    let report = assemble::build(&facts, &tally, &times, &observer, stored);
+    let report = assemble::build(&facts, &tally, &times, &observer, stored, fanout);
     let prefix = common
         .out
         .clone()
@@ -215,8 +241,77 @@ fn parse_slice(slice: &str, len: usize) -> anyhow::Result<(usize, usize)> {
     Ok((a, b))
 }
 
-/// The plain and TLS ports: flags first, then `<data-dir>/ports.json`.
-fn ports(common: &Common) -> anyhow::Result<(u16, u16)> {
+/// Starts `fanout`'s app clients and waits until they have logged in and subscribed. `until`
+/// is how long the run is planned to take after that.
+fn start_apps(
+    common: &Common,
+    apps: &FanoutApps,
+    pin: u8,
+    all: &[TokenLine],
+    (plain_target, tls_target, tls): (SocketAddr, SocketAddr, Option<&TlsClient>),
+    until: Duration,
+) -> anyhow::Result<AppsRun> {
+    let devices: Vec<u64> = all.iter().map(|t| t.id).collect();
+    let assignments = fanout::spread(&devices, apps.count, apps.per_app)?;
+    let password = fanout::read_password(&apps.password_file)?;
+    let hash = portcullis_protocol::app::client_hash(&password, &apps.email);
+    let path = portcullis_protocol::app::APP_WS_PATH;
+    let (target, url, tls) = if apps.tls {
+        // The TLS client's server name (--server-name) is the URL's host, so Host matches SNI.
+        let host = if common.server_name.contains(':') {
+            format!("[{}]", common.server_name)
+        } else {
+            common.server_name.clone()
+        };
+        let url = format!("wss://{host}:{}{path}", tls_target.port());
+        (tls_target, url, tls.cloned())
+    } else {
+        (plain_target, format!("ws://{plain_target}{path}"), None)
+    };
+    eprintln!(
+        "{} apps ({url}) log in as {} and subscribe to {} devices ({})",
+        apps.count,
+        apps.email,
+        devices.len(),
+        match apps.per_app {
+            Some(k) => format!("{k} per app"),
+            None => "each device to one app".into(),
+        }
+    );
+    let setup = AppsSetup {
+        target,
+        url,
+        tls,
+        email: apps.email.clone(),
+        hash,
+        pin: format!("V{pin}"),
+        assignments,
+        give_up_at: std::time::Instant::now() + fanout::APPS_READY_TIMEOUT + until + APP_GRACE,
+    };
+    Ok(AppsRun::start(setup)?.wait_ready()?)
+}
+
+/// Stops the apps, adds what they saw to the run's tally and sums the fan-out up.
+fn finish_apps(
+    apps: AppsRun,
+    tls: bool,
+    all: &[TokenLine],
+    telemetry: &[TelemetryProgress],
+    tally: &mut Tally,
+) -> Fanout {
+    let mut result = apps.finish();
+    let devices: Vec<u64> = all.iter().map(|t| t.id).collect();
+    let writes = telemetry
+        .iter()
+        .filter_map(|t| Some((all.get(t.device)?.id, t.sent)));
+    let summary = fanout::summarize(&mut result, &devices, writes, tls);
+    tally.merge(&result.tally);
+    summary
+}
+
+/// The plain and TLS ports: flags first, then `<data-dir>/ports.json`. `app_tls`: `fanout`'s
+/// apps need the TLS port.
+fn ports(common: &Common, app_tls: bool) -> anyhow::Result<(u16, u16)> {
     let from_file = match &common.data_dir {
         Some(dir) if common.plain_port.is_none() || common.tls_port.is_none() => {
             let path = dir.join("ports.json");
@@ -244,6 +339,9 @@ fn ports(common: &Common) -> anyhow::Result<(u16, u16)> {
     if common.tls_percent > 0 && tls == plain {
         bail!("--tls-percent needs the TLS port: give --tls-port or --data-dir");
     }
+    if app_tls && tls == plain {
+        bail!("--app-tls needs the TLS port: give --tls-port or --data-dir");
+    }
     Ok((plain, tls))
 }
 
@@ -257,7 +355,7 @@ fn tls_client(common: &Common) -> anyhow::Result<TlsClient> {
                 .as_ref()
                 .map(|d| d.join("tls").join("ca.pem"))
         })
-        .context("TLS devices need the gateway's CA: give --ca or --data-dir")?;
+        .context("TLS devices and --app-tls need the gateway's CA: give --ca or --data-dir")?;
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(&ca)
         .with_context(|| format!("cannot read the CA {}", ca.display()))?

@@ -6,9 +6,10 @@
 //! It follows the phase the controller sets and publishes live counters for the progress line;
 //! its tally is returned when the thread ends.
 
-use crate::activity::{Activity, Ctx, ReplyVerdict};
+use crate::activity::{Activity, Ctx, ReplyVerdict, WriteValue};
 use crate::device::{DeviceState, Event, Identity, MsgIds, Outcome};
 use crate::plan::{Phase, PhaseCell, Plan, Scenario, StormTrigger};
+use crate::sendtime::WallClock;
 use crate::tally::{Count, Latency, Tally};
 use crate::transport::{ConnectState, Link, LinkError, READ_CHUNK, ReadState};
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -255,7 +256,6 @@ impl Shard {
     }
 
     fn begin_measure(&mut self, now: Instant) {
-        let total = self.plan.devices.len().max(1) as f64;
         match self.plan.scenario.clone() {
             Scenario::Connect { .. } => {}
             Scenario::Telemetry {
@@ -263,16 +263,18 @@ impl Shard {
                 pin,
                 sample_every,
                 ..
+            } => self.begin_writes(now, rate, pin, sample_every, WriteValue::Sequence),
+            Scenario::Fanout {
+                rate,
+                pin,
+                sample_every,
+                ..
             } => {
-                for key in 0..self.sims.len() {
-                    if !self.sims[key].state.is_online() {
-                        continue;
-                    }
-                    let offset = self.plan.devices[self.sims[key].spec].index as f64 / total;
-                    self.sims[key].activity =
-                        Activity::telemetry(now, rate, offset, pin, sample_every);
-                    self.activity_step(key, now);
-                }
+                // One anchor per shard, taken at the start: every stamp of this shard is on one
+                // monotonic scale (see sendtime.rs).
+                let clock = WallClock::anchored_at(now);
+                let value = WriteValue::ScheduledTime(clock);
+                self.begin_writes(now, rate, pin, sample_every, value);
             }
             Scenario::Ping { .. } => {
                 for key in 0..self.sims.len() {
@@ -308,6 +310,19 @@ impl Shard {
                 self.dial_interval = Duration::ZERO;
                 self.next_dial_at = now;
             }
+        }
+    }
+
+    /// Starts the telemetry schedule on every online device, spread over one interval by index.
+    fn begin_writes(&mut self, now: Instant, rate: f64, pin: u8, every: u64, value: WriteValue) {
+        let total = self.plan.devices.len().max(1) as f64;
+        for key in 0..self.sims.len() {
+            if !self.sims[key].state.is_online() {
+                continue;
+            }
+            let offset = self.plan.devices[self.sims[key].spec].index as f64 / total;
+            self.sims[key].activity = Activity::telemetry(now, rate, offset, pin, every, value);
+            self.activity_step(key, now);
         }
     }
 

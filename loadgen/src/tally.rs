@@ -28,15 +28,21 @@ pub enum Latency {
     Write,
     /// From a device's disconnection to its next successful login (storm).
     Reconnect,
+    /// Fanout: from a write's scheduled send time on the device to its pin event at an app.
+    EndToEnd,
+    /// Fanout: an app's TCP connect to its `logged_in` answer (WebSocket handshake, login).
+    AppLogin,
 }
 
 impl Latency {
-    pub const ALL: [Latency; 5] = [
+    pub const ALL: [Latency; 7] = [
         Latency::Connect,
         Latency::Login,
         Latency::Ping,
         Latency::Write,
         Latency::Reconnect,
+        Latency::EndToEnd,
+        Latency::AppLogin,
     ];
 
     pub fn name(self) -> &'static str {
@@ -46,6 +52,8 @@ impl Latency {
             Latency::Ping => "ping",
             Latency::Write => "write",
             Latency::Reconnect => "reconnect",
+            Latency::EndToEnd => "end_to_end",
+            Latency::AppLogin => "app_login",
         }
     }
 }
@@ -64,9 +72,26 @@ pub enum Count {
     Disconnects,
     /// Frames the gateway sent that the scenario did not expect (counted, not fatal).
     UnexpectedFrames,
+    /// Fanout: apps that got `logged_in`.
+    AppsLoggedIn,
+    /// Fanout: apps that never logged in (connect, TLS, handshake, refusal or timeout).
+    AppLoginFailures,
+    /// Fanout: `subscribe` requests answered `subscribed`.
+    SubscriptionsOk,
+    /// Fanout: `subscribe` requests refused or left unanswered.
+    SubscribeFailures,
+    /// Fanout: pin events of subscribed devices that reached an app.
+    EventsReceived,
+    /// Fanout: writes sent × the apps subscribed to the writing device.
+    EventsExpected,
+    /// Fanout: pin events whose value was not a send time (received, but not timed).
+    EventsUndecodable,
+    /// Fanout: logged-in apps whose connection ended before the run did.
+    AppDisconnects,
 }
 
 impl Count {
+    /// The counts of the device side, reported by every scenario.
     pub const ALL: [Count; 7] = [
         Count::ConnectAttempts,
         Count::LoginsOk,
@@ -75,6 +100,18 @@ impl Count {
         Count::WritesAcked,
         Count::Disconnects,
         Count::UnexpectedFrames,
+    ];
+
+    /// The counts of the app side, reported by `fanout` only.
+    pub const APP: [Count; 8] = [
+        Count::AppsLoggedIn,
+        Count::AppLoginFailures,
+        Count::SubscriptionsOk,
+        Count::SubscribeFailures,
+        Count::EventsReceived,
+        Count::EventsExpected,
+        Count::EventsUndecodable,
+        Count::AppDisconnects,
     ];
 
     pub fn name(self) -> &'static str {
@@ -86,6 +123,14 @@ impl Count {
             Count::WritesAcked => "writes_acked",
             Count::Disconnects => "disconnects",
             Count::UnexpectedFrames => "unexpected_frames",
+            Count::AppsLoggedIn => "apps_logged_in",
+            Count::AppLoginFailures => "app_login_failures",
+            Count::SubscriptionsOk => "subscriptions_ok",
+            Count::SubscribeFailures => "subscribe_failures",
+            Count::EventsReceived => "events_received",
+            Count::EventsExpected => "events_expected",
+            Count::EventsUndecodable => "events_undecodable",
+            Count::AppDisconnects => "app_disconnects",
         }
     }
 }
