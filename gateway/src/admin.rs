@@ -2,7 +2,8 @@
 //! Unix socket, or over mutual TLS when the configuration names a remote store (so they work
 //! while the gateway serves). Every command prints either a short
 //! human-readable report or, with `--json`, one JSON document on stdout for scripts. A device's
-//! token is generated here, shown once, and only its SHA-256 hash is sent to the store.
+//! token is generated here, shown once, and only its SHA-256 hash is sent to the store. User
+//! commands live in `admin_user`, history and backup in `admin_store`.
 
 use crate::config::Config;
 use crate::store_client::StoreClient;
@@ -45,6 +46,9 @@ pub enum AdminCommand {
     /// Create, list and inspect devices.
     #[command(subcommand)]
     Device(DeviceCommand),
+    /// Create and show user accounts (email, org, password).
+    #[command(subcommand)]
+    User(crate::admin_user::UserCommand),
     /// Write a consistent checkpoint of the running store's database into DIR (a new directory).
     Backup {
         /// Where to write it; must not exist yet, its parent must.
@@ -157,6 +161,9 @@ pub fn execute(
             crate::admin_store::device_history(client, query, json, out)
         }
         AdminCommand::Backup { dir } => crate::admin_store::backup(client, &dir, json, out),
+        AdminCommand::User(command) => {
+            crate::admin_user::execute(client, command, json, &mut std::io::stdin().lock(), out)
+        }
     }
 }
 
@@ -307,6 +314,7 @@ fn fetch_all_devices(client: &mut StoreClient) -> anyhow::Result<Vec<DeviceRecor
         let page = match client.call(Request::ListDevices {
             after,
             limit: LIST_PAGE,
+            org: None,
         })? {
             Response::Devices(page) => page,
             other => bail!("the store answered ListDevices with an unexpected {other:?}"),
@@ -590,7 +598,7 @@ mod tests {
                 records.push(created.clone());
                 Ok(Response::Device(created))
             }
-            Request::ListDevices { after, limit } => Ok(Response::Devices(
+            Request::ListDevices { after, limit, .. } => Ok(Response::Devices(
                 records
                     .iter()
                     .filter(|d| after.is_none_or(|a| d.id > a))

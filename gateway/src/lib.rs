@@ -4,9 +4,11 @@
 
 pub mod admin;
 pub mod admin_store;
+pub mod admin_user;
 pub mod config;
 pub mod logging;
 pub mod metrics;
+pub mod password;
 pub mod reactor;
 pub mod reload;
 pub mod security;

@@ -160,7 +160,8 @@ mod tests {
     #[test]
     fn requests_and_events_use_the_documented_json() {
         let login: AppRequest =
-            serde_json::from_str(r#"{"type":"login","id":1,"email":"a@b.c","hash":"h"}"#).unwrap();
+            serde_json::from_str(r#"{"type":"login","id":1,"email":"a@b.c","hash":"h"}"#)
+                .expect("a login");
         assert_eq!(
             login,
             AppRequest::Login {
@@ -169,7 +170,8 @@ mod tests {
                 hash: "h".into()
             }
         );
-        let devices: AppRequest = serde_json::from_str(r#"{"type":"devices","id":2}"#).unwrap();
+        let devices: AppRequest =
+            serde_json::from_str(r#"{"type":"devices","id":2}"#).expect("a devices request");
         assert_eq!(devices, AppRequest::Devices { id: 2, after: None });
         assert!(serde_json::from_str::<AppRequest>(r#"{"type":"subscribe","id":3}"#).is_err());
         let event = AppEvent::Pin {
@@ -179,7 +181,7 @@ mod tests {
             at_ms: 5,
         };
         assert_eq!(
-            serde_json::to_string(&event).unwrap(),
+            serde_json::to_string(&event).expect("serializes"),
             r#"{"type":"pin","device":7,"pin":"V1","values":["42"],"at_ms":5}"#
         );
         let error = AppEvent::Error {
@@ -188,7 +190,7 @@ mod tests {
             message: "m".into(),
         };
         assert_eq!(
-            serde_json::to_string(&error).unwrap(),
+            serde_json::to_string(&error).expect("serializes"),
             r#"{"type":"error","id":null,"code":"login_first","message":"m"}"#
         );
     }

@@ -12,8 +12,9 @@ use crate::body::{DeviceInfo, PinAddr};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use thiserror::Error;
 
-/// Version of this wire format; both sides refuse a peer that speaks another one.
-pub const WIRE_VERSION: u16 = 1;
+/// Version of this wire format; both sides refuse a peer that speaks another one. Version 2
+/// added users (`CreateUser`, `GetUser`) and the org filter of `ListDevices`.
+pub const WIRE_VERSION: u16 = 2;
 
 /// Size of the length prefix.
 pub const LENGTH_PREFIX: usize = 4;
@@ -114,6 +115,18 @@ pub struct PropertyValue {
     pub at_ms: u64,
 }
 
+/// A user as the store knows it. `password_phc` is the argon2id PHC string of the client hash:
+/// only the gateway's login check should ever look at it, and nothing should print it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    /// Normalized ([`crate::app::normalize_email`]); the user's key.
+    pub email: String,
+    /// The organization whose devices the user sees.
+    pub org: String,
+    pub password_phc: String,
+    pub created_ms: u64,
+}
+
 /// A device as the store knows it. Never contains the token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceRecord {
@@ -173,9 +186,11 @@ pub enum Request {
         token_hash: TokenHash,
     },
     /// Devices ordered by id, starting after `after`, at most `limit` (capped at [`MAX_LIST_PAGE`]).
+    /// With `org`, only the devices of that organization (what a user of it may see).
     ListDevices {
         after: Option<DeviceId>,
         limit: u32,
+        org: Option<String>,
     },
     GetDevice {
         device: DeviceId,
@@ -252,6 +267,19 @@ pub enum Request {
     /// as one write of the group committer. Repeat with the reply's `next` until it is `None`.
     Reseal {
         after: Option<Vec<u8>>,
+    },
+    /// Registers a user. `email` is stored normalized ([`crate::app::normalize_email`]);
+    /// `password_phc` is the argon2id PHC string of the user's client hash (the store refuses
+    /// anything else, so it never holds a plain or weakly hashed password). Answered with `Done`;
+    /// an email already registered is `Invalid`.
+    CreateUser {
+        email: String,
+        org: String,
+        password_phc: String,
+    },
+    /// Looks a user up by email (normalized by the store, so any case finds it).
+    GetUser {
+        email: String,
     },
 }
 
@@ -371,6 +399,8 @@ pub enum Response {
     /// The keys after `ReloadKeys`, or with their use after `KeyUsage`.
     Keys(KeyStatus),
     Resealed(ResealProgress),
+    /// The answer to `GetUser`: `None` when no user has that email.
+    User(Option<UserRecord>),
 }
 
 /// Why the store refused or failed a request, saying whose fault it is.
@@ -490,6 +520,29 @@ mod tests {
             }
             assert_eq!(got, msgs);
         }
+    }
+
+    /// Postcard encodes an enum variant as its index: new variants go at the end, so every
+    /// older one keeps the bytes it had. This pins a few indices, old and new.
+    #[test]
+    fn variant_indices_stay_put() {
+        let first_byte = |r: &Request| postcard::to_stdvec(r).expect("encodes")[0];
+        assert_eq!(first_byte(&Request::Ping), 0);
+        assert_eq!(first_byte(&Request::Reseal { after: None }), 17);
+        let create = Request::CreateUser {
+            email: "a@b.c".into(),
+            org: "o".into(),
+            password_phc: "$argon2id$".into(),
+        };
+        assert_eq!(first_byte(&create), 18);
+        assert_eq!(
+            first_byte(&Request::GetUser {
+                email: "a@b.c".into()
+            }),
+            19
+        );
+        let user = postcard::to_stdvec(&Response::User(None)).expect("encodes");
+        assert_eq!(user, [12, 0]);
     }
 
     #[test]

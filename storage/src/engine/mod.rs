@@ -33,17 +33,22 @@ pub enum Cf {
     /// (device id, pin kind, pin, time ms, sequence) -> one historic pin value. An expiring
     /// family: see [`Cf::expires`].
     History,
+    /// Normalized email (UTF-8) -> user record. Account data: sealed like every other family
+    /// when the store encrypts at rest.
+    Users,
 }
 
 impl Cf {
-    /// Every column family, in a fixed order.
-    pub const ALL: [Cf; 6] = [
+    /// Every column family, in a fixed order. New families go at the end: a family's index
+    /// here is part of the `Reseal` cursor a client may hold across an upgrade.
+    pub const ALL: [Cf; 7] = [
         Cf::Meta,
         Cf::Devices,
         Cf::TokenIndex,
         Cf::Pins,
         Cf::Properties,
         Cf::History,
+        Cf::Users,
     ];
 
     /// The on-disk name. Never change one: it is part of the data format.
@@ -55,6 +60,7 @@ impl Cf {
             Cf::Pins => "pins",
             Cf::Properties => "properties",
             Cf::History => "pin_history",
+            Cf::Users => "users",
         }
     }
 

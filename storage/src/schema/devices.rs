@@ -1,16 +1,17 @@
 //! Device-record helpers shared by the read and write paths: finding a device through a
-//! [`View`] (committed data or a group in the making), and the write requests that edit one
-//! device (presence, info, properties), each returning the [`Change`] it wants committed.
+//! [`View`] (committed data or a group in the making), listing devices (optionally of one org),
+//! and the write requests that edit one device (presence, info, properties), each returning the
+//! [`Change`] it wants committed.
 
 use super::group::{Change, View};
 use super::records::{StoredDevice, StoredInfo, StoredValue, decode, encode};
 use super::{
-    MAX_ADDR_LEN, MAX_PROPERTY_NAME_LEN, Result, SchemaError, check_info, check_text, check_value,
-    keys,
+    LIST_PAGE_BYTES, LIST_SCAN_CHUNK, MAX_ADDR_LEN, MAX_PROPERTY_NAME_LEN, Result, SchemaError,
+    check_info, check_text, check_value, keys,
 };
-use crate::engine::{Cf, Durability};
+use crate::engine::{Cf, Durability, Engine};
 use portcullis_protocol::body::{DeviceInfo, PinAddr, WIDGET_PROPERTIES, is_widget_property};
-use portcullis_protocol::store::{DeviceId, Presence};
+use portcullis_protocol::store::{DeviceId, DeviceRecord, MAX_LIST_PAGE, Presence};
 
 pub(super) fn find_device(view: &impl View, id: DeviceId) -> Result<Option<StoredDevice>> {
     let key = keys::device(id);
@@ -28,6 +29,66 @@ pub(super) fn require_device(view: &impl View, id: DeviceId) -> Result<()> {
         Some(_) => Ok(()),
         None => Err(SchemaError::NotFound(format!("device {id}"))),
     }
+}
+
+/// Devices ordered by id after `after`, at most `limit` (capped at [`MAX_LIST_PAGE`] and at
+/// [`LIST_PAGE_BYTES`] of records); with `org`, only that org's devices. The filter reads every
+/// record between matches: a page of a small org in a large fleet costs a scan of the fleet
+/// up to its last match. (An org index is the fix once orgs are many; it is a format change.)
+pub(super) fn list_devices(
+    engine: &impl Engine,
+    after: Option<DeviceId>,
+    limit: u32,
+    org: Option<&str>,
+) -> Result<Vec<DeviceRecord>> {
+    let mut start = match after {
+        None => keys::device(0).to_vec(),
+        Some(id) => match id.checked_add(1) {
+            Some(next) => keys::device(next).to_vec(),
+            None => return Ok(Vec::new()),
+        },
+    };
+    let limit = limit.min(MAX_LIST_PAGE) as usize;
+    // Unfiltered, every record read is a match: one scan of `limit` is the whole page.
+    let chunk = if org.is_some() {
+        LIST_SCAN_CHUNK
+    } else {
+        limit
+    };
+    let mut out = Vec::new();
+    let mut bytes = 0;
+    while out.len() < limit {
+        let scanned = engine.scan_range(Cf::Devices, &start, None, chunk)?;
+        let Some((last, _)) = scanned.last() else {
+            break;
+        };
+        let mut next_start = last.clone();
+        next_start.push(0);
+        for (key, value) in &scanned {
+            let id = keys::parse_device(key).ok_or_else(|| SchemaError::Corrupt {
+                what: "device key",
+                key: keys::hex(key),
+                reason: "not 8 bytes".into(),
+            })?;
+            let record: StoredDevice = decode("device", key, value)?;
+            if org.is_some_and(|org| record.org != org) {
+                continue;
+            }
+            bytes += value.len();
+            if bytes > LIST_PAGE_BYTES && !out.is_empty() {
+                return Ok(out);
+            }
+            out.push(record.to_wire(id));
+            if out.len() == limit {
+                return Ok(out);
+            }
+        }
+        if scanned.len() < chunk {
+            break;
+        }
+        start = next_start;
+    }
+    Ok(out)
 }
 
 pub(super) fn write_property(

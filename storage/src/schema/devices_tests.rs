@@ -3,7 +3,7 @@
 
 use super::tests::{create, get, invalid, store, v};
 use super::*;
-use portcullis_protocol::store::Presence;
+use portcullis_protocol::store::{MAX_LIST_PAGE, Presence};
 
 #[test]
 fn presence_counts_sessions_and_reset_clears_them() {
@@ -100,6 +100,7 @@ fn reset_presence_covers_more_than_one_chunk() {
         let Ok(Response::Devices(all)) = s.handle(Request::ListDevices {
             after: None,
             limit: MAX_LIST_PAGE,
+            org: None,
         }) else {
             panic!("list")
         };

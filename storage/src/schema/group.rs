@@ -42,10 +42,10 @@ impl Change {
 }
 
 /// Families the write path reads before writing (device records, the token index, the id
-/// counter). Only these are kept in the overlay: pin values and history are written blindly, and
+/// counter, users for the duplicate-email check). Only these are kept in the overlay: pin values and history are written blindly, and
 /// copying every telemetry key into a map would cost more than the batch itself.
 const fn read_while_writing(cf: Cf) -> bool {
-    matches!(cf, Cf::Meta | Cf::Devices | Cf::TokenIndex)
+    matches!(cf, Cf::Meta | Cf::Devices | Cf::TokenIndex | Cf::Users)
 }
 
 /// The write batch of a group of requests in the making.

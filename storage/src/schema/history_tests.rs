@@ -5,7 +5,9 @@ use super::history::Retention;
 use super::*;
 use crate::engine::memory::MemoryEngine;
 use portcullis_protocol::body::{PinAddr, PinKind};
-use portcullis_protocol::store::{History, HistoryBucket, HistoryCursor, HistoryPoint, PinWrite};
+use portcullis_protocol::store::{
+    DeviceId, History, HistoryBucket, HistoryCursor, HistoryPoint, PinWrite,
+};
 use std::sync::Arc;
 use std::time::Duration;
 

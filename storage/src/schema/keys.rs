@@ -10,6 +10,7 @@
 //! | `pins`        | id (u64 BE) · kind (`a`/`d`/`v`) · pin (u8)            |
 //! | `properties`  | id (u64 BE) · kind · pin · property name (UTF-8)      |
 //! | `pin_history` | id (u64 BE) · kind · pin · time ms (u64 BE) · seq (u32 BE) |
+//! | `users`       | normalized email (UTF-8)                              |
 
 use portcullis_protocol::body::{PinAddr, PinKind};
 use portcullis_protocol::store::DeviceId;
@@ -35,6 +36,12 @@ pub(crate) fn presence(id: DeviceId) -> Vec<u8> {
     let mut key = PRESENCE_PREFIX.to_vec();
     key.extend_from_slice(&id.to_be_bytes());
     key
+}
+
+/// The key of a user: the normalized email itself, so a lookup in any case finds it and two
+/// spellings of one address can never be two users.
+pub(crate) fn user(normalized_email: &str) -> &[u8] {
+    normalized_email.as_bytes()
 }
 
 const ID_LEN: usize = 8;

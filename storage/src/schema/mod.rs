@@ -8,7 +8,7 @@
 //! validated and turned into a `group::Change`, the changes become one engine batch, and the
 //! group is synced once if any request in it is of the sync class.
 //!
-//! Durability classes: device creation, presence, info and property writes are
+//! Durability classes: device and user creation, presence, info and property writes are
 //! `Durability::Sync` (WAL fsynced before the reply); `WritePins` (pin values and their history)
 //! is `Durability::Buffered` (in the WAL, so a process crash loses nothing; fsynced by the
 //! server's periodic WAL sync).
@@ -27,16 +27,20 @@ mod sealing;
 pub mod stats;
 #[cfg(test)]
 mod tests;
+mod users;
+#[cfg(test)]
+mod users_tests;
 
 use crate::engine::{Cf, Durability, Engine, EngineError, WriteBatch, unix_ms};
-use devices::{find_device, load_device, require_device, set_info, set_presence, write_property};
+use devices::{
+    find_device, list_devices, load_device, require_device, set_info, set_presence, write_property,
+};
 use group::{Change, Committed, Group, View};
 use history::Retention;
 use portcullis_protocol::body::{DeviceInfo, MAX_INFO_FIELD_LEN};
 use portcullis_protocol::frame::MAX_WIRE_BODY_LEN;
 use portcullis_protocol::store::{
-    DeviceAuth, DeviceId, DeviceRecord, MAX_FRAME_LEN, MAX_LIST_PAGE, Request, Response,
-    StoreError, TokenHash,
+    DeviceAuth, DeviceRecord, MAX_FRAME_LEN, Request, Response, StoreError, TokenHash,
 };
 use records::{StoredDevice, decode, encode};
 use std::path::Path;
@@ -60,6 +64,9 @@ pub const MAX_INFO_STRING_LEN: usize = 3 * MAX_INFO_FIELD_LEN;
 /// A `ListDevices` page stops early once its records take this many bytes, so the reply always
 /// fits in one frame (10 000 records at the maximum field sizes would not).
 const LIST_PAGE_BYTES: usize = MAX_FRAME_LEN / 2;
+/// Device records read per engine scan while an org-filtered `ListDevices` looks for matches
+/// (the page limit bounds the matches, not the records skipped, so the scan goes in chunks).
+const LIST_SCAN_CHUNK: usize = 1024;
 /// Devices rewritten per batch by `ResetPresence`.
 const RESET_CHUNK: usize = 1024;
 
@@ -134,7 +141,8 @@ pub fn is_write(request: &Request) -> bool {
         | Request::SetPresence { .. }
         | Request::SetInfo { .. }
         | Request::ResetPresence
-        | Request::Reseal { .. } => true,
+        | Request::Reseal { .. }
+        | Request::CreateUser { .. } => true,
         Request::Ping
         | Request::ListDevices { .. }
         | Request::GetDevice { .. }
@@ -145,7 +153,8 @@ pub fn is_write(request: &Request) -> bool {
         | Request::Backup { .. }
         | Request::Stats
         | Request::ReloadKeys
-        | Request::KeyUsage => false,
+        | Request::KeyUsage
+        | Request::GetUser { .. } => false,
     }
 }
 
@@ -368,8 +377,8 @@ impl<E: Engine> Store<E> {
         let view = Committed(&self.engine);
         match request {
             Request::Ping => Ok(Response::Pong),
-            Request::ListDevices { after, limit } => {
-                self.list_devices(after, limit).map(Response::Devices)
+            Request::ListDevices { after, limit, org } => {
+                list_devices(&self.engine, after, limit, org.as_deref()).map(Response::Devices)
             }
             Request::GetDevice { device } => Ok(Response::Device(
                 load_device(&view, device)?.to_wire(device),
@@ -406,6 +415,7 @@ impl<E: Engine> Store<E> {
             Request::Stats => Ok(Response::Stats(self.counters.snapshot())),
             Request::ReloadKeys => self.reload_keys().map(Response::Keys),
             Request::KeyUsage => self.key_usage().map(Response::Keys),
+            Request::GetUser { email } => users::get_user(&view, &email).map(Response::User),
             write => Err(SchemaError::Internal(format!(
                 "a write reached the read path: {write:?}"
             ))),
@@ -444,6 +454,11 @@ impl<E: Engine> Store<E> {
                 info,
                 at_ms,
             } => set_info(view, device, info, at_ms).map(|c| (Response::Done, c)),
+            Request::CreateUser {
+                email,
+                org,
+                password_phc,
+            } => users::create_user(view, &email, org, password_phc).map(|c| (Response::Done, c)),
             read => Err(SchemaError::Internal(format!(
                 "a read reached the write path: {read:?}"
             ))),
@@ -502,35 +517,6 @@ impl<E: Engine> Store<E> {
             .put(Cf::Meta, keys::NEXT_DEVICE_ID, next.to_be_bytes());
         tracing::debug!(device = id, org = %record.org, template = %record.template, "device created");
         Ok((record.to_wire(id), change))
-    }
-
-    fn list_devices(&self, after: Option<DeviceId>, limit: u32) -> Result<Vec<DeviceRecord>> {
-        let start = match after {
-            None => 0,
-            Some(id) => match id.checked_add(1) {
-                Some(next) => next,
-                None => return Ok(Vec::new()),
-            },
-        };
-        let limit = limit.min(MAX_LIST_PAGE) as usize;
-        let mut out = Vec::new();
-        let mut bytes = 0;
-        for (key, value) in
-            self.engine
-                .scan_range(Cf::Devices, &keys::device(start), None, limit)?
-        {
-            bytes += value.len();
-            if bytes > LIST_PAGE_BYTES && !out.is_empty() {
-                break;
-            }
-            let id = keys::parse_device(&key).ok_or_else(|| SchemaError::Corrupt {
-                what: "device key",
-                key: keys::hex(&key),
-                reason: "not 8 bytes".into(),
-            })?;
-            out.push(decode::<StoredDevice>("device", &key, &value)?.to_wire(id));
-        }
-        Ok(out)
     }
 
     fn authenticate(&self, token_hash: &TokenHash) -> Result<Option<DeviceAuth>> {

@@ -8,7 +8,7 @@
 use super::SchemaError;
 use super::keys::hex;
 use portcullis_protocol::body::DeviceInfo;
-use portcullis_protocol::store::{DeviceId, DeviceRecord, TokenHash};
+use portcullis_protocol::store::{DeviceId, DeviceRecord, TokenHash, UserRecord};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 /// A device as stored under `devices/<id>`. The id is the key.
@@ -24,6 +24,26 @@ pub(crate) struct StoredDevice {
     pub last_seen_ms: Option<u64>,
     pub last_addr: Option<String>,
     pub info: Option<StoredInfo>,
+}
+
+/// A user as stored under `users/<normalized email>`. The email is the key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct StoredUser {
+    pub org: String,
+    /// argon2id PHC string of the client hash; never the password or the client hash itself.
+    pub password_phc: String,
+    pub created_ms: u64,
+}
+
+impl StoredUser {
+    pub(crate) fn to_wire(&self, email: String) -> UserRecord {
+        UserRecord {
+            email,
+            org: self.org.clone(),
+            password_phc: self.password_phc.clone(),
+            created_ms: self.created_ms,
+        }
+    }
 }
 
 /// The stored copy of [`DeviceInfo`].
@@ -143,6 +163,24 @@ mod tests {
             at_ms: 5,
         };
         assert_eq!(encode(&value).expect("encodes"), vec![2, b'4', b'2', 5]);
+    }
+
+    #[test]
+    fn user_encoding_is_stable() {
+        let user = StoredUser {
+            org: "o".into(),
+            password_phc: "$p".into(),
+            created_ms: 300,
+        };
+        assert_eq!(
+            encode(&user).expect("encodes"),
+            vec![1, b'o', 2, b'$', b'p', 0xac, 0x02]
+        );
+        let wire = user.to_wire("a@b.c".into());
+        assert_eq!(
+            (wire.email.as_str(), wire.org.as_str(), wire.created_ms),
+            ("a@b.c", "o", 300)
+        );
     }
 
     #[test]

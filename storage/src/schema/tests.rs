@@ -5,7 +5,9 @@ use super::*;
 use crate::engine::memory::MemoryEngine;
 use crate::engine::rocks::RocksEngine;
 use portcullis_protocol::body::{PinAddr, PinKind};
-use portcullis_protocol::store::{PinWrite, Presence, ReplyEnvelope, encode_frame};
+use portcullis_protocol::store::{
+    DeviceId, MAX_LIST_PAGE, PinWrite, Presence, ReplyEnvelope, encode_frame,
+};
 use std::sync::Arc;
 
 pub(super) fn store() -> (Store<Arc<MemoryEngine>>, Arc<MemoryEngine>) {
@@ -191,7 +193,11 @@ fn listing_pages_by_id() {
     for i in 1..=5 {
         create(&s, &format!("d{i}"), i);
     }
-    let list = |after, limit| match s.handle(Request::ListDevices { after, limit }) {
+    let list = |after, limit| match s.handle(Request::ListDevices {
+        after,
+        limit,
+        org: None,
+    }) {
         Ok(Response::Devices(d)) => d.into_iter().map(|d| d.id).collect::<Vec<_>>(),
         other => panic!("list: {other:?}"),
     };
@@ -222,6 +228,7 @@ fn listing_caps_the_page_and_always_fits_a_frame() {
     let Ok(Response::Devices(page)) = s.handle(Request::ListDevices {
         after: None,
         limit: u32::MAX,
+        org: None,
     }) else {
         panic!("list failed")
     };
@@ -255,6 +262,7 @@ fn listing_caps_the_page_and_always_fits_a_frame() {
     let Ok(Response::Devices(page)) = small.handle(Request::ListDevices {
         after: None,
         limit: u32::MAX,
+        org: None,
     }) else {
         panic!("list failed")
     };

@@ -467,6 +467,7 @@ fn reads_see_exactly_the_writes_before_them() {
         let request = Request::ListDevices {
             after: None,
             limit: 10_000,
+            org: None,
         };
         encode_frame(
             &RequestEnvelope {
@@ -532,6 +533,7 @@ fn writes_from_many_links_are_all_answered() {
         Request::ListDevices {
             after: None,
             limit: 10_000,
+            org: None,
         },
     ) else {
         panic!("list");
