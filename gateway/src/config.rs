@@ -59,6 +59,7 @@ pub struct Config {
     pub log: LogSection,
     pub metrics: MetricsSection,
     pub shutdown: ShutdownSection,
+    pub app: AppSection,
 }
 
 /// `[server]`: shards and listening sockets.
@@ -287,6 +288,26 @@ pub struct ShutdownSection {
     pub drain_ms: u64,
 }
 
+/// `[app]`: the app WebSocket API at `/api/ws` (apps and consoles log in with email and the
+/// Blynk client hash of their password, then subscribe to devices of their organization).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AppSection {
+    /// Threads that check passwords (argon2id, ~19 MiB and tens of ms each). Default 1: on a
+    /// small machine a login flood then costs one core at most, never the shards'.
+    pub password_workers: u16,
+    /// Devices one app connection may subscribe to. Default 10000.
+    pub max_subscriptions: u32,
+    /// A logged-in app silent for this long (no message, no WebSocket ping) is closed. Default
+    /// 120.
+    pub idle_timeout_secs: u64,
+    /// Failed app logins from one address after which it is refused for `login_block_secs`.
+    /// Default 5.
+    pub login_block_after_failures: u32,
+    /// How long such an address is refused. Default 600 (ten minutes).
+    pub login_block_secs: u64,
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -307,6 +328,19 @@ impl Default for Config {
             log: LogSection::default(),
             metrics: MetricsSection::default(),
             shutdown: ShutdownSection::default(),
+            app: AppSection::default(),
+        }
+    }
+}
+
+impl Default for AppSection {
+    fn default() -> Self {
+        Self {
+            password_workers: 1,
+            max_subscriptions: 10_000,
+            idle_timeout_secs: 120,
+            login_block_after_failures: 5,
+            login_block_secs: 600,
         }
     }
 }

@@ -350,6 +350,30 @@ fn invalid_values_are_rejected_naming_the_key() {
         invalid_key("[shutdown]\ndrain_ms = 600001\n"),
         "shutdown.drain_ms"
     );
+    assert_eq!(
+        invalid_key("[app]\npassword_workers = 0\n"),
+        "app.password_workers"
+    );
+    assert_eq!(
+        invalid_key("[app]\npassword_workers = 65\n"),
+        "app.password_workers"
+    );
+    assert_eq!(
+        invalid_key("[app]\nmax_subscriptions = 0\n"),
+        "app.max_subscriptions"
+    );
+    assert_eq!(
+        invalid_key("[app]\nidle_timeout_secs = 86401\n"),
+        "app.idle_timeout_secs"
+    );
+    assert_eq!(
+        invalid_key("[app]\nlogin_block_secs = 86401\n"),
+        "app.login_block_secs"
+    );
+    assert_eq!(
+        invalid_key("[app]\nlogin_block_after_failures = 0\n"),
+        "app.login_block_after_failures"
+    );
     let long = format!("data_dir = \"/{}\"\n", "d".repeat(120));
     assert_eq!(invalid_key(&long), "data_dir");
 

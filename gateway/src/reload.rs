@@ -14,6 +14,8 @@ pub const LIVE_KEYS: &[&str] = &[
     "tls.key",
     "metrics.bearer_token",
     "shutdown.drain_ms",
+    "app.max_subscriptions",
+    "app.idle_timeout_secs",
 ];
 
 /// The changed keys of a reload, split by whether they apply live.
@@ -91,6 +93,8 @@ pub fn apply_live(running: &Config, new: &Config) -> Config {
     next.tls.key = new.tls.key.clone();
     next.metrics.bearer_token = new.metrics.bearer_token.clone();
     next.shutdown = new.shutdown.clone();
+    next.app.max_subscriptions = new.app.max_subscriptions;
+    next.app.idle_timeout_secs = new.app.idle_timeout_secs;
     next
 }
 

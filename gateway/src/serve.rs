@@ -10,7 +10,9 @@ use crate::logging::LogControl;
 use crate::metrics::http::{self, BearerToken};
 use crate::metrics::store::StoreStatsSource;
 use crate::metrics::{GatewayMetrics, GlobalMetrics};
+use crate::password::{self, PasswordCheck};
 use crate::reactor::admission::{Admission, AdmissionLimits, Guards};
+use crate::reactor::hub::PasswordVerdict;
 use crate::reactor::{Reactor, ReactorSetup, ShardLimits, ShardStats, listener};
 use crate::reload;
 use crate::session::throttle::{LoginThrottle, ThrottleLimits};
@@ -57,6 +59,22 @@ pub fn limits_from(config: &Config) -> ShardLimits {
             / config.effective_shards().max(1),
         socket_send_buffer_bytes: l.socket_send_buffer_bytes as usize,
         store_queue_max_writes: l.store_queue_max_writes as usize,
+        app_max_subscriptions: config.app.max_subscriptions as usize,
+        app_idle_timeout: Duration::from_secs(config.app.idle_timeout_secs),
+    }
+}
+
+/// How the password workers check an app login: argon2id against the stored PHC string, and
+/// for an unknown email against a dummy one, so both failures take equally long.
+fn check_app_password(stored_phc: Option<&str>, client_hash: &str) -> PasswordVerdict {
+    let Some(phc) = stored_phc else {
+        password::verify_against_nothing(client_hash);
+        return PasswordVerdict::Mismatch;
+    };
+    match password::verify(phc, client_hash) {
+        PasswordCheck::Matches => PasswordVerdict::Matches,
+        PasswordCheck::Mismatch => PasswordVerdict::Mismatch,
+        PasswordCheck::Unusable => PasswordVerdict::Unusable,
     }
 }
 
@@ -84,7 +102,19 @@ pub fn guards_from(config: &Config) -> Guards {
         forget_after: Duration::from_secs(a.login_failure_forget_secs),
         max_tracked_ips: a.max_tracked_ips as usize,
     });
-    Guards::new(admission, throttle)
+    // App logins: no back-off, a plain block after a few failures (DESIGN: 5 failures, 10
+    // minutes); a source's count starts over once its block has passed.
+    let app = &config.app;
+    let app_throttle = LoginThrottle::new(ThrottleLimits {
+        free_failures: app.login_block_after_failures,
+        backoff_initial: Duration::ZERO,
+        backoff_max: Duration::ZERO,
+        block_after_failures: app.login_block_after_failures,
+        block_for: Duration::from_secs(app.login_block_secs),
+        forget_after: Duration::from_secs(app.login_block_secs),
+        max_tracked_ips: a.max_tracked_ips as usize,
+    });
+    Guards::new(admission, throttle, app_throttle)
 }
 
 /// Command-line values that override the configuration file; applied again to the re-read file
@@ -223,6 +253,8 @@ pub fn serve(config: Config, context: ServeContext) -> anyhow::Result<()> {
         store: store.clone(),
         limits: limits_from(&config),
         guards: Arc::new(guards_from(&config)),
+        password_workers: usize::from(config.app.password_workers),
+        verify_password: check_app_password,
     })?;
     let bearer_token: BearerToken = Arc::new(ArcSwapOption::new(
         config.metrics.bearer_token.clone().map(Arc::new),

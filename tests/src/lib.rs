@@ -7,6 +7,7 @@
 
 #![allow(clippy::unwrap_used)] // test harness: a failed unwrap is a failed test
 
+pub mod app;
 pub mod device;
 pub mod hostile;
 pub mod metrics;

@@ -6,6 +6,10 @@ use super::*;
 use crate::session::quota::MAX_QUOTA;
 use portcullis_protocol::store::option_ranges;
 
+/// Most password workers `app.password_workers` may ask for: each check holds ~19 MiB while it
+/// runs, and more threads than cores only queue in the kernel instead of in the pool.
+const MAX_PASSWORD_WORKERS: u16 = 64;
+
 impl Config {
     /// Checks every rule that the types alone do not express. `path` names the file in errors.
     pub fn validate(&self, path: Option<&Path>) -> Result<(), ConfigError> {
@@ -302,6 +306,34 @@ impl Config {
                 "shutdown.drain_ms",
                 "must be at most 600000 (ten minutes)".into(),
             );
+        }
+        let app = &self.app;
+        let positive: [(&'static str, u64); 5] = [
+            ("app.password_workers", app.password_workers.into()),
+            ("app.max_subscriptions", app.max_subscriptions.into()),
+            ("app.idle_timeout_secs", app.idle_timeout_secs),
+            (
+                "app.login_block_after_failures",
+                app.login_block_after_failures.into(),
+            ),
+            ("app.login_block_secs", app.login_block_secs),
+        ];
+        if let Some((key, _)) = positive.iter().find(|(_, value)| *value == 0) {
+            return invalid(key, "must be at least 1".into());
+        }
+        if app.password_workers > MAX_PASSWORD_WORKERS {
+            return invalid(
+                "app.password_workers",
+                format!("must be at most {MAX_PASSWORD_WORKERS} (each check holds ~19 MiB)"),
+            );
+        }
+        if app.idle_timeout_secs > 86_400 || app.login_block_secs > 86_400 {
+            let key = if app.idle_timeout_secs > 86_400 {
+                "app.idle_timeout_secs"
+            } else {
+                "app.login_block_secs"
+            };
+            return invalid(key, "must be at most 86400 (a day)".into());
         }
         Ok(())
     }

@@ -34,6 +34,10 @@ pub mod names {
     pub const TELEMETRY_QUEUE: &str = "portcullis_telemetry_queue_writes";
     pub const TELEMETRY_DROPPED: &str = "portcullis_telemetry_dropped";
     pub const FRAMES_OVER_QUOTA: &str = "portcullis_device_frames_over_quota";
+    pub const APP_LOGINS_OK: &str = "portcullis_app_logins_ok";
+    pub const APP_LOGINS_REFUSED: &str = "portcullis_app_logins_refused";
+    pub const APP_EVENTS_SENT: &str = "portcullis_app_events_sent";
+    pub const APP_EVENTS_DROPPED: &str = "portcullis_app_events_dropped";
     pub const PINS_STORED: &str = "portcullis_pins_stored";
     pub const STORE_CALLS_REFUSED: &str = "portcullis_store_calls_refused";
     pub const STORE_IN_FLIGHT: &str = "portcullis_store_in_flight_requests";
@@ -297,6 +301,30 @@ impl Collector for GatewayMetrics {
         )?;
         counter(
             &mut e,
+            names::APP_LOGINS_OK,
+            "App WebSocket logins that passed the password check",
+            self.sum_stats(|s| &s.app_logins_ok),
+        )?;
+        counter(
+            &mut e,
+            names::APP_LOGINS_REFUSED,
+            "App WebSocket logins refused (unknown email, wrong password, or throttled)",
+            self.sum_stats(|s| &s.app_logins_refused),
+        )?;
+        counter(
+            &mut e,
+            names::APP_EVENTS_SENT,
+            "Device events (pin writes, presence) written to subscribed apps",
+            self.sum_stats(|s| &s.app_events_sent),
+        )?;
+        counter(
+            &mut e,
+            names::APP_EVENTS_DROPPED,
+            "Device events dropped because the app's shard had fallen too far behind",
+            self.sum_stats(|s| &s.app_events_dropped),
+        )?;
+        counter(
+            &mut e,
             names::PINS_STORED,
             "Pin writes acknowledged by the store",
             self.sum_stats(|s| &s.pins_stored),
@@ -502,6 +530,7 @@ mod tests {
         m.shards[0].1.pins_stored.store(7, Ordering::Relaxed);
         m.shards[0].1.frames_over_quota.store(2, Ordering::Relaxed);
         m.shards[1].1.frames_over_quota.store(3, Ordering::Relaxed);
+        m.shards[1].1.app_events_sent.store(4, Ordering::Relaxed);
         let text = m.render();
         for line in [
             "portcullis_device_logins_total{result=\"ok\"} 2",
@@ -511,6 +540,7 @@ mod tests {
             "portcullis_connections_rejected_total{reason=\"tls_handshake\"} 1",
             "portcullis_pins_stored_total 7",
             "portcullis_device_frames_over_quota_total 5",
+            "portcullis_app_events_sent_total 4",
             "portcullis_store_request_duration_seconds_bucket{shard=\"1\",le=\"0.001\"} 1",
             "portcullis_store_request_duration_seconds_count{shard=\"1\"} 1",
             "# TYPE portcullis_connections gauge",

@@ -7,6 +7,7 @@
 //! A source is an IPv4 address or an IPv6 /64 (see [`SourceKey`]), so an attacker with one IPv6
 //! prefix cannot multiply its allowance by rotating addresses.
 
+use crate::session::account_failures::AccountFailures;
 use crate::session::throttle::{LoginThrottle, SourceKey};
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -21,14 +22,37 @@ pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 pub struct Guards {
     pub admission: Mutex<Admission>,
     pub throttle: Mutex<LoginThrottle>,
+    /// Failed app logins (email and password), counted apart from device tokens: a source
+    /// guessing passwords is blocked after a few tries, a device fleet behind one NAT address
+    /// with one bad token does not lock its people out of the app.
+    pub app_throttle: Mutex<LoginThrottle>,
+    /// Failed app logins per existing account (counted and logged, never locking it).
+    pub app_accounts: Mutex<AccountFailures>,
 }
 
+/// Accounts whose failed logins are tracked at once.
+pub const MAX_TRACKED_ACCOUNTS: usize = 100_000;
+
 impl Guards {
-    pub fn new(admission: Admission, throttle: LoginThrottle) -> Self {
+    pub fn new(admission: Admission, throttle: LoginThrottle, app_throttle: LoginThrottle) -> Self {
         Self {
             admission: Mutex::new(admission),
             throttle: Mutex::new(throttle),
+            app_throttle: Mutex::new(app_throttle),
+            app_accounts: Mutex::new(AccountFailures::new(MAX_TRACKED_ACCOUNTS)),
         }
+    }
+
+    pub fn app_accounts(&self) -> MutexGuard<'_, AccountFailures> {
+        self.app_accounts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn app_throttle(&self) -> MutexGuard<'_, LoginThrottle> {
+        self.app_throttle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The admission table. A shard that panicked while holding it left counts that are at worst

@@ -7,7 +7,7 @@
 //! exists while the kernel refuses our writes.
 
 use super::tls_session::TlsSession;
-use crate::session::{CloseReason, DeviceSession};
+use crate::session::{AppSession, CloseReason, DeviceSession};
 use mio::net::TcpStream;
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -30,8 +30,9 @@ pub enum Port {
     Plain,
 }
 
-/// The connection state machine: `Sniff → TlsHandshake → Sniff → Login → Authenticating → Device`,
-/// or `Closing` from anywhere. Advanced only through [`Stage::upgrade`].
+/// The connection state machine: `Sniff → TlsHandshake → Sniff → Login → Authenticating → Device`
+/// for devices, `Sniff → (TlsHandshake → Sniff →) Http → App` for the app WebSocket, or `Closing`
+/// from anywhere. Advanced only through [`Stage::upgrade`].
 #[derive(Debug)]
 pub enum Stage {
     /// Waiting for the first bytes (or the first bytes after a TLS handshake).
@@ -45,6 +46,11 @@ pub enum Stage {
         msg_id: u16,
     },
     Device(DeviceSession),
+    /// An HTTP request head is arriving (only the app WebSocket upgrade is served).
+    Http,
+    /// The app WebSocket is open; the session tracks its login. Boxed: apps are few, and an
+    /// idle device connection must not pay for a WebSocket context.
+    App(Box<AppSession>),
     Closing(CloseReason),
 }
 
@@ -55,6 +61,8 @@ pub enum Transition {
     DeviceSniffed,
     LoginSent { msg_id: u16 },
     Authenticated(DeviceSession),
+    HttpSniffed,
+    WebSocketOpened(Box<AppSession>),
     Close(CloseReason),
 }
 
@@ -71,14 +79,21 @@ impl Stage {
             (Stage::Authenticating { .. }, Transition::Authenticated(session)) => {
                 Stage::Device(session)
             }
+            (Stage::Sniff, Transition::HttpSniffed) => Stage::Http,
+            (Stage::Http, Transition::WebSocketOpened(session)) => Stage::App(session),
             (stage, transition) => Stage::Closing(CloseReason::Io(format!(
                 "internal: {transition:?} is not valid in stage {stage:?}"
             ))),
         }
     }
 
+    /// A device past its login, or an app past its password check.
     pub fn is_logged_in(&self) -> bool {
-        matches!(self, Stage::Device(_))
+        match self {
+            Stage::Device(_) => true,
+            Stage::App(session) => session.is_logged_in(),
+            _ => false,
+        }
     }
 }
 
@@ -250,6 +265,17 @@ mod tests {
         assert!(matches!(s, Stage::Closing(_)));
         // Closing is final.
         let s = s.upgrade(Transition::HandshakeDone);
+        assert!(matches!(s, Stage::Closing(_)));
+        // The app path: HTTP first, then the WebSocket; a device frame cannot follow.
+        let s = Stage::Sniff.upgrade(Transition::HttpSniffed);
+        assert!(matches!(s, Stage::Http));
+        let s = s.upgrade(Transition::WebSocketOpened(Box::default()));
+        assert!(matches!(s, Stage::App(_)));
+        assert!(
+            !s.is_logged_in(),
+            "an app is logged in only after its password check"
+        );
+        let s = s.upgrade(Transition::DeviceSniffed);
         assert!(matches!(s, Stage::Closing(_)));
     }
 

@@ -145,6 +145,22 @@ pub enum ConnectionEvent {
     /// The login throttle blocked an attempt from this address (raised by the throttle, with
     /// `ShardMetrics::login_throttled` for the counters).
     LoginThrottled { peer: SocketAddr, reason: String },
+    /// An app login with an unknown email or a wrong password (told apart only here, never to
+    /// the app); `next` is what the app login throttle does with the address's next attempt.
+    AppLoginFailed {
+        peer: SocketAddr,
+        email: String,
+        why: &'static str,
+        next: &'static str,
+        /// Failures of this account within a day, from any address (`None`: no such account).
+        account_failures: Option<u32>,
+    },
+    /// The app login throttle refused an attempt from this address without checking it.
+    AppLoginThrottled {
+        peer: SocketAddr,
+        email: String,
+        retry_in_secs: u64,
+    },
     /// More events of a class than the shard's per-second budget: this many were counted, not
     /// written.
     Suppressed {
@@ -160,7 +176,9 @@ impl ConnectionEvent {
         match self {
             ConnectionEvent::InvalidToken { .. }
             | ConnectionEvent::MalformedToken { .. }
-            | ConnectionEvent::LoginThrottled { .. } => EventClass::Login,
+            | ConnectionEvent::LoginThrottled { .. }
+            | ConnectionEvent::AppLoginFailed { .. }
+            | ConnectionEvent::AppLoginThrottled { .. } => EventClass::Login,
             ConnectionEvent::TlsRefused { .. }
             | ConnectionEvent::TlsBroken { .. }
             | ConnectionEvent::PreAuthRejected { .. }
@@ -180,6 +198,8 @@ impl SecurityEvent for ConnectionEvent {
             ConnectionEvent::PreAuthRejected { .. } => "pre_auth_rejected",
             ConnectionEvent::LoginThrottled { .. } => "login_throttled",
             ConnectionEvent::RefusedAtAccept { .. } => "connection_refused",
+            ConnectionEvent::AppLoginFailed { .. } => "app_login_failed",
+            ConnectionEvent::AppLoginThrottled { .. } => "app_login_throttled",
             ConnectionEvent::Suppressed { .. } => "events_suppressed",
         }
     }
@@ -192,7 +212,9 @@ impl SecurityEvent for ConnectionEvent {
             | ConnectionEvent::MalformedToken { peer, .. }
             | ConnectionEvent::PreAuthRejected { peer, .. }
             | ConnectionEvent::LoginThrottled { peer, .. }
-            | ConnectionEvent::RefusedAtAccept { peer, .. } => Some(peer.ip()),
+            | ConnectionEvent::RefusedAtAccept { peer, .. }
+            | ConnectionEvent::AppLoginFailed { peer, .. }
+            | ConnectionEvent::AppLoginThrottled { peer, .. } => Some(peer.ip()),
             ConnectionEvent::Suppressed { .. } => None,
         }
     }
@@ -207,6 +229,10 @@ impl SecurityEvent for ConnectionEvent {
             | ConnectionEvent::MalformedToken { peer, .. }
             | ConnectionEvent::LoginThrottled { peer, .. } => {
                 format!("device login from {peer}")
+            }
+            ConnectionEvent::AppLoginFailed { peer, email, .. }
+            | ConnectionEvent::AppLoginThrottled { peer, email, .. } => {
+                format!("app login as {email:?} from {peer}")
             }
             ConnectionEvent::Suppressed { shard, .. } => format!("shard {shard}"),
         }
@@ -223,6 +249,22 @@ impl SecurityEvent for ConnectionEvent {
             ConnectionEvent::InvalidToken { next, .. } => {
                 format!("no device has this token; next login from this address: {next}")
             }
+            ConnectionEvent::AppLoginFailed {
+                why,
+                next,
+                account_failures,
+                ..
+            } => match account_failures {
+                Some(n) => format!(
+                    "{why} ({n} failed logins of this account within a day); next app login \
+                     from this address: {next}"
+                ),
+                None => format!("{why}; next app login from this address: {next}"),
+            },
+            ConnectionEvent::AppLoginThrottled { retry_in_secs, .. } => format!(
+                "too many failed app logins from this address; refused without checking, retry \
+                 in {retry_in_secs} s"
+            ),
             ConnectionEvent::Suppressed { events, class, .. } => format!(
                 "{events} more {} events in one second than the {PRE_LOGIN_EVENTS_PER_SEC} \
                  written in full (the rejection metrics count every one)",
@@ -240,6 +282,8 @@ impl SecurityEvent for ConnectionEvent {
             ConnectionEvent::PreAuthRejected { .. } => "connection rejected before login",
             ConnectionEvent::LoginThrottled { .. } => "device login throttled",
             ConnectionEvent::RefusedAtAccept { .. } => "connection refused at accept",
+            ConnectionEvent::AppLoginFailed { .. } => "app login refused",
+            ConnectionEvent::AppLoginThrottled { .. } => "app login throttled",
             ConnectionEvent::Suppressed { .. } => "security events summarised",
         }
     }

@@ -44,6 +44,8 @@ pub struct PasswordChecked {
     pub id: u32,
     pub email: String,
     pub org: String,
+    /// Whether a user with this email exists (told apart in the security log, never to the app).
+    pub known_user: bool,
     pub verdict: PasswordVerdict,
 }
 

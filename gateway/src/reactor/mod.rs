@@ -44,6 +44,10 @@ pub struct ShardLimits {
     /// SO_SNDBUF of every accepted connection (the kernel doubles it).
     pub socket_send_buffer_bytes: usize,
     pub store_queue_max_writes: usize,
+    /// Devices one app connection may subscribe to (`app.max_subscriptions`).
+    pub app_max_subscriptions: usize,
+    /// A logged-in app silent for this long is closed (`app.idle_timeout_secs`).
+    pub app_idle_timeout: Duration,
 }
 
 /// Counters a shard updates and the main thread (and later the metrics endpoint) reads.
@@ -64,6 +68,14 @@ pub struct ShardStats {
     pub logins_throttled: AtomicU64,
     /// Times accepting paused because the process ran out of file descriptors (or memory).
     pub accept_pauses: AtomicU64,
+    /// App logins that passed the password check.
+    pub app_logins_ok: AtomicU64,
+    /// App logins refused: unknown email, wrong password, or throttled.
+    pub app_logins_refused: AtomicU64,
+    /// Events (pin writes, presence) written to subscribed apps.
+    pub app_events_sent: AtomicU64,
+    /// Events dropped because the app's shard had fallen too far behind.
+    pub app_events_dropped: AtomicU64,
 }
 
 /// Everything needed to start the shards.
@@ -75,6 +87,9 @@ pub struct ReactorSetup {
     pub limits: ShardLimits,
     /// Connection admission and login throttling, shared by every shard.
     pub guards: Arc<admission::Guards>,
+    /// Threads checking app passwords (`app.password_workers`).
+    pub password_workers: usize,
+    pub verify_password: password_pool::Verifier,
 }
 
 /// Running shards.
@@ -101,14 +116,27 @@ impl Reactor {
             metrics: Vec::new(),
             live_limits: Arc::new(LiveLimits::new(setup.limits.clone())),
         };
-        for (index, (tls_listener, plain_listener)) in setup
+        // Every shard's waker exists before any shard starts: the hub needs all of them.
+        let mut polls = Vec::new();
+        for _ in 0..setup.tls_listeners.len() {
+            let poll = Poll::new()?;
+            reactor.wakers.push(Arc::new(shard::new_waker(&poll)?));
+            polls.push(poll);
+        }
+        let (hub, inboxes) = hub::Hub::new(&reactor.wakers);
+        let passwords = Arc::new(password_pool::PasswordPool::start(
+            setup.password_workers,
+            hub.clone(),
+            setup.verify_password,
+        )?);
+        for (index, (((tls_listener, plain_listener), poll), inbox)) in setup
             .tls_listeners
             .into_iter()
             .zip(setup.plain_listeners)
+            .zip(polls)
+            .zip(inboxes)
             .enumerate()
         {
-            let poll = Poll::new()?;
-            reactor.wakers.push(Arc::new(shard::new_waker(&poll)?));
             let stats = Arc::new(ShardStats::default());
             reactor.stats.push(stats.clone());
             let metrics = Arc::new(ShardMetrics::new(index as u16));
@@ -127,6 +155,9 @@ impl Reactor {
                 live_limits: reactor.live_limits.clone(),
                 shutdown: shutdown.clone(),
                 drain_ms: reactor.drain_ms.clone(),
+                hub: hub.clone(),
+                inbox,
+                passwords: passwords.clone(),
             };
             let thread = std::thread::Builder::new()
                 .name(format!("shard-{index}"))

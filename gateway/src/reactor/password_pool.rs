@@ -69,6 +69,7 @@ fn work(queue: &Mutex<Receiver<PasswordJob>>, hub: &Hub, verify: Verifier) {
         };
         let Ok(job) = job else { return };
         let verdict = verify(job.stored_phc.as_deref(), &job.client_hash);
+        let known_user = job.stored_phc.is_some();
         hub.send_control(
             job.shard,
             Control::PasswordChecked(PasswordChecked {
@@ -76,6 +77,7 @@ fn work(queue: &Mutex<Receiver<PasswordJob>>, hub: &Hub, verify: Verifier) {
                 id: job.id,
                 email: job.email,
                 org: job.org,
+                known_user,
                 verdict,
             }),
         );
@@ -139,8 +141,11 @@ mod tests {
         let done = next_verdict(&inbox);
         assert_eq!((done.id, done.verdict), (1, PasswordVerdict::Matches));
         assert_eq!(done.conn.generation, 9);
+        assert!(done.known_user);
         pool.submit(job(2, None, "h")).unwrap();
-        assert_eq!(next_verdict(&inbox).verdict, PasswordVerdict::Mismatch);
+        let done = next_verdict(&inbox);
+        assert_eq!(done.verdict, PasswordVerdict::Mismatch);
+        assert!(!done.known_user);
     }
 
     #[test]

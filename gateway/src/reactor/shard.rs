@@ -4,6 +4,7 @@
 //! calls are pipelined on a non-blocking link, and telemetry is batched once per loop turn.
 
 mod accept;
+mod app;
 mod input;
 mod ops;
 mod store_calls;
@@ -13,8 +14,10 @@ use super::admission::{Admit, Guards, Refusal};
 use super::conn::{Conn, ConnId, Flush, Port, ReadOutcome, Stage, Transition};
 use super::drain::DrainPlan;
 use super::events::{ConnectionEvent, PreLoginLog};
+use super::hub::{Fanout, Hub, HubInbox};
 use super::live::LiveLimits;
 use super::log_budget::Budgeted;
+use super::password_pool::PasswordPool;
 use super::store_link::{Completion, LinkState, StoreLink, Waiter};
 use super::timer::{Tick, TimerWheel};
 use super::tls_session::{TlsError, TlsSession};
@@ -23,7 +26,8 @@ use crate::metrics::shard::{ConnState, LoginResult, Rejection, ShardMetrics, Tls
 use crate::security;
 use crate::session::throttle::LoginGate;
 use crate::session::{
-    CloseReason, DeviceSession, LoginDecision, Outbox, Sniffed, StoreCall, decide_login, sniff,
+    AppAction, CloseReason, DeviceSession, LoginDecision, Outbox, Sniffed, StoreCall, decide_login,
+    sniff,
 };
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -83,6 +87,9 @@ pub struct ShardSetup {
     pub live_limits: Arc<LiveLimits>,
     pub shutdown: Arc<AtomicBool>,
     pub drain_ms: Arc<AtomicU64>,
+    pub hub: Arc<Hub>,
+    pub inbox: HubInbox,
+    pub passwords: Arc<PasswordPool>,
 }
 
 pub struct Shard {
@@ -124,6 +131,15 @@ pub struct Shard {
     /// Bytes waiting in the outbound queues of this shard's connections (each queued frame with
     /// its allocation overhead). Above `limits.output_budget_bytes` new connections are refused.
     queued_total: usize,
+    hub: Arc<Hub>,
+    inbox: HubInbox,
+    /// Who subscribed to which device (every shard's apps), and this turn's events for them.
+    fanout: Fanout,
+    passwords: Arc<PasswordPool>,
+    /// Decisions of one app session step (kept to reuse its allocation).
+    app_actions: Vec<AppAction>,
+    /// App connections with events written but not yet sent, during one delivery.
+    app_touched: Vec<usize>,
 }
 
 /// Creates the waker before the shard thread starts, so the main thread can hold it.
@@ -172,6 +188,12 @@ impl Shard {
             accept_paused_until: None,
             accept_starved: false,
             queued_total: 0,
+            fanout: Fanout::new(setup.index, setup.hub.shards()),
+            hub: setup.hub,
+            inbox: setup.inbox,
+            passwords: setup.passwords,
+            app_actions: Vec::new(),
+            app_touched: Vec::new(),
             now,
             now_tick: 0,
             now_ms: unix_ms(),
@@ -252,6 +274,7 @@ impl Shard {
             self.limits = limits;
         }
         self.pre_login_log.flush(self.now);
+        self.drain_hub();
         for key in std::mem::take(&mut self.backlog) {
             self.conn_event(key, Some(input::ReadDepth::UntilWouldBlock), false);
         }
@@ -270,6 +293,7 @@ impl Shard {
         for id in expired.drain(..) {
             self.on_timer(id);
         }
+        self.flush_fanout();
         self.flush_store();
     }
 
@@ -310,6 +334,9 @@ impl Shard {
             Stage::Device(session) => CloseReason::HeartbeatTimeout {
                 secs: session.heartbeat_timeout(&self.limits.session).as_secs(),
             },
+            Stage::App(session) if session.is_logged_in() => CloseReason::HeartbeatTimeout {
+                secs: self.limits.app_idle_timeout.as_secs(),
+            },
             _ => CloseReason::LoginTimeout,
         };
         self.close(key, reason);
@@ -333,20 +360,36 @@ impl Shard {
             _ => None,
         };
         let peer = conn.peer;
-        if !conn.stage.is_logged_in() {
+        let logged_in = conn.stage.is_logged_in();
+        if !logged_in {
             self.guards.admission().leave_unauthenticated();
         }
-        let from = if device.is_some() {
+        let from = if logged_in {
             ConnState::Authenticated
         } else {
             ConnState::PreAuth
         };
         self.metrics
             .conn_moved(transport(conn.port), Some(from), Some(ConnState::Closing));
-        if device.is_none() {
+        let app_subscriptions = match &conn.stage {
+            Stage::App(session) => Some(session.subscriptions().collect()),
+            _ => None,
+        };
+        if let Some(subscriptions) = app_subscriptions {
+            self.app_closed(id, subscriptions);
+        }
+        if !logged_in {
             self.rejected_before_login(peer, &reason);
         }
         let conn = &mut self.conns[key];
+        if let Stage::App(session) = &mut conn.stage {
+            session.close(&reason);
+            let goodbye = session.take_output();
+            // A failure shows in the flush below.
+            let _ = tracked(&mut self.queued_total, conn, |c| {
+                c.send_frame(&goodbye, &mut self.ciphertext)
+            });
+        }
         advance(&mut conn.stage, Transition::Close(reason.clone()));
         if let Some(tls) = conn.tls.as_mut()
             && !matches!(reason, CloseReason::Tls(_))
@@ -364,7 +407,7 @@ impl Shard {
             }
             // Strangers refused before login are logged within a per-second budget, the rest
             // summarised: a line each would let a flood of them flood the log.
-            _ if device.is_none() => match self.pre_login_log.close_line(self.now) {
+            _ if !logged_in => match self.pre_login_log.close_line(self.now) {
                 Budgeted::Write => tracing::info!(%peer, %reason, "closing connection"),
                 Budgeted::Suppressed => tracing::debug!(%peer, %reason, "closing connection"),
             },

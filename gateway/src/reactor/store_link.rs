@@ -15,8 +15,8 @@ use crate::session::SyncFilter;
 use crate::store_endpoint::StoreEndpoint;
 use mio::{Registry, Token};
 use portcullis_protocol::store::{
-    self, ClientHello, ClientRole, ReplyEnvelope, Request, RequestEnvelope, Response, ServerHello,
-    StoreError, WIRE_VERSION, WireError,
+    self, ClientHello, ClientRole, DeviceId, ReplyEnvelope, Request, RequestEnvelope, Response,
+    ServerHello, StoreError, WIRE_VERSION, WireError,
 };
 use std::collections::VecDeque;
 use std::io;
@@ -79,6 +79,22 @@ pub enum Waiter {
     Property {
         conn: ConnId,
         msg_id: u16,
+    },
+    /// An app's login: the user record, then the password check of `client_hash`.
+    AppUser {
+        conn: ConnId,
+        id: u32,
+        email: String,
+        client_hash: String,
+    },
+    AppDevices {
+        conn: ConnId,
+        id: u32,
+    },
+    AppSubscribe {
+        conn: ConnId,
+        id: u32,
+        device: DeviceId,
     },
 }
 

@@ -17,6 +17,8 @@ use std::collections::HashSet;
 use std::io::{self, Read, Write};
 use tungstenite::Message;
 use tungstenite::error::{Error as WsError, ProtocolError};
+use tungstenite::protocol::frame::CloseFrame;
+use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
 
 /// Initial read buffer of a WebSocket; it grows to [`MAX_APP_MESSAGE_BYTES`] when a message
@@ -147,6 +149,19 @@ impl AppSession {
             AppState::LoggedIn(user) => Some(&user.email),
             _ => None,
         }
+    }
+
+    /// The logged-in user's organization: the only one whose devices it may see.
+    pub fn org(&self) -> Option<&str> {
+        match &self.state {
+            AppState::LoggedIn(user) => Some(&user.org),
+            _ => None,
+        }
+    }
+
+    /// Whether bytes wait to be sent.
+    pub fn has_output(&self) -> bool {
+        !self.output.is_empty()
     }
 
     /// Takes the bytes waiting to be sent.
@@ -340,6 +355,33 @@ impl AppSession {
             tracing::debug!(error = %e, "app WebSocket no longer writable");
         }
         self.flush();
+    }
+
+    /// Says goodbye with a WebSocket close frame naming the reason, before the gateway closes
+    /// the connection (not when the peer left or the socket failed: nobody would read it).
+    pub fn close(&mut self, reason: &CloseReason) {
+        let code = match reason {
+            CloseReason::PeerClosed | CloseReason::Io(_) | CloseReason::Tls(_) => return,
+            CloseReason::Shutdown | CloseReason::HeartbeatTimeout { .. } => CloseCode::Away,
+            CloseReason::Malformed(_) => CloseCode::Protocol,
+            _ => CloseCode::Policy,
+        };
+        // A close frame's reason is at most 123 bytes.
+        let mut text = reason.to_string();
+        while text.len() > 123 {
+            text.pop();
+        }
+        let mut pipe = Pipe {
+            input: &[],
+            output: &mut self.output,
+        };
+        let frame = CloseFrame {
+            code,
+            reason: text.into(),
+        };
+        if self.ws.close(&mut pipe, Some(frame)).is_ok() {
+            self.flush();
+        }
     }
 
     pub fn error(&mut self, id: Option<u32>, code: AppErrorCode, message: &str) {

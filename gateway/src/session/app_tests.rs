@@ -243,3 +243,26 @@ fn a_login_with_a_malformed_hash_is_refused_before_any_lookup() {
         }]
     ));
 }
+
+#[test]
+fn a_gateway_side_close_says_why_in_a_close_frame() {
+    let (mut app, mut session) = (App::new(), AppSession::new());
+    session.close(&CloseReason::HeartbeatTimeout { secs: 120 });
+    let output = session.take_output();
+    let mut sink = Vec::new();
+    let mut pipe = Pipe {
+        input: &output,
+        output: &mut sink,
+    };
+    match app.ws.read(&mut pipe).unwrap() {
+        Message::Close(Some(frame)) => {
+            assert_eq!(frame.code, CloseCode::Away);
+            assert!(frame.reason.contains("120 s"), "{}", frame.reason);
+        }
+        other => panic!("{other:?}"),
+    }
+    // Nothing is said to a peer that already left.
+    let mut session = AppSession::new();
+    session.close(&CloseReason::PeerClosed);
+    assert!(session.take_output().is_empty());
+}

@@ -2,6 +2,7 @@
 //! replies and writes its decisions into an [`Outbox`] (frames to send, store calls to make, or a
 //! reason to close). The reactor owns the sockets and carries those decisions out.
 
+pub mod account_failures;
 pub mod app;
 pub mod device;
 pub mod http;

@@ -182,6 +182,12 @@ impl Outbox {
         refused
     }
 
+    /// Queues bytes that are not a Blynk frame (the HTTP answer that opens a WebSocket).
+    pub fn raw(&mut self, bytes: &[u8]) {
+        self.bytes.extend_from_slice(bytes);
+        self.ends.push(self.bytes.len());
+    }
+
     pub fn close(&mut self, reason: CloseReason) {
         self.close.get_or_insert(reason);
     }

@@ -4,7 +4,9 @@
 //! worth has piled up, so a peer that pipelines and never reads is caught early.
 
 use super::*;
+use crate::session::AppSession;
 use crate::session::QuotaVerdict;
+use crate::session::http::{self, HttpHead};
 use portcullis_protocol::store::DeviceId;
 use std::net::SocketAddr;
 
@@ -216,6 +218,8 @@ impl Shard {
         let mut outbox_full = false;
         let mut pos = 0;
         let mut active = false;
+        // Where the app WebSocket's bytes start, when this step reached that stage.
+        let mut app_input = None;
         self.outbox.clear();
         let Some(conn) = self.conns.get_mut(key) else {
             return (input.len(), false);
@@ -230,12 +234,7 @@ impl Shard {
                 Stage::Sniff => match sniff(rest) {
                     Sniffed::NeedMore => break,
                     Sniffed::Device => advance(&mut conn.stage, Transition::DeviceSniffed),
-                    Sniffed::Http => {
-                        self.outbox.close(CloseReason::NotALogin(
-                            "HTTP is not served on this port yet".into(),
-                        ));
-                        break;
-                    }
+                    Sniffed::Http => advance(&mut conn.stage, Transition::HttpSniffed),
                     Sniffed::Tls | Sniffed::Unknown => {
                         self.outbox.close(CloseReason::UnknownProtocol);
                         break;
@@ -326,6 +325,25 @@ impl Shard {
                         }
                     }
                 },
+                Stage::Http => match http::read_head(rest) {
+                    HttpHead::NeedMore => break,
+                    HttpHead::Upgrade { response, consumed } => {
+                        pos += consumed;
+                        self.outbox.raw(&response);
+                        let session = Box::new(AppSession::new());
+                        advance(&mut conn.stage, Transition::WebSocketOpened(session));
+                    }
+                    HttpHead::Refuse { response, why } => {
+                        self.outbox.raw(&response);
+                        self.outbox.close(CloseReason::NotALogin(why));
+                        break;
+                    }
+                },
+                Stage::App(_) => {
+                    app_input = Some(pos);
+                    pos = input.len();
+                    break;
+                }
                 Stage::TlsHandshake | Stage::Authenticating { .. } => break,
                 Stage::Closing(_) => {
                     pos = input.len();
@@ -342,6 +360,9 @@ impl Shard {
             }
         }
         self.apply_outbox(key, id);
+        if let Some(start) = app_input {
+            self.app_receive(key, id, &input[start..]);
+        }
         (pos, outbox_full)
     }
 
@@ -357,8 +378,12 @@ impl Shard {
         let mut failure = None;
         let via = transport(conn.port);
         let before = conn.queued_bytes();
+        // The HTTP answer that opens (or refuses) a WebSocket is no Blynk frame to count.
+        let blynk_frames = !matches!(conn.stage, Stage::Http | Stage::App(_));
         for bytes in outbox.frames() {
-            self.metrics.frame_out(bytes);
+            if blynk_frames {
+                self.metrics.frame_out(bytes);
+            }
             self.metrics.bytes_out(via, bytes.len());
             match conn.send_frame(bytes, &mut self.ciphertext) {
                 Flush::Failed(e) => {

@@ -107,6 +107,7 @@ impl Shard {
         match call {
             StoreCall::Authenticate { .. } => {}
             StoreCall::WritePin { pin, value } => {
+                self.publish_pin(device, pin, &value);
                 if !self.make_room_for_write() {
                     return;
                 }
@@ -155,14 +156,17 @@ impl Shard {
                 },
                 Waiter::None,
             ),
-            StoreCall::Presence(presence) => self.link.submit(
-                Request::SetPresence {
-                    device,
-                    presence,
-                    at_ms,
-                },
-                Waiter::None,
-            ),
+            StoreCall::Presence(presence) => {
+                self.publish_presence(device, matches!(presence, Presence::Online { .. }));
+                self.link.submit(
+                    Request::SetPresence {
+                        device,
+                        presence,
+                        at_ms,
+                    },
+                    Waiter::None,
+                )
+            }
         }
     }
 
@@ -182,6 +186,9 @@ impl Shard {
             Waiter::Login { conn, msg_id }
             | Waiter::Sync { conn, msg_id, .. }
             | Waiter::Property { conn, msg_id } => (*conn, *msg_id),
+            Waiter::AppUser { .. } | Waiter::AppDevices { .. } | Waiter::AppSubscribe { .. } => {
+                return self.app_complete(done.waiter, done.result);
+            }
         };
         let key = id.slot as usize;
         if self
