@@ -370,6 +370,85 @@ fn scenarios_against_the_real_gateway() {
     assert!(index.contains("href=\"telemetry.html\""));
 }
 
+/// `fanout` against the real app WebSocket API: a user created with the admin CLI, apps over
+/// TLS watching every device (some devices by two apps), and every write arriving at every
+/// subscriber.
+#[test]
+fn fanout_delivers_every_write_to_every_subscriber() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(dir.path(), free_port(), free_port());
+    let data = gw.data_dir.to_str().unwrap().to_owned();
+    let tokens = dir.path().join("tokens.txt");
+    let tokens_s = tokens.to_str().unwrap();
+    loadgen(&[
+        "provision",
+        "--data-dir",
+        &data,
+        "--count",
+        "60",
+        "--tokens",
+        tokens_s,
+    ]);
+    let created = Command::new(gateway_bin())
+        .args(["admin", "--data-dir", &data, "user", "create"])
+        .args(["--email", "bench@example.com", "--org", "default", "--json"])
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{created:?}");
+    let created: Value = serde_json::from_slice(&created.stdout).unwrap();
+    let password_file = dir.path().join("password");
+    std::fs::write(&password_file, created["password"].as_str().unwrap()).unwrap();
+
+    let prefix = dir.path().join("fanout");
+    let ca = gw.data_dir.join("tls").join("ca.pem");
+    loadgen(&[
+        "fanout",
+        "--tokens",
+        tokens_s,
+        "--devices",
+        "60",
+        "--data-dir",
+        &data,
+        "--apps",
+        "3",
+        // 3 x 30 = 90 subscriptions over 60 devices: half of them have two subscribers.
+        "--subscriptions-per-app",
+        "30",
+        "--app-tls",
+        "--ca",
+        ca.to_str().unwrap(),
+        "--email",
+        "bench@example.com",
+        "--password-file",
+        password_file.to_str().unwrap(),
+        "--rate",
+        "5",
+        "--duration",
+        "2",
+        "--settle-ms",
+        "0",
+        "--out",
+        prefix.to_str().unwrap(),
+    ]);
+    let r = report(&prefix);
+    assert_no_failures(&r);
+    let f = &r["fanout"];
+    assert_eq!(f["subscribers_per_device_min"], 1, "{f}");
+    assert_eq!(f["subscribers_per_device_max"], 2, "{f}");
+    let expected = f["events_expected"].as_u64().unwrap();
+    assert!(expected >= 60 * 5 * 2 * 3 / 2 * 9 / 10, "{f}");
+    assert_eq!(f["events_received"].as_u64().unwrap(), expected, "{f}");
+    assert_eq!(
+        r["latency_ms"]["end_to_end"]["count"].as_u64().unwrap(),
+        expected
+    );
+    assert_eq!(
+        r["result"]["counts"]["apps_logged_in"], 3,
+        "{}",
+        r["result"]
+    );
+}
+
 #[test]
 fn storm_across_a_gateway_restart() {
     let dir = tempfile::tempdir().unwrap();
