@@ -4,9 +4,11 @@
 //! the stable corpus replay (`gateway/tests/fuzz_corpus.rs`, which includes this file by path).
 
 use portcullis_gateway::config::Config;
+use portcullis_gateway::session::http::{self, HttpHead};
 use portcullis_gateway::session::{
-    DeviceSession, Outbox, SessionLimits, Sniffed, SyncFilter, sniff,
+    AppAction, AppSession, DeviceSession, Outbox, SessionLimits, Sniffed, SyncFilter, sniff,
 };
+use portcullis_protocol::app::AppEvent;
 use portcullis_protocol::body::{self, Internal, MAX_INFO_FIELD_LEN};
 use portcullis_protocol::frame::{self, Decoded, HEADER_LEN, Payload};
 use portcullis_protocol::store::{
@@ -241,6 +243,140 @@ pub fn tls_session(data: &[u8]) {
     assert!(plaintext.is_empty());
 }
 
+/// The HTTP request that opens the app WebSocket: once a prefix of the input settles the answer,
+/// more bytes never change it, and every answer is a well-formed HTTP response (101 with the
+/// accept key, or an error whose Content-Length matches its body).
+pub fn http_head(data: &[u8]) {
+    let full = http::read_head(data);
+    check_http_answer(&full, data.len());
+    let mut settled = None;
+    for cut in 0..=data.len().min(512) {
+        match http::read_head(&data[..cut]) {
+            HttpHead::NeedMore => {}
+            answer => {
+                settled = Some(answer);
+                break;
+            }
+        }
+    }
+    if let Some(answer) = settled {
+        assert_eq!(full, answer, "more bytes changed the answer");
+    }
+}
+
+fn check_http_answer(answer: &HttpHead, len: usize) {
+    match answer {
+        HttpHead::NeedMore => {}
+        HttpHead::Upgrade { response, consumed } => {
+            assert!(*consumed <= len);
+            let text = std::str::from_utf8(response).unwrap();
+            assert!(text.starts_with("HTTP/1.1 101 ") && text.ends_with("\r\n\r\n"));
+            assert!(text.contains("Sec-WebSocket-Accept: "));
+        }
+        HttpHead::Refuse { response, .. } => {
+            let text = std::str::from_utf8(response).unwrap();
+            assert!(text.starts_with("HTTP/1.1 4"), "{text}");
+            let (head, body) = text.split_once("\r\n\r\n").unwrap();
+            assert!(head.contains(&format!("Content-Length: {}\r\n", body.len())));
+        }
+    }
+}
+
+/// Frames each `\n`-separated piece of `data` as a masked client text frame (mask key zero), so
+/// the fuzzer steers the JSON, not the framing.
+fn client_frames(data: &[u8]) -> Vec<u8> {
+    let mut wire = Vec::new();
+    for payload in data.split(|&b| b == b'\n') {
+        wire.push(0x81);
+        match u16::try_from(payload.len()) {
+            Ok(len) if len < 126 => wire.push(0x80 | len as u8),
+            Ok(len) => {
+                wire.push(0x80 | 126);
+                wire.extend_from_slice(&len.to_be_bytes());
+            }
+            Err(_) => return wire,
+        }
+        wire.extend_from_slice(&[0, 0, 0, 0]);
+        wire.extend_from_slice(payload);
+    }
+    wire
+}
+
+/// App WebSocket session: arbitrary client frames (first byte even) or raw bytes (odd), in two
+/// pieces, with any login answered as successful, never panic; everything the session sends is
+/// well-formed server framing whose text messages are JSON events; it never asks the store for
+/// more subscriptions than its cap, and never for anything before login.
+pub fn app_session(data: &[u8]) {
+    const CAP: usize = 3;
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let wire = if mode % 2 == 0 {
+        client_frames(rest)
+    } else {
+        rest.to_vec()
+    };
+    let cut = (usize::from(mode) * 7) % (wire.len() + 1);
+    let mut session = AppSession::new();
+    let mut actions = Vec::new();
+    let mut output = Vec::new();
+    let mut subscribes = 0;
+    for piece in [&wire[..cut], &wire[cut..]] {
+        session.receive(piece, CAP, &mut actions);
+        for action in &actions {
+            let allowed = match action {
+                AppAction::Login { .. } | AppAction::Close(_) => true,
+                _ => session.is_logged_in(),
+            };
+            assert!(allowed, "{action:?} before login");
+        }
+        // None is ever confirmed here, so all of them stay pending and count against the cap.
+        subscribes += actions
+            .iter()
+            .filter(|a| matches!(a, AppAction::Subscribe { .. }))
+            .count();
+        assert!(subscribes <= CAP, "{subscribes} subscriptions asked for");
+        if actions.iter().any(|a| matches!(a, AppAction::Login { .. })) {
+            session.logged_in("a@b.c".into(), "o".into());
+        }
+        actions.clear();
+        output.extend(session.take_output());
+    }
+    let mut app =
+        tungstenite::protocol::WebSocketContext::new(tungstenite::protocol::Role::Client, None);
+    let mut stream = std::io::Cursor::new(output);
+    let mut sink = Vec::new();
+    let mut duplex = Duplex(&mut stream, &mut sink);
+    loop {
+        match app.read(&mut duplex) {
+            Ok(tungstenite::Message::Text(text)) => {
+                let parsed = serde_json::from_str::<AppEvent>(text.as_str());
+                assert!(parsed.is_ok(), "not an event: {text}");
+            }
+            Ok(tungstenite::Message::Close(_)) | Err(_) => break,
+            Ok(other) => panic!("the session sent {other:?}"),
+        }
+    }
+}
+
+/// Reads from one buffer, writes to another (the client's pongs go nowhere).
+struct Duplex<'a>(&'a mut std::io::Cursor<Vec<u8>>, &'a mut Vec<u8>);
+
+impl std::io::Read for Duplex<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl std::io::Write for Duplex<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.1.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// One fuzz target's invariant check.
 pub type Check = fn(&[u8]);
 
@@ -253,4 +389,6 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("store_wire", store_wire),
     ("config_loader", config_loader),
     ("tls_session", tls_session),
+    ("http_head", http_head),
+    ("app_session", app_session),
 ];

@@ -65,7 +65,7 @@ impl App {
     }
 
     /// The next JSON event; `None` once the gateway closed the connection.
-    pub fn next(&mut self) -> Option<AppEvent> {
+    pub fn next_event(&mut self) -> Option<AppEvent> {
         loop {
             match self.ws.read() {
                 Ok(Message::Text(text)) => {
@@ -96,11 +96,11 @@ impl App {
             email: email.into(),
             hash,
         });
-        self.next().expect("an answer to login")
+        self.next_event().expect("an answer to login")
     }
 
     pub fn subscribe(&mut self, device: u64) -> AppEvent {
         self.request(|id| AppRequest::Subscribe { id, device });
-        self.next().expect("an answer to subscribe")
+        self.next_event().expect("an answer to subscribe")
     }
 }

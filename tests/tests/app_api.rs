@@ -2,6 +2,8 @@
 //! with the Blynk client hash checked by argon2id, the organization boundary, live events of
 //! subscribed devices across shards, the login throttle, TLS, and the HTTP that is refused.
 
+#![allow(clippy::unwrap_used)] // test: a failed unwrap is a failed test
+
 use portcullis_e2e::app::App;
 use portcullis_e2e::device::{Device, client_config};
 use portcullis_e2e::hostile::{connect_from, plain_log};
@@ -76,7 +78,7 @@ fn an_app_sees_the_writes_of_its_organizations_devices_on_every_shard() {
     // Requests before login are refused; a wrong password is told apart from nothing.
     app.request(|id| AppRequest::Devices { id, after: None });
     assert_eq!(
-        error_code(&app.next().unwrap()),
+        error_code(&app.next_event().unwrap()),
         Some(AppErrorCode::LoginFirst)
     );
     let wrong = app.login("ops@example.com", "not-the-password");
@@ -94,7 +96,7 @@ fn an_app_sees_the_writes_of_its_organizations_devices_on_every_shard() {
 
     // The organization's devices, not the rival's.
     app.request(|id| AppRequest::Devices { id, after: None });
-    let listed: HashSet<u64> = match app.next().unwrap() {
+    let listed: HashSet<u64> = match app.next_event().unwrap() {
         AppEvent::Devices { devices, next, .. } => {
             assert_eq!(next, None, "16 devices fit one page");
             devices.iter().map(|d| d.id).collect()
@@ -133,7 +135,7 @@ fn an_app_sees_the_writes_of_its_organizations_devices_on_every_shard() {
     let mut online = HashSet::new();
     let mut written = HashMap::new();
     while online.len() < devices.len() || written.len() < devices.len() {
-        match app.next().expect("events until every device is seen") {
+        match app.next_event().expect("events until every device is seen") {
             AppEvent::Online { device } => {
                 online.insert(device);
             }
@@ -160,11 +162,13 @@ fn an_app_sees_the_writes_of_its_organizations_devices_on_every_shard() {
     // Unsubscribed devices go quiet; a disconnect is announced.
     let (first, _) = devices[0];
     app.request(|id| AppRequest::Unsubscribe { id, device: first });
-    assert!(matches!(app.next(), Some(AppEvent::Unsubscribed { device, .. }) if device == first));
+    assert!(
+        matches!(app.next_event(), Some(AppEvent::Unsubscribed { device, .. }) if device == first)
+    );
     std::thread::sleep(Duration::from_millis(200));
     connected[0].virtual_write(1, "ignored");
     drop(connected.remove(1));
-    match app.next().unwrap() {
+    match app.next_event().unwrap() {
         AppEvent::Offline { device } => assert_eq!(device, devices[1].0),
         other => panic!("expected only the offline of device 1, got {other:?}"),
     }
@@ -259,7 +263,7 @@ fn the_app_api_works_over_tls_and_other_http_is_refused() {
     dev.virtual_write(3, "on");
     let mut saw_pin = false;
     while !saw_pin {
-        match app.next().unwrap() {
+        match app.next_event().unwrap() {
             AppEvent::Online { .. } => {}
             AppEvent::Pin { pin, values, .. } => {
                 assert_eq!((pin.as_str(), values), ("V3", vec!["on".to_owned()]));
@@ -293,7 +297,7 @@ fn an_idle_app_is_closed_and_bad_messages_are_answered() {
     let mut app = App::plain(gw.plain_port);
     app.send_text("not json");
     assert_eq!(
-        error_code(&app.next().unwrap()),
+        error_code(&app.next_event().unwrap()),
         Some(AppErrorCode::BadRequest)
     );
     assert!(matches!(
@@ -303,6 +307,6 @@ fn an_idle_app_is_closed_and_bad_messages_are_answered() {
     // Silent past the idle timeout: the gateway closes (the timer wheel ticks in whole steps,
     // so allow a few seconds).
     let started = std::time::Instant::now();
-    assert_eq!(app.next(), None, "closed, not another message");
+    assert_eq!(app.next_event(), None, "closed, not another message");
     assert!(started.elapsed() < Duration::from_secs(5));
 }

@@ -15,7 +15,7 @@ use mio::Waker;
 use portcullis_protocol::store::DeviceId;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TryRecvError, TrySendError};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TrySendError};
 
 /// Event batches that may wait for one shard; beyond it new batches are dropped.
 pub const MAX_QUEUED_EVENT_BATCHES: usize = 4096;
@@ -161,10 +161,8 @@ fn wake(waker: &Waker) {
 
 impl HubInbox {
     pub fn next_control(&self) -> Option<Control> {
-        match self.control.try_recv() {
-            Ok(message) => Some(message),
-            Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
-        }
+        // Empty and disconnected alike: nothing to do this turn.
+        self.control.try_recv().ok()
     }
 
     pub fn next_events(&self) -> Option<EventBatch> {
@@ -308,19 +306,20 @@ mod tests {
 
     #[test]
     fn a_full_event_queue_drops_and_says_how_much() {
-        let poll = mio::Poll::new().unwrap();
-        let waker = Arc::new(Waker::new(poll.registry(), mio::Token(0)).unwrap());
+        let poll = mio::Poll::new().expect("test fixture");
+        let waker = Arc::new(Waker::new(poll.registry(), mio::Token(0)).expect("test fixture"));
         let (hub, inboxes) = Hub::new(&[waker]);
         let event: Arc<str> = Arc::from("{}");
         for _ in 0..MAX_QUEUED_EVENT_BATCHES {
-            hub.send_events(0, vec![(conn(1), event.clone())]).unwrap();
+            hub.send_events(0, vec![(conn(1), event.clone())])
+                .expect("test fixture");
         }
         assert_eq!(
             hub.send_events(0, vec![(conn(1), event.clone()); 3]),
             Err(Undelivered::QueueFull { events: 3 })
         );
         assert!(inboxes[0].next_events().is_some());
-        hub.send_events(0, vec![]).unwrap();
+        hub.send_events(0, vec![]).expect("test fixture");
         assert_eq!(hub.send_events(5, vec![]), Err(Undelivered::ShardGone));
         hub.broadcast(&Control::Unsubscribe {
             device: 1,

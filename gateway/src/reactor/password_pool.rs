@@ -117,8 +117,9 @@ mod tests {
     }
 
     fn hub() -> (Arc<Hub>, super::super::hub::HubInbox, mio::Poll) {
-        let poll = mio::Poll::new().unwrap();
-        let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
+        let poll = mio::Poll::new().expect("test fixture");
+        let waker =
+            Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).expect("test fixture"));
         let (hub, mut inboxes) = Hub::new(&[waker]);
         (hub, inboxes.remove(0), poll)
     }
@@ -136,13 +137,13 @@ mod tests {
     #[test]
     fn verdicts_come_back_to_the_asking_connection() {
         let (hub, inbox, _poll) = hub();
-        let pool = PasswordPool::start(2, hub, by_equality).unwrap();
-        pool.submit(job(1, Some("h"), "h")).unwrap();
+        let pool = PasswordPool::start(2, hub, by_equality).expect("test fixture");
+        pool.submit(job(1, Some("h"), "h")).expect("test fixture");
         let done = next_verdict(&inbox);
         assert_eq!((done.id, done.verdict), (1, PasswordVerdict::Matches));
         assert_eq!(done.conn.generation, 9);
         assert!(done.known_user);
-        pool.submit(job(2, None, "h")).unwrap();
+        pool.submit(job(2, None, "h")).expect("test fixture");
         let done = next_verdict(&inbox);
         assert_eq!(done.verdict, PasswordVerdict::Mismatch);
         assert!(!done.known_user);
@@ -151,7 +152,7 @@ mod tests {
     #[test]
     fn a_full_queue_is_refused_not_grown() {
         let (hub, _inbox, _poll) = hub();
-        let pool = PasswordPool::start(1, hub, slow).unwrap();
+        let pool = PasswordPool::start(1, hub, slow).expect("test fixture");
         let refused = (0..MAX_QUEUED_PASSWORD_CHECKS as u32 + 10)
             .filter(|&id| pool.submit(job(id, None, "h")).is_err())
             .count();

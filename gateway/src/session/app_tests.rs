@@ -22,8 +22,8 @@ impl App {
             input: &[],
             output: &mut out,
         };
-        self.ws.write(&mut pipe, message).unwrap();
-        self.ws.flush(&mut pipe).unwrap();
+        self.ws.write(&mut pipe, message).expect("test fixture");
+        self.ws.flush(&mut pipe).expect("test fixture");
         out
     }
 
@@ -42,7 +42,7 @@ impl App {
         };
         while let Ok(message) = self.ws.read(&mut pipe) {
             if let Message::Text(text) = message {
-                events.push(serde_json::from_str(text.as_str()).unwrap());
+                events.push(serde_json::from_str(text.as_str()).expect("test fixture"));
             }
         }
         self.wire.clear();
@@ -216,7 +216,7 @@ fn an_oversize_message_closes_and_pings_are_answered() {
         output: &mut sink,
     };
     assert_eq!(
-        app.ws.read(&mut pipe).unwrap(),
+        app.ws.read(&mut pipe).expect("test fixture"),
         Message::Pong(vec![7].into())
     );
     let big = "x".repeat(MAX_APP_MESSAGE_BYTES + 1);
@@ -254,7 +254,7 @@ fn a_gateway_side_close_says_why_in_a_close_frame() {
         input: &output,
         output: &mut sink,
     };
-    match app.ws.read(&mut pipe).unwrap() {
+    match app.ws.read(&mut pipe).expect("test fixture") {
         Message::Close(Some(frame)) => {
             assert_eq!(frame.code, CloseCode::Away);
             assert!(frame.reason.contains("120 s"), "{}", frame.reason);

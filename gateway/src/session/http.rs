@@ -108,7 +108,7 @@ mod tests {
             HttpHead::Upgrade { response, .. } | HttpHead::Refuse { response, .. } => response,
             HttpHead::NeedMore => return "need more",
         };
-        std::str::from_utf8(&bytes[9..12]).unwrap()
+        std::str::from_utf8(&bytes[9..12]).expect("test fixture")
     }
 
     #[test]
@@ -118,7 +118,7 @@ mod tests {
         match read_head(&bytes) {
             HttpHead::Upgrade { response, consumed } => {
                 assert_eq!(consumed, UPGRADE.len());
-                let text = String::from_utf8(response).unwrap();
+                let text = String::from_utf8(response).expect("test fixture");
                 assert!(text.starts_with("HTTP/1.1 101 "));
                 // The example of RFC 6455 §1.3.
                 assert!(text.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));

@@ -42,7 +42,7 @@ impl Shard {
         let peer = conn.peer;
         let busy = self.link.outstanding() >= MAX_QUEUED_CALLS;
         match action {
-            AppAction::Close(reason) => return self.close(key, reason),
+            AppAction::Close(reason) => self.close(key, reason),
             AppAction::Unsubscribe { device } => {
                 self.hub.broadcast(&Control::Unsubscribe {
                     device,
