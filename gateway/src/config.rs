@@ -298,6 +298,13 @@ pub struct AppSection {
     pub password_workers: u16,
     /// Devices one app connection may subscribe to. Default 10000.
     pub max_subscriptions: u32,
+    /// Bytes of events that may wait for one app before it is closed as a slow reader. Larger
+    /// than a device's `limits.outbound_queue_bytes`: an app watching thousands of devices gets
+    /// a loop turn's events in one burst. Default 4194304 (4 MiB).
+    pub outbound_queue_bytes: u32,
+    /// SO_SNDBUF of an app connection once its WebSocket opens (the kernel doubles it); devices
+    /// keep the small `limits.socket_send_buffer_bytes`. Default 1048576.
+    pub socket_send_buffer_bytes: u32,
     /// A logged-in app silent for this long (no message, no WebSocket ping) is closed. Default
     /// 120.
     pub idle_timeout_secs: u64,
@@ -338,6 +345,8 @@ impl Default for AppSection {
         Self {
             password_workers: 1,
             max_subscriptions: 10_000,
+            outbound_queue_bytes: 4 * 1024 * 1024,
+            socket_send_buffer_bytes: 1024 * 1024,
             idle_timeout_secs: 120,
             login_block_after_failures: 5,
             login_block_secs: 600,

@@ -16,6 +16,7 @@ pub const LIVE_KEYS: &[&str] = &[
     "shutdown.drain_ms",
     "app.max_subscriptions",
     "app.idle_timeout_secs",
+    "app.outbound_queue_bytes",
 ];
 
 /// The changed keys of a reload, split by whether they apply live.
@@ -95,6 +96,7 @@ pub fn apply_live(running: &Config, new: &Config) -> Config {
     next.shutdown = new.shutdown.clone();
     next.app.max_subscriptions = new.app.max_subscriptions;
     next.app.idle_timeout_secs = new.app.idle_timeout_secs;
+    next.app.outbound_queue_bytes = new.app.outbound_queue_bytes;
     next
 }
 

@@ -61,6 +61,8 @@ pub fn limits_from(config: &Config) -> ShardLimits {
         store_queue_max_writes: l.store_queue_max_writes as usize,
         app_max_subscriptions: config.app.max_subscriptions as usize,
         app_idle_timeout: Duration::from_secs(config.app.idle_timeout_secs),
+        app_outbound_queue_bytes: config.app.outbound_queue_bytes as usize,
+        app_socket_send_buffer_bytes: config.app.socket_send_buffer_bytes as usize,
     }
 }
 

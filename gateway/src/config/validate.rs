@@ -308,8 +308,13 @@ impl Config {
             );
         }
         let app = &self.app;
-        let positive: [(&'static str, u64); 5] = [
+        let positive: [(&'static str, u64); 7] = [
             ("app.password_workers", app.password_workers.into()),
+            ("app.outbound_queue_bytes", app.outbound_queue_bytes.into()),
+            (
+                "app.socket_send_buffer_bytes",
+                app.socket_send_buffer_bytes.into(),
+            ),
             ("app.max_subscriptions", app.max_subscriptions.into()),
             ("app.idle_timeout_secs", app.idle_timeout_secs),
             (

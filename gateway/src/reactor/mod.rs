@@ -48,6 +48,10 @@ pub struct ShardLimits {
     pub app_max_subscriptions: usize,
     /// A logged-in app silent for this long is closed (`app.idle_timeout_secs`).
     pub app_idle_timeout: Duration,
+    /// An app's outbound bound (`app.outbound_queue_bytes`).
+    pub app_outbound_queue_bytes: usize,
+    /// SO_SNDBUF of an app connection (`app.socket_send_buffer_bytes`).
+    pub app_socket_send_buffer_bytes: usize,
 }
 
 /// Counters a shard updates and the main thread (and later the metrics endpoint) reads.

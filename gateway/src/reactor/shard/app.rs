@@ -15,6 +15,18 @@ use portcullis_protocol::store::DeviceId;
 pub const APP_DEVICE_PAGE: u32 = 100;
 
 impl Shard {
+    /// The WebSocket just opened: an app receives streams of events, so its socket gets a
+    /// larger send buffer than a device's.
+    pub(super) fn app_opened(&mut self, key: usize) {
+        let Some(conn) = self.conns.get(key) else {
+            return;
+        };
+        let size = self.limits.app_socket_send_buffer_bytes;
+        if let Err(e) = socket2::SockRef::from(&conn.socket).set_send_buffer_size(size) {
+            tracing::debug!(peer = %conn.peer, error = %e, "cannot enlarge an app's send buffer");
+        }
+    }
+
     /// Hands received bytes to the connection's app session and carries out its decisions.
     pub(super) fn app_receive(&mut self, key: usize, id: ConnId, bytes: &[u8]) {
         let Some(conn) = self.conns.get_mut(key) else {
@@ -439,7 +451,7 @@ impl Shard {
         let before = conn.queued_bytes();
         let failure = match conn.send_frame(&bytes, &mut self.ciphertext) {
             Flush::Failed(e) => Some(CloseReason::Io(e)),
-            Flush::Blocked if conn.queued_bytes() > self.limits.outbound_queue_bytes => {
+            Flush::Blocked if conn.queued_bytes() > self.limits.app_outbound_queue_bytes => {
                 Some(CloseReason::SlowReader {
                     queued: conn.queued_bytes(),
                 })

@@ -220,6 +220,7 @@ impl Shard {
         let mut active = false;
         // Where the app WebSocket's bytes start, when this step reached that stage.
         let mut app_input = None;
+        let mut opened_app = false;
         self.outbox.clear();
         let Some(conn) = self.conns.get_mut(key) else {
             return (input.len(), false);
@@ -330,6 +331,7 @@ impl Shard {
                     HttpHead::Upgrade { response, consumed } => {
                         pos += consumed;
                         self.outbox.raw(&response);
+                        opened_app = true;
                         let session = Box::new(AppSession::new());
                         advance(&mut conn.stage, Transition::WebSocketOpened(session));
                     }
@@ -360,6 +362,9 @@ impl Shard {
             }
         }
         self.apply_outbox(key, id);
+        if opened_app {
+            self.app_opened(key);
+        }
         if let Some(start) = app_input {
             self.app_receive(key, id, &input[start..]);
         }
