@@ -304,7 +304,7 @@ fn client_frames(data: &[u8]) -> Vec<u8> {
 
 /// App WebSocket session: arbitrary client frames (first byte even) or raw bytes (odd), in two
 /// pieces, with any login answered as successful, never panic; everything the session sends is
-/// well-formed server framing whose text messages are JSON events; it never asks the store for
+/// well-formed server framing of JSON events (and pongs); it never asks the store for
 /// more subscriptions than its cap, and never for anything before login.
 pub fn app_session(data: &[u8]) {
     const CAP: usize = 3;
@@ -353,6 +353,8 @@ pub fn app_session(data: &[u8]) {
                 let parsed = serde_json::from_str::<AppEvent>(text.as_str());
                 assert!(parsed.is_ok(), "not an event: {text}");
             }
+            // Pongs answer the app's pings.
+            Ok(tungstenite::Message::Pong(_)) => {}
             Ok(tungstenite::Message::Close(_)) | Err(_) => break,
             Ok(other) => panic!("the session sent {other:?}"),
         }
