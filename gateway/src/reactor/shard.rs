@@ -312,8 +312,17 @@ impl Shard {
         self.link.pump(self.poll.registry(), share);
     }
 
+    /// The connection `id` names, unless its slot was reused since: late events (timers, store
+    /// replies, password verdicts, app events) for a connection that is gone are dropped.
+    fn live(&mut self, id: ConnId) -> Option<&mut Conn> {
+        self.conns
+            .get_mut(id.slot as usize)
+            .filter(|c| c.generation == id.generation)
+    }
+
     fn on_timer(&mut self, id: ConnId) {
         let key = id.slot as usize;
+        // Field access, not `live()`: the timers and clock are used while `conn` is borrowed.
         let Some(conn) = self
             .conns
             .get_mut(key)

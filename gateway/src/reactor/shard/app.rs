@@ -146,11 +146,7 @@ impl Shard {
         };
         let id = *conn;
         let key = id.slot as usize;
-        let Some(conn) = self
-            .conns
-            .get(key)
-            .filter(|c| c.generation == id.generation)
-        else {
+        let Some(conn) = self.live(id) else {
             return;
         };
         let peer = conn.peer;
@@ -260,6 +256,7 @@ impl Shard {
 
     fn password_checked(&mut self, done: PasswordChecked) {
         let key = done.conn.slot as usize;
+        // Field access, not `live()`: the guards and stats are used while `conn` is borrowed.
         let Some(conn) = self
             .conns
             .get_mut(key)
@@ -399,11 +396,7 @@ impl Shard {
         let mut sent = 0;
         for (id, json) in batch {
             let key = id.slot as usize;
-            let Some(conn) = self
-                .conns
-                .get_mut(key)
-                .filter(|c| c.generation == id.generation)
-            else {
+            let Some(conn) = self.live(id) else {
                 continue;
             };
             if let Stage::App(session) = &mut conn.stage {
