@@ -128,6 +128,15 @@ pub fn verify_against_nothing(client_hash: &str) -> PasswordCheck {
     PasswordCheck::Mismatch
 }
 
+/// Checks a login against the user's stored PHC string, or, for an email no user has
+/// (`None`), against a dummy one, so both failures take equally long.
+pub fn check(stored_phc: Option<&str>, client_hash: &str) -> PasswordCheck {
+    match stored_phc {
+        Some(phc) => verify(phc, client_hash),
+        None => verify_against_nothing(client_hash),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,9 +10,8 @@ use crate::logging::LogControl;
 use crate::metrics::http::{self, BearerToken};
 use crate::metrics::store::StoreStatsSource;
 use crate::metrics::{GatewayMetrics, GlobalMetrics};
-use crate::password::{self, PasswordCheck};
+use crate::password;
 use crate::reactor::admission::{Admission, AdmissionLimits, Guards};
-use crate::reactor::hub::PasswordVerdict;
 use crate::reactor::{Reactor, ReactorSetup, ShardLimits, ShardStats, listener};
 use crate::reload;
 use crate::session::throttle::{LoginThrottle, ThrottleLimits};
@@ -63,20 +62,6 @@ pub fn limits_from(config: &Config) -> ShardLimits {
         app_idle_timeout: Duration::from_secs(config.app.idle_timeout_secs),
         app_outbound_queue_bytes: config.app.outbound_queue_bytes as usize,
         app_socket_send_buffer_bytes: config.app.socket_send_buffer_bytes as usize,
-    }
-}
-
-/// How the password workers check an app login: argon2id against the stored PHC string, and
-/// for an unknown email against a dummy one, so both failures take equally long.
-fn check_app_password(stored_phc: Option<&str>, client_hash: &str) -> PasswordVerdict {
-    let Some(phc) = stored_phc else {
-        password::verify_against_nothing(client_hash);
-        return PasswordVerdict::Mismatch;
-    };
-    match password::verify(phc, client_hash) {
-        PasswordCheck::Matches => PasswordVerdict::Matches,
-        PasswordCheck::Mismatch => PasswordVerdict::Mismatch,
-        PasswordCheck::Unusable => PasswordVerdict::Unusable,
     }
 }
 
@@ -256,7 +241,7 @@ pub fn serve(config: Config, context: ServeContext) -> anyhow::Result<()> {
         limits: limits_from(&config),
         guards: Arc::new(guards_from(&config)),
         password_workers: usize::from(config.app.password_workers),
-        verify_password: check_app_password,
+        verify_password: password::check,
     })?;
     let bearer_token: BearerToken = Arc::new(ArcSwapOption::new(
         config.metrics.bearer_token.clone().map(Arc::new),

@@ -11,6 +11,7 @@
 //! shard falls that far behind, batches are dropped and counted rather than queued without end.
 
 use super::conn::ConnId;
+use crate::password::PasswordCheck;
 use mio::Waker;
 use portcullis_protocol::store::DeviceId;
 use std::collections::HashMap;
@@ -27,16 +28,6 @@ pub struct Subscriber {
     pub conn: ConnId,
 }
 
-/// What a password worker concluded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PasswordVerdict {
-    Matches,
-    /// Wrong hash, or no such user (checked against a dummy hash, so both take as long).
-    Mismatch,
-    /// The stored hash cannot be read: an operator must reset the password.
-    Unusable,
-}
-
 /// A password check done by a worker, for the app connection that asked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PasswordChecked {
@@ -46,7 +37,7 @@ pub struct PasswordChecked {
     pub org: String,
     /// Whether a user with this email exists (told apart in the security log, never to the app).
     pub known_user: bool,
-    pub verdict: PasswordVerdict,
+    pub verdict: PasswordCheck,
 }
 
 /// A message for a shard's control channel.
@@ -189,24 +180,21 @@ impl Fanout {
         }
     }
 
-    /// Applies a subscribe or unsubscribe (other control messages are not the table's).
-    pub fn apply(&mut self, message: &Control) {
-        match message {
-            Control::Subscribe { device, subscriber } => {
-                let list = self.subscribers.entry(*device).or_default();
-                if !list.contains(subscriber) {
-                    list.push(*subscriber);
-                }
+    /// Records a subscription (a repeated one counts once).
+    pub fn subscribe(&mut self, device: DeviceId, subscriber: Subscriber) {
+        let list = self.subscribers.entry(device).or_default();
+        if !list.contains(&subscriber) {
+            list.push(subscriber);
+        }
+    }
+
+    /// Forgets a subscription; the device's entry goes with its last subscriber.
+    pub fn unsubscribe(&mut self, device: DeviceId, subscriber: Subscriber) {
+        if let Some(list) = self.subscribers.get_mut(&device) {
+            list.retain(|s| *s != subscriber);
+            if list.is_empty() {
+                self.subscribers.remove(&device);
             }
-            Control::Unsubscribe { device, subscriber } => {
-                if let Some(list) = self.subscribers.get_mut(device) {
-                    list.retain(|s| s != subscriber);
-                    if list.is_empty() {
-                        self.subscribers.remove(device);
-                    }
-                }
-            }
-            Control::PasswordChecked(_) => {}
         }
     }
 
@@ -275,10 +263,7 @@ mod tests {
         };
         assert!(fanout.is_empty());
         for subscriber in [here, there, there] {
-            fanout.apply(&Control::Subscribe {
-                device: 42,
-                subscriber,
-            });
+            fanout.subscribe(42, subscriber);
         }
         assert!(fanout.has_subscribers(42));
         assert!(!fanout.has_subscribers(43));
@@ -293,14 +278,8 @@ mod tests {
         let remote: Vec<_> = fanout.take_remote().collect();
         assert_eq!(remote, vec![(2, vec![(conn(7), event.clone())])]);
         assert_eq!(fanout.take_remote().count(), 0, "batches are taken once");
-        fanout.apply(&Control::Unsubscribe {
-            device: 42,
-            subscriber: here,
-        });
-        fanout.apply(&Control::Unsubscribe {
-            device: 42,
-            subscriber: there,
-        });
+        fanout.unsubscribe(42, here);
+        fanout.unsubscribe(42, there);
         assert!(fanout.is_empty(), "the last unsubscribe removes the device");
     }
 

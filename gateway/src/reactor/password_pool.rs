@@ -5,7 +5,8 @@
 //! costs at most the pool's threads and queue, never the shards' latency.
 
 use super::conn::ConnId;
-use super::hub::{Control, Hub, PasswordChecked, PasswordVerdict};
+use super::hub::{Control, Hub, PasswordChecked};
+use crate::password::PasswordCheck;
 use std::io;
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
@@ -15,7 +16,7 @@ pub const MAX_QUEUED_PASSWORD_CHECKS: usize = 256;
 
 /// Checks a client hash against the stored PHC string; `None` means no such user, and must cost
 /// as long as a real check (no telling unknown emails from wrong passwords by timing).
-pub type Verifier = fn(stored_phc: Option<&str>, client_hash: &str) -> PasswordVerdict;
+pub type Verifier = fn(stored_phc: Option<&str>, client_hash: &str) -> PasswordCheck;
 
 /// One check for a worker.
 #[derive(Debug)]
@@ -89,16 +90,16 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    fn by_equality(stored: Option<&str>, hash: &str) -> PasswordVerdict {
+    fn by_equality(stored: Option<&str>, hash: &str) -> PasswordCheck {
         match stored {
-            Some(stored) if stored == hash => PasswordVerdict::Matches,
-            Some(_) | None => PasswordVerdict::Mismatch,
+            Some(stored) if stored == hash => PasswordCheck::Matches,
+            Some(_) | None => PasswordCheck::Mismatch,
         }
     }
 
-    fn slow(_: Option<&str>, _: &str) -> PasswordVerdict {
+    fn slow(_: Option<&str>, _: &str) -> PasswordCheck {
         std::thread::sleep(Duration::from_millis(50));
-        PasswordVerdict::Mismatch
+        PasswordCheck::Mismatch
     }
 
     fn job(id: u32, stored: Option<&str>, hash: &str) -> PasswordJob {
@@ -140,12 +141,12 @@ mod tests {
         let pool = PasswordPool::start(2, hub, by_equality).expect("test fixture");
         pool.submit(job(1, Some("h"), "h")).expect("test fixture");
         let done = next_verdict(&inbox);
-        assert_eq!((done.id, done.verdict), (1, PasswordVerdict::Matches));
+        assert_eq!((done.id, done.verdict), (1, PasswordCheck::Matches));
         assert_eq!(done.conn.generation, 9);
         assert!(done.known_user);
         pool.submit(job(2, None, "h")).expect("test fixture");
         let done = next_verdict(&inbox);
-        assert_eq!(done.verdict, PasswordVerdict::Mismatch);
+        assert_eq!(done.verdict, PasswordCheck::Mismatch);
         assert!(!done.known_user);
     }
 

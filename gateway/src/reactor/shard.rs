@@ -576,6 +576,23 @@ fn requeue(total: &mut usize, before: usize, after: usize) {
     *total = total.saturating_sub(before) + after;
 }
 
+/// Moves a connection's deadline to `timeout` from now after activity. The wheel is armed again
+/// only when the new deadline is nearer than the entry it holds; a later one is re-armed when
+/// that entry fires (see `on_timer`), so steady traffic costs no wheel insert per message.
+fn push_deadline(
+    timers: &mut TimerWheel,
+    conn: &mut Conn,
+    id: ConnId,
+    now: Instant,
+    timeout: Duration,
+) {
+    conn.deadline = timers.deadline_after(now, timeout);
+    if conn.deadline < conn.armed {
+        conn.armed = conn.deadline;
+        timers.schedule(id, conn.deadline);
+    }
+}
+
 fn advance(stage: &mut Stage, transition: Transition) {
     let current = std::mem::replace(stage, Stage::Sniff);
     *stage = current.upgrade(transition);

@@ -65,7 +65,6 @@ enum AppState {
 
 #[derive(Debug)]
 struct AppUser {
-    email: String,
     org: String,
     subscriptions: HashSet<DeviceId>,
     /// Subscribe requests waiting for the store; they count against the cap, so an app cannot
@@ -142,13 +141,6 @@ impl AppSession {
         }
         .into_iter()
         .flatten()
-    }
-
-    pub fn email(&self) -> Option<&str> {
-        match &self.state {
-            AppState::LoggedIn(user) => Some(&user.email),
-            _ => None,
-        }
     }
 
     /// The logged-in user's organization: the only one whose devices it may see.
@@ -297,11 +289,10 @@ impl AppSession {
         };
         self.send(&AppEvent::LoggedIn {
             id,
-            email: email.clone(),
+            email,
             org: org.clone(),
         });
         self.state = AppState::LoggedIn(AppUser {
-            email,
             org,
             subscriptions: HashSet::new(),
             pending: 0,

@@ -4,7 +4,8 @@
 //! per loop turn, delivered on the shard where the app is.
 
 use super::*;
-use crate::reactor::hub::{Control, PasswordChecked, PasswordVerdict, Subscriber, Undelivered};
+use crate::password::PasswordCheck;
+use crate::reactor::hub::{Control, PasswordChecked, Subscriber, Undelivered};
 use crate::reactor::password_pool::PasswordJob;
 use crate::session::{AppAction, AppSession};
 use portcullis_protocol::app::{AppDevice, AppErrorCode, AppEvent, normalize_email};
@@ -246,7 +247,12 @@ impl Shard {
         while let Some(message) = self.inbox.next_control() {
             match message {
                 Control::PasswordChecked(done) => self.password_checked(done),
-                other => self.fanout.apply(&other),
+                Control::Subscribe { device, subscriber } => {
+                    self.fanout.subscribe(device, subscriber)
+                }
+                Control::Unsubscribe { device, subscriber } => {
+                    self.fanout.unsubscribe(device, subscriber)
+                }
             }
         }
         while let Some(batch) = self.inbox.next_events() {
@@ -269,7 +275,7 @@ impl Shard {
             return;
         };
         match done.verdict {
-            PasswordVerdict::Matches => {
+            PasswordCheck::Matches => {
                 tracing::info!(shard = self.index, %peer, email = %done.email, org = %done.org,
                     "app logged in");
                 self.guards.app_accounts().clear(&done.email);
@@ -283,8 +289,8 @@ impl Shard {
                 );
                 self.app_active(key, done.conn);
             }
-            PasswordVerdict::Mismatch | PasswordVerdict::Unusable => {
-                let why = if done.verdict == PasswordVerdict::Unusable {
+            PasswordCheck::Mismatch | PasswordCheck::Unusable => {
+                let why = if done.verdict == PasswordCheck::Unusable {
                     tracing::error!(email = %done.email,
                         "stored password hash unreadable; reset this user's password");
                     "stored password hash unreadable"
@@ -470,15 +476,9 @@ impl Shard {
     /// A logged-in app did something: its idle deadline moves (and is armed sooner when the
     /// idle timeout is shorter than what the wheel holds for it, e.g. the login deadline).
     fn app_active(&mut self, key: usize, id: ConnId) {
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
-        conn.deadline = self
-            .timers
-            .deadline_after(self.now, self.limits.app_idle_timeout);
-        if conn.deadline < conn.armed {
-            conn.armed = conn.deadline;
-            self.timers.schedule(id, conn.deadline);
+        if let Some(conn) = self.conns.get_mut(key) {
+            let timeout = self.limits.app_idle_timeout;
+            push_deadline(&mut self.timers, conn, id, self.now, timeout);
         }
     }
 

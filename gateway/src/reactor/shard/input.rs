@@ -355,11 +355,7 @@ impl Shard {
         }
         if active && let Stage::Device(session) = &conn.stage {
             let timeout = session.heartbeat_timeout(&self.limits.session);
-            conn.deadline = self.timers.deadline_after(self.now, timeout);
-            if conn.deadline < conn.armed {
-                conn.armed = conn.deadline;
-                self.timers.schedule(id, conn.deadline);
-            }
+            push_deadline(&mut self.timers, conn, id, self.now, timeout);
         }
         self.apply_outbox(key, id);
         if opened_app {
