@@ -1,5 +1,6 @@
 //! Parsing of frame bodies: NUL-separated arguments, HARDWARE pin operations, HARDWARE_SYNC pin
-//! lists, PROPERTY updates and the INTERNAL device-info message (reference §1.4 and §1.7).
+//! lists, PROPERTY updates and the INTERNAL device-info message (docs/reference/blynk-protocol.md
+//! §1.4 and §1.7).
 //!
 //! Everything here borrows from the frame body and returns a typed decision or a `BodyError`
 //! that names what was wrong, so a session can answer `ILLEGAL_COMMAND` and keep going.
@@ -46,9 +47,10 @@ pub enum BodyError {
     UnknownProperty(String),
 }
 
-/// The widget properties a device may set (reference §3, the server's `WidgetProperty` list, plus
-/// `isDisabled` and `isHidden` from Blynk 2.0). Anything else is refused: every accepted name is a
-/// stored row per pin, so an open set would let one device grow the database without bound.
+/// The widget properties a device may set (docs/reference/blynk-protocol.md §3: the legacy
+/// server's `WidgetProperty` list, plus `isDisabled` and `isHidden` from Blynk 2.0). Anything else
+/// is refused: every accepted name is a stored row per pin, so an open set would let one device
+/// grow the database without bound.
 pub const WIDGET_PROPERTIES: &[&str] = &[
     "label",
     "color",

@@ -1,4 +1,5 @@
-//! The Blynk hardware command and status code tables (reference §1.2 and §1.3) as enums.
+//! The Blynk hardware command and status code tables (docs/reference/blynk-protocol.md §1.2 and
+//! §1.3) as enums.
 //!
 //! Both enums keep an `Unknown` variant so that a frame with a code we do not know still decodes: the
 //! session answers it with `ILLEGAL_COMMAND` instead of losing its place in the byte stream.
@@ -9,7 +10,7 @@ macro_rules! code_enum {
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         pub enum $name {
             $($(#[$vmeta])* $variant,)*
-            /// A code outside the reference table; carried verbatim.
+            /// A code this table does not name; carried verbatim.
             Unknown($repr),
         }
 

@@ -186,7 +186,7 @@ mod tests {
 
     #[test]
     fn decodes_the_reference_examples() {
-        // Blynk.virtualWrite(5, 42) from the reference §1.4.
+        // Blynk.virtualWrite(5, 42) from docs/reference/blynk-protocol.md §1.4.
         let bytes = [
             0x14, 0x00, 0x03, 0x00, 0x07, b'v', b'w', 0, b'5', 0, b'4', b'2',
         ];

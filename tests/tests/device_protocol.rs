@@ -218,9 +218,10 @@ fn a_last_write_sent_with_the_fin_is_stored_and_the_device_goes_offline_at_once(
     }
 }
 
-/// The per-connection message quota (reference §1.10) end to end: a device sending faster than
-/// its quota has the excess frames dropped whole, is told once with QUOTA_LIMIT carrying the
-/// first dropped frame's id, stays connected, and is served again once its bucket refills.
+/// The per-connection message quota (docs/reference/blynk-protocol.md §1.10) end to end: a device
+/// sending faster than its quota has the excess frames dropped whole, is told once with
+/// QUOTA_LIMIT carrying the first dropped frame's id, stays connected, and is served again once
+/// its bucket refills.
 #[test]
 fn a_device_over_its_message_quota_is_told_once_and_its_excess_frames_are_dropped() {
     const BURST: usize = 20;
