@@ -19,4 +19,3 @@ pub mod store_endpoint;
 pub mod supervisor;
 pub mod systemd;
 pub mod tls;
-pub mod token;
