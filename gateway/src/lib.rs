@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod admin_store;
 pub mod admin_user;
+pub mod cli;
 pub mod config;
 pub mod logging;
 pub mod metrics;
