@@ -13,10 +13,10 @@
 use portcullis_e2e::Gateway;
 use portcullis_e2e::device::client_config;
 use portcullis_gateway::store_client::StoreClient;
-use portcullis_gateway::token::DeviceToken;
 use portcullis_protocol::Command;
 use portcullis_protocol::frame;
 use portcullis_protocol::store::{ClientRole, Request, Response};
+use portcullis_protocol::token::DeviceToken;
 use rustls::pki_types::ServerName;
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -7,12 +7,12 @@
 
 use crate::config::Config;
 use crate::store_client::StoreClient;
-use crate::token::DeviceToken;
 use anyhow::{Context, anyhow, bail};
 use portcullis_protocol::body::{DeviceInfo, PinAddr, SEPARATOR};
 use portcullis_protocol::store::{
     ClientRole, DeviceId, DeviceRecord, PinValue, Request, Response, StoreError,
 };
+use portcullis_protocol::token::DeviceToken;
 use serde::Serialize;
 use std::io::Write;
 use std::path::PathBuf;
@@ -572,9 +572,9 @@ pub(crate) fn write_table<const N: usize>(
 mod tests {
     use super::*;
     use crate::store_client::fake_store::serving;
-    use crate::token::{is_plausible_token, token_hash};
     use portcullis_protocol::body::PinKind;
     use portcullis_protocol::store::TokenHash;
+    use portcullis_protocol::token::{is_plausible_token, token_hash};
     use std::sync::{Arc, Mutex};
 
     /// An in-memory store with `devices` devices (ids 1..), device 1 having two pins; records

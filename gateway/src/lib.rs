@@ -1,14 +1,14 @@
 //! The Portcullis gateway library: configuration, TLS, the store link and supervisor, the admin
-//! CLI, the sharded mio reactor and the device sessions. The `portcullis` binary is a thin CLI over
+//! CLI (on the operations crate), the sharded mio reactor and the device sessions. The `portcullis` binary is a thin CLI over
 //! this crate.
 
 pub mod admin;
 pub mod admin_store;
 pub mod admin_user;
+pub mod cli;
 pub mod config;
 pub mod logging;
 pub mod metrics;
-pub mod password;
 pub mod reactor;
 pub mod reload;
 pub mod security;
@@ -19,4 +19,7 @@ pub mod store_endpoint;
 pub mod supervisor;
 pub mod systemd;
 pub mod tls;
-pub mod token;
+
+/// Password hashing lives in the operations crate; re-exported so `crate::password` keeps
+/// naming it for the reactor's password workers until they call `portcullis_operations::login`.
+pub use portcullis_operations::password;

@@ -6,9 +6,9 @@
 
 use crate::tokens::TokenLine;
 use portcullis_gateway::store_client::{StoreClient, StoreClientError};
-use portcullis_gateway::token::DeviceToken;
 use portcullis_protocol::body::{PinAddr, PinKind};
 use portcullis_protocol::store::{ClientRole, Request, Response, StoreError};
+use portcullis_protocol::token::DeviceToken;
 use std::path::Path;
 use std::time::{Duration, Instant};
 use thiserror::Error;
@@ -28,7 +28,7 @@ pub enum StoreOpError {
         answer: String,
     },
     #[error("could not generate a token: {0}")]
-    Token(#[from] portcullis_gateway::token::TokenError),
+    Token(#[from] portcullis_protocol::token::TokenError),
 }
 
 /// What `provision` did.

@@ -71,7 +71,7 @@ pub fn read(path: &Path, want: Option<usize>) -> Result<Vec<TokenLine>, TokenFil
             .parse::<u64>()
             .map_err(|_| malformed("the device id is not a number"))?;
         let token = token.trim();
-        if !portcullis_gateway::token::is_plausible_token(token.as_bytes()) {
+        if !portcullis_protocol::token::is_plausible_token(token.as_bytes()) {
             return Err(malformed("the token is not 32 base64url characters"));
         }
         devices.push(TokenLine {

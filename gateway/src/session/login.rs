@@ -2,9 +2,9 @@
 //! older libraries) carrying a plausible token. The token is hashed here and only the hash goes to
 //! the store.
 
-use crate::token::{is_plausible_token, token_hash};
 use portcullis_protocol::frame::Frame;
 use portcullis_protocol::store::TokenHash;
+use portcullis_protocol::token::{is_plausible_token, token_hash};
 
 /// What to do with the first frame of a connection.
 #[derive(Debug, Clone, PartialEq, Eq)]

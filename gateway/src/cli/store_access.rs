@@ -1,0 +1,73 @@
+//! The blocking [`StoreClient`] as the link operations run on ([`StoreAccess`]), for the admin
+//! CLI, the load generator's provisioning and the gateway's worker threads. Failures of the link
+//! keep the client's own error (and so its messages and hints) inside the [`LinkError`].
+//!
+//! This impl belongs next to `StoreClient` itself; it sits here while the client moves into its
+//! own crate.
+
+use crate::store_client::StoreClient;
+use portcullis_operations::{LinkError, StoreAccess};
+use portcullis_protocol::store::{Request, Response, StoreError};
+
+impl StoreAccess for StoreClient {
+    fn call_many(
+        &mut self,
+        requests: Vec<Request>,
+    ) -> Result<Vec<Result<Response, StoreError>>, LinkError> {
+        StoreClient::call_many(self, requests).map_err(LinkError::new)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::store_client::StoreClient;
+    use crate::store_client::fake_store::{serving, spawn};
+    use portcullis_operations::{Fault, OperationError, Principal, devices};
+    use portcullis_protocol::store::{
+        ClientRole, DeviceRecord, Request, Response, ServerHello, StoreError, WIRE_VERSION,
+    };
+    use std::time::Duration;
+
+    const TIMEOUT: Duration = Duration::from_secs(5);
+
+    #[test]
+    fn operations_run_on_the_blocking_client_and_keep_its_errors() {
+        let (_dir, path, server) = serving(|request| match request {
+            Request::GetDevice { device: 1 } => Ok(Response::Device(DeviceRecord {
+                id: 1,
+                org: "a".into(),
+                template: "T".into(),
+                name: "n".into(),
+                created_ms: 0,
+                sessions: 0,
+                last_seen_ms: None,
+                last_addr: None,
+                info: None,
+            })),
+            _ => Err(StoreError::NotFound("device".into())),
+        });
+        let mut client = StoreClient::connect(&path, ClientRole::Admin, TIMEOUT).expect("connects");
+        let ann = Principal::member("ann@a.example", "a");
+        assert_eq!(devices::get(&mut client, &ann, 1).expect("visible").id, 1);
+        let bob = Principal::member("bob@b.example", "b");
+        assert!(matches!(
+            devices::get(&mut client, &bob, 1),
+            Err(OperationError::NotFound(_))
+        ));
+        drop(client);
+        server.join().expect("server ok");
+
+        // A store that hangs up: the operation's error is the client's, word for word.
+        let accepted = ServerHello::Accepted {
+            version: WIRE_VERSION,
+        };
+        let (_dir, path, _server) = spawn(accepted, |_| None);
+        let mut client = StoreClient::connect(&path, ClientRole::Admin, TIMEOUT).expect("connects");
+        let error = devices::get(&mut client, &Principal::Operator, 1).expect_err("hung up");
+        assert_eq!(error.fault(), Fault::StoreUnavailable);
+        assert!(
+            error.to_string().contains("closed the connection"),
+            "{error}"
+        );
+    }
+}
