@@ -3,7 +3,8 @@
 //! Run: `cargo bench -p portcullis-bench --bench frame_codec`.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use portcullis_gateway::session::{DeviceSession, Outbox};
+use portcullis_gateway::protocols::Outbox;
+use portcullis_gateway::protocols::blynk::device::DeviceSession;
 use portcullis_protocol::Command;
 use portcullis_protocol::frame::{self, Decoded};
 use std::hint::black_box;
@@ -64,7 +65,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let mut pos = 0;
             while let Ok(Decoded::Frame { frame, consumed }) = frame::decode(&bytes[pos..], 4096) {
-                session.on_frame(&frame, &mut outbox);
+                black_box(session.on_frame(&frame, &mut outbox));
                 pos += consumed;
             }
             let frames = outbox.frames().count();

@@ -6,7 +6,7 @@
 //! Run: `cargo bench -p portcullis-bench --bench timer_wheel`.
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use portcullis_gateway::reactor::conn::ConnId;
+use portcullis_gateway::conn::ConnId;
 use portcullis_gateway::reactor::timer::{TICK, TimerWheel};
 use std::hint::black_box;
 use std::time::{Duration, Instant};

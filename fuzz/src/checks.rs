@@ -4,10 +4,12 @@
 //! the stable corpus replay (`gateway/tests/fuzz_corpus.rs`, which includes this file by path).
 
 use portcullis_gateway::config::Config;
-use portcullis_gateway::session::http::{self, HttpHead};
-use portcullis_gateway::session::{
-    AppAction, AppSession, DeviceSession, Outbox, SessionLimits, Sniffed, SyncFilter, sniff,
-};
+use portcullis_gateway::conn::Transport;
+use portcullis_gateway::conn::select::{Selection, select};
+use portcullis_gateway::protocols::Outbox;
+use portcullis_gateway::protocols::app_ws::session::{AppAction, AppSession};
+use portcullis_gateway::protocols::blynk::device::{DeviceSession, SessionLimits, SyncFilter};
+use portcullis_gateway::protocols::http::upgrade::{self as http, HttpHead};
 use portcullis_protocol::app::AppEvent;
 use portcullis_protocol::body::{self, Internal, MAX_INFO_FIELD_LEN};
 use portcullis_protocol::frame::{self, Decoded, HEADER_LEN, Payload};
@@ -72,7 +74,7 @@ pub fn session_step(data: &[u8]) {
     let mut stream = data;
     while let Ok(Decoded::Frame { frame, consumed }) = frame::decode(stream, 4096) {
         out.clear();
-        session.on_frame(&frame, &mut out);
+        let _call = session.on_frame(&frame, &mut out);
         check_outbox(&out);
         assert!(session.heartbeat_timeout(&limits).as_secs() >= 1);
         stream = &stream[consumed..];
@@ -138,15 +140,16 @@ pub fn info_message(data: &[u8]) {
     assert!(body::split_args(data).count() <= data.len() + 1);
 }
 
-/// Protocol sniffer: a definite answer never changes when more bytes arrive.
+/// Protocol selector on the plain port: a definite answer never changes when more bytes arrive.
 pub fn sniffer(data: &[u8]) {
-    let full = sniff(data);
+    let choose = |bytes: &[u8]| select(Transport::Plain, None, bytes);
+    let full = choose(data);
     let mut settled = None;
     for cut in 0..=data.len().min(16) {
-        let got = sniff(&data[..cut]);
-        match settled {
-            Some(answer) => assert_eq!(got, answer, "changed after {cut} bytes"),
-            None if got != Sniffed::NeedMore => settled = Some(got),
+        let got = choose(&data[..cut]);
+        match &settled {
+            Some(answer) => assert_eq!(&got, answer, "changed after {cut} bytes"),
+            None if got != Selection::NeedMore => settled = Some(got),
             None => {}
         }
     }
@@ -222,7 +225,7 @@ fn tls_config() -> std::sync::Arc<rustls::ServerConfig> {
 /// ciphertext, cut into pieces whose sizes the first byte picks, never panics, never yields
 /// application data without a handshake, and never holds more than one record's worth of bytes.
 pub fn tls_session(data: &[u8]) {
-    use portcullis_gateway::reactor::tls_session::{MAX_PARTIAL_RECORD, TlsSession};
+    use portcullis_gateway::conn::tls::{MAX_PARTIAL_RECORD, TlsSession};
     let (piece, rest) = match data {
         [first, rest @ ..] => (usize::from(*first).max(1), rest),
         [] => return,

@@ -1,24 +1,38 @@
-//! The Portcullis gateway library: configuration, TLS, the store link and supervisor, the admin
-//! CLI (on the operations crate), the sharded mio reactor and the device sessions. The `portcullis` binary is a thin CLI over
-//! this crate.
+//! The Portcullis gateway library; the `portcullis` binary is a thin CLI over it. The folders
+//! show the architecture (docs/architecture.md):
+//!
+//! - `reactor/`: the sharded mio event loop: accept, socket IO, TLS, buffers, timers, the store
+//!   link and the worker pools. It knows no protocol's business.
+//! - `conn/`: a connection below any protocol: its state machine, the protocol selector, close
+//!   reasons, and the TLS and WebSocket byte layers.
+//! - `protocols/`: one folder per protocol served (Blynk device, HTTP, app WebSocket), each a
+//!   sans-IO session plus the adapter the reactor calls; `protocols/mod.rs` is the registry.
+//! - `bus`: device events across shards (who watches which device).
+//! - `guard/`: abuse defences (admission, login throttles) and the security log.
+//! - `config/`, `tls/`, `metrics/`: configuration, certificates, counters and the metrics port.
+//! - `daemon/`: the process's life (start-up order, signals, the child store, systemd, logging).
+//! - `cli/`, `admin*.rs`: the admin CLI, on the operations crate (`portcullis_operations`).
 
 pub mod admin;
 pub mod admin_store;
 pub mod admin_user;
+pub mod bus;
 pub mod cli;
 pub mod config;
-pub mod logging;
+pub mod conn;
+pub mod daemon;
+pub mod guard;
 pub mod metrics;
+pub mod protocols;
 pub mod reactor;
-pub mod reload;
-pub mod security;
-pub mod serve;
-pub mod session;
 pub mod store_client;
 pub mod store_endpoint;
-pub mod supervisor;
-pub mod systemd;
 pub mod tls;
+
+/// Old paths of the security log and the logging set-up, for the admin CLI files until they move
+/// to `cli/`.
+pub use daemon::logging;
+pub use guard::security_log as security;
 
 /// Password hashing lives in the operations crate; re-exported so `crate::password` keeps
 /// naming it for the reactor's password workers until they call `portcullis_operations::login`.

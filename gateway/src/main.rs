@@ -4,7 +4,7 @@
 use clap::{Parser, Subcommand};
 use portcullis_gateway::admin::{self, AdminArgs};
 use portcullis_gateway::config::{Config, LogFormat};
-use portcullis_gateway::serve::{Overrides, ServeContext};
+use portcullis_gateway::daemon::serve::{Overrides, ServeContext};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -106,11 +106,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut config = Config::load(args.config.as_deref())?;
     overrides.apply(&mut config);
     config.validate(args.config.as_deref())?;
-    let log = portcullis_gateway::logging::init(&config)?;
+    let log = portcullis_gateway::daemon::logging::init(&config)?;
     let context = ServeContext {
         config_path: args.config,
         overrides,
         log,
     };
-    portcullis_gateway::serve::serve(config, context)
+    portcullis_gateway::daemon::serve::serve(config, context)
 }

@@ -3,7 +3,7 @@
 //! failure names the key and the rule, so `portcullis check-config` can say what to change.
 
 use super::*;
-use crate::session::quota::MAX_QUOTA;
+use crate::protocols::blynk::quota::MAX_QUOTA;
 use portcullis_protocol::store::option_ranges;
 
 /// Most password workers `app.password_workers` may ask for: each check holds ~19 MiB while it

@@ -8,13 +8,12 @@ pub mod http;
 pub mod shard;
 pub mod store;
 
-use crate::reactor::ShardStats;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use protocol_names::command_label;
-use shard::{ConnState, LoginResult, Rejection, ShardMetrics, TlsVersion, Transport};
+use shard::{ConnState, Counter, LoginResult, Rejection, ShardMetrics, TlsVersion, Transport};
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -89,7 +88,7 @@ impl GlobalMetrics {
 #[derive(Debug, Clone)]
 pub struct GatewayMetrics {
     pub global: Arc<GlobalMetrics>,
-    pub shards: Vec<(Arc<ShardMetrics>, Arc<ShardStats>)>,
+    pub shards: Vec<Arc<ShardMetrics>>,
     /// Where the store's own counters come from; `None` leaves them out (unit tests).
     pub store: Option<Arc<store::StoreStatsSource>>,
 }
@@ -126,7 +125,7 @@ impl GatewayMetrics {
         let shards_down = self
             .shards
             .iter()
-            .filter(|(m, _)| m.store_link_up.load(Ordering::Relaxed) == 0)
+            .filter(|m| m.store_link_up.load(Ordering::Relaxed) == 0)
             .count();
         if shards_down > 0 {
             return Readiness::StoreUnreachable { shards_down };
@@ -134,15 +133,14 @@ impl GatewayMetrics {
         Readiness::Ready
     }
 
-    fn sum(&self, pick: impl Fn(&ShardMetrics) -> u64) -> u64 {
-        self.shards.iter().map(|(m, _)| pick(m)).sum()
+    /// Sum of a value over every shard.
+    pub fn sum(&self, pick: impl Fn(&ShardMetrics) -> u64) -> u64 {
+        self.shards.iter().map(|m| pick(m)).sum()
     }
 
-    fn sum_stats(&self, pick: impl Fn(&ShardStats) -> &AtomicU64) -> u64 {
-        self.shards
-            .iter()
-            .map(|(_, s)| pick(s).load(Ordering::Relaxed))
-            .sum()
+    /// Sum of one counter over every shard.
+    pub fn total(&self, pick: impl Fn(&ShardMetrics) -> &Counter) -> u64 {
+        self.sum(|m| pick(m).get())
     }
 }
 
@@ -183,12 +181,12 @@ fn histogram_family(
     encoder: &mut DescriptorEncoder,
     name: &str,
     help: &str,
-    shards: &[(Arc<ShardMetrics>, Arc<ShardStats>)],
+    shards: &[Arc<ShardMetrics>],
     pick: impl Fn(&ShardMetrics) -> &shard::AtomicHistogram,
     scale: f64,
 ) -> fmt::Result {
     let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
-    for (m, _) in shards {
+    for m in shards {
         let (buckets, sum, count) = pick(m).snapshot(scale);
         let shard = m.index.to_string();
         metric
@@ -199,24 +197,41 @@ fn histogram_family(
 }
 
 fn per_shard(
-    shards: &[(Arc<ShardMetrics>, Arc<ShardStats>)],
+    shards: &[Arc<ShardMetrics>],
     pick: impl Fn(&ShardMetrics) -> u64,
 ) -> Vec<([(&'static str, String); 1], f64)> {
     shards
         .iter()
-        .map(|(m, _)| ([("shard", m.index.to_string())], pick(m) as f64))
+        .map(|m| ([("shard", m.index.to_string())], pick(m) as f64))
         .collect()
 }
 
 impl Collector for GatewayMetrics {
     fn encode(&self, mut e: DescriptorEncoder) -> fmt::Result {
+        self.encode_connections(&mut e)?;
+        self.encode_devices(&mut e)?;
+        self.encode_apps(&mut e)?;
+        self.encode_store_link(&mut e)?;
+        self.encode_tls(&mut e)?;
+        self.encode_process(&mut e)?;
+        match &self.store {
+            Some(source) => store::encode(&mut e, source.fetch().as_ref()),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The families, one group per concern.
+impl GatewayMetrics {
+    /// Open connections by transport and state, and the ones turned away.
+    fn encode_connections(&self, e: &mut DescriptorEncoder) -> fmt::Result {
         let mut rows = Vec::new();
         for transport in Transport::ALL {
             for state in ConnState::ALL {
                 let n: i64 = self
                     .shards
                     .iter()
-                    .map(|(m, _)| m.connections(transport, state))
+                    .map(|m| m.connections(transport, state))
                     .sum();
                 rows.push((
                     [("transport", transport.label()), ("state", state.label())],
@@ -225,13 +240,41 @@ impl Collector for GatewayMetrics {
             }
         }
         gauge_family(
-            &mut e,
+            e,
             names::CONNECTIONS,
             "Open client connections by transport and state",
             rows,
         )?;
         counter_family(
-            &mut e,
+            e,
+            names::REJECTED,
+            "Connections turned away before they logged in, by reason",
+            Rejection::ALL
+                .iter()
+                .map(|&r| ([("reason", r.label())], self.sum(|m| m.rejected(r)))),
+        )?;
+        counter_family(
+            e,
+            names::BYTES_RECEIVED,
+            "Application bytes received (after TLS) by transport",
+            Transport::ALL
+                .iter()
+                .map(|&t| ([("transport", t.label())], self.sum(|m| m.bytes(t).0))),
+        )?;
+        counter_family(
+            e,
+            names::BYTES_SENT,
+            "Application bytes queued to clients (before TLS) by transport",
+            Transport::ALL
+                .iter()
+                .map(|&t| ([("transport", t.label())], self.sum(|m| m.bytes(t).1))),
+        )
+    }
+
+    /// Device logins and frames.
+    fn encode_devices(&self, e: &mut DescriptorEncoder) -> fmt::Result {
+        counter_family(
+            e,
             names::LOGINS,
             "Device login attempts by result",
             LoginResult::ALL
@@ -239,7 +282,7 @@ impl Collector for GatewayMetrics {
                 .map(|&r| ([("result", r.label())], self.sum(|m| m.logins(r)))),
         )?;
         counter(
-            &mut e,
+            e,
             names::LOGIN_THROTTLE_BLOCKS,
             "Login attempts blocked by the login throttle",
             self.sum(|m| m.logins(LoginResult::Throttled)),
@@ -263,92 +306,87 @@ impl Collector for GatewayMetrics {
                     (n > 0).then(|| ([("command", command_label(code as u8))], n))
                 })
                 .collect();
-            counter_family(&mut e, name, help, rows)?;
+            counter_family(e, name, help, rows)?;
         }
-        counter_family(
-            &mut e,
-            names::BYTES_RECEIVED,
-            "Application bytes received (after TLS) by transport",
-            Transport::ALL
-                .iter()
-                .map(|&t| ([("transport", t.label())], self.sum(|m| m.bytes(t).0))),
-        )?;
-        counter_family(
-            &mut e,
-            names::BYTES_SENT,
-            "Application bytes queued to clients (before TLS) by transport",
-            Transport::ALL
-                .iter()
-                .map(|&t| ([("transport", t.label())], self.sum(|m| m.bytes(t).1))),
-        )?;
+        counter(
+            e,
+            names::FRAMES_OVER_QUOTA,
+            "Frames from logged-in devices dropped because the connection was over its message quota",
+            self.total(|m| &m.frames_over_quota),
+        )
+    }
+
+    /// App WebSocket logins and the events delivered to apps.
+    fn encode_apps(&self, e: &mut DescriptorEncoder) -> fmt::Result {
+        for (name, help, value) in [
+            (
+                names::APP_LOGINS_OK,
+                "App WebSocket logins that passed the password check",
+                self.total(|m| &m.app_logins_ok),
+            ),
+            (
+                names::APP_LOGINS_REFUSED,
+                "App WebSocket logins refused (unknown email, wrong password, or throttled)",
+                self.total(|m| &m.app_logins_refused),
+            ),
+            (
+                names::APP_EVENTS_SENT,
+                "Device events (pin writes, presence) written to subscribed apps",
+                self.total(|m| &m.app_events_sent),
+            ),
+            (
+                names::APP_EVENTS_DROPPED,
+                "Device events dropped because the app's shard had fallen too far behind",
+                self.total(|m| &m.app_events_dropped),
+            ),
+        ] {
+            counter(e, name, help, value)?;
+        }
+        Ok(())
+    }
+
+    /// The shards' links to the store: telemetry queued, stored and dropped, requests in flight,
+    /// round trips.
+    fn encode_store_link(&self, e: &mut DescriptorEncoder) -> fmt::Result {
         gauge_family(
-            &mut e,
+            e,
             names::TELEMETRY_QUEUE,
             "Pin writes not yet acknowledged by the store (queued in the shard or on its link); bounded by limits.store_queue_max_writes",
             per_shard(&self.shards, |m| m.telemetry_queue.load(Ordering::Relaxed)),
         )?;
-        counter(
-            &mut e,
-            names::TELEMETRY_DROPPED,
-            "Pin writes dropped because the store queue was full",
-            self.sum_stats(|s| &s.telemetry_dropped),
-        )?;
-        counter(
-            &mut e,
-            names::FRAMES_OVER_QUOTA,
-            "Frames from logged-in devices dropped because the connection was over its message quota",
-            self.sum_stats(|s| &s.frames_over_quota),
-        )?;
-        counter(
-            &mut e,
-            names::APP_LOGINS_OK,
-            "App WebSocket logins that passed the password check",
-            self.sum_stats(|s| &s.app_logins_ok),
-        )?;
-        counter(
-            &mut e,
-            names::APP_LOGINS_REFUSED,
-            "App WebSocket logins refused (unknown email, wrong password, or throttled)",
-            self.sum_stats(|s| &s.app_logins_refused),
-        )?;
-        counter(
-            &mut e,
-            names::APP_EVENTS_SENT,
-            "Device events (pin writes, presence) written to subscribed apps",
-            self.sum_stats(|s| &s.app_events_sent),
-        )?;
-        counter(
-            &mut e,
-            names::APP_EVENTS_DROPPED,
-            "Device events dropped because the app's shard had fallen too far behind",
-            self.sum_stats(|s| &s.app_events_dropped),
-        )?;
-        counter(
-            &mut e,
-            names::PINS_STORED,
-            "Pin writes acknowledged by the store",
-            self.sum_stats(|s| &s.pins_stored),
-        )?;
-        counter(
-            &mut e,
-            names::STORE_CALLS_REFUSED,
-            "Store calls refused because the shard's store queue was full",
-            self.sum_stats(|s| &s.store_calls_refused),
-        )?;
+        for (name, help, value) in [
+            (
+                names::TELEMETRY_DROPPED,
+                "Pin writes dropped because the store queue was full",
+                self.total(|m| &m.telemetry_dropped),
+            ),
+            (
+                names::PINS_STORED,
+                "Pin writes acknowledged by the store",
+                self.total(|m| &m.pins_stored),
+            ),
+            (
+                names::STORE_CALLS_REFUSED,
+                "Store calls refused because the shard's store queue was full",
+                self.total(|m| &m.store_calls_refused),
+            ),
+        ] {
+            counter(e, name, help, value)?;
+        }
         gauge_family(
-            &mut e,
+            e,
             names::STORE_IN_FLIGHT,
             "Store requests sent or queued and not yet answered",
             per_shard(&self.shards, |m| m.store_in_flight.load(Ordering::Relaxed)),
         )?;
         gauge_family(
-            &mut e,
+            e,
             names::STORE_LINK_UP,
             "1 while the shard's link to the store is up",
             per_shard(&self.shards, |m| m.store_link_up.load(Ordering::Relaxed)),
         )?;
         histogram_family(
-            &mut e,
+            e,
             names::STORE_LATENCY,
             "Store request round trip, from submission to reply",
             &self.shards,
@@ -356,13 +394,17 @@ impl Collector for GatewayMetrics {
             1e-6,
         )?;
         histogram_family(
-            &mut e,
+            e,
             names::STORE_WRITE_BATCH,
             "Pin writes per store write request",
             &self.shards,
             |m| &m.write_batch,
             1.0,
-        )?;
+        )
+    }
+
+    /// Handshakes and the served certificate.
+    fn encode_tls(&self, e: &mut DescriptorEncoder) -> fmt::Result {
         let mut rows = Vec::new();
         for version in TlsVersion::ALL {
             for (ok, result) in [(true, "ok"), (false, "failed")] {
@@ -373,29 +415,21 @@ impl Collector for GatewayMetrics {
             }
         }
         counter_family(
-            &mut e,
+            e,
             names::TLS_HANDSHAKES,
             "TLS handshakes by negotiated version and result",
             rows,
         )?;
-        counter_family(
-            &mut e,
-            names::REJECTED,
-            "Connections turned away before becoming a device session, by reason",
-            Rejection::ALL
-                .iter()
-                .map(|&r| ([("reason", r.label())], self.sum(|m| m.rejected(r)))),
-        )?;
         let days = self.global.certificate_days_left(SystemTime::now());
         gauge_family(
-            &mut e,
+            e,
             names::CERT_EXPIRY_DAYS,
             "Days until the served TLS certificate expires",
             days.map(|d| (NoLabels, d)),
         )?;
         let g = &self.global;
         counter_family(
-            &mut e,
+            e,
             names::CERT_RELOADS,
             "Certificate reload attempts by result",
             [
@@ -408,9 +442,14 @@ impl Collector for GatewayMetrics {
                     g.cert_reloads_refused.load(Ordering::Relaxed),
                 ),
             ],
-        )?;
+        )
+    }
+
+    /// Configuration reloads, loop turns and shutdown.
+    fn encode_process(&self, e: &mut DescriptorEncoder) -> fmt::Result {
+        let g = &self.global;
         counter_family(
-            &mut e,
+            e,
             names::CONFIG_RELOADS,
             "Configuration reloads (SIGHUP) by result",
             [
@@ -425,7 +464,7 @@ impl Collector for GatewayMetrics {
             ],
         )?;
         histogram_family(
-            &mut e,
+            e,
             names::LOOP_TURN,
             "Time a shard spends handling one batch of events (one loop turn)",
             &self.shards,
@@ -433,18 +472,14 @@ impl Collector for GatewayMetrics {
             1e-6,
         )?;
         gauge_family(
-            &mut e,
+            e,
             names::DRAINING,
             "1 once shutdown has started",
             [(
                 NoLabels,
                 f64::from(u8::from(g.draining.load(Ordering::Relaxed))),
             )],
-        )?;
-        match &self.store {
-            Some(source) => store::encode(&mut e, source.fetch().as_ref()),
-            None => Ok(()),
-        }
+        )
     }
 }
 
@@ -504,14 +539,8 @@ mod tests {
         GatewayMetrics {
             global: Arc::new(GlobalMetrics::default()),
             shards: vec![
-                (
-                    Arc::new(ShardMetrics::new(0)),
-                    Arc::new(ShardStats::default()),
-                ),
-                (
-                    Arc::new(ShardMetrics::new(1)),
-                    Arc::new(ShardStats::default()),
-                ),
+                Arc::new(ShardMetrics::new(0)),
+                Arc::new(ShardMetrics::new(1)),
             ],
             store: None,
         }
@@ -520,17 +549,17 @@ mod tests {
     #[test]
     fn counters_are_summed_over_shards_and_named_from_one_module() {
         let m = metrics();
-        m.shards[0].0.login(LoginResult::Ok);
-        m.shards[1].0.login(LoginResult::Ok);
-        m.shards[1].0.login(LoginResult::InvalidToken);
-        m.shards[0].0.message_in(20);
-        m.shards[0].0.frame_out(&[0, 0, 1, 0, 200]);
-        m.shards[1].0.reject(Rejection::TlsHandshake);
-        m.shards[1].0.store_latency.observe(700);
-        m.shards[0].1.pins_stored.store(7, Ordering::Relaxed);
-        m.shards[0].1.frames_over_quota.store(2, Ordering::Relaxed);
-        m.shards[1].1.frames_over_quota.store(3, Ordering::Relaxed);
-        m.shards[1].1.app_events_sent.store(4, Ordering::Relaxed);
+        m.shards[0].login(LoginResult::Ok);
+        m.shards[1].login(LoginResult::Ok);
+        m.shards[1].login(LoginResult::InvalidToken);
+        m.shards[0].message_in(20);
+        m.shards[0].frame_out(&[0, 0, 1, 0, 200]);
+        m.shards[1].reject(Rejection::TlsHandshake);
+        m.shards[1].store_latency.observe(700);
+        m.shards[0].pins_stored.add(7);
+        m.shards[0].frames_over_quota.add(2);
+        m.shards[1].frames_over_quota.add(3);
+        m.shards[1].app_events_sent.add(4);
         let text = m.render();
         for line in [
             "portcullis_device_logins_total{result=\"ok\"} 2",
@@ -588,7 +617,7 @@ mod tests {
             m.readiness(),
             Readiness::StoreUnreachable { shards_down: 2 }
         );
-        for (s, _) in &m.shards {
+        for s in &m.shards {
             s.store_link_up.store(1, Ordering::Relaxed);
         }
         assert_eq!(m.readiness(), Readiness::Ready);

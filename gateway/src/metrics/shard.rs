@@ -1,25 +1,32 @@
-//! The counters one shard updates: plain atomics in fixed arrays indexed by small enums, written
-//! only by the shard's own thread with `Relaxed` stores, so the per-message path never takes a lock
-//! or allocates. The scrape thread reads them (see `collector.rs`); a scrape may see one counter a
-//! moment before another, which Prometheus tolerates.
+//! The counters one shard updates, the only set it keeps: plain atomics in fixed arrays indexed
+//! by small enums, written only by the shard's own thread with `Relaxed` stores, so the
+//! per-message path never takes a lock or allocates. The scrape thread reads them (see
+//! `metrics/mod.rs`); a scrape may see one counter a moment before another, which Prometheus
+//! tolerates.
 
+pub use crate::conn::Transport;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
-/// Which listener a connection came in on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
-    Tls = 0,
-    Plain = 1,
-}
+/// A count of events one shard adds to.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
 
-impl Transport {
-    pub const ALL: [Transport; 2] = [Transport::Tls, Transport::Plain];
-    pub fn label(self) -> &'static str {
-        match self {
-            Transport::Tls => "tls",
-            Transport::Plain => "plain",
-        }
+impl Counter {
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Adds `n`; returns the new total when it crossed a power of two, the moments a warning
+    /// about it is logged: a sustained overload stays visible without a line per event.
+    pub fn add_sampled(&self, n: u64) -> Option<u64> {
+        let before = self.0.fetch_add(n, Ordering::Relaxed);
+        let total = before + n;
+        (n > 0 && Some(total.ilog2()) != before.checked_ilog2()).then_some(total)
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
     }
 }
 
@@ -102,10 +109,14 @@ pub enum Rejection {
     AdmissionLimit = 9,
     /// The login throttle blocked the source address.
     LoginThrottled = 10,
+    /// A protocol recognised but not served (an MQTT CONNECT).
+    NotServed = 11,
+    /// An HTTP request answered with an error status and closed.
+    HttpRefused = 12,
 }
 
 impl Rejection {
-    pub const ALL: [Rejection; 11] = [
+    pub const ALL: [Rejection; 13] = [
         Rejection::TlsHandshake,
         Rejection::UnknownProtocol,
         Rejection::NotALogin,
@@ -117,6 +128,8 @@ impl Rejection {
         Rejection::AcceptFailed,
         Rejection::AdmissionLimit,
         Rejection::LoginThrottled,
+        Rejection::NotServed,
+        Rejection::HttpRefused,
     ];
     pub fn label(self) -> &'static str {
         match self {
@@ -131,6 +144,8 @@ impl Rejection {
             Rejection::AcceptFailed => "accept_failed",
             Rejection::AdmissionLimit => "admission_limit",
             Rejection::LoginThrottled => "login_throttled",
+            Rejection::NotServed => "not_served",
+            Rejection::HttpRefused => "http_refused",
         }
     }
 }
@@ -238,7 +253,7 @@ pub struct ShardMetrics {
     pub index: u16,
     connections: [[AtomicI64; 3]; 2],
     logins: [AtomicU64; 5],
-    rejected: [AtomicU64; 11],
+    rejected: [AtomicU64; 13],
     tls_handshakes_ok: [AtomicU64; 3],
     tls_handshakes_failed: [AtomicU64; 3],
     /// Frames by command code, received from devices.
@@ -259,6 +274,22 @@ pub struct ShardMetrics {
     /// Milliseconds since the Unix epoch at the end of the last loop turn; the systemd watchdog
     /// is fed only while every shard's heartbeat is fresh.
     pub heartbeat_ms: AtomicU64,
+    /// Pin writes acknowledged by the store.
+    pub pins_stored: Counter,
+    /// Pin writes dropped because the store queue was full.
+    pub telemetry_dropped: Counter,
+    /// Frames from logged-in devices dropped for being over the connection's message quota.
+    pub frames_over_quota: Counter,
+    /// Store calls answered at once because the shard's store queue was full.
+    pub store_calls_refused: Counter,
+    /// App logins that passed the password check.
+    pub app_logins_ok: Counter,
+    /// App logins refused: unknown email, wrong password, or throttled.
+    pub app_logins_refused: Counter,
+    /// Events (pin writes, presence) written to subscribed apps.
+    pub app_events_sent: Counter,
+    /// Events dropped because the app's shard had fallen too far behind.
+    pub app_events_dropped: Counter,
 }
 
 impl ShardMetrics {
@@ -281,7 +312,24 @@ impl ShardMetrics {
             write_batch: AtomicHistogram::new(BATCH_BOUNDS),
             loop_turn: AtomicHistogram::new(LATENCY_BOUNDS_US),
             heartbeat_ms: AtomicU64::new(0),
+            pins_stored: Counter::default(),
+            telemetry_dropped: Counter::default(),
+            frames_over_quota: Counter::default(),
+            store_calls_refused: Counter::default(),
+            app_logins_ok: Counter::default(),
+            app_logins_refused: Counter::default(),
+            app_events_sent: Counter::default(),
+            app_events_dropped: Counter::default(),
         }
+    }
+
+    /// Connections open right now, in any state.
+    pub fn open_connections(&self) -> i64 {
+        self.connections
+            .iter()
+            .flat_map(|row| row.iter())
+            .map(|n| n.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// A connection moved from `from` (or nowhere) to `to` (or gone).
@@ -407,5 +455,19 @@ mod tests {
         assert_eq!(m.connections(Transport::Tls, ConnState::Authenticated), 1);
         m.conn_moved(Transport::Tls, Some(ConnState::Authenticated), None);
         assert_eq!(m.connections(Transport::Tls, ConnState::Authenticated), 0);
+    }
+
+    #[test]
+    fn sampled_counts_are_reported_when_they_cross_a_power_of_two() {
+        let counter = Counter::default();
+        let reported: Vec<Option<u64>> = [1, 1, 1, 1, 4, 100, 0]
+            .into_iter()
+            .map(|n| counter.add_sampled(n))
+            .collect();
+        assert_eq!(
+            reported,
+            [Some(1), Some(2), None, Some(4), Some(8), Some(108), None]
+        );
+        assert_eq!(counter.get(), 108);
     }
 }

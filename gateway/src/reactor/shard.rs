@@ -1,77 +1,56 @@
 //! One shard: a thread with its own mio `Poll`, its own `SO_REUSEPORT` listeners, its own slab of
 //! connections, timer wheel and store link. Nothing on the per-message path takes a lock or
 //! blocks: sockets are edge-triggered and read until `WouldBlock` within a per-wake budget, store
-//! calls are pipelined on a non-blocking link, and telemetry is batched once per loop turn.
+//! calls are pipelined on a non-blocking link, telemetry is batched once per loop turn, and slow
+//! work goes to the worker pools.
+//!
+//! This file is the shard's life: the loop and its turn, opening connections, timers, closing,
+//! the shutdown drain. What a connection's bytes do — TLS, the protocol selector, the session, and
+//! carrying out the session's decisions — is in `dispatch.rs`.
 
-mod accept;
-mod app;
-mod input;
-mod ops;
-mod store_calls;
-use store_calls::TelemetryFlush;
-
-use super::admission::{Admit, Guards, Refusal};
-use super::conn::{Conn, ConnId, Flush, Port, ReadOutcome, Stage, Transition};
+use super::ShardLimits;
+use super::accept::{AcceptContext, Accepted, Acceptor};
+use super::connection::{Conn, Flush};
 use super::drain::DrainPlan;
-use super::events::{ConnectionEvent, PreLoginLog};
-use super::hub::{Fanout, Hub, HubInbox};
-use super::live::LiveLimits;
-use super::log_budget::Budgeted;
-use super::password_pool::PasswordPool;
-use super::store_link::{Completion, LinkState, StoreLink, Waiter};
+use super::live_limits::LiveLimits;
+use super::store::{Pending, StoreCompletion, StoreTraffic};
 use super::timer::{Tick, TimerWheel};
-use super::tls_session::{TlsError, TlsSession};
-use super::{ShardLimits, ShardStats};
-use crate::metrics::shard::{ConnState, LoginResult, Rejection, ShardMetrics, TlsVersion};
-use crate::security;
-use crate::session::throttle::LoginGate;
-use crate::session::{
-    AppAction, CloseReason, DeviceSession, LoginDecision, Outbox, Sniffed, StoreCall, decide_login,
-    sniff,
-};
-use mio::net::TcpListener;
+use super::workers::{WorkerInbox, Workers};
+use crate::bus::{Bus, Hub, HubInbox};
+use crate::conn::stage::{Stage, Transition};
+use crate::conn::tls::TlsSession;
+use crate::conn::{CloseReason, ConnId, Transport};
+use crate::guard::admission::Guards;
+use crate::guard::log_budget::Budgeted;
+use crate::guard::security_events::{ConnectionEvent, SecurityEvents};
+use crate::metrics::shard::{ConnState, Rejection, ShardMetrics};
+use crate::protocols::{Outbox, Services, StoreFailure};
+use crate::store_endpoint::StoreEndpoint;
 use mio::{Events, Interest, Poll, Token, Waker};
-use ops::transport;
-use portcullis_protocol::Status;
-use portcullis_protocol::frame::{self, Decoded};
-use portcullis_protocol::store::{
-    ClientRole, PinWrite, Presence, Request, Response, SessionTag, StoreError,
-};
 use rustls::ServerConfig;
 use slab::Slab;
-use std::collections::VecDeque;
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub const WAKER: Token = Token(0);
-const STORE: Token = Token(1);
+pub(super) const STORE: Token = Token(1);
 const LISTEN_TLS: Token = Token(2);
 const LISTEN_PLAIN: Token = Token(3);
 /// Connection tokens are slab keys offset past the named tokens.
-const CONN_BASE: usize = 16;
+pub(super) const CONN_BASE: usize = 16;
 
 /// Size of the shard's shared read buffer; connections borrow it for the duration of a read.
 const SCRATCH_LEN: usize = 64 * 1024;
-/// Reads per connection per wake-up before others get their turn.
-const READ_BUDGET: usize = 8;
-/// Accepts per listener per wake-up.
-const ACCEPT_BUDGET: usize = 256;
-/// How long accepting pauses after the process ran out of file descriptors.
-const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
-/// Pin writes per store request: one store write batch.
-const MAX_WRITE_BATCH: usize = 4096;
 /// How long a closing connection may take to flush its last frames.
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
 /// Upper bound on the shutdown flush of pending writes to the store.
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(5);
 /// Longest sleep of a draining shard, so closes stay evenly paced.
 const DRAIN_TICK: Duration = Duration::from_millis(20);
-/// Store requests queued or in flight beyond which logins, syncs, property writes and info
-/// updates are refused with an answer (telemetry has its own bound; presence changes are never
-/// refused: each connection makes at most two, so the connection limits bound them).
-const MAX_QUEUED_CALLS: usize = 65_536;
+/// Longest sleep of the loop: the clock and the live limits are looked at this often anyway.
+const MAX_POLL_WAIT: Duration = Duration::from_millis(200);
 
 pub struct ShardSetup {
     pub index: u16,
@@ -79,67 +58,57 @@ pub struct ShardSetup {
     pub tls_listener: std::net::TcpListener,
     pub plain_listener: std::net::TcpListener,
     pub tls_config: Arc<ServerConfig>,
-    pub store: crate::store_endpoint::StoreEndpoint,
+    pub store: StoreEndpoint,
     pub limits: ShardLimits,
     pub guards: Arc<Guards>,
-    pub stats: Arc<ShardStats>,
     pub metrics: Arc<ShardMetrics>,
     pub live_limits: Arc<LiveLimits>,
     pub shutdown: Arc<AtomicBool>,
     pub drain_ms: Arc<AtomicU64>,
     pub hub: Arc<Hub>,
-    pub inbox: HubInbox,
-    pub passwords: Arc<PasswordPool>,
+    pub bus_inbox: HubInbox,
+    pub workers: Arc<Workers>,
+    pub worker_inbox: WorkerInbox,
 }
 
 pub struct Shard {
-    index: u16,
-    poll: Poll,
-    listeners: Vec<(Token, TcpListener, Port)>,
+    pub(super) index: u16,
+    pub(super) poll: Poll,
+    pub(super) acceptor: Acceptor,
     tls_config: Arc<ServerConfig>,
-    conns: Slab<Conn>,
+    pub(super) conns: Slab<Conn>,
     next_generation: u32,
-    timers: TimerWheel,
-    link: StoreLink,
-    limits: ShardLimits,
-    guards: Arc<Guards>,
-    stats: Arc<ShardStats>,
-    metrics: Arc<ShardMetrics>,
+    pub(super) timers: TimerWheel,
+    pub(super) store: StoreTraffic,
+    /// What the shard lends the protocol sessions.
+    pub(super) services: Services,
+    /// The decisions of one session step (reused; see `dispatch.rs`).
+    pub(super) outbox: Outbox,
+    pub(super) limits: ShardLimits,
     live_limits: Arc<LiveLimits>,
     limits_version: u64,
     shutdown: Arc<AtomicBool>,
     drain_ms: Arc<AtomicU64>,
     /// Set once shutdown started: connections are being closed on this schedule.
     drain: Option<DrainPlan>,
-    scratch: Vec<u8>,
-    /// Decrypted bytes of one TLS read, handed to the stage machine.
-    plaintext: Vec<u8>,
+    pub(super) scratch: Vec<u8>,
+    /// Decrypted bytes of one TLS read, handed to the connection's stage.
+    pub(super) plaintext: Vec<u8>,
     /// TLS records on their way to one socket (handshake, alerts, encrypted frames).
-    ciphertext: Vec<u8>,
-    outbox: Outbox,
-    /// Security events caused before login, within a per-second budget.
-    pre_login_log: PreLoginLog,
-    telemetry: VecDeque<PinWrite>,
+    pub(super) ciphertext: Vec<u8>,
     /// Connections that still had bytes to read when their budget ran out.
-    backlog: Vec<usize>,
-    accept_paused_until: Option<Instant>,
-    /// Accepting stopped because descriptors (or kernel memory) ran out; a close resumes it.
-    accept_starved: bool,
-    now: Instant,
-    now_tick: Tick,
-    now_ms: u64,
+    pub(super) backlog: Vec<usize>,
+    pub(super) now_tick: Tick,
     /// Bytes waiting in the outbound queues of this shard's connections (each queued frame with
     /// its allocation overhead). Above `limits.output_budget_bytes` new connections are refused.
-    queued_total: usize,
-    hub: Arc<Hub>,
-    inbox: HubInbox,
-    /// Who subscribed to which device (every shard's apps), and this turn's events for them.
-    fanout: Fanout,
-    passwords: Arc<PasswordPool>,
-    /// Decisions of one app session step (kept to reuse its allocation).
-    app_actions: Vec<AppAction>,
-    /// App connections with events written but not yet sent, during one delivery.
-    app_touched: Vec<usize>,
+    pub(super) queued_total: usize,
+    bus_inbox: HubInbox,
+    pub(super) workers: Arc<Workers>,
+    worker_inbox: WorkerInbox,
+    /// Connections given events but not yet flushed, during one delivery.
+    touched: Vec<usize>,
+    /// Admitted connections of one accept pass.
+    accepted: Vec<Accepted>,
 }
 
 /// Creates the waker before the shard thread starts, so the main thread can hold it.
@@ -149,30 +118,43 @@ pub fn new_waker(poll: &Poll) -> io::Result<Waker> {
 
 impl Shard {
     pub fn new(setup: ShardSetup) -> io::Result<Self> {
-        let registry = setup.poll.registry();
-        let mut listeners = Vec::new();
-        for (token, listener, port) in [
-            (LISTEN_TLS, setup.tls_listener, Port::Tls),
-            (LISTEN_PLAIN, setup.plain_listener, Port::Plain),
-        ] {
-            let mut listener = TcpListener::from_std(listener);
-            registry.register(&mut listener, token, Interest::READABLE)?;
-            listeners.push((token, listener, port));
-        }
+        let acceptor = Acceptor::new(
+            setup.index,
+            setup.poll.registry(),
+            vec![
+                (LISTEN_TLS, setup.tls_listener, Transport::Tls),
+                (LISTEN_PLAIN, setup.plain_listener, Transport::Plain),
+            ],
+        )?;
         let now = Instant::now();
+        let services = Services {
+            shard: setup.index,
+            now,
+            now_ms: unix_ms(),
+            limits: setup.limits.protocol.clone(),
+            guards: setup.guards,
+            security: SecurityEvents::new(setup.index, now),
+            metrics: setup.metrics.clone(),
+            bus: Bus::new(setup.index, setup.hub),
+        };
         Ok(Self {
             index: setup.index,
-            link: StoreLink::new(setup.store, ClientRole::GatewayShard(setup.index), STORE),
+            store: StoreTraffic::new(
+                setup.index,
+                setup.store,
+                STORE,
+                setup.limits.store_queue_max_writes,
+                setup.metrics,
+            ),
             poll: setup.poll,
-            listeners,
+            acceptor,
             tls_config: setup.tls_config,
             conns: Slab::new(),
             next_generation: 1,
             timers: TimerWheel::new(now),
+            services,
+            outbox: Outbox::default(),
             limits: setup.limits,
-            guards: setup.guards,
-            stats: setup.stats,
-            metrics: setup.metrics,
             live_limits: setup.live_limits,
             limits_version: 0,
             shutdown: setup.shutdown,
@@ -181,22 +163,14 @@ impl Shard {
             scratch: vec![0; SCRATCH_LEN],
             plaintext: Vec::new(),
             ciphertext: Vec::new(),
-            outbox: Outbox::default(),
-            pre_login_log: PreLoginLog::new(setup.index, Instant::now()),
-            telemetry: VecDeque::new(),
             backlog: Vec::new(),
-            accept_paused_until: None,
-            accept_starved: false,
-            queued_total: 0,
-            fanout: Fanout::new(setup.index, setup.hub.shards()),
-            hub: setup.hub,
-            inbox: setup.inbox,
-            passwords: setup.passwords,
-            app_actions: Vec::new(),
-            app_touched: Vec::new(),
-            now,
             now_tick: 0,
-            now_ms: unix_ms(),
+            queued_total: 0,
+            bus_inbox: setup.bus_inbox,
+            workers: setup.workers,
+            worker_inbox: setup.worker_inbox,
+            touched: Vec::new(),
+            accepted: Vec::new(),
         })
     }
 
@@ -208,7 +182,7 @@ impl Shard {
         // Dial the store now rather than after the first poll's timeout: after a restart, the
         // devices' reconnect storm arrives within milliseconds and every login waits for the link.
         self.refresh_clock();
-        self.flush_store();
+        self.store.flush(self.poll.registry(), self.services.now);
         loop {
             if self.shutdown.load(Ordering::Acquire) && self.drain_step() {
                 break;
@@ -221,15 +195,13 @@ impl Shard {
             } else {
                 self.timers.next_wakeup(now)
             };
-            // Accepting resumes at this time (at once after a spent budget: the listener's edge
-            // will not fire again for connections already waiting in its backlog).
-            let timeout = match self.accept_paused_until {
+            let timeout = match self.acceptor.paused_until() {
                 Some(until) => timeout.min(until.saturating_duration_since(now)),
                 None => timeout,
             };
             if let Err(e) = self
                 .poll
-                .poll(&mut events, Some(timeout.min(Duration::from_millis(200))))
+                .poll(&mut events, Some(timeout.min(MAX_POLL_WAIT)))
                 && e.kind() != io::ErrorKind::Interrupted
             {
                 return Err(e);
@@ -240,7 +212,7 @@ impl Shard {
                     WAKER => {}
                     STORE => {
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            self.link.on_readable(
+                            self.store.on_readable(
                                 self.poll.registry(),
                                 &mut self.scratch,
                                 &mut completions,
@@ -249,87 +221,244 @@ impl Shard {
                     }
                     LISTEN_TLS | LISTEN_PLAIN => self.accept(event.token()),
                     Token(t) => {
-                        let read = input::ReadDepth::for_event(event);
+                        let read = super::dispatch::ReadDepth::for_event(event);
                         self.conn_event(t - CONN_BASE, read, event.is_writable())
                     }
                 }
             }
             self.turn(&mut expired, &mut completions);
-            self.metrics.turn_done(
-                self.now.elapsed(),
-                self.telemetry.len() + self.link.unacked_writes(),
-                self.link.outstanding(),
-                self.link.state == LinkState::Up,
-                self.now_ms,
+            self.services.metrics.turn_done(
+                self.services.now.elapsed(),
+                self.store.unacked_writes(),
+                self.store.outstanding(),
+                self.store.is_up(),
+                self.services.now_ms,
             );
         }
         self.shut_down(&mut completions);
         Ok(())
     }
 
-    /// Work done once per loop turn after the events: backlog, accept retries, completions,
-    /// timers, and the telemetry batch for the store.
-    fn turn(&mut self, expired: &mut Vec<ConnId>, completions: &mut Vec<Completion>) {
+    /// Work done once per loop turn after the events: inboxes, backlog, accept retries, store
+    /// replies, timers, this turn's device events, and the telemetry batch for the store.
+    fn turn(&mut self, expired: &mut Vec<ConnId>, completions: &mut Vec<StoreCompletion>) {
         if let Some(limits) = self.live_limits.changed_since(&mut self.limits_version) {
+            self.services.limits = limits.protocol.clone();
+            self.store.set_max_writes(limits.store_queue_max_writes);
             self.limits = limits;
         }
-        self.pre_login_log.flush(self.now);
-        self.drain_hub();
+        self.services.security.flush(self.services.now);
+        self.drain_inboxes();
         for key in std::mem::take(&mut self.backlog) {
-            self.conn_event(key, Some(input::ReadDepth::UntilWouldBlock), false);
+            self.conn_event(
+                key,
+                Some(super::dispatch::ReadDepth::UntilWouldBlock),
+                false,
+            );
         }
-        if self
-            .accept_paused_until
-            .is_some_and(|until| self.now >= until)
-        {
-            self.accept_paused_until = None;
+        if self.acceptor.resume_due(self.services.now) {
             self.accept(LISTEN_TLS);
             self.accept(LISTEN_PLAIN);
         }
         for done in completions.drain(..) {
-            self.complete(done);
+            self.on_store_reply(done);
         }
-        self.timers.advance(self.now, expired);
+        self.timers.advance(self.services.now, expired);
         for id in expired.drain(..) {
             self.on_timer(id);
         }
-        self.flush_fanout();
-        self.flush_store();
+        let (local, flushed) = self.services.bus.flush();
+        if flushed.dropped > 0
+            && let Some(total) = self
+                .services
+                .metrics
+                .app_events_dropped
+                .add_sampled(flushed.dropped)
+        {
+            tracing::warn!(
+                shard = self.index,
+                dropped = total,
+                "device event queue of a shard full; dropping events"
+            );
+        }
+        self.deliver(local);
+        self.store.flush(self.poll.registry(), self.services.now);
     }
 
     fn refresh_clock(&mut self) {
-        self.now = Instant::now();
-        self.now_tick = self.timers.tick_of(self.now);
-        self.now_ms = unix_ms();
-    }
-
-    fn flush_store(&mut self) {
-        self.link.maintain(self.poll.registry(), self.now);
-        if self.link.state == LinkState::Up {
-            self.telemetry_to_link(TelemetryFlush::WithinBound);
-        }
-        let share = self.link_share();
-        self.link.pump(self.poll.registry(), share);
+        self.services.now = Instant::now();
+        self.now_tick = self.timers.tick_of(self.services.now);
+        self.services.now_ms = unix_ms();
     }
 
     /// The connection `id` names, unless its slot was reused since: late events (timers, store
-    /// replies, password verdicts, app events) for a connection that is gone are dropped.
-    fn live(&mut self, id: ConnId) -> Option<&mut Conn> {
+    /// replies, worker answers, device events) for a connection that is gone are dropped.
+    pub(super) fn live(&self, id: ConnId) -> Option<usize> {
+        let key = id.slot as usize;
         self.conns
-            .get_mut(id.slot as usize)
-            .filter(|c| c.generation == id.generation)
+            .get(key)
+            .is_some_and(|c| c.generation == id.generation)
+            .then_some(key)
+    }
+
+    /// Subscription changes, worker answers and device events from other threads.
+    fn drain_inboxes(&mut self) {
+        while let Some(message) = self.bus_inbox.next_control() {
+            self.services.bus.apply(message);
+        }
+        while let Some((id, done)) = self.worker_inbox.next() {
+            if let Some(key) = self.live(id) {
+                self.step(key, |session, step| session.on_work_done(done, step));
+            }
+        }
+        while let Some(batch) = self.bus_inbox.next_events() {
+            self.deliver(batch);
+        }
+    }
+
+    /// A store reply, for the session that asked (dropped if its connection has gone).
+    fn on_store_reply(&mut self, done: StoreCompletion) {
+        let metrics = &self.services.metrics;
+        metrics.store_latency.observe_duration(done.elapsed);
+        metrics.pins_stored.add(done.pins_written as u64);
+        match done.waiter {
+            None => {
+                if let Err(e) = &done.result {
+                    tracing::warn!(shard = self.index, error = %e, "store refused a write");
+                }
+            }
+            Some(Pending { conn, then }) => {
+                let reply = done.result.map_err(StoreFailure::Store);
+                self.reply(conn, then, reply);
+            }
+        }
+    }
+
+    /// Writes a batch of device events into the watching sessions, then sends each one's share in
+    /// one go: a busy device fleet costs an app one write per loop turn, not one per event.
+    fn deliver(&mut self, batch: crate::bus::EventBatch) {
+        let mut touched = std::mem::take(&mut self.touched);
+        let mut sent = 0;
+        for (id, event) in batch {
+            let Some(key) = self.live(id) else { continue };
+            let Some(session) = self.conns[key].stage.session_mut() else {
+                continue;
+            };
+            if let crate::protocols::Delivery::Queued { first } = session.on_event(&event) {
+                sent += 1;
+                if first {
+                    touched.push(key);
+                }
+            }
+        }
+        self.services.metrics.app_events_sent.add(sent);
+        for key in touched.drain(..) {
+            self.step(key, |session, step| session.flush(step));
+        }
+        self.touched = touched;
+    }
+
+    fn accept(&mut self, token: Token) {
+        let context = AcceptContext {
+            now: self.services.now,
+            output_full: self.queued_total > self.limits.output_budget_bytes,
+            open: self.conns.len(),
+        };
+        let mut accepted = std::mem::take(&mut self.accepted);
+        self.acceptor.accept(
+            token,
+            context,
+            &self.services.guards,
+            &self.services.metrics,
+            &mut accepted,
+        );
+        for connection in accepted.drain(..) {
+            self.open(connection);
+        }
+        self.accepted = accepted;
+    }
+
+    /// Opens an admitted connection; releases its admission if it cannot be opened after all.
+    fn open(&mut self, accepted: Accepted) {
+        let peer = accepted.peer;
+        if !self.try_open(accepted) {
+            let mut admission = self.services.guards.admission();
+            admission.leave_unauthenticated();
+            admission.release(peer.ip());
+        }
+    }
+
+    fn try_open(&mut self, accepted: Accepted) -> bool {
+        let Accepted {
+            mut socket,
+            peer,
+            transport,
+        } = accepted;
+        if let Err(e) = socket.set_nodelay(true) {
+            tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
+        }
+        // A fixed kernel send buffer: autotuning would let a peer that never reads park megabytes
+        // of our answers in the kernel (tiny writes coalesce there), so the outbound queue bound
+        // would never be reached while the shard spent a syscall on every answer.
+        if let Err(e) = socket2::SockRef::from(&socket)
+            .set_send_buffer_size(self.limits.socket_send_buffer_bytes)
+        {
+            tracing::debug!(%peer, error = %e, "cannot set SO_SNDBUF");
+        }
+        let tls = match transport {
+            Transport::Plain => None,
+            Transport::Tls => match TlsSession::new(self.tls_config.clone()) {
+                Ok(tls) => Some(Box::new(tls)),
+                Err(e) => {
+                    tracing::error!(%peer, error = %e, "cannot start a TLS session");
+                    return false;
+                }
+            },
+        };
+        let generation = self.next_generation;
+        self.next_generation = self.next_generation.wrapping_add(1).max(1);
+        let deadline = self
+            .timers
+            .deadline_after(self.services.now, self.limits.login_timeout);
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        if let Err(e) = self.poll.registry().register(
+            &mut socket,
+            Token(key + CONN_BASE),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            tracing::warn!(%peer, error = %e, "cannot register a new connection");
+            return false;
+        }
+        entry.insert(Conn {
+            generation,
+            socket,
+            peer,
+            transport,
+            tls,
+            stage: Stage::Selecting,
+            inbuf: Vec::new(),
+            outq: None,
+            deadline,
+            armed: deadline,
+        });
+        self.timers.schedule(
+            ConnId {
+                slot: key as u32,
+                generation,
+            },
+            deadline,
+        );
+        self.services
+            .metrics
+            .conn_moved(transport, None, Some(ConnState::PreAuth));
+        tracing::debug!(shard = self.index, %peer, ?transport, "accepted");
+        true
     }
 
     fn on_timer(&mut self, id: ConnId) {
-        let key = id.slot as usize;
-        // Field access, not `live()`: the timers and clock are used while `conn` is borrowed.
-        let Some(conn) = self
-            .conns
-            .get_mut(key)
-            .filter(|c| c.generation == id.generation)
-        else {
-            return;
-        };
+        let Some(key) = self.live(id) else { return };
+        let conn = &mut self.conns[key];
         if conn.deadline > self.now_tick {
             // Activity moved the deadline: re-arm unless a nearer entry is already live.
             if conn.armed <= self.now_tick {
@@ -340,66 +469,44 @@ impl Shard {
         }
         let reason = match &conn.stage {
             Stage::Closing(_) => return self.finalize(key, None),
-            Stage::Device(session) => CloseReason::HeartbeatTimeout {
-                secs: session.heartbeat_timeout(&self.limits.session).as_secs(),
-            },
-            Stage::App(session) if session.is_logged_in() => CloseReason::HeartbeatTimeout {
-                secs: self.limits.app_idle_timeout.as_secs(),
-            },
-            _ => CloseReason::LoginTimeout,
+            Stage::Selecting => CloseReason::LoginTimeout,
+            Stage::Serving(session) => session.on_deadline(&self.services.limits),
         };
         self.close(key, reason);
     }
 
-    /// Starts closing: records the reason, sends close_notify on TLS, flushes, and finalizes at
-    /// once unless bytes are still queued (then on writable or after a short linger).
-    fn close(&mut self, key: usize, reason: CloseReason) {
+    /// Starts closing: the session's last words (a close frame, presence, unsubscribing), the
+    /// log line, close_notify on TLS, then the connection is finalized at once unless bytes are
+    /// still queued (then on writable or after a short linger).
+    pub(super) fn close(&mut self, key: usize, reason: CloseReason) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        if matches!(conn.stage, Stage::Closing(_)) {
+        if conn.stage.is_closing() {
             return;
         }
-        let id = ConnId {
-            slot: key as u32,
-            generation: conn.generation,
-        };
-        let device = match &conn.stage {
-            Stage::Device(session) => Some(session.device),
-            _ => None,
-        };
+        let id = conn.id(key);
         let peer = conn.peer;
-        let logged_in = conn.stage.is_logged_in();
+        let transport = conn.transport;
+        let logged_in = conn.is_logged_in();
+        let device = conn.stage.session().and_then(|s| s.device());
         if !logged_in {
-            self.guards.admission().leave_unauthenticated();
+            self.services.guards.admission().leave_unauthenticated();
         }
         let from = if logged_in {
             ConnState::Authenticated
         } else {
             ConnState::PreAuth
         };
-        self.metrics
-            .conn_moved(transport(conn.port), Some(from), Some(ConnState::Closing));
-        let app_subscriptions = match &conn.stage {
-            Stage::App(session) => Some(session.subscriptions().collect()),
-            _ => None,
-        };
-        if let Some(subscriptions) = app_subscriptions {
-            self.app_closed(id, subscriptions);
-        }
+        self.services
+            .metrics
+            .conn_moved(transport, Some(from), Some(ConnState::Closing));
+        self.last_words(key, &reason);
         if !logged_in {
             self.rejected_before_login(peer, &reason);
         }
         let conn = &mut self.conns[key];
-        if let Stage::App(session) = &mut conn.stage {
-            session.close(&reason);
-            let goodbye = session.take_output();
-            // A failure shows in the flush below.
-            let _ = tracked(&mut self.queued_total, conn, |c| {
-                c.send_frame(&goodbye, &mut self.ciphertext)
-            });
-        }
-        advance(&mut conn.stage, Transition::Close(reason.clone()));
+        conn.stage.advance(Transition::Close(reason.clone()));
         if let Some(tls) = conn.tls.as_mut()
             && !matches!(reason, CloseReason::Tls(_))
         {
@@ -416,39 +523,27 @@ impl Shard {
             }
             // Strangers refused before login are logged within a per-second budget, the rest
             // summarised: a line each would let a flood of them flood the log.
-            _ if !logged_in => match self.pre_login_log.close_line(self.now) {
+            _ if !logged_in => match self.services.security.close_line(self.services.now) {
                 Budgeted::Write => tracing::info!(%peer, %reason, "closing connection"),
                 Budgeted::Suppressed => tracing::debug!(%peer, %reason, "closing connection"),
             },
             _ => tracing::info!(%peer, ?device, %reason, "closing connection"),
         }
-        if let Some(device) = device {
-            let session = self.session_tag(id);
-            self.submit(
-                id,
-                Some(device),
-                StoreCall::Presence(Presence::Offline { session }),
-            );
-        }
-        let conn = &mut self.conns[key];
         let peer_gone = matches!(reason, CloseReason::PeerClosed | CloseReason::Io(_));
         let flushed =
             peer_gone || tracked(&mut self.queued_total, conn, Conn::flush) != Flush::Blocked;
         if flushed {
             return self.finalize(key, None);
         }
-        conn.deadline = self.timers.deadline_after(self.now, CLOSE_LINGER);
+        conn.deadline = self.timers.deadline_after(self.services.now, CLOSE_LINGER);
         conn.armed = conn.deadline;
         self.timers.schedule(id, conn.deadline);
     }
 
     /// Removes the connection for good.
-    fn finalize(&mut self, key: usize, reason: Option<CloseReason>) {
+    pub(super) fn finalize(&mut self, key: usize, reason: Option<CloseReason>) {
         if let Some(reason) = reason
-            && self
-                .conns
-                .get(key)
-                .is_some_and(|c| !matches!(c.stage, Stage::Closing(_)))
+            && self.conns.get(key).is_some_and(|c| !c.stage.is_closing())
         {
             self.close(key, reason);
             if !self.conns.contains(key) {
@@ -460,24 +555,99 @@ impl Shard {
         };
         let _ = self.poll.registry().deregister(&mut conn.socket);
         requeue(&mut self.queued_total, conn.queued_bytes(), 0);
-        self.guards.admission().release(conn.peer.ip());
-        self.stats.connections_open.fetch_sub(1, Ordering::Relaxed);
-        self.metrics
-            .conn_moved(transport(conn.port), Some(ConnState::Closing), None);
-        if self.accept_starved {
-            // A descriptor just came free: try the backlog on this loop turn.
-            self.accept_paused_until = Some(self.now);
+        self.services.guards.admission().release(conn.peer.ip());
+        self.services
+            .metrics
+            .conn_moved(conn.transport, Some(ConnState::Closing), None);
+        // A descriptor just came free: if accepting starved, try the backlog on this turn.
+        self.acceptor.descriptor_freed(self.services.now);
+    }
+
+    /// Counts (and, for the reasons worth an operator's eye, logs to the security log) a
+    /// connection closed before it logged in.
+    fn rejected_before_login(&mut self, peer: std::net::SocketAddr, reason: &CloseReason) {
+        let rejection = match reason {
+            CloseReason::Tls(_) => Rejection::TlsHandshake,
+            CloseReason::UnknownProtocol | CloseReason::TlsOnPlainPort => {
+                Rejection::UnknownProtocol
+            }
+            CloseReason::NotServed(_) => Rejection::NotServed,
+            CloseReason::NotALogin(_) => Rejection::NotALogin,
+            CloseReason::HttpRefused { .. } => Rejection::HttpRefused,
+            CloseReason::Malformed(_) => Rejection::Malformed,
+            CloseReason::InvalidToken => Rejection::InvalidToken,
+            CloseReason::LoginTimeout => Rejection::LoginTimeout,
+            CloseReason::PreAuthBufferFull { .. } => Rejection::PreAuthBufferFull,
+            CloseReason::StoreUnavailable => Rejection::StoreUnavailable,
+            CloseReason::LoginThrottled { .. } => Rejection::LoginThrottled,
+            // Not a rejection: the peer left, the socket failed, we are shutting down, or a
+            // reason only a logged-in connection has.
+            CloseReason::PeerClosed
+            | CloseReason::Io(_)
+            | CloseReason::Internal(_)
+            | CloseReason::Shutdown
+            | CloseReason::HeartbeatTimeout { .. }
+            | CloseReason::IdleTimeout { .. }
+            | CloseReason::InputBufferFull { .. }
+            | CloseReason::SlowReader { .. } => return,
+        };
+        self.services.metrics.reject(rejection);
+        // TLS refusals and token failures have their own, more specific events.
+        if !matches!(
+            rejection,
+            Rejection::TlsHandshake
+                | Rejection::InvalidToken
+                | Rejection::StoreUnavailable
+                | Rejection::LoginThrottled
+        ) {
+            self.services.security.record(
+                self.services.now,
+                &ConnectionEvent::PreAuthRejected {
+                    peer,
+                    reason: reason.to_string(),
+                },
+            );
         }
+    }
+
+    /// One step of the shutdown drain: on the first call the listeners close and the plan is
+    /// made; each call closes the connections due by now. True once none is left (or the
+    /// period is over, when the rest are closed at once).
+    fn drain_step(&mut self) -> bool {
+        if self.drain.is_none() {
+            self.acceptor.close(self.poll.registry());
+            let period = Duration::from_millis(self.drain_ms.load(Ordering::Acquire));
+            tracing::info!(
+                shard = self.index,
+                connections = self.conns.len(),
+                ?period,
+                "draining: listeners closed, disconnecting devices"
+            );
+            self.drain = Some(DrainPlan::new(Instant::now(), period, self.conns.len()));
+        }
+        let Some(plan) = self.drain.as_mut() else {
+            return true;
+        };
+        let due = plan.due(Instant::now());
+        let deadline = plan.deadline();
+        let open: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| !c.stage.is_closing())
+            .map(|(k, _)| k)
+            .take(due)
+            .collect();
+        for key in open {
+            self.close(key, CloseReason::Shutdown);
+        }
+        self.conns.is_empty() || Instant::now() >= deadline + CLOSE_LINGER
     }
 
     /// Stops accepting, closes every connection, and waits (bounded) until the store has
     /// acknowledged every pending write.
-    fn shut_down(&mut self, completions: &mut Vec<Completion>) {
-        for (_, listener, _) in &mut self.listeners {
-            let _ = self.poll.registry().deregister(listener);
-        }
-        self.listeners.clear();
-        self.pre_login_log.flush_at_shutdown();
+    fn shut_down(&mut self, completions: &mut Vec<StoreCompletion>) {
+        self.acceptor.close(self.poll.registry());
+        self.services.security.flush_at_shutdown();
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
             self.close(key, CloseReason::Shutdown);
@@ -485,23 +655,24 @@ impl Shard {
         }
         let give_up = Instant::now() + SHUTDOWN_FLUSH;
         let mut events = Events::with_capacity(64);
-        while (!self.telemetry.is_empty() || !self.link.is_idle()) && Instant::now() < give_up {
+        while !self.store.is_idle() && Instant::now() < give_up {
             self.refresh_clock();
-            self.flush_store();
+            self.store.flush(self.poll.registry(), self.services.now);
             let _ = self.poll.poll(&mut events, Some(Duration::from_millis(50)));
             for event in events.iter() {
                 if event.token() == STORE {
-                    self.link
+                    self.store
                         .on_readable(self.poll.registry(), &mut self.scratch, completions);
                 }
             }
             for done in completions.drain(..) {
-                self.stats
+                self.services
+                    .metrics
                     .pins_stored
-                    .fetch_add(done.pins_written as u64, Ordering::Relaxed);
+                    .add(done.pins_written as u64);
             }
         }
-        let unflushed = self.telemetry.len() + self.link.outstanding();
+        let unflushed = self.store.unacked_writes() + self.store.outstanding();
         if unflushed > 0 {
             tracing::error!(
                 shard = self.index,
@@ -517,50 +688,9 @@ impl Shard {
     }
 }
 
-/// Records a login refused by the throttle in the security log and names the close reason.
-fn throttled(
-    log: &mut PreLoginLog,
-    now: Instant,
-    peer: std::net::SocketAddr,
-    gate: LoginGate,
-    what: &'static str,
-) -> CloseReason {
-    let (retry_in, failures) = match gate {
-        LoginGate::Open => (Duration::ZERO, 0),
-        LoginGate::BackingOff { retry_in, failures } => (retry_in, failures),
-        LoginGate::Blocked {
-            remaining,
-            failures,
-        } => (remaining, failures),
-    };
-    let retry_in_ms = retry_in.as_millis() as u64;
-    log.record(
-        now,
-        &ConnectionEvent::LoginThrottled {
-            peer,
-            reason: format!(
-                "{what}: {} after {failures} failures, retry in {retry_in_ms} ms",
-                gate.name()
-            ),
-        },
-    );
-    CloseReason::LoginThrottled {
-        gate: gate.name(),
-        retry_in_ms,
-    }
-}
-
-impl Shard {
-    /// The presence tag of a connection's session: shard and generation, unique among the live
-    /// sessions of this gateway run (generations only repeat after 2^32 connections on a shard).
-    fn session_tag(&self, id: ConnId) -> SessionTag {
-        (u64::from(self.index) << 32) | u64::from(id.generation)
-    }
-}
-
 /// Runs an operation that may grow or shrink a connection's outbound queue and carries the change
 /// into the shard's queued-bytes total.
-fn tracked<R>(total: &mut usize, conn: &mut Conn, op: impl FnOnce(&mut Conn) -> R) -> R {
+pub(super) fn tracked<R>(total: &mut usize, conn: &mut Conn, op: impl FnOnce(&mut Conn) -> R) -> R {
     let before = conn.queued_bytes();
     let result = op(conn);
     requeue(total, before, conn.queued_bytes());
@@ -568,7 +698,7 @@ fn tracked<R>(total: &mut usize, conn: &mut Conn, op: impl FnOnce(&mut Conn) -> 
 }
 
 /// Moves one connection's share of the shard's queued-bytes total from `before` to `after`.
-fn requeue(total: &mut usize, before: usize, after: usize) {
+pub(super) fn requeue(total: &mut usize, before: usize, after: usize) {
     debug_assert!(
         *total >= before,
         "queued total {total} below a connection's {before}"
@@ -579,7 +709,7 @@ fn requeue(total: &mut usize, before: usize, after: usize) {
 /// Moves a connection's deadline to `timeout` from now after activity. The wheel is armed again
 /// only when the new deadline is nearer than the entry it holds; a later one is re-armed when
 /// that entry fires (see `on_timer`), so steady traffic costs no wheel insert per message.
-fn push_deadline(
+pub(super) fn push_deadline(
     timers: &mut TimerWheel,
     conn: &mut Conn,
     id: ConnId,
@@ -591,11 +721,6 @@ fn push_deadline(
         conn.armed = conn.deadline;
         timers.schedule(id, conn.deadline);
     }
-}
-
-fn advance(stage: &mut Stage, transition: Transition) {
-    let current = std::mem::replace(stage, Stage::Sniff);
-    *stage = current.upgrade(transition);
 }
 
 fn unix_ms() -> u64 {

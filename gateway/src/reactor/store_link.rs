@@ -9,14 +9,12 @@
 //! counts the pin writes the link holds unacknowledged (queued or in flight) against its bound and
 //! can drop the oldest batch not yet written when the store falls behind.
 
-use super::conn::ConnId;
 use super::store_transport::Transport;
-use crate::session::SyncFilter;
 use crate::store_endpoint::StoreEndpoint;
 use mio::{Registry, Token};
 use portcullis_protocol::store::{
-    self, ClientHello, ClientRole, DeviceId, ReplyEnvelope, Request, RequestEnvelope, Response,
-    ServerHello, StoreError, WIRE_VERSION, WireError,
+    self, ClientHello, ClientRole, ReplyEnvelope, Request, RequestEnvelope, Response, ServerHello,
+    StoreError, WIRE_VERSION, WireError,
 };
 use std::collections::VecDeque;
 use std::io;
@@ -62,54 +60,18 @@ pub enum LinkError {
     UnexpectedReply { got: u64, expected: u64 },
 }
 
-/// Who is waiting for a reply.
-#[derive(Debug, Clone)]
-pub enum Waiter {
-    /// Nobody: presence, info and telemetry batches only need to be stored.
-    None,
-    Login {
-        conn: ConnId,
-        msg_id: u16,
-    },
-    Sync {
-        conn: ConnId,
-        msg_id: u16,
-        filter: SyncFilter,
-    },
-    Property {
-        conn: ConnId,
-        msg_id: u16,
-    },
-    /// An app's login: the user record, then the password check of `client_hash`.
-    AppUser {
-        conn: ConnId,
-        id: u32,
-        email: String,
-        client_hash: String,
-    },
-    AppDevices {
-        conn: ConnId,
-        id: u32,
-    },
-    AppSubscribe {
-        conn: ConnId,
-        id: u32,
-        device: DeviceId,
-    },
-}
-
 #[derive(Debug)]
-struct Call {
+struct Call<W> {
     request: Request,
-    waiter: Waiter,
+    waiter: W,
     /// When the shard submitted it, for the round-trip metric.
     submitted: Instant,
 }
 
-/// A reply delivered to the shard.
+/// A reply delivered to the shard, with whatever the caller attached to its request.
 #[derive(Debug)]
-pub struct Completion {
-    pub waiter: Waiter,
+pub struct Completion<W> {
+    pub waiter: W,
     pub result: Result<Response, StoreError>,
     /// Pin writes confirmed by this reply (for the shard's counters).
     pub pins_written: usize,
@@ -125,7 +87,7 @@ pub enum LinkState {
     Up,
 }
 
-pub struct StoreLink {
+pub struct StoreLink<W> {
     endpoint: StoreEndpoint,
     role: ClientRole,
     token: Token,
@@ -133,8 +95,8 @@ pub struct StoreLink {
     pub state: LinkState,
     retry_at: Instant,
     next_id: u64,
-    queue: VecDeque<Call>,
-    in_flight: VecDeque<(u64, Call)>,
+    queue: VecDeque<Call<W>>,
+    in_flight: VecDeque<(u64, Call<W>)>,
     out: Vec<u8>,
     inbuf: Vec<u8>,
     /// Times the link was (re)established, for logs and tests.
@@ -154,7 +116,7 @@ pub struct StoreLink {
     last_failure: Option<String>,
 }
 
-impl StoreLink {
+impl<W> StoreLink<W> {
     pub fn new(endpoint: StoreEndpoint, role: ClientRole, token: Token) -> Self {
         Self {
             endpoint,
@@ -201,7 +163,7 @@ impl StoreLink {
         Some(dropped)
     }
 
-    pub fn submit(&mut self, request: Request, waiter: Waiter) {
+    pub fn submit(&mut self, request: Request, waiter: W) {
         self.queued_writes += write_count(&request);
         self.queue.push_back(Call {
             request,
@@ -335,7 +297,7 @@ impl StoreLink {
         &mut self,
         registry: &Registry,
         scratch: &mut [u8],
-        done: &mut Vec<Completion>,
+        done: &mut Vec<Completion<W>>,
     ) {
         let Some(stream) = self.stream.as_mut() else {
             return;
@@ -366,7 +328,7 @@ impl StoreLink {
         }
     }
 
-    fn decode_replies(&mut self, done: &mut Vec<Completion>) -> Result<(), LinkError> {
+    fn decode_replies(&mut self, done: &mut Vec<Completion<W>>) -> Result<(), LinkError> {
         let mut used = 0;
         let result = loop {
             let rest = &self.inbuf[used..];

@@ -158,7 +158,7 @@ fn requests_in_flight_when_a_tls_link_dies_are_resent_and_answered() {
         } else {
             write_batch(3)
         };
-        link.submit(request, Waiter::None);
+        link.submit(request, ());
     }
     assert_eq!(link.unacked_writes(), 3 * REQUESTS / 2);
     let mut done = Vec::new();
@@ -202,10 +202,10 @@ fn write_batch(n: usize) -> Request {
 fn unacknowledged_writes_are_counted_and_only_queued_telemetry_is_dropped() {
     let endpoint = StoreEndpoint::Unix("/nonexistent/portcullis-store.sock".into());
     let mut link = StoreLink::new(endpoint, ClientRole::GatewayShard(0), Token(1));
-    link.submit(Request::Ping, Waiter::None);
-    link.submit(write_batch(3), Waiter::None);
-    link.submit(Request::ResetPresence, Waiter::None);
-    link.submit(write_batch(5), Waiter::None);
+    link.submit(Request::Ping, ());
+    link.submit(write_batch(3), ());
+    link.submit(Request::ResetPresence, ());
+    link.submit(write_batch(5), ());
     assert_eq!(link.unacked_writes(), 8);
     assert_eq!(link.outstanding(), 4);
 
@@ -306,7 +306,7 @@ fn a_reply_with_the_wrong_id_requeues_its_request_instead_of_losing_it() {
         ClientRole::GatewayShard(0),
         token,
     );
-    link.submit(write_batch(5), Waiter::None);
+    link.submit(write_batch(5), ());
     let mut done = Vec::new();
     let mut scratch = vec![0u8; 16 * 1024];
     let deadline = Instant::now() + WAIT;

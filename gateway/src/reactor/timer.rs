@@ -6,7 +6,7 @@
 //! deadline moved later. That keeps the per-message path free of timer work, and an idle connection
 //! costs one 16-byte entry.
 
-use super::conn::ConnId;
+use crate::conn::ConnId;
 use std::time::{Duration, Instant};
 
 /// Width of one tick; deadlines are rounded up to it.

@@ -4,8 +4,8 @@
 //! certificate is configured. Every failure is a [`TlsError`] naming the file, what is wrong with
 //! it and what to do, because a bad certificate is the most common reason a gateway will not start.
 
+pub mod cert_reload;
 pub mod certgen;
-pub mod reload;
 
 #[cfg(test)]
 mod tests;
@@ -149,8 +149,9 @@ pub fn load_certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, 
     }
 }
 
-/// The server configuration for the public ports: TLS 1.3 and 1.2, no client authentication, no
-/// ALPN (devices and browsers alike speak HTTP/1.1 or the raw device protocol after the handshake).
+/// The server configuration for the public ports: TLS 1.3 and 1.2, no client authentication, and
+/// ALPN offering what `conn::select::OFFERED_ALPN` lists (HTTP/1.1; device libraries offer
+/// nothing and are told apart by their first bytes).
 pub fn server_config(certified_key: Arc<CertifiedKey>) -> Result<Arc<ServerConfig>, TlsError> {
     public_server_config(Arc::new(SingleCertAndKey::from(certified_key)))
 }
@@ -164,6 +165,8 @@ pub fn server_config(certified_key: Arc<CertifiedKey>) -> Result<Arc<ServerConfi
 ///   more of.
 /// - No TLS 1.3 session tickets: device libraries never resume, and each ticket is a random
 ///   value, a sealed record and a cache entry per handshake spent on nothing.
+/// - ALPN: a client that offers protocols gets one we serve (the selector then knows the
+///   protocol before any byte); rustls refuses a client whose offer has none of ours.
 pub fn public_server_config(
     resolver: Arc<dyn ResolvesServerCert>,
 ) -> Result<Arc<ServerConfig>, TlsError> {
@@ -173,6 +176,10 @@ pub fn public_server_config(
         .with_cert_resolver(resolver);
     config.ignore_client_order = true;
     config.send_tls13_tickets = 0;
+    config.alpn_protocols = crate::conn::select::OFFERED_ALPN
+        .iter()
+        .map(|protocol| protocol.to_vec())
+        .collect();
     Ok(Arc::new(config))
 }
 

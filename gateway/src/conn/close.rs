@@ -1,0 +1,114 @@
+//! Why the gateway closes a connection, whichever protocol it spoke. Each reason says what really
+//! happened (who left, what limit was hit, what the peer sent), because the text is the log line an
+//! operator reads and the variant is the rejection metric a dashboard counts.
+
+use std::fmt;
+
+/// Why a connection closes; logged with the peer address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The peer closed its end (FIN, close_notify, a WebSocket close).
+    PeerClosed,
+    /// A read or write on the socket failed (reset, broken pipe): the network's or the peer's
+    /// doing.
+    Io(String),
+    /// The connection's state machine was asked to do something its stage does not allow: a bug
+    /// of ours, closed rather than carried on.
+    Internal(String),
+    /// The first bytes are a Blynk frame, but not a login (command 29 or 2).
+    NotALogin(String),
+    /// The first bytes match no protocol served on this port.
+    UnknownProtocol,
+    /// A TLS handshake arrived on the plain port.
+    TlsOnPlainPort,
+    /// A protocol this gateway recognises but does not serve (yet).
+    NotServed(&'static str),
+    /// The peer broke its protocol's framing (a bad frame, an oversize message).
+    Malformed(String),
+    /// An HTTP request that is answered with an error status and closed (not a route, wrong
+    /// method, a bad upgrade). `why` is for the log.
+    HttpRefused {
+        status: u16,
+        why: String,
+    },
+    InvalidToken,
+    /// The source failed too many logins: refused without checking the token (`gate` names the
+    /// phase: back-off or block), for `retry_in_ms` more.
+    LoginThrottled {
+        gate: &'static str,
+        retry_in_ms: u64,
+    },
+    /// No login within the deadline (TLS handshake included).
+    LoginTimeout,
+    /// A device silent for longer than its heartbeat allows.
+    HeartbeatTimeout {
+        secs: u64,
+    },
+    /// A logged-in app silent for longer than `app.idle_timeout_secs`.
+    IdleTimeout {
+        secs: u64,
+    },
+    /// More bytes buffered before login than `limits.preauth_buffer_bytes`.
+    PreAuthBufferFull {
+        limit: usize,
+    },
+    /// A logged-in peer left more than a whole message's worth of bytes undecoded.
+    InputBufferFull {
+        limit: usize,
+    },
+    /// Its outbound queue hit the bound: it does not read what we send.
+    SlowReader {
+        queued: usize,
+    },
+    Tls(String),
+    /// The store refused or failed the login lookup.
+    StoreUnavailable,
+    Shutdown,
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CloseReason::PeerClosed => f.write_str("peer closed the connection"),
+            CloseReason::Io(e) => write!(f, "socket error: {e}"),
+            CloseReason::Internal(e) => write!(f, "internal error: {e}"),
+            CloseReason::NotALogin(what) => write!(f, "first frame is not a login ({what})"),
+            CloseReason::UnknownProtocol => {
+                f.write_str("first bytes match no protocol served on this port")
+            }
+            CloseReason::TlsOnPlainPort => {
+                f.write_str("a TLS handshake on the plain port (connect to the TLS port)")
+            }
+            CloseReason::NotServed(what) => write!(f, "{what} is not served by this gateway"),
+            CloseReason::Malformed(e) => write!(f, "malformed frame: {e}"),
+            CloseReason::HttpRefused { status, why } => {
+                write!(f, "HTTP request answered {status}: {why}")
+            }
+            CloseReason::InvalidToken => f.write_str("invalid device token"),
+            CloseReason::LoginThrottled { gate, retry_in_ms } => write!(
+                f,
+                "login refused without checking ({gate}: too many failed logins from this source; retry in {retry_in_ms} ms)"
+            ),
+            CloseReason::LoginTimeout => f.write_str("no login before the deadline"),
+            CloseReason::HeartbeatTimeout { secs } => {
+                write!(f, "silent for {secs} s (heartbeat timeout)")
+            }
+            CloseReason::IdleTimeout { secs } => {
+                write!(f, "silent for {secs} s (app idle timeout)")
+            }
+            CloseReason::PreAuthBufferFull { limit } => {
+                write!(f, "more than {limit} bytes before login completed")
+            }
+            CloseReason::InputBufferFull { limit } => {
+                write!(f, "more than {limit} bytes of an unfinished message")
+            }
+            CloseReason::SlowReader { queued } => write!(
+                f,
+                "outbound queue full ({queued} bytes): peer does not read"
+            ),
+            CloseReason::Tls(e) => write!(f, "TLS error: {e}"),
+            CloseReason::StoreUnavailable => f.write_str("store could not check the login"),
+            CloseReason::Shutdown => f.write_str("gateway shutting down"),
+        }
+    }
+}

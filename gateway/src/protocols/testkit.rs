@@ -1,0 +1,68 @@
+//! What protocol unit tests need to take a session step without a shard: the services a shard
+//! lends (default limits and guards, a bus on a real `mio` waker), an outbox, and a connection.
+
+use super::{Outbox, Services, Step};
+use crate::bus::{Bus, Hub, HubInbox};
+use crate::config::Config;
+use crate::config::limits::{guards, shard_limits};
+use crate::conn::{ConnId, ConnMeta, Transport};
+use crate::guard::security_events::SecurityEvents;
+use crate::metrics::shard::ShardMetrics;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// A shard's worth of services for one test, with the default configuration.
+pub(crate) struct TestShard {
+    // Keeps the waker's registry alive for the bus.
+    _poll: mio::Poll,
+    pub services: Services,
+    pub out: Outbox,
+    pub inbox: HubInbox,
+}
+
+impl TestShard {
+    pub fn new() -> Self {
+        Self::with_config(&Config::default())
+    }
+
+    pub fn with_config(config: &Config) -> Self {
+        let poll = mio::Poll::new().expect("test fixture");
+        let waker =
+            Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).expect("test fixture"));
+        let (hub, mut inboxes) = Hub::new(&[waker]);
+        let now = Instant::now();
+        let services = Services {
+            shard: 0,
+            now,
+            now_ms: 1_790_000_000_000,
+            limits: shard_limits(config).protocol,
+            guards: Arc::new(guards(config)),
+            security: SecurityEvents::new(0, now),
+            metrics: Arc::new(ShardMetrics::new(0)),
+            bus: Bus::new(0, hub),
+        };
+        Self {
+            _poll: poll,
+            services,
+            out: Outbox::default(),
+            inbox: inboxes.remove(0),
+        }
+    }
+
+    /// A step for connection `slot` from `peer`, with a cleared outbox.
+    pub fn step(&mut self, slot: u32, peer: &str) -> Step<'_> {
+        self.out.clear();
+        Step {
+            conn: ConnMeta {
+                id: ConnId {
+                    slot,
+                    generation: 1,
+                },
+                peer: peer.parse().expect("test fixture"),
+                transport: Transport::Plain,
+            },
+            services: &mut self.services,
+            out: &mut self.out,
+        }
+    }
+}
