@@ -9,7 +9,7 @@ use portcullis_gateway::conn::select::{Selection, select};
 use portcullis_gateway::protocols::Outbox;
 use portcullis_gateway::protocols::app_ws::session::{AppAction, AppSession};
 use portcullis_gateway::protocols::blynk::device::{DeviceSession, SessionLimits, SyncFilter};
-use portcullis_gateway::protocols::http::upgrade::{self as http, HttpHead};
+use portcullis_gateway::protocols::http::{HttpSession, answer};
 use portcullis_protocol::app::AppEvent;
 use portcullis_protocol::body::{self, Internal, MAX_INFO_FIELD_LEN};
 use portcullis_protocol::frame::{self, Decoded, HEADER_LEN, Payload};
@@ -246,42 +246,49 @@ pub fn tls_session(data: &[u8]) {
     assert!(plaintext.is_empty());
 }
 
-/// The HTTP request that opens the app WebSocket: once a prefix of the input settles the answer,
-/// more bytes never change it, and every answer is a well-formed HTTP response (101 with the
-/// accept key, or an error whose Content-Length matches its body).
+/// The public ports' HTTP stage (the request reader, the router, the WebSocket upgrade): every
+/// answer is a well-formed HTTP response (a status line, and a Content-Length that matches the
+/// body unless it is a 1xx), and once a prefix of the input settles the first final answer,
+/// more bytes never change it.
 pub fn http_head(data: &[u8]) {
-    let full = http::read_head(data);
-    check_http_answer(&full, data.len());
-    let mut settled = None;
-    for cut in 0..=data.len().min(512) {
-        match http::read_head(&data[..cut]) {
-            HttpHead::NeedMore => {}
-            answer => {
-                settled = Some(answer);
-                break;
-            }
+    // The default pre-login buffer, which bounds a request head.
+    const MAX_HEAD: usize = 4116;
+    let final_answers = |bytes: &[u8]| -> Vec<Vec<u8>> {
+        let exchange = HttpSession::new(MAX_HEAD).exchange(bytes, answer);
+        for answer in &exchange.answers {
+            check_http_answer(answer);
         }
-    }
-    if let Some(answer) = settled {
-        assert_eq!(full, answer, "more bytes changed the answer");
+        assert!(exchange.used <= bytes.len());
+        exchange
+            .answers
+            .into_iter()
+            .filter(|a| !a.starts_with(b"HTTP/1.1 1"))
+            .collect()
+    };
+    let full = final_answers(data);
+    for cut in 0..=data.len().min(512) {
+        if let Some(first) = final_answers(&data[..cut]).into_iter().next() {
+            assert_eq!(Some(&first), full.first(), "more bytes changed the answer");
+            break;
+        }
     }
 }
 
-fn check_http_answer(answer: &HttpHead, len: usize) {
-    match answer {
-        HttpHead::NeedMore => {}
-        HttpHead::Upgrade { response, consumed } => {
-            assert!(*consumed <= len);
-            let text = std::str::from_utf8(response).unwrap();
-            assert!(text.starts_with("HTTP/1.1 101 ") && text.ends_with("\r\n\r\n"));
-            assert!(text.contains("Sec-WebSocket-Accept: "));
-        }
-        HttpHead::Refuse { response, .. } => {
-            let text = std::str::from_utf8(response).unwrap();
-            assert!(text.starts_with("HTTP/1.1 4"), "{text}");
-            let (head, body) = text.split_once("\r\n\r\n").unwrap();
-            assert!(head.contains(&format!("Content-Length: {}\r\n", body.len())));
-        }
+fn check_http_answer(answer: &[u8]) {
+    let text = std::str::from_utf8(answer).unwrap();
+    assert!(text.starts_with("HTTP/1.1 "), "{text}");
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let head = format!("{head}\r\n");
+    if text.starts_with("HTTP/1.1 1") {
+        assert!(
+            body.is_empty() && !head.contains("Content-Length"),
+            "{text}"
+        );
+    } else {
+        assert!(
+            head.contains(&format!("Content-Length: {}\r\n", body.len())),
+            "{text}"
+        );
     }
 }
 

@@ -44,6 +44,12 @@ pub enum CloseReason {
     HeartbeatTimeout {
         secs: u64,
     },
+    /// An HTTP connection past a deadline: a request's head or body too slow, or idle between
+    /// requests for too long.
+    HttpTimeout {
+        what: &'static str,
+        secs: u64,
+    },
     /// A logged-in app silent for longer than `app.idle_timeout_secs`.
     IdleTimeout {
         secs: u64,
@@ -64,6 +70,8 @@ pub enum CloseReason {
     /// The store refused or failed the login lookup.
     StoreUnavailable,
     Shutdown,
+    /// The exchange is over in good order (an HTTP client that asked to close).
+    Finished(&'static str),
 }
 
 impl fmt::Display for CloseReason {
@@ -93,6 +101,9 @@ impl fmt::Display for CloseReason {
             CloseReason::HeartbeatTimeout { secs } => {
                 write!(f, "silent for {secs} s (heartbeat timeout)")
             }
+            CloseReason::HttpTimeout { what, secs } => {
+                write!(f, "HTTP {what} not complete within {secs} s")
+            }
             CloseReason::IdleTimeout { secs } => {
                 write!(f, "silent for {secs} s (app idle timeout)")
             }
@@ -109,6 +120,7 @@ impl fmt::Display for CloseReason {
             CloseReason::Tls(e) => write!(f, "TLS error: {e}"),
             CloseReason::StoreUnavailable => f.write_str("store could not check the login"),
             CloseReason::Shutdown => f.write_str("gateway shutting down"),
+            CloseReason::Finished(what) => write!(f, "done: {what}"),
         }
     }
 }

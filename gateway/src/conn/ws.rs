@@ -160,7 +160,8 @@ impl WsLayer {
             CloseReason::PeerClosed | CloseReason::Io(_) | CloseReason::Tls(_) => return,
             CloseReason::Shutdown
             | CloseReason::HeartbeatTimeout { .. }
-            | CloseReason::IdleTimeout { .. } => CloseCode::Away,
+            | CloseReason::IdleTimeout { .. }
+            | CloseReason::HttpTimeout { .. } => CloseCode::Away,
             CloseReason::Malformed(_) => CloseCode::Protocol,
             CloseReason::Internal(_) => CloseCode::Error,
             _ => CloseCode::Policy,

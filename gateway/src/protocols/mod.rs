@@ -158,10 +158,13 @@ pub enum WorkDone {
 
 impl Session {
     /// The session for a protocol the selector picked, or the reason it cannot be served.
-    pub fn start(protocol: Protocol) -> Result<Session, CloseReason> {
+    pub fn start(protocol: Protocol, limits: &ProtocolLimits) -> Result<Session, CloseReason> {
         match protocol {
             Protocol::Blynk => Ok(Session::Blynk(blynk::BlynkSession::new())),
-            Protocol::Http => Ok(Session::Http(Box::default())),
+            // The configured pre-login buffer bounds a request head too.
+            Protocol::Http => Ok(Session::Http(Box::new(http::HttpSession::new(
+                limits.preauth_buffer_bytes,
+            )))),
             Protocol::Mqtt => Err(CloseReason::NotServed("MQTT")),
         }
     }

@@ -228,13 +228,15 @@ impl Shard {
                     self.close(key, reason);
                     return input.len();
                 }
-                Some(Selection::Speak(protocol)) => match Session::start(protocol) {
-                    Ok(session) => conn.stage.advance(Transition::Selected(session)),
-                    Err(reason) => {
-                        self.close(key, reason);
-                        return input.len();
+                Some(Selection::Speak(protocol)) => {
+                    match Session::start(protocol, &self.services.limits) {
+                        Ok(session) => conn.stage.advance(Transition::Selected(session)),
+                        Err(reason) => {
+                            self.close(key, reason);
+                            return input.len();
+                        }
                     }
-                },
+                }
                 None => {
                     let rest = &input[pos..];
                     let Some((progress, applied)) =

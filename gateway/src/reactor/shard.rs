@@ -518,7 +518,7 @@ impl Shard {
             });
         }
         match &reason {
-            CloseReason::PeerClosed | CloseReason::Shutdown => {
+            CloseReason::PeerClosed | CloseReason::Shutdown | CloseReason::Finished(_) => {
                 tracing::debug!(%peer, ?device, %reason, "connection closed")
             }
             // Strangers refused before login are logged within a per-second budget, the rest
@@ -576,7 +576,7 @@ impl Shard {
             CloseReason::HttpRefused { .. } => Rejection::HttpRefused,
             CloseReason::Malformed(_) => Rejection::Malformed,
             CloseReason::InvalidToken => Rejection::InvalidToken,
-            CloseReason::LoginTimeout => Rejection::LoginTimeout,
+            CloseReason::LoginTimeout | CloseReason::HttpTimeout { .. } => Rejection::LoginTimeout,
             CloseReason::PreAuthBufferFull { .. } => Rejection::PreAuthBufferFull,
             CloseReason::StoreUnavailable => Rejection::StoreUnavailable,
             CloseReason::LoginThrottled { .. } => Rejection::LoginThrottled,
@@ -586,6 +586,7 @@ impl Shard {
             | CloseReason::Io(_)
             | CloseReason::Internal(_)
             | CloseReason::Shutdown
+            | CloseReason::Finished(_)
             | CloseReason::HeartbeatTimeout { .. }
             | CloseReason::IdleTimeout { .. }
             | CloseReason::InputBufferFull { .. }

@@ -1,55 +1,254 @@
-//! HTTP/1.1 on the device ports. Today it serves one thing: the upgrade to the app WebSocket at
-//! `/api/ws` (`upgrade.rs`), after which the connection belongs to the app API session; any other
-//! request is answered with a status that says why, and the connection closes.
+//! HTTP/1.1 on the public ports: requests read with `portcullis_protocol::http` (keep-alive,
+//! bodies under a size limit, pipelining), routed through one table (`routes.rs`), answered with
+//! the one response writer the metrics port uses too. A route either answers (and the connection
+//! stays open when the request allows it) or hands the connection to another protocol: today the
+//! upgrade to the app WebSocket (`upgrade.rs`). A request no route serves, or one the reader
+//! refuses, is answered with a status that says why, and the connection closes.
+//!
+//! Deadlines: the first request of a connection must arrive within the connection's login
+//! deadline, like anything before a login; on a kept-alive connection, each later request has
+//! [`HEAD_DEADLINE`] for its head from its first byte and [`BODY_DEADLINE`] for its body, and a
+//! connection idle between requests for [`KEEP_ALIVE_IDLE`] is closed. A deadline moves only
+//! when the phase changes, so a client trickling bytes cannot keep extending it.
 
+pub mod routes;
 pub mod upgrade;
 
 use super::app_ws::AppWsSession;
 use super::{InputLimit, Progress, ProtocolLimits, Session, Step};
 use crate::conn::CloseReason;
-use upgrade::{HttpHead, read_head};
+use portcullis_protocol::http::{
+    CHUNKED_OVERHEAD_ALLOWANCE, Limits, Parsed, Phase, Request, RequestReader, Response, WriteMode,
+};
+use routes::Route;
+use std::time::Duration;
 
-/// An HTTP connection waiting for its request.
-#[derive(Debug, Default)]
-pub struct HttpSession {}
+/// A later request's head must be complete this long after its first byte.
+pub const HEAD_DEADLINE: Duration = Duration::from_secs(10);
+/// A request's body must be complete this long after its head.
+pub const BODY_DEADLINE: Duration = Duration::from_secs(30);
+/// A kept-alive connection with no request for this long is closed.
+pub const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(60);
+/// Largest request body the public ports accept (no route takes one yet).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Where the connection stands between two reads, for its deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Waiting {
+    /// Between requests: nothing of the next one has arrived.
+    Idle,
+    /// Part of a request has arrived.
+    Request(Phase),
+}
+
+/// What one pass over the received bytes came to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every complete request is answered; the connection waits.
+    Waiting(Waiting),
+    /// The connection now speaks another protocol, from byte `used` on.
+    Upgrade(Route),
+    /// The last answer closes the connection, for this reason.
+    Close(CloseReason),
+}
+
+/// The answers of one pass and how far it got.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Exchange {
+    /// Bytes of complete requests; the rest is kept for the next pass.
+    pub used: usize,
+    /// Each answer's bytes, in order.
+    pub answers: Vec<Vec<u8>>,
+    pub outcome: Outcome,
+}
+
+/// An HTTP connection.
+#[derive(Debug)]
+pub struct HttpSession {
+    reader: RequestReader,
+    /// Requests answered so far on this connection.
+    answered: u32,
+    /// The phase whose deadline was set last (a deadline moves only when this changes).
+    armed: Option<Waiting>,
+    /// `100 Continue` was sent for the current request.
+    continued: bool,
+}
 
 impl HttpSession {
+    /// A session whose request heads may be `max_head_bytes` long.
+    pub fn new(max_head_bytes: usize) -> Self {
+        Self {
+            reader: RequestReader::new(Limits {
+                max_head_bytes,
+                max_body_bytes: MAX_BODY_BYTES,
+                ..Limits::default()
+            }),
+            answered: 0,
+            armed: None,
+            continued: false,
+        }
+    }
+
+    /// Reads every complete request in `input` and answers each with `answer` (sans-IO; the
+    /// public ports pass [`answer`], tests their own).
+    pub fn exchange(
+        &mut self,
+        input: &[u8],
+        answer: impl Fn(&Request) -> (Vec<u8>, Option<Outcome>),
+    ) -> Exchange {
+        let mut used = 0;
+        let mut answers = Vec::new();
+        let outcome = loop {
+            match self.reader.read(&input[used..]) {
+                Ok(Parsed::NeedMore(phase)) => {
+                    if self.reader.awaits_continue() && !self.continued {
+                        self.continued = true;
+                        answers.push(Response::new(100).to_bytes(WriteMode::KEEP_ALIVE));
+                    }
+                    let waiting = if phase == Phase::Head && used == input.len() {
+                        Waiting::Idle
+                    } else {
+                        Waiting::Request(phase)
+                    };
+                    break Outcome::Waiting(waiting);
+                }
+                Ok(Parsed::Complete { request, used: n }) => {
+                    used += n;
+                    self.answered += 1;
+                    self.continued = false;
+                    let (answer, outcome) = answer(&request);
+                    answers.push(answer);
+                    if let Some(outcome) = outcome {
+                        break outcome;
+                    }
+                    if !request.keep_alive {
+                        break Outcome::Close(CloseReason::Finished(
+                            "the HTTP client asked to close",
+                        ));
+                    }
+                }
+                Err(refused) => {
+                    answers.push(refused.response().to_bytes(WriteMode::CLOSE));
+                    used = input.len();
+                    break Outcome::Close(CloseReason::HttpRefused {
+                        status: refused.status(),
+                        why: refused.to_string(),
+                    });
+                }
+            }
+        };
+        Exchange {
+            used,
+            answers,
+            outcome,
+        }
+    }
+
+    /// Bytes from the peer: answered through the outbox, the connection moved on accordingly.
     pub fn receive(&mut self, input: &[u8], step: &mut Step<'_>) -> Progress {
-        match read_head(input) {
-            HttpHead::NeedMore => Progress {
-                used: 0,
-                paused: false,
-            },
-            HttpHead::Upgrade { response, consumed } => {
-                step.out.raw(&response);
+        self.receive_with(input, step, answer)
+    }
+
+    /// [`Self::receive`] with the answers of `answer`.
+    pub fn receive_with(
+        &mut self,
+        input: &[u8],
+        step: &mut Step<'_>,
+        answer: impl Fn(&Request) -> (Vec<u8>, Option<Outcome>),
+    ) -> Progress {
+        let exchange = self.exchange(input, answer);
+        for answer in &exchange.answers {
+            step.out.raw(answer);
+        }
+        match exchange.outcome {
+            Outcome::Waiting(waiting) => {
+                // The first request is under the connection's login deadline.
+                if self.answered > 0 && self.armed != Some(waiting) {
+                    self.armed = Some(waiting);
+                    step.out.deadline = Some(match waiting {
+                        Waiting::Idle => KEEP_ALIVE_IDLE,
+                        Waiting::Request(Phase::Head) => HEAD_DEADLINE,
+                        Waiting::Request(Phase::Body) => BODY_DEADLINE,
+                    });
+                }
+            }
+            Outcome::Upgrade(Route::AppWebSocket) => {
                 step.out.upgrade = Some(Session::AppWs(Box::new(AppWsSession::new())));
                 // An app receives streams of events: a larger send buffer than a device's.
                 step.out.send_buffer = Some(step.services.limits.app_socket_send_buffer_bytes);
-                Progress {
-                    used: consumed,
-                    paused: false,
-                }
             }
-            HttpHead::Refuse {
-                response,
-                status,
-                why,
-            } => {
-                step.out.raw(&response);
-                step.out.close(CloseReason::HttpRefused { status, why });
-                Progress {
-                    used: input.len(),
-                    paused: false,
-                }
-            }
+            Outcome::Close(reason) => step.out.close(reason),
+        }
+        Progress {
+            used: exchange.used,
+            paused: false,
         }
     }
 
     pub fn on_deadline(&self) -> CloseReason {
-        CloseReason::LoginTimeout
+        match self.armed {
+            _ if self.answered == 0 => CloseReason::LoginTimeout,
+            Some(Waiting::Request(Phase::Body)) => CloseReason::HttpTimeout {
+                what: "request body",
+                secs: BODY_DEADLINE.as_secs(),
+            },
+            Some(Waiting::Request(Phase::Head)) => CloseReason::HttpTimeout {
+                what: "request head",
+                secs: HEAD_DEADLINE.as_secs(),
+            },
+            Some(Waiting::Idle) | None => CloseReason::HttpTimeout {
+                what: "next request",
+                secs: KEEP_ALIVE_IDLE.as_secs(),
+            },
+        }
     }
 
-    pub fn input_limit(&self, limits: &ProtocolLimits) -> InputLimit {
-        InputLimit::PreAuth(limits.preauth_buffer_bytes)
+    /// What the reader may hold: a whole head and body with its chunked framing. The reader
+    /// refuses more with a status; this is the backstop behind it.
+    pub fn input_limit(&self, _limits: &ProtocolLimits) -> InputLimit {
+        let limits = self.reader.limits();
+        InputLimit::PreAuth(
+            limits.max_head_bytes + limits.max_body_bytes + CHUNKED_OVERHEAD_ALLOWANCE,
+        )
     }
 }
+
+/// The answer of the public ports to one complete request, and what it does to the connection
+/// (`None`: it stays open for the next request, when the request allows).
+pub fn answer(request: &Request) -> (Vec<u8>, Option<Outcome>) {
+    let refuse = |response: Response, why: String| {
+        let status = response.status();
+        (
+            response.to_bytes(WriteMode::CLOSE),
+            Some(Outcome::Close(CloseReason::HttpRefused { status, why })),
+        )
+    };
+    match routes::router().route(request.method, &request.path) {
+        Ok(found) => match found.value {
+            Route::AppWebSocket => match upgrade::accept(request) {
+                Ok(switching) => (
+                    switching.to_bytes(WriteMode::KEEP_ALIVE),
+                    Some(Outcome::Upgrade(Route::AppWebSocket)),
+                ),
+                Err(refused) => refuse(
+                    Response::text(refused.status, format!("{}\n", refused.why)),
+                    refused.why,
+                ),
+            },
+        },
+        Err(miss) => {
+            let why = match miss.allow() {
+                None => routes::not_served(&request.path),
+                Some(allow) => format!(
+                    "{} is not allowed on {:?}; use {allow}",
+                    request.method.as_str(),
+                    request.path
+                ),
+            };
+            refuse(miss.response(format!("{why}\n")), why)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

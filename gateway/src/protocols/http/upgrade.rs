@@ -1,154 +1,86 @@
-//! The HTTP request that opens a WebSocket: the only HTTP this gateway serves so far is the
-//! upgrade to the app API at [`APP_WS_PATH`]. Sans-IO: takes the bytes received so far and says
-//! whether the head is complete, and if so either the `101 Switching Protocols` answer or the
-//! error answer to send before closing. Parsing is httparse's; the accept key is tungstenite's.
+//! The WebSocket upgrade (RFC 6455 §4.2): whether a complete GET request asks for a WebSocket the
+//! right way, and the `101 Switching Protocols` answer with its accept key (tungstenite's), or the
+//! refusal that says what was wrong. Sans-IO; the HTTP session (`http/mod.rs`) routes requests
+//! here and hands the connection over on success.
 
-use portcullis_protocol::app::APP_WS_PATH;
+use portcullis_protocol::http::{Method, Request, Response};
 use tungstenite::handshake::derive_accept_key;
 
-/// Request headers read at most; a request with more is refused.
-pub const MAX_HEADERS: usize = 32;
-
-/// What the received bytes amount to.
-#[derive(Debug, PartialEq, Eq)]
-pub enum HttpHead {
-    /// The head is not complete yet.
-    NeedMore,
-    /// A valid upgrade to the app WebSocket: send `response`, then speak WebSocket from byte
-    /// `consumed` on.
-    Upgrade { response: Vec<u8>, consumed: usize },
-    /// Anything else: send `response` and close. `why` is for the log.
-    Refuse {
-        response: Vec<u8>,
-        status: u16,
-        why: String,
-    },
+/// Why an upgrade request is refused: the status to answer with and the reason, for the answer's
+/// body and the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub status: u16,
+    pub why: String,
 }
 
-/// Reads an HTTP request head and decides.
-pub fn read_head(bytes: &[u8]) -> HttpHead {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut request = httparse::Request::new(&mut headers);
-    let consumed = match request.parse(bytes) {
-        Ok(httparse::Status::Partial) => return HttpHead::NeedMore,
-        Ok(httparse::Status::Complete(n)) => n,
-        Err(e) => return refuse(400, "Bad Request", format!("unreadable HTTP request: {e}")),
+/// The `101` answer to a valid upgrade request, or why it is refused.
+pub fn accept(request: &Request) -> Result<Response, Refused> {
+    let refuse = |status, why: &str| {
+        Err(Refused {
+            status,
+            why: why.to_owned(),
+        })
     };
-    let path = request.path.unwrap_or("");
-    let path = path.split('?').next().unwrap_or("");
-    if path != APP_WS_PATH {
-        return refuse(
-            404,
-            "Not Found",
-            format!("HTTP path {path:?} is not served (only the app WebSocket at {APP_WS_PATH})"),
-        );
+    if request.method != Method::Get {
+        return refuse(405, "app WebSocket needs GET");
     }
-    if request.method != Some("GET") {
-        return refuse(405, "Method Not Allowed", "app WebSocket needs GET".into());
+    if !request.headers.contains_token("upgrade", "websocket")
+        || !request.headers.contains_token("connection", "upgrade")
+    {
+        return refuse(426, "plain HTTP request to the app WebSocket path");
     }
-    let header = |name: &str| {
-        request
-            .headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name))
-            .map(|h| h.value)
+    if request.header("sec-websocket-version") != Some(b"13") {
+        return refuse(426, "WebSocket version other than 13");
+    }
+    let Some(key) = request
+        .header("sec-websocket-key")
+        .filter(|key| !key.is_empty())
+    else {
+        return refuse(400, "WebSocket upgrade without a key");
     };
-    let has_token = |name: &str, token: &str| {
-        header(name)
-            .and_then(|v| std::str::from_utf8(v).ok())
-            .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-    };
-    if !has_token("upgrade", "websocket") || !has_token("connection", "upgrade") {
-        return refuse(
-            426,
-            "Upgrade Required",
-            "plain HTTP request to the app WebSocket path".into(),
-        );
-    }
-    if header("sec-websocket-version") != Some(b"13") {
-        return refuse(
-            426,
-            "Upgrade Required",
-            "WebSocket version other than 13".into(),
-        );
-    }
-    let Some(key) = header("sec-websocket-key").filter(|k| !k.is_empty()) else {
-        return refuse(400, "Bad Request", "WebSocket upgrade without a key".into());
-    };
-    let response = format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Accept: {}\r\n\r\n",
-        derive_accept_key(key)
-    );
-    HttpHead::Upgrade {
-        response: response.into_bytes(),
-        consumed,
-    }
-}
-
-fn refuse(status: u16, text: &str, why: String) -> HttpHead {
-    let body = format!("{why}\n");
-    let response = format!(
-        "HTTP/1.1 {status} {text}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\
-         Connection: close\r\n\r\n{body}",
-        body.len()
-    );
-    HttpHead::Refuse {
-        response: response.into_bytes(),
-        status,
-        why,
-    }
+    Ok(Response::new(101)
+        .with_header("Upgrade", "websocket")
+        .with_header("Connection", "Upgrade")
+        .with_header("Sec-WebSocket-Accept", derive_accept_key(key)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use portcullis_protocol::http::{Limits, Parsed, RequestReader, WriteMode};
 
     const UPGRADE: &str = "GET /api/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
         Connection: keep-alive, Upgrade\r\nSec-WebSocket-Version: 13\r\n\
         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
 
-    fn status_of(head: &HttpHead) -> &str {
-        let bytes = match head {
-            HttpHead::Upgrade { response, .. } | HttpHead::Refuse { response, .. } => response,
-            HttpHead::NeedMore => return "need more",
-        };
-        std::str::from_utf8(&bytes[9..12]).expect("test fixture")
-    }
-
-    #[test]
-    fn a_valid_upgrade_gets_the_rfc_6455_accept_key() {
-        let mut bytes = UPGRADE.as_bytes().to_vec();
-        bytes.extend_from_slice(b"\x81\x85");
-        match read_head(&bytes) {
-            HttpHead::Upgrade { response, consumed } => {
-                assert_eq!(consumed, UPGRADE.len());
-                let text = String::from_utf8(response).expect("test fixture");
-                assert!(text.starts_with("HTTP/1.1 101 "));
-                // The example of RFC 6455 §1.3.
-                assert!(text.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
-            }
+    fn request(text: &str) -> Request {
+        match RequestReader::new(Limits::default()).read(text.as_bytes()) {
+            Ok(Parsed::Complete { request, .. }) => request,
             other => panic!("{other:?}"),
         }
     }
 
     #[test]
-    fn an_incomplete_head_waits() {
-        assert_eq!(read_head(&UPGRADE.as_bytes()[..40]), HttpHead::NeedMore);
+    fn a_valid_upgrade_gets_the_rfc_6455_accept_key() {
+        let response = accept(&request(UPGRADE)).expect("a valid upgrade");
+        let text = String::from_utf8(response.to_bytes(WriteMode::KEEP_ALIVE)).expect("ASCII");
+        assert!(text.starts_with("HTTP/1.1 101 "), "{text}");
+        // The example of RFC 6455 §1.3.
+        assert!(text.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
+        assert!(!text.contains("Content-Length"), "a 101 has no body");
     }
 
     #[test]
-    fn other_requests_are_refused_with_a_status_that_says_why() {
-        let other_path = UPGRADE.replace("/api/ws", "/admin");
-        assert_eq!(status_of(&read_head(other_path.as_bytes())), "404");
+    fn bad_upgrades_are_refused_with_a_status_that_says_why() {
+        let status = |text: &str| accept(&request(text)).map(|r| r.status());
         let post = UPGRADE.replace("GET", "POST");
-        assert_eq!(status_of(&read_head(post.as_bytes())), "405");
+        assert_eq!(status(&post).map_err(|r| r.status), Err(405));
         let plain = "GET /api/ws HTTP/1.1\r\nHost: x\r\n\r\n";
-        assert_eq!(status_of(&read_head(plain.as_bytes())), "426");
+        assert_eq!(status(plain).map_err(|r| r.status), Err(426));
         let old = UPGRADE.replace("Version: 13", "Version: 8");
-        assert_eq!(status_of(&read_head(old.as_bytes())), "426");
+        assert_eq!(status(&old).map_err(|r| r.status), Err(426));
         let keyless = UPGRADE.replace("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", "");
-        assert_eq!(status_of(&read_head(keyless.as_bytes())), "400");
-        assert_eq!(status_of(&read_head(b"GET \x01 HTTP/1.1\r\n\r\n")), "400");
+        assert_eq!(status(&keyless).map_err(|r| r.status), Err(400));
     }
 }
