@@ -2,9 +2,6 @@
 //! CLI (on the operations crate), the sharded mio reactor and the device sessions. The `portcullis` binary is a thin CLI over
 //! this crate.
 
-pub mod admin;
-pub mod admin_store;
-pub mod admin_user;
 pub mod cli;
 pub mod config;
 pub mod logging;
