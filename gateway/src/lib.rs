@@ -11,11 +11,8 @@
 //! - `guard/`: abuse defences (admission, login throttles) and the security log.
 //! - `config/`, `tls/`, `metrics/`: configuration, certificates, counters and the metrics port.
 //! - `daemon/`: the process's life (start-up order, signals, the child store, systemd, logging).
-//! - `cli/`, `admin*.rs`: the admin CLI, on the operations crate (`portcullis_operations`).
+//! - `cli/`: the admin CLI, one file per noun, on the operations crate (`portcullis_operations`).
 
-pub mod admin;
-pub mod admin_store;
-pub mod admin_user;
 pub mod bus;
 pub mod cli;
 pub mod config;
@@ -29,11 +26,3 @@ pub mod store_client;
 pub mod store_endpoint;
 pub mod tls;
 
-/// Old paths of the security log and the logging set-up, for the admin CLI files until they move
-/// to `cli/`.
-pub use daemon::logging;
-pub use guard::security_log as security;
-
-/// Password hashing lives in the operations crate; re-exported so `crate::password` keeps
-/// naming it for the reactor's password workers until they call `portcullis_operations::login`.
-pub use portcullis_operations::password;

@@ -2,7 +2,7 @@
 //! file, `admin` manages devices through the running store. Only this edge uses `anyhow`.
 
 use clap::{Parser, Subcommand};
-use portcullis_gateway::admin::{self, AdminArgs};
+use portcullis_gateway::cli::admin::{self, AdminArgs};
 use portcullis_gateway::config::{Config, LogFormat};
 use portcullis_gateway::daemon::serve::{Overrides, ServeContext};
 use std::path::PathBuf;

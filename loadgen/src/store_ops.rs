@@ -1,14 +1,16 @@
 //! The two things the load generator asks the store directly, over the gateway's private store
 //! socket (`<data-dir>/store.sock`, same access rule as `portcullis admin`): creating devices in
-//! bulk for `provision` (many `CreateDevice` requests pipelined on one link, so the store can
-//! share WAL syncs between them), and reading the telemetry pin of every device back after a
-//! `telemetry` run, so "stored" is what the store holds, not what was sent.
+//! bulk for `provision` (the operations layer's `create_many`, as the operator: tokens generated
+//! and hashed there, each batch pipelined on one link so the store can share WAL syncs between
+//! them), and reading the telemetry pin of every device back after a `telemetry` run, so
+//! "stored" is what the store holds, not what was sent.
 
 use crate::tokens::TokenLine;
 use portcullis_gateway::store_client::{StoreClient, StoreClientError};
+use portcullis_operations::devices::{NewDevice, create_many};
+use portcullis_operations::{OperationError, Principal};
 use portcullis_protocol::body::{PinAddr, PinKind};
 use portcullis_protocol::store::{ClientRole, Request, Response, StoreError};
-use portcullis_protocol::token::DeviceToken;
 use std::path::Path;
 use std::time::{Duration, Instant};
 use thiserror::Error;
@@ -27,8 +29,14 @@ pub enum StoreOpError {
         request: &'static str,
         answer: String,
     },
-    #[error("could not generate a token: {0}")]
-    Token(#[from] portcullis_protocol::token::TokenError),
+    /// Provisioning failed as a whole: the link, or the operation refused the batch.
+    #[error(transparent)]
+    Provision(#[from] OperationError),
+    #[error("device {index} was not created: {source}")]
+    Create {
+        index: usize,
+        source: OperationError,
+    },
 }
 
 /// What `provision` did.
@@ -54,33 +62,22 @@ pub fn provision(
     let batch = batch.max(1);
     while devices.len() < count {
         let n = batch.min(count - devices.len());
-        let mut tokens = Vec::with_capacity(n);
-        let mut requests = Vec::with_capacity(n);
-        for i in 0..n {
-            let token = DeviceToken::generate()?;
-            requests.push(Request::CreateDevice {
-                org: org.to_owned(),
-                template: template.to_owned(),
+        let batch: Vec<NewDevice> = (0..n)
+            .map(|i| NewDevice {
                 name: format!("{prefix}-{}", devices.len() + i + 1),
-                token_hash: token.hash(),
-            });
-            tokens.push(token);
-        }
-        let replies = client.call_many(requests)?;
-        for (i, (reply, token)) in replies.into_iter().zip(tokens).enumerate() {
-            match reply {
-                Ok(Response::Device(record)) => devices.push(TokenLine {
-                    id: record.id,
-                    token: token.expose().to_owned(),
+                template: template.to_owned(),
+                org: org.to_owned(),
+            })
+            .collect();
+        let answers = create_many(&mut client, &Principal::Operator, batch)?;
+        for (i, answer) in answers.into_iter().enumerate() {
+            match answer {
+                Ok(created) => devices.push(TokenLine {
+                    id: created.device.id,
+                    token: created.token.expose().to_owned(),
                 }),
-                Ok(other) => {
-                    return Err(StoreOpError::Unexpected {
-                        request: "CreateDevice",
-                        answer: format!("{other:?}"),
-                    });
-                }
                 Err(source) => {
-                    return Err(StoreOpError::Refused {
+                    return Err(StoreOpError::Create {
                         index: devices.len() + i,
                         source,
                     });

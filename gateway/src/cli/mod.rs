@@ -1,4 +1,13 @@
-//! The `portcullis` command line beyond `serve`: today the admin commands' link to the store.
-//! Every admin command runs an operation of `portcullis_operations` as the operator.
+//! The `portcullis admin` command line: [`admin`] parses it and opens the store link, one file
+//! per noun runs its commands ([`device`], [`history`], [`user`], [`backup`]), [`render`]
+//! prints for all of them. No command builds a store request or does a domain step itself:
+//! each calls `portcullis_operations` as the operator, over [`store_access`]'s link.
+//! Imports go one way: `admin` → nouns → `render`.
 
+pub mod admin;
+pub mod backup;
+pub mod device;
+pub mod history;
+pub mod render;
 pub mod store_access;
+pub mod user;

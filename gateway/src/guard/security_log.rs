@@ -5,7 +5,7 @@
 //! certificate file, a token prefix) and `reason` — so tools parse one format.
 //!
 //! Each module that has something to report defines one enum implementing [`SecurityEvent`]
-//! (`reactor::events::ConnectionEvent`, `tls::reload::CertificateEvent`, `admin::AdminEvent`);
+//! (`reactor::events::ConnectionEvent`, `tls::reload::CertificateEvent`, `cli::device::AdminEvent`);
 //! a new feature adds an enum or a variant, never a new format.
 
 use std::fs::File;

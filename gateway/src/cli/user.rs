@@ -1,27 +1,17 @@
-//! `portcullis admin user ...`: creating a user account and showing one. The password never
-//! leaves this process: it is turned into the Blynk client hash here, that into an argon2id PHC
-//! string ([`crate::password`]), and only the PHC string goes to the store. A generated
-//! password is printed once; `user show` never prints the PHC string.
+//! `portcullis admin user create|show`: creating a user account and showing one, through
+//! `portcullis_operations::users` as the operator. The password never leaves this process in
+//! clear: the operations layer turns it into the Blynk client hash and that into an argon2id
+//! PHC string, and only the PHC string goes to the store. This file reads a given password from
+//! standard input, prints a generated one once, and never prints the PHC string.
 
-use crate::password::hash_client_hash;
-use crate::store_client::{StoreClient, StoreClientError};
-use anyhow::{Context, anyhow, bail};
-use base64::Engine as _;
-use portcullis_protocol::app::{MAX_EMAIL_LEN, client_hash, normalize_email};
-use portcullis_protocol::store::{Request, Response, StoreError, UserRecord};
+use super::render::{self, failure, format_ms, printable};
+use anyhow::{Context, anyhow};
+use portcullis_operations::error::InvalidInput;
+use portcullis_operations::users::{self, MAX_PASSWORD_BYTES, NewUser, PasswordChoice};
+use portcullis_operations::{Missing, OperationError, Principal, StoreAccess};
+use portcullis_protocol::store::StoreError;
 use serde::Serialize;
 use std::io::{BufRead, Read, Write};
-
-/// Random bytes of a generated password: 18 bytes are 144 bits, 24 base64url characters.
-pub const GENERATED_PASSWORD_BYTES: usize = 18;
-
-/// Shortest password `--password-stdin` accepts, in characters. A floor against typos and
-/// empty input, not a strength meter.
-pub const MIN_PASSWORD_CHARS: usize = 8;
-
-/// Longest password line read from stdin, in bytes: a password is hashed client-side into a
-/// fixed-size digest anyway, and a bounded read means a runaway pipe cannot fill memory.
-pub const MAX_PASSWORD_BYTES: usize = 1024;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum UserCommand {
@@ -46,7 +36,7 @@ pub enum UserCommand {
 
 /// Runs a user command; `stdin` is read only by `create --password-stdin`.
 pub fn execute(
-    client: &mut StoreClient,
+    store: &mut impl StoreAccess,
     command: UserCommand,
     json: bool,
     stdin: &mut dyn BufRead,
@@ -59,29 +49,24 @@ pub fn execute(
             password_stdin,
         } => {
             let password = if password_stdin {
-                Password::Given(read_password(stdin)?)
+                PasswordChoice::Given(read_password(stdin)?)
             } else {
-                Password::Generated(generate_password()?)
+                PasswordChoice::Generate
             };
-            create_user(client, &email, org, password, json, out)
+            let user = NewUser {
+                email,
+                org,
+                password,
+            };
+            create_user(store, user, json, out)
         }
-        UserCommand::Show { email } => show_user(client, &email, json, out),
+        UserCommand::Show { email } => show_user(store, &email, json, out),
     }
 }
 
-enum Password {
-    Given(String),
-    Generated(String),
-}
-
-/// A fresh password: [`GENERATED_PASSWORD_BYTES`] from the OS CSPRNG, base64url.
-fn generate_password() -> anyhow::Result<String> {
-    let mut bytes = [0u8; GENERATED_PASSWORD_BYTES];
-    getrandom::fill(&mut bytes).map_err(|e| anyhow!("the system random generator failed: {e}"))?;
-    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
-}
-
-/// The first line of `input`, without its line ending, checked for length.
+/// The first line of `input`, without its line ending. Reads at most a little more than
+/// [`MAX_PASSWORD_BYTES`], so a runaway pipe cannot fill memory; the length rules themselves
+/// are the operation's.
 fn read_password(input: &mut dyn BufRead) -> anyhow::Result<String> {
     /// Room for the line ending (`\r\n`) beyond the password itself.
     const LINE_END: u64 = 2;
@@ -92,14 +77,6 @@ fn read_password(input: &mut dyn BufRead) -> anyhow::Result<String> {
         .context("cannot read the password from standard input (it must be UTF-8)")?;
     let password = line.strip_suffix('\n').unwrap_or(&line);
     let password = password.strip_suffix('\r').unwrap_or(password);
-    if password.len() > MAX_PASSWORD_BYTES {
-        bail!("the password is longer than {MAX_PASSWORD_BYTES} bytes");
-    }
-    if password.chars().count() < MIN_PASSWORD_CHARS {
-        bail!(
-            "the password on standard input is shorter than {MIN_PASSWORD_CHARS} characters (or missing); pipe one line, e.g. `printf '%s\\n' \"$PW\" | portcullis admin user create ... --password-stdin`"
-        );
-    }
     Ok(password.to_owned())
 }
 
@@ -118,7 +95,7 @@ struct UserCreated<'a> {
     org: &'a str,
 }
 
-impl crate::security::SecurityEvent for UserCreated<'_> {
+impl crate::guard::security_log::SecurityEvent for UserCreated<'_> {
     fn kind(&self) -> &'static str {
         "admin_user_created"
     }
@@ -140,67 +117,56 @@ impl crate::security::SecurityEvent for UserCreated<'_> {
     }
 }
 
+/// A refused `user create` with what to do about it.
+fn create_failure(error: OperationError) -> anyhow::Error {
+    match error {
+        OperationError::Invalid(InvalidInput::PasswordTooShort { min }) => anyhow!(
+            "the password on standard input is shorter than {min} characters (or missing); pipe one line, e.g. `printf '%s\\n' \"$PW\" | portcullis admin user create ... --password-stdin`"
+        ),
+        OperationError::Invalid(InvalidInput::UserExists { email, why }) => anyhow!(
+            "{why}; choose another email, or see the existing account with `portcullis admin user show --email {email}`"
+        ),
+        OperationError::Invalid(InvalidInput::RefusedByStore(StoreError::Invalid(why))) => {
+            anyhow!("the store refused the user: {why}")
+        }
+        other => failure(other),
+    }
+}
+
 fn create_user(
-    client: &mut StoreClient,
-    email: &str,
-    org: String,
-    password: Password,
+    store: &mut impl StoreAccess,
+    user: NewUser,
     json: bool,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
-    let email = normalize_email(email);
-    if email.len() > MAX_EMAIL_LEN {
-        bail!("the email is longer than {MAX_EMAIL_LEN} bytes");
-    }
-    let (plain, generated) = match &password {
-        Password::Given(p) => (p.as_str(), false),
-        Password::Generated(p) => (p.as_str(), true),
-    };
-    // The same hash an app computes at login from what the user types (the email lower-cased).
-    let phc = hash_client_hash(&client_hash(plain, &email))?;
-    let request = Request::CreateUser {
-        email: email.clone(),
-        org: org.clone(),
-        password_phc: phc,
-    };
-    match client.call(request) {
-        Ok(Response::Done) => {}
-        Ok(other) => bail!("the store answered CreateUser with an unexpected {other:?}"),
-        Err(StoreClientError::Store(StoreError::Invalid(why)))
-            if why.contains("already exists") =>
-        {
-            bail!(
-                "{why}; choose another email, or see the existing account with `portcullis admin user show --email {email}`"
-            )
-        }
-        Err(StoreClientError::Store(StoreError::Invalid(why))) => {
-            bail!("the store refused the user: {why}")
-        }
-        Err(other) => return Err(other.into()),
-    }
-    crate::security::record(
+    let created = users::create(store, &Principal::Operator, user).map_err(create_failure)?;
+    crate::guard::security_log::record(
         "admin",
         &UserCreated {
-            email: &email,
-            org: &org,
+            email: &created.email,
+            org: &created.org,
         },
     );
-    let created = CreatedUser {
-        email: &email,
-        org: &org,
-        password: generated.then_some(plain),
+    let password = created
+        .generated_password
+        .as_ref()
+        .map(|password| password.expose());
+    let shown = CreatedUser {
+        email: &created.email,
+        org: &created.org,
+        password,
     };
     if json {
-        writeln!(out, "{}", serde_json::to_string(&created)?)?;
-        return Ok(());
+        return render::json(out, &shown);
     }
-    let (shown_email, shown_org) = (
-        crate::admin::printable(&email),
-        crate::admin::printable(&org),
-    );
-    writeln!(out, "Created user {shown_email} (org {shown_org}).")?;
-    if generated {
-        writeln!(out, "Password: {plain}")?;
+    writeln!(
+        out,
+        "Created user {} (org {}).",
+        printable(shown.email),
+        printable(shown.org)
+    )?;
+    if let Some(password) = password {
+        writeln!(out, "Password: {password}")?;
         writeln!(
             out,
             "The password is shown only this once: hand it to the user now. Only a hash of it is stored."
@@ -218,52 +184,40 @@ struct UserView<'a> {
 }
 
 fn show_user(
-    client: &mut StoreClient,
+    store: &mut impl StoreAccess,
     email: &str,
     json: bool,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
-    let user: UserRecord = match client.call(Request::GetUser {
-        email: email.to_owned(),
-    })? {
-        Response::User(Some(user)) => user,
-        Response::User(None) => bail!(
+    let user = users::get(store, &Principal::Operator, email).map_err(|error| match error {
+        OperationError::NotFound(Missing::User(email)) => anyhow!(
             "no user has the email {} (create one with `portcullis admin user create --email EMAIL --org ORG`)",
-            crate::admin::printable(&normalize_email(email))
+            printable(&email)
         ),
-        other => bail!("the store answered GetUser with an unexpected {other:?}"),
-    };
+        other => failure(other),
+    })?;
     let view = UserView {
         email: &user.email,
         org: &user.org,
         created_ms: user.created_ms,
     };
     if json {
-        writeln!(out, "{}", serde_json::to_string(&view)?)?;
-        return Ok(());
+        return render::json(out, &view);
     }
-    writeln!(
-        out,
-        "{:<9} {}",
-        "email:",
-        crate::admin::printable(view.email)
-    )?;
-    writeln!(out, "{:<9} {}", "org:", crate::admin::printable(view.org))?;
-    writeln!(
-        out,
-        "{:<9} {}",
-        "created:",
-        crate::admin::format_ms(view.created_ms)
-    )?;
+    writeln!(out, "{:<9} {}", "email:", printable(view.email))?;
+    writeln!(out, "{:<9} {}", "org:", printable(view.org))?;
+    writeln!(out, "{:<9} {}", "created:", format_ms(view.created_ms))?;
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::password::{PasswordCheck, verify};
+    use crate::store_client::StoreClient;
     use crate::store_client::fake_store::serving;
-    use portcullis_protocol::store::ClientRole;
+    use portcullis_operations::password::{PasswordCheck, verify};
+    use portcullis_protocol::app::client_hash;
+    use portcullis_protocol::store::{ClientRole, Request, Response, UserRecord};
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 

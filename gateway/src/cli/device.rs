@@ -1,60 +1,17 @@
-//! `portcullis admin`: bootstrap and scripting commands that talk to a running store over its
-//! Unix socket, or over mutual TLS when the configuration names a remote store (so they work
-//! while the gateway serves). Every command prints either a short
-//! human-readable report or, with `--json`, one JSON document on stdout for scripts. A device's
-//! token is generated here, shown once, and only its SHA-256 hash is sent to the store. User
-//! commands live in `admin_user`, history and backup in `admin_store`.
+//! `portcullis admin device create|list|get|pins|history`: the device commands, as the operator.
+//! Each runs one operation of `portcullis_operations::devices` or `pins` (the token is
+//! generated and hashed there; it is printed here, once) and prints a short report or, with
+//! `--json`, one JSON document. `device history` is parsed here and run by
+//! [`super::history`].
 
-use crate::config::Config;
-use crate::store_client::StoreClient;
-use anyhow::{Context, anyhow, bail};
-use portcullis_protocol::body::{DeviceInfo, PinAddr, SEPARATOR};
-use portcullis_protocol::store::{
-    ClientRole, DeviceId, DeviceRecord, PinValue, Request, Response, StoreError,
-};
-use portcullis_protocol::token::DeviceToken;
+use super::history::{self, HistoryArgs};
+use super::render::{self, failure, format_ms, pin_values, printable, write_table};
+use portcullis_operations::devices::{self, NewDevice};
+use portcullis_operations::{Principal, StoreAccess, pins};
+use portcullis_protocol::body::DeviceInfo;
+use portcullis_protocol::store::{DeviceId, DeviceRecord, PinValue};
 use serde::Serialize;
 use std::io::Write;
-use std::path::PathBuf;
-use std::time::Duration;
-
-/// How long an admin command waits for the store before giving up.
-const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Devices fetched per `ListDevices` request.
-const LIST_PAGE: u32 = 1000;
-
-/// Arguments of `portcullis admin`.
-#[derive(Debug, clap::Args)]
-pub struct AdminArgs {
-    /// Data directory of the gateway whose store to use [default: the config's data_dir, else ./data].
-    #[arg(long, global = true, value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// Configuration file of that gateway; its store.socket or store.remote (if set) says where
-    /// the store is.
-    #[arg(long, global = true, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// Print one JSON document instead of text.
-    #[arg(long, global = true)]
-    pub json: bool,
-    #[command(subcommand)]
-    pub command: AdminCommand,
-}
-
-#[derive(Debug, clap::Subcommand)]
-pub enum AdminCommand {
-    /// Create, list and inspect devices.
-    #[command(subcommand)]
-    Device(DeviceCommand),
-    /// Create and show user accounts (email, org, password).
-    #[command(subcommand)]
-    User(crate::admin_user::UserCommand),
-    /// Write a consistent checkpoint of the running store's database into DIR (a new directory).
-    Backup {
-        /// Where to write it; must not exist yet, its parent must.
-        dir: PathBuf,
-    },
-}
 
 #[derive(Debug, clap::Subcommand)]
 pub enum DeviceCommand {
@@ -83,87 +40,35 @@ pub enum DeviceCommand {
         id: DeviceId,
     },
     /// Show the stored values of one pin over a time range, raw or downsampled.
-    History {
-        /// Device id (see `device list`).
-        id: DeviceId,
-        /// Pin name such as V5, D13 or A0.
-        #[arg(value_parser = parse_pin)]
-        pin: PinAddr,
-        /// Start of the range (inclusive): RFC 3339 or Unix ms [default: one day before --to].
-        #[arg(long, value_parser = crate::admin_store::parse_time)]
-        from: Option<u64>,
-        /// End of the range (exclusive): RFC 3339 or Unix ms [default: now].
-        #[arg(long, value_parser = crate::admin_store::parse_time)]
-        to: Option<u64>,
-        /// Downsample into buckets of this length (min/max/avg each): 500ms, 30s, 5m, 1h, 1d.
-        #[arg(long, value_parser = crate::admin_store::parse_step)]
-        step: Option<u64>,
-    },
+    History(HistoryArgs),
 }
 
-fn parse_pin(name: &str) -> Result<PinAddr, String> {
-    PinAddr::parse_name(name).map_err(|e| e.to_string())
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// Runs an admin command against the store of the configured gateway, printing to stdout.
-pub fn run(args: AdminArgs) -> anyhow::Result<()> {
-    let mut config = Config::load(args.config.as_deref())?;
-    if let Some(data_dir) = &args.data_dir {
-        config.data_dir = data_dir.clone();
-    }
-    let _security_log = crate::logging::security_only(&config)?;
-    let endpoint = crate::store_endpoint::StoreEndpoint::from_config(&config)?;
-    let mut client = StoreClient::connect_to(&endpoint, ClientRole::Admin, ADMIN_TIMEOUT)?;
-    let mut stdout = std::io::stdout().lock();
-    execute(&mut client, args.command, args.json, &mut stdout)?;
-    stdout.flush().context("cannot write to stdout")
-}
-
-/// Runs one command on an open link, writing its report to `out`.
+/// Runs a device command as the operator.
 pub fn execute(
-    client: &mut StoreClient,
-    command: AdminCommand,
+    store: &mut impl StoreAccess,
+    command: DeviceCommand,
     json: bool,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     match command {
-        AdminCommand::Device(DeviceCommand::Create {
+        DeviceCommand::Create {
             name,
             template,
             org,
-        }) => create_device(client, name, template, org, json, out),
-        AdminCommand::Device(DeviceCommand::List) => list_devices(client, json, out),
-        AdminCommand::Device(DeviceCommand::Get { id }) => get_device(client, id, json, out),
-        AdminCommand::Device(DeviceCommand::Pins { id }) => device_pins(client, id, json, out),
-        AdminCommand::Device(DeviceCommand::History {
-            id,
-            pin,
-            from,
-            to,
-            step,
-        }) => {
-            let to = to.unwrap_or_else(now_ms);
-            let from = from
-                .unwrap_or_else(|| to.saturating_sub(crate::admin_store::DEFAULT_HISTORY_SPAN_MS));
-            let query = crate::admin_store::HistoryQuery {
-                device: id,
-                pin,
-                from_ms: from,
-                to_ms: to,
-                step_ms: step,
-            };
-            crate::admin_store::device_history(client, query, json, out)
-        }
-        AdminCommand::Backup { dir } => crate::admin_store::backup(client, &dir, json, out),
-        AdminCommand::User(command) => {
-            crate::admin_user::execute(client, command, json, &mut std::io::stdin().lock(), out)
-        }
+        } => create(
+            store,
+            NewDevice {
+                name,
+                template,
+                org,
+            },
+            json,
+            out,
+        ),
+        DeviceCommand::List => list(store, json, out),
+        DeviceCommand::Get { id } => get(store, id, json, out),
+        DeviceCommand::Pins { id } => show_pins(store, id, json, out),
+        DeviceCommand::History(args) => history::execute(store, args, json, out),
     }
 }
 
@@ -178,7 +83,7 @@ pub enum AdminEvent<'a> {
     },
 }
 
-impl crate::security::SecurityEvent for AdminEvent<'_> {
+impl crate::guard::security_log::SecurityEvent for AdminEvent<'_> {
     fn kind(&self) -> &'static str {
         match self {
             AdminEvent::DeviceCreated { .. } => "admin_device_created",
@@ -219,26 +124,15 @@ struct CreatedDevice<'a> {
     token: &'a str,
 }
 
-fn create_device(
-    client: &mut StoreClient,
-    name: String,
-    template: String,
-    org: String,
+fn create(
+    store: &mut impl StoreAccess,
+    device: NewDevice,
     json: bool,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
-    let token = DeviceToken::generate()?;
-    let request = Request::CreateDevice {
-        org,
-        template,
-        name,
-        token_hash: token.hash(),
-    };
-    let record = match client.call(request)? {
-        Response::Device(record) => record,
-        other => bail!("the store answered CreateDevice with an unexpected {other:?}"),
-    };
-    crate::security::record(
+    let created = devices::create(store, &Principal::Operator, device).map_err(failure)?;
+    let record = &created.device;
+    crate::guard::security_log::record(
         "admin",
         &AdminEvent::DeviceCreated {
             id: record.id,
@@ -247,30 +141,29 @@ fn create_device(
             org: &record.org,
         },
     );
-    let created = CreatedDevice {
+    let shown = CreatedDevice {
         id: record.id,
         name: &record.name,
         template: &record.template,
         org: &record.org,
-        token: token.expose(),
+        token: created.token.expose(),
     };
     if json {
-        writeln!(out, "{}", serde_json::to_string(&created)?)?;
-    } else {
-        writeln!(
-            out,
-            "Created device {} {:?} (template {}, org {}).",
-            created.id,
-            printable(created.name),
-            printable(created.template),
-            printable(created.org)
-        )?;
-        writeln!(out, "Token: {}", created.token)?;
-        writeln!(
-            out,
-            "The token is shown only this once: put it in the device's firmware now. Only its hash is stored."
-        )?;
+        return render::json(out, &shown);
     }
+    writeln!(
+        out,
+        "Created device {} {:?} (template {}, org {}).",
+        shown.id,
+        printable(shown.name),
+        printable(shown.template),
+        printable(shown.org)
+    )?;
+    writeln!(out, "Token: {}", shown.token)?;
+    writeln!(
+        out,
+        "The token is shown only this once: put it in the device's firmware now. Only its hash is stored."
+    )?;
     Ok(())
 }
 
@@ -306,41 +199,11 @@ impl<'a> From<&'a DeviceRecord> for DeviceView<'a> {
     }
 }
 
-/// Every device, fetched page by page until the store has no more.
-fn fetch_all_devices(client: &mut StoreClient) -> anyhow::Result<Vec<DeviceRecord>> {
-    let mut devices: Vec<DeviceRecord> = Vec::new();
-    let mut after = None;
-    loop {
-        let page = match client.call(Request::ListDevices {
-            after,
-            limit: LIST_PAGE,
-            org: None,
-        })? {
-            Response::Devices(page) => page,
-            other => bail!("the store answered ListDevices with an unexpected {other:?}"),
-        };
-        let Some(last) = page.last() else { break };
-        // Ids must grow, or a buggy store could keep us paging forever.
-        if after.is_some_and(|after| last.id <= after) {
-            bail!(
-                "the store returned a device page that does not advance (last id {})",
-                last.id
-            );
-        }
-        after = Some(last.id);
-        // A short page does not prove the end (the store may cap pages to fit a frame); only an
-        // empty one does.
-        devices.extend(page);
-    }
-    Ok(devices)
-}
-
-fn list_devices(client: &mut StoreClient, json: bool, out: &mut dyn Write) -> anyhow::Result<()> {
-    let devices = fetch_all_devices(client)?;
+fn list(store: &mut impl StoreAccess, json: bool, out: &mut dyn Write) -> anyhow::Result<()> {
+    let devices = devices::list_all(store, &Principal::Operator).map_err(failure)?;
     if json {
         let views: Vec<DeviceView<'_>> = devices.iter().map(DeviceView::from).collect();
-        writeln!(out, "{}", serde_json::to_string(&views)?)?;
-        return Ok(());
+        return render::json(out, &views);
     }
     if devices.is_empty() {
         writeln!(
@@ -374,23 +237,16 @@ fn list_devices(client: &mut StoreClient, json: bool, out: &mut dyn Write) -> an
     Ok(())
 }
 
-fn get_device(
-    client: &mut StoreClient,
+fn get(
+    store: &mut impl StoreAccess,
     id: DeviceId,
     json: bool,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
-    let record = match client
-        .call(Request::GetDevice { device: id })
-        .map_err(|e| device_error(id, e))?
-    {
-        Response::Device(record) => record,
-        other => bail!("the store answered GetDevice with an unexpected {other:?}"),
-    };
+    let record = devices::get(store, &Principal::Operator, id).map_err(failure)?;
     let view = DeviceView::from(&record);
     if json {
-        writeln!(out, "{}", serde_json::to_string(&view)?)?;
-        return Ok(());
+        return render::json(out, &view);
     }
     let none = || "-".to_owned();
     let info = record.info.clone().unwrap_or_default();
@@ -457,11 +313,7 @@ struct PinView {
 
 impl From<&PinValue> for PinView {
     fn from(stored: &PinValue) -> Self {
-        let values: Vec<String> = stored
-            .value
-            .split(|&b| b == SEPARATOR)
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-            .collect();
+        let values = pin_values(&stored.value);
         Self {
             pin: stored.pin.to_string(),
             value: values.join(" "),
@@ -471,33 +323,16 @@ impl From<&PinValue> for PinView {
     }
 }
 
-fn device_pins(
-    client: &mut StoreClient,
+fn show_pins(
+    store: &mut impl StoreAccess,
     id: DeviceId,
     json: bool,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
-    // The device lookup tells an unknown device from one that never wrote a pin; both requests
-    // travel together.
-    let mut replies = client.call_many(vec![
-        Request::GetDevice { device: id },
-        Request::ReadPins {
-            device: id,
-            pins: None,
-        },
-    ])?;
-    let (Some(pins_reply), Some(device_reply)) = (replies.pop(), replies.pop()) else {
-        bail!("the store answered two requests with fewer replies");
-    };
-    device_reply.map_err(|e| device_error(id, e.into()))?;
-    let pins = match pins_reply? {
-        Response::Pins(pins) => pins,
-        other => bail!("the store answered ReadPins with an unexpected {other:?}"),
-    };
+    let pins = pins::read_latest(store, &Principal::Operator, id, None).map_err(failure)?;
     let views: Vec<PinView> = pins.iter().map(PinView::from).collect();
     if json {
-        writeln!(out, "{}", serde_json::to_string(&views)?)?;
-        return Ok(());
+        return render::json(out, &views);
     }
     if views.is_empty() {
         writeln!(out, "Device {id} has no stored pin values.")?;
@@ -511,71 +346,17 @@ fn device_pins(
     Ok(())
 }
 
-/// Turns "not found" into a message about the device the user named.
-pub(crate) fn device_error(
-    id: DeviceId,
-    error: crate::store_client::StoreClientError,
-) -> anyhow::Error {
-    match error {
-        crate::store_client::StoreClientError::Store(StoreError::NotFound(_)) => {
-            anyhow!("device {id} does not exist (see `portcullis admin device list`)")
-        }
-        other => other.into(),
-    }
-}
-
-/// Unix milliseconds as RFC 3339 UTC, or the raw number when out of range.
-pub(crate) fn format_ms(ms: u64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|at| {
-            at.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| format!("{ms} ms"))
-}
-
-/// Device-supplied text with control characters replaced, so a name cannot drive the terminal.
-pub(crate) fn printable(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
-        .collect()
-}
-
-pub(crate) fn write_table<const N: usize>(
-    out: &mut dyn Write,
-    header: [&str; N],
-    rows: &[[String; N]],
-) -> std::io::Result<()> {
-    let mut widths = header.map(|h| h.chars().count());
-    for row in rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let mut write_row = |cells: [&str; N]| -> std::io::Result<()> {
-        let line: Vec<String> = cells
-            .iter()
-            .zip(widths)
-            .map(|(cell, width)| format!("{cell:<width$}"))
-            .collect();
-        writeln!(out, "{}", line.join("  ").trim_end())
-    };
-    write_row(header)?;
-    for row in rows {
-        write_row(row.each_ref().map(String::as_str))?;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store_client::StoreClient;
     use crate::store_client::fake_store::serving;
-    use portcullis_protocol::body::PinKind;
-    use portcullis_protocol::store::TokenHash;
+    use portcullis_operations::devices::LIST_ALL_PAGE as LIST_PAGE;
+    use portcullis_protocol::body::{PinAddr, PinKind};
+    use portcullis_protocol::store::{ClientRole, Request, Response, StoreError, TokenHash};
     use portcullis_protocol::token::{is_plausible_token, token_hash};
     use std::sync::{Arc, Mutex};
+    use std::time::Duration;
 
     /// An in-memory store with `devices` devices (ids 1..), device 1 having two pins; records
     /// the token hashes it is sent.
@@ -657,13 +438,13 @@ mod tests {
         command: DeviceCommand,
     ) -> anyhow::Result<serde_json::Value> {
         let mut out = Vec::new();
-        execute(client, AdminCommand::Device(command), true, &mut out)?;
+        execute(client, command, true, &mut out)?;
         Ok(serde_json::from_slice(&out).expect("one JSON document"))
     }
 
     fn run_text(client: &mut StoreClient, command: DeviceCommand) -> String {
         let mut out = Vec::new();
-        execute(client, AdminCommand::Device(command), false, &mut out).expect("succeeds");
+        execute(client, command, false, &mut out).expect("succeeds");
         String::from_utf8(out).expect("utf-8")
     }
 
@@ -760,10 +541,5 @@ mod tests {
         );
         let text = run_text(&mut client, DeviceCommand::Pins { id: 1 });
         assert!(text.contains("V5") && text.contains("42"), "{text}");
-    }
-
-    #[test]
-    fn control_characters_never_reach_the_terminal() {
-        assert_eq!(printable("ok\x1b[2J\n"), "ok\u{fffd}[2J\u{fffd}");
     }
 }

@@ -1,0 +1,83 @@
+//! `portcullis admin`: bootstrap and scripting commands that talk to a running store over its
+//! Unix socket, or over mutual TLS when the configuration names a remote store (so they work
+//! while the gateway serves). This file parses the global flags, opens the store link as the
+//! admin role and hands each noun to its file; every command runs operations of
+//! `portcullis_operations` as the operator and prints either a short human-readable report or,
+//! with `--json`, one JSON document on stdout for scripts.
+
+use super::user::UserCommand;
+use super::{backup, device, user};
+use crate::config::Config;
+use crate::store_client::StoreClient;
+use anyhow::Context;
+use device::DeviceCommand;
+use portcullis_operations::StoreAccess;
+use portcullis_protocol::store::ClientRole;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How long an admin command waits for the store before giving up.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Arguments of `portcullis admin`.
+#[derive(Debug, clap::Args)]
+pub struct AdminArgs {
+    /// Data directory of the gateway whose store to use [default: the config's data_dir, else ./data].
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Configuration file of that gateway; its store.socket or store.remote (if set) says where
+    /// the store is.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print one JSON document instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: AdminCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum AdminCommand {
+    /// Create, list and inspect devices.
+    #[command(subcommand)]
+    Device(DeviceCommand),
+    /// Create and show user accounts (email, org, password).
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Write a consistent checkpoint of the running store's database into DIR (a new directory).
+    Backup {
+        /// Where to write it; must not exist yet, its parent must.
+        dir: PathBuf,
+    },
+}
+
+/// Runs an admin command against the store of the configured gateway, printing to stdout.
+pub fn run(args: AdminArgs) -> anyhow::Result<()> {
+    let mut config = Config::load(args.config.as_deref())?;
+    if let Some(data_dir) = &args.data_dir {
+        config.data_dir = data_dir.clone();
+    }
+    let _security_log = crate::daemon::logging::security_only(&config)?;
+    let endpoint = crate::store_endpoint::StoreEndpoint::from_config(&config)?;
+    let mut client = StoreClient::connect_to(&endpoint, ClientRole::Admin, ADMIN_TIMEOUT)?;
+    let mut stdout = std::io::stdout().lock();
+    execute(&mut client, args.command, args.json, &mut stdout)?;
+    stdout.flush().context("cannot write to stdout")
+}
+
+/// Runs one command on an open link, writing its report to `out`.
+pub fn execute(
+    store: &mut impl StoreAccess,
+    command: AdminCommand,
+    json: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    match command {
+        AdminCommand::Device(command) => device::execute(store, command, json, out),
+        AdminCommand::User(command) => {
+            user::execute(store, command, json, &mut std::io::stdin().lock(), out)
+        }
+        AdminCommand::Backup { dir } => backup::execute(store, &dir, json, out),
+    }
+}
