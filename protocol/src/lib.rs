@@ -1,7 +1,7 @@
 //! Pure codecs for Portcullis, with no IO: the app WebSocket API's messages (`app`), the Blynk
 //! hardware frame (`frame`), its command and status tables (`command`), body parsing (`body`),
-//! the gateway <-> store wire (`store`) and the PEM documents of a remote store link's mutual TLS
-//! (`pem`).
+//! and the gateway <-> store wire (`store`: framing, hello with roles and nodes, requests,
+//! records).
 //! Everything here takes bytes and returns values or errors, so it can be unit-tested, fuzzed and
 //! benchmarked without sockets.
 
@@ -9,7 +9,6 @@ pub mod app;
 pub mod body;
 pub mod command;
 pub mod frame;
-pub mod pem;
 pub mod store;
 
 pub use command::{Command, Status};
