@@ -1,22 +1,25 @@
-//! A shard's link to the store: a non-blocking transport registered in the shard's own `Poll`
-//! (a Unix socket, or TCP with mutual TLS to a remote store, see `store_transport`), with
-//! requests pipelined and replies matched by id. The shard never waits on it.
+//! A non-blocking link to the store for a mio event loop (a gateway shard): a transport
+//! registered in the caller's own `Poll` (a Unix socket, or TCP with mutual TLS to a remote
+//! store, see [`crate::transport`]), with requests pipelined and replies matched by id. The
+//! caller never waits on it.
+//!
+//! The link is generic over the caller's continuation `W`: each request is submitted with a `W`
+//! saying who waits for the reply, and the reply comes back as a [`Completion<W>`] carrying it.
+//! The link never looks inside a `W`; what a reply means is the caller's business.
 //!
 //! Every request stays in `in_flight` until its reply arrives. If the store dies, the link goes
 //! down, the requests still in flight are moved back to the front of the send queue and re-sent
 //! when the restarted store answers the hello again, so nothing acknowledged is lost and nothing
-//! unacknowledged is forgotten. Telemetry waiting for the link is bounded by the shard, which
+//! unacknowledged is forgotten. Telemetry waiting for the link is bounded by the caller, which
 //! counts the pin writes the link holds unacknowledged (queued or in flight) against its bound and
 //! can drop the oldest batch not yet written when the store falls behind.
 
-use super::conn::ConnId;
-use super::store_transport::Transport;
-use crate::session::SyncFilter;
-use crate::store_endpoint::StoreEndpoint;
+use crate::endpoint::StoreEndpoint;
+use crate::hello::{self, HelloError, mismatch_text};
+use crate::transport::Transport;
 use mio::{Registry, Token};
 use portcullis_protocol::store::{
-    self, ClientHello, ClientRole, DeviceId, ReplyEnvelope, Request, RequestEnvelope, Response,
-    ServerHello, StoreError, WIRE_VERSION, WireError,
+    self, ClientHello, ReplyEnvelope, Request, RequestEnvelope, Response, StoreError, WireError,
 };
 use std::collections::VecDeque;
 use std::io;
@@ -47,6 +50,14 @@ pub enum LinkError {
     /// store's decision; an operator's deployment to fix).
     #[error("store refused the link (its wire version {version}): {reason}")]
     Refused { version: u16, reason: String },
+    /// The store speaks another wire version (whether it accepted us or not): the binaries are
+    /// from different builds, an operator's deployment to fix.
+    #[error("the store {}", mismatch_text(*ours, *theirs, reason.as_deref()))]
+    VersionMismatch {
+        ours: u16,
+        theirs: u16,
+        reason: Option<String>,
+    },
     /// The store's hello does not decode: the store broke the wire contract.
     #[error("bad hello from the store: {0}")]
     BadHello(#[source] WireError),
@@ -62,56 +73,37 @@ pub enum LinkError {
     UnexpectedReply { got: u64, expected: u64 },
 }
 
-/// Who is waiting for a reply.
-#[derive(Debug, Clone)]
-pub enum Waiter {
-    /// Nobody: presence, info and telemetry batches only need to be stored.
-    None,
-    Login {
-        conn: ConnId,
-        msg_id: u16,
-    },
-    Sync {
-        conn: ConnId,
-        msg_id: u16,
-        filter: SyncFilter,
-    },
-    Property {
-        conn: ConnId,
-        msg_id: u16,
-    },
-    /// An app's login: the user record, then the password check of `client_hash`.
-    AppUser {
-        conn: ConnId,
-        id: u32,
-        email: String,
-        client_hash: String,
-    },
-    AppDevices {
-        conn: ConnId,
-        id: u32,
-    },
-    AppSubscribe {
-        conn: ConnId,
-        id: u32,
-        device: DeviceId,
-    },
+impl From<HelloError> for LinkError {
+    fn from(error: HelloError) -> Self {
+        match error {
+            HelloError::VersionMismatch {
+                ours,
+                theirs,
+                reason,
+            } => LinkError::VersionMismatch {
+                ours,
+                theirs,
+                reason,
+            },
+            HelloError::Refused { version, reason } => LinkError::Refused { version, reason },
+        }
+    }
 }
 
 #[derive(Debug)]
-struct Call {
+struct Call<W> {
     request: Request,
-    waiter: Waiter,
+    waiter: W,
     /// When the shard submitted it, for the round-trip metric.
     submitted: Instant,
 }
 
-/// A reply delivered to the shard.
+/// A reply delivered to the caller, with the continuation it submitted the request with.
 #[derive(Debug)]
-pub struct Completion {
-    pub waiter: Waiter,
+pub struct Completion<W> {
+    pub waiter: W,
     pub result: Result<Response, StoreError>,
-    /// Pin writes confirmed by this reply (for the shard's counters).
+    /// Pin writes confirmed by this reply (for the caller's counters).
     pub pins_written: usize,
     /// From submission (queueing included) to the reply.
     pub elapsed: Duration,
@@ -125,16 +117,18 @@ pub enum LinkState {
     Up,
 }
 
-pub struct StoreLink {
+/// One non-blocking link; `W` is the caller's continuation type.
+pub struct StoreLink<W> {
     endpoint: StoreEndpoint,
-    role: ClientRole,
+    /// What the link says in its hello, again on every reconnect.
+    hello: ClientHello,
     token: Token,
     stream: Option<Transport>,
     pub state: LinkState,
     retry_at: Instant,
     next_id: u64,
-    queue: VecDeque<Call>,
-    in_flight: VecDeque<(u64, Call)>,
+    queue: VecDeque<Call<W>>,
+    in_flight: VecDeque<(u64, Call<W>)>,
     out: Vec<u8>,
     inbuf: Vec<u8>,
     /// Times the link was (re)established, for logs and tests.
@@ -154,11 +148,13 @@ pub struct StoreLink {
     last_failure: Option<String>,
 }
 
-impl StoreLink {
-    pub fn new(endpoint: StoreEndpoint, role: ClientRole, token: Token) -> Self {
+impl<W> StoreLink<W> {
+    /// A link (down until [`StoreLink::maintain`] connects it) that registers under `token` and
+    /// says `hello`.
+    pub fn new(endpoint: StoreEndpoint, hello: ClientHello, token: Token) -> Self {
         Self {
             endpoint,
-            role,
+            hello,
             token,
             stream: None,
             state: LinkState::Down,
@@ -201,7 +197,8 @@ impl StoreLink {
         Some(dropped)
     }
 
-    pub fn submit(&mut self, request: Request, waiter: Waiter) {
+    /// Queues a request; its reply comes back with `waiter`.
+    pub fn submit(&mut self, request: Request, waiter: W) {
         self.queued_writes += write_count(&request);
         self.queue.push_back(Call {
             request,
@@ -231,11 +228,7 @@ impl StoreLink {
         self.writable_interest = true;
         self.out.clear();
         self.inbuf.clear();
-        let hello = ClientHello {
-            version: WIRE_VERSION,
-            role: self.role.clone(),
-        };
-        if let Err(e) = store::encode_frame(&hello, &mut self.out) {
+        if let Err(e) = hello::encode_hello(&self.hello, &mut self.out) {
             tracing::error!(error = %e, "cannot encode the store hello");
             return;
         }
@@ -335,7 +328,7 @@ impl StoreLink {
         &mut self,
         registry: &Registry,
         scratch: &mut [u8],
-        done: &mut Vec<Completion>,
+        done: &mut Vec<Completion<W>>,
     ) {
         let Some(stream) = self.stream.as_mut() else {
             return;
@@ -366,23 +359,25 @@ impl StoreLink {
         }
     }
 
-    fn decode_replies(&mut self, done: &mut Vec<Completion>) -> Result<(), LinkError> {
+    fn decode_replies(&mut self, done: &mut Vec<Completion<W>>) -> Result<(), LinkError> {
         let mut used = 0;
         let result = loop {
             let rest = &self.inbuf[used..];
             if self.state == LinkState::Greeting {
-                match store::decode_frame::<ServerHello>(rest) {
-                    Ok(Some((ServerHello::Accepted { .. }, n))) => {
+                match hello::decode_answer(rest) {
+                    Ok(Some((Ok(()), n))) => {
                         used += n;
                         self.state = LinkState::Up;
                         self.connects += 1;
                         self.last_failure = None;
-                        tracing::info!(role = ?self.role, "store link up");
+                        tracing::info!(
+                            node = %self.hello.node,
+                            role = %self.hello.role,
+                            "store link up"
+                        );
                         continue;
                     }
-                    Ok(Some((ServerHello::Refused { version, reason }, _))) => {
-                        break Err(LinkError::Refused { version, reason });
-                    }
+                    Ok(Some((Err(refused), _))) => break Err(refused.into()),
                     Ok(None) => break Ok(()),
                     Err(e) => break Err(LinkError::BadHello(e)),
                 }
@@ -474,5 +469,5 @@ fn write_count(request: &Request) -> usize {
 }
 
 #[cfg(test)]
-#[path = "store_link_tests.rs"]
+#[path = "link_tests.rs"]
 mod tests;
