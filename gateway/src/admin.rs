@@ -6,13 +6,13 @@
 //! commands live in `admin_user`, history and backup in `admin_store`.
 
 use crate::config::Config;
-use crate::store_client::StoreClient;
 use crate::token::DeviceToken;
 use anyhow::{Context, anyhow, bail};
 use portcullis_protocol::body::{DeviceInfo, PinAddr, SEPARATOR};
 use portcullis_protocol::store::{
-    ClientRole, DeviceId, DeviceRecord, PinValue, Request, Response, StoreError,
+    ClientHello, ClientRole, DeviceId, DeviceRecord, PinValue, Request, Response, StoreError,
 };
+use portcullis_store_client::{StoreClient, StoreClientError, StoreEndpoint};
 use serde::Serialize;
 use std::io::Write;
 use std::path::PathBuf;
@@ -118,8 +118,9 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
         config.data_dir = data_dir.clone();
     }
     let _security_log = crate::logging::security_only(&config)?;
-    let endpoint = crate::store_endpoint::StoreEndpoint::from_config(&config)?;
-    let mut client = StoreClient::connect_to(&endpoint, ClientRole::Admin, ADMIN_TIMEOUT)?;
+    let endpoint = StoreEndpoint::open(&config.store_endpoint_spec())?;
+    let hello = ClientHello::new(config.server.node_name.clone(), ClientRole::Admin);
+    let mut client = StoreClient::connect_to(&endpoint, hello, ADMIN_TIMEOUT)?;
     let mut stdout = std::io::stdout().lock();
     execute(&mut client, args.command, args.json, &mut stdout)?;
     stdout.flush().context("cannot write to stdout")
@@ -512,12 +513,9 @@ fn device_pins(
 }
 
 /// Turns "not found" into a message about the device the user named.
-pub(crate) fn device_error(
-    id: DeviceId,
-    error: crate::store_client::StoreClientError,
-) -> anyhow::Error {
+pub(crate) fn device_error(id: DeviceId, error: StoreClientError) -> anyhow::Error {
     match error {
-        crate::store_client::StoreClientError::Store(StoreError::NotFound(_)) => {
+        StoreClientError::Store(StoreError::NotFound(_)) => {
             anyhow!("device {id} does not exist (see `portcullis admin device list`)")
         }
         other => other.into(),
@@ -571,10 +569,10 @@ pub(crate) fn write_table<const N: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store_client::fake_store::serving;
     use crate::token::{is_plausible_token, token_hash};
     use portcullis_protocol::body::PinKind;
     use portcullis_protocol::store::TokenHash;
+    use portcullis_store_client::fake_store::{admin_hello, serving};
     use std::sync::{Arc, Mutex};
 
     /// An in-memory store with `devices` devices (ids 1..), device 1 having two pins; records
@@ -630,8 +628,8 @@ mod tests {
             Request::ReadPins { .. } => Ok(Response::Pins(Vec::new())),
             other => Err(StoreError::Invalid(format!("unexpected {other:?}"))),
         });
-        let client = StoreClient::connect(&path, ClientRole::Admin, Duration::from_secs(5))
-            .expect("connects");
+        let client =
+            StoreClient::connect(&path, admin_hello(), Duration::from_secs(5)).expect("connects");
         (dir, client, hashes)
     }
 

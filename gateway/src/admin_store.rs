@@ -4,12 +4,12 @@
 //! by the running store). Times are RFC 3339 or Unix milliseconds; steps are durations such as
 //! `30s`, `5m`, `1h`, `1d` or plain milliseconds.
 
-use crate::store_client::StoreClient;
 use anyhow::{Context, bail};
 use portcullis_protocol::body::{PinAddr, SEPARATOR};
 use portcullis_protocol::store::{
     DeviceId, History, HistoryBucket, HistoryPoint, MAX_HISTORY_POINTS, Request, Response,
 };
+use portcullis_store_client::StoreClient;
 use serde::Serialize;
 use std::io::Write;
 use std::path::Path;

@@ -4,11 +4,11 @@
 //! password is printed once; `user show` never prints the PHC string.
 
 use crate::password::hash_client_hash;
-use crate::store_client::{StoreClient, StoreClientError};
 use anyhow::{Context, anyhow, bail};
 use base64::Engine as _;
 use portcullis_protocol::app::{MAX_EMAIL_LEN, client_hash, normalize_email};
 use portcullis_protocol::store::{Request, Response, StoreError, UserRecord};
+use portcullis_store_client::{StoreClient, StoreClientError};
 use serde::Serialize;
 use std::io::{BufRead, Read, Write};
 
@@ -262,8 +262,7 @@ fn show_user(
 mod tests {
     use super::*;
     use crate::password::{PasswordCheck, verify};
-    use crate::store_client::fake_store::serving;
-    use portcullis_protocol::store::ClientRole;
+    use portcullis_store_client::fake_store::{admin_hello, serving};
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
@@ -298,8 +297,8 @@ mod tests {
                 other => Err(StoreError::Invalid(format!("unexpected {other:?}"))),
             }
         });
-        let client = StoreClient::connect(&path, ClientRole::Admin, Duration::from_secs(5))
-            .expect("connects");
+        let client =
+            StoreClient::connect(&path, admin_hello(), Duration::from_secs(5)).expect("connects");
         (dir, client, users)
     }
 

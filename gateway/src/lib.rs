@@ -1,5 +1,5 @@
-//! The Portcullis gateway library: configuration, TLS, the store link and supervisor, the admin
-//! CLI, the sharded mio reactor and the device sessions. The `portcullis` binary is a thin CLI over
+//! The Portcullis gateway library: configuration, TLS, the store supervisor, the admin CLI, the
+//! sharded mio reactor and the device sessions (the store client is `portcullis-store-client`). The `portcullis` binary is a thin CLI over
 //! this crate.
 
 pub mod admin;
@@ -14,8 +14,6 @@ pub mod reload;
 pub mod security;
 pub mod serve;
 pub mod session;
-pub mod store_client;
-pub mod store_endpoint;
 pub mod supervisor;
 pub mod systemd;
 pub mod tls;

@@ -12,8 +12,6 @@ pub mod live;
 pub mod log_budget;
 pub mod password_pool;
 pub mod shard;
-pub mod store_link;
-pub mod store_transport;
 pub mod timer;
 pub mod tls_session;
 
@@ -87,7 +85,9 @@ pub struct ReactorSetup {
     pub tls_listeners: Vec<std::net::TcpListener>,
     pub plain_listeners: Vec<std::net::TcpListener>,
     pub tls_config: Arc<ServerConfig>,
-    pub store: crate::store_endpoint::StoreEndpoint,
+    pub store: portcullis_store_client::StoreEndpoint,
+    /// This gateway's node name (`server.node_name`): in the links' hello and the session tags.
+    pub node: portcullis_protocol::store::NodeName,
     pub limits: ShardLimits,
     /// Connection admission and login throttling, shared by every shard.
     pub guards: Arc<admission::Guards>,
@@ -152,6 +152,7 @@ impl Reactor {
                 plain_listener,
                 tls_config: setup.tls_config.clone(),
                 store: setup.store.clone(),
+                node: setup.node.clone(),
                 limits: setup.limits.clone(),
                 guards: setup.guards.clone(),
                 stats,

@@ -8,7 +8,7 @@ mod app;
 mod input;
 mod ops;
 mod store_calls;
-use store_calls::TelemetryFlush;
+use store_calls::{TelemetryFlush, Waiter};
 
 use super::admission::{Admit, Guards, Refusal};
 use super::conn::{Conn, ConnId, Flush, Port, ReadOutcome, Stage, Transition};
@@ -18,7 +18,6 @@ use super::hub::{Fanout, Hub, HubInbox};
 use super::live::LiveLimits;
 use super::log_budget::Budgeted;
 use super::password_pool::PasswordPool;
-use super::store_link::{Completion, LinkState, StoreLink, Waiter};
 use super::timer::{Tick, TimerWheel};
 use super::tls_session::{TlsError, TlsSession};
 use super::{ShardLimits, ShardStats};
@@ -35,8 +34,10 @@ use ops::transport;
 use portcullis_protocol::Status;
 use portcullis_protocol::frame::{self, Decoded};
 use portcullis_protocol::store::{
-    ClientRole, PinWrite, Presence, Request, Response, SessionTag, StoreError,
+    ClientHello, ClientRole, NodeName, PinWrite, Presence, Request, Response, SessionTag,
+    StoreError, TrafficLink,
 };
+use portcullis_store_client::{LinkState, StoreEndpoint, StoreLink};
 use rustls::ServerConfig;
 use slab::Slab;
 use std::collections::VecDeque;
@@ -49,6 +50,8 @@ pub const WAKER: Token = Token(0);
 const STORE: Token = Token(1);
 const LISTEN_TLS: Token = Token(2);
 const LISTEN_PLAIN: Token = Token(3);
+/// A store reply as the shard gets it: with the continuation of the call.
+type Completion = portcullis_store_client::Completion<Waiter>;
 /// Connection tokens are slab keys offset past the named tokens.
 const CONN_BASE: usize = 16;
 
@@ -79,7 +82,9 @@ pub struct ShardSetup {
     pub tls_listener: std::net::TcpListener,
     pub plain_listener: std::net::TcpListener,
     pub tls_config: Arc<ServerConfig>,
-    pub store: crate::store_endpoint::StoreEndpoint,
+    pub store: StoreEndpoint,
+    /// This gateway's node: in the link's hello and in every session tag.
+    pub node: NodeName,
     pub limits: ShardLimits,
     pub guards: Arc<Guards>,
     pub stats: Arc<ShardStats>,
@@ -100,7 +105,9 @@ pub struct Shard {
     conns: Slab<Conn>,
     next_generation: u32,
     timers: TimerWheel,
-    link: StoreLink,
+    link: StoreLink<Waiter>,
+    /// This gateway's node, carried by every session tag.
+    node: NodeName,
     limits: ShardLimits,
     guards: Arc<Guards>,
     stats: Arc<ShardStats>,
@@ -162,7 +169,15 @@ impl Shard {
         let now = Instant::now();
         Ok(Self {
             index: setup.index,
-            link: StoreLink::new(setup.store, ClientRole::GatewayShard(setup.index), STORE),
+            link: StoreLink::new(
+                setup.store,
+                ClientHello::new(
+                    setup.node.clone(),
+                    ClientRole::DeviceTraffic(TrafficLink::Shard(setup.index)),
+                ),
+                STORE,
+            ),
+            node: setup.node,
             poll: setup.poll,
             listeners,
             tls_config: setup.tls_config,
@@ -551,10 +566,14 @@ fn throttled(
 }
 
 impl Shard {
-    /// The presence tag of a connection's session: shard and generation, unique among the live
-    /// sessions of this gateway run (generations only repeat after 2^32 connections on a shard).
+    /// The presence tag of a connection's session: this gateway's node, and shard and generation,
+    /// unique among the node's live sessions of this run (generations only repeat after 2^32
+    /// connections on a shard).
     fn session_tag(&self, id: ConnId) -> SessionTag {
-        (u64::from(self.index) << 32) | u64::from(id.generation)
+        SessionTag {
+            node: self.node.clone(),
+            local: (u64::from(self.index) << 32) | u64::from(id.generation),
+        }
     }
 }
 

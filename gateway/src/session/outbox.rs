@@ -224,7 +224,7 @@ mod tests {
     use super::*;
     use portcullis_protocol::body::PinKind;
     use portcullis_protocol::frame::{Decoded, Payload, decode};
-    use portcullis_protocol::store::Presence;
+    use portcullis_protocol::store::{NodeName, Presence, SessionTag};
 
     fn statuses(outbox: &Outbox) -> Vec<(u16, Status)> {
         outbox
@@ -260,7 +260,12 @@ mod tests {
                     value: b"x".to_vec(),
                 },
                 StoreCall::SetInfo(DeviceInfo::default()),
-                StoreCall::Presence(Presence::Offline { session: 1 }),
+                StoreCall::Presence(Presence::Offline {
+                    session: SessionTag {
+                        node: NodeName::new("gw1").expect("valid name"),
+                        local: 1,
+                    },
+                }),
             ],
             ..Outbox::default()
         };

@@ -9,8 +9,49 @@
 //! the other half stays droppable, where the newest values wait and the oldest make room for
 //! them. A sync moves everything to the link's queue first (its read must see the writes before
 //! it); the link keeps those batches queued beyond its share, so they stay droppable too.
+//!
+//! [`Waiter`] is the continuation each call is submitted with: the link hands it back with the
+//! reply, and `complete` (or `app_complete`, for the app API) picks up from it.
 
 use super::*;
+use crate::session::SyncFilter;
+use portcullis_protocol::store::DeviceId;
+
+/// Who is waiting for a store reply.
+#[derive(Debug, Clone)]
+pub(super) enum Waiter {
+    /// Nobody: presence, info and telemetry batches only need to be stored.
+    None,
+    Login {
+        conn: ConnId,
+        msg_id: u16,
+    },
+    Sync {
+        conn: ConnId,
+        msg_id: u16,
+        filter: SyncFilter,
+    },
+    Property {
+        conn: ConnId,
+        msg_id: u16,
+    },
+    /// An app's login: the user record, then the password check of `client_hash`.
+    AppUser {
+        conn: ConnId,
+        id: u32,
+        email: String,
+        client_hash: String,
+    },
+    AppDevices {
+        conn: ConnId,
+        id: u32,
+    },
+    AppSubscribe {
+        conn: ConnId,
+        id: u32,
+        device: DeviceId,
+    },
+}
 
 /// How much queued telemetry to hand to the link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
