@@ -12,11 +12,11 @@
 
 use portcullis_e2e::Gateway;
 use portcullis_e2e::device::client_config;
-use portcullis_gateway::store_client::StoreClient;
 use portcullis_protocol::Command;
 use portcullis_protocol::frame;
-use portcullis_protocol::store::{ClientRole, Request, Response};
+use portcullis_protocol::store::{ClientHello, ClientRole, NodeName, Request, Response};
 use portcullis_protocol::token::DeviceToken;
+use portcullis_store_client::StoreClient;
 use rustls::pki_types::ServerName;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -61,7 +61,7 @@ fn kernel_tcp_bytes() -> u64 {
 fn provision(gw: &Gateway, n: usize) -> Vec<String> {
     let mut client = StoreClient::connect(
         &gw.data_dir.join("store.sock"),
-        ClientRole::Admin,
+        ClientHello::new(NodeName::from_static("bench"), ClientRole::Admin),
         Duration::from_secs(10),
     )
     .unwrap();

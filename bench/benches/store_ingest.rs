@@ -23,8 +23,8 @@
 
 use portcullis_protocol::body::{PinAddr, PinKind};
 use portcullis_protocol::store::{
-    ClientHello, ClientRole, PinWrite, ReplyEnvelope, Request, RequestEnvelope, ServerHello,
-    WIRE_VERSION, decode_frame, encode_frame,
+    ClientHello, ClientRole, NodeName, PinWrite, ReplyEnvelope, Request, RequestEnvelope,
+    ServerHello, decode_frame, encode_frame,
 };
 use portcullis_storage::{Cf, Durability, Engine, RocksEngine, WriteBatch};
 use std::io::{Read, Write};
@@ -109,10 +109,7 @@ impl Store {
         let mut s = UnixStream::connect(&self.socket).unwrap();
         let mut out = Vec::new();
         encode_frame(
-            &ClientHello {
-                version: WIRE_VERSION,
-                role: ClientRole::Admin,
-            },
+            &ClientHello::new(NodeName::from_static("bench"), ClientRole::Admin),
             &mut out,
         )
         .unwrap();

@@ -159,7 +159,8 @@ pub fn sniffer(data: &[u8]) {
 }
 
 /// Store wire decoder: any decoded message re-encodes and decodes to itself; a frame is never
-/// reported longer than the limit.
+/// reported longer than the limit; the store's hello reader never takes another version's hello
+/// for one of ours.
 pub fn store_wire(data: &[u8]) {
     if let Ok(Some(len)) = store::frame_len(data) {
         assert!(len <= store::MAX_FRAME_LEN);
@@ -168,6 +169,12 @@ pub fn store_wire(data: &[u8]) {
     round_trip::<ReplyEnvelope>(data);
     round_trip::<ClientHello>(data);
     round_trip::<ServerHello>(data);
+    // The store's hello reader: the version first, then (ours only) the whole hello.
+    if let Ok(Some((store::ClientHelloFrame::Ours(hello), used))) = store::decode_client_hello(data)
+    {
+        assert!(used <= data.len());
+        assert_eq!(hello.version, store::WIRE_VERSION);
+    }
 }
 
 fn round_trip<T>(data: &[u8])

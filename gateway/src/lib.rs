@@ -22,7 +22,4 @@ pub mod guard;
 pub mod metrics;
 pub mod protocols;
 pub mod reactor;
-pub mod store_client;
-pub mod store_endpoint;
 pub mod tls;
-

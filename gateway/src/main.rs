@@ -70,7 +70,7 @@ fn main() -> ExitCode {
         Command::CheckConfig { file } => match Config::load(Some(&file)) {
             // A remote store's certificate files are read too: better found here than at start.
             Ok(config) => {
-                match portcullis_gateway::store_endpoint::StoreEndpoint::from_config(&config) {
+                match portcullis_store_client::StoreEndpoint::open(&config.store_endpoint_spec()) {
                     Ok(_) => {
                         println!("{}: OK", file.display());
                         Ok(())

@@ -6,14 +6,19 @@
 //! "stored" is what the store holds, not what was sent.
 
 use crate::tokens::TokenLine;
-use portcullis_gateway::store_client::{StoreClient, StoreClientError};
 use portcullis_operations::devices::{NewDevice, create_many};
 use portcullis_operations::{OperationError, Principal};
 use portcullis_protocol::body::{PinAddr, PinKind};
-use portcullis_protocol::store::{ClientRole, Request, Response, StoreError};
+use portcullis_protocol::store::{
+    ClientHello, ClientRole, NodeName, Request, Response, StoreError,
+};
+use portcullis_store_client::{StoreClient, StoreClientError};
 use std::path::Path;
 use std::time::{Duration, Instant};
 use thiserror::Error;
+
+/// The name the load generator gives in its hello (it is no gateway node).
+const LOADGEN_NODE: NodeName = NodeName::from_static("loadgen");
 
 /// How long one pipelined batch may take before the link is considered stuck.
 const STORE_TIMEOUT: Duration = Duration::from_secs(120);
@@ -39,6 +44,12 @@ pub enum StoreOpError {
     },
 }
 
+/// An admin link's hello: provisioning creates devices, which only an admin or device-traffic
+/// link may do, and the load generator is no gateway.
+fn admin_hello() -> ClientHello {
+    ClientHello::new(LOADGEN_NODE, ClientRole::Admin)
+}
+
 /// What `provision` did.
 #[derive(Debug, Clone)]
 pub struct Provisioned {
@@ -56,7 +67,7 @@ pub fn provision(
     mut progress: impl FnMut(usize),
 ) -> Result<Provisioned, StoreOpError> {
     let (prefix, template, org) = names;
-    let mut client = StoreClient::connect(socket, ClientRole::Admin, STORE_TIMEOUT)?;
+    let mut client = StoreClient::connect(socket, admin_hello(), STORE_TIMEOUT)?;
     let started = Instant::now();
     let mut devices = Vec::with_capacity(count);
     let batch = batch.max(1);
@@ -95,7 +106,7 @@ pub fn provision(
 /// The telemetry pin's stored value of each device: the number of the last write the store
 /// holds (writes carry their sequence number as the value). `None` where nothing is stored.
 pub fn read_back(socket: &Path, ids: &[u64], pin: u8) -> Result<Vec<Option<u64>>, StoreOpError> {
-    let mut client = StoreClient::connect(socket, ClientRole::Admin, STORE_TIMEOUT)?;
+    let mut client = StoreClient::connect(socket, admin_hello(), STORE_TIMEOUT)?;
     let pin = PinAddr::new(PinKind::Virtual, pin);
     let requests = ids
         .iter()

@@ -12,6 +12,7 @@
 
 pub mod access;
 pub mod backup;
+mod blocking_client;
 pub mod devices;
 pub mod error;
 pub mod history;

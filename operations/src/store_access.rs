@@ -1,6 +1,6 @@
 //! [`StoreAccess`]: the one thing operations need from a store link, one request or many
-//! pipelined, so this crate depends on no particular client. The blocking store client
-//! implements it where that client lives; unit tests use a scripted fake.
+//! pipelined, so operations are written against no particular client. The blocking store client
+//! implements it in `blocking_client.rs`; unit tests use a scripted fake.
 //!
 //! A call has two layers of failure, kept apart: the outer [`LinkError`] says the link itself
 //! failed (nothing was answered, or the link is out of step), the inner [`StoreError`] is the

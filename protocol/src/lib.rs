@@ -1,8 +1,8 @@
 //! Pure codecs for Portcullis, with no IO: the app WebSocket API's messages (`app`), the Blynk
 //! hardware frame (`frame`), its command and status tables (`command`), body parsing (`body`),
 //! HTTP/1.1 requests, answers and routes (`http`), the device token's shape, generation and hash
-//! (`token`), the gateway <-> store wire (`store`) and the PEM documents of a remote store
-//! link's mutual TLS (`pem`).
+//! (`token`) and the gateway <-> store wire (`store`: framing, hello with roles and nodes,
+//! requests, records).
 //! Everything here takes bytes and returns values or errors, so it can be unit-tested, fuzzed and
 //! benchmarked without sockets; the one thing that touches the operating system is the random
 //! generator a new token is drawn from.
@@ -12,7 +12,6 @@ pub mod body;
 pub mod command;
 pub mod frame;
 pub mod http;
-pub mod pem;
 pub mod store;
 pub mod token;
 

@@ -3,12 +3,19 @@
 //! older key with the current one (`reseal`, with progress), and saying which key ids the stored
 //! values use (`key-usage`), so the operator knows when an old key may leave the key file.
 
-use crate::client::{AdminLink, ClientError};
-use portcullis_protocol::store::{KeyStatus, Request, Response};
+use portcullis_protocol::store::{ClientHello, ClientRole, KeyStatus, NodeName, Request, Response};
+use portcullis_store_client::{StoreClient, StoreClientError};
 use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 use thiserror::Error;
+
+/// How long one request may take before the link gives up: a reseal step or a key count of a
+/// large store can take a while, a hung store should not hang the operator forever.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// The name these commands give in their hello (they are no gateway node).
+const TOOL_NODE: NodeName = NodeName::from_static("portcullis-store");
 
 /// Shortest time between two progress lines of `reseal`.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
@@ -18,7 +25,7 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 pub enum KeyToolError {
     /// The store could not be reached or refused.
     #[error(transparent)]
-    Store(#[from] ClientError),
+    Store(#[from] StoreClientError),
     /// Store: answered with something else than the request calls for (a bug).
     #[error("the store answered {request} with an unexpected {response}")]
     Unexpected {
@@ -28,6 +35,12 @@ pub enum KeyToolError {
     /// Writing the report failed.
     #[error("cannot write the report: {0}")]
     Output(#[from] std::io::Error),
+}
+
+/// An admin link to the store at `socket`.
+fn connect(socket: &Path) -> Result<StoreClient, StoreClientError> {
+    let hello = ClientHello::new(TOOL_NODE, ClientRole::Admin);
+    StoreClient::connect(socket, hello, CALL_TIMEOUT)
 }
 
 fn keys(request: &'static str, response: Response) -> Result<KeyStatus, KeyToolError> {
@@ -42,13 +55,13 @@ fn keys(request: &'static str, response: Response) -> Result<KeyStatus, KeyToolE
 
 /// Tells the store at `socket` to reload its key file.
 pub fn reload(socket: &Path) -> Result<KeyStatus, KeyToolError> {
-    let mut link = AdminLink::connect(socket)?;
+    let mut link = connect(socket)?;
     keys("ReloadKeys", link.call(Request::ReloadKeys)?)
 }
 
 /// Counts the stored values per key id.
 pub fn usage(socket: &Path) -> Result<KeyStatus, KeyToolError> {
-    let mut link = AdminLink::connect(socket)?;
+    let mut link = connect(socket)?;
     keys("KeyUsage", link.call(Request::KeyUsage)?)
 }
 
@@ -93,7 +106,7 @@ pub fn report(status: &KeyStatus, out: &mut dyn Write) -> std::io::Result<()> {
 /// to `out`, then counts the keys again and returns that count. Interrupting it is harmless:
 /// every step is committed on its own, and a rerun skips what is already re-sealed.
 pub fn reseal(socket: &Path, out: &mut dyn Write) -> Result<KeyStatus, KeyToolError> {
-    let mut link = AdminLink::connect(socket)?;
+    let mut link = connect(socket)?;
     let before = keys("KeyUsage", link.call(Request::KeyUsage)?)?;
     let total: u64 = before
         .in_use

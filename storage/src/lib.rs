@@ -7,11 +7,10 @@
 //! validation and durability classes for every `portcullis_protocol::store::Request`) and
 //! `server` (the socket, the peer check, the per-connection wire loop, the periodic WAL syncer and
 //! graceful shutdown; `certs` makes the mutual-TLS certificates for remote gateways). `main.rs`
-//! is the `portcullis-store` command line; `client` and `key_tools` hold its commands that talk to
-//! a running store (key reload, reseal, key usage).
+//! is the `portcullis-store` command line; `key_tools` holds its commands that talk to a running
+//! store (key reload, reseal, key usage) through `portcullis-store-client`, as an admin link.
 
 pub mod certs;
-pub mod client;
 pub mod datadir;
 pub mod engine;
 pub mod key_tools;

@@ -6,8 +6,9 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use portcullis_protocol::body::{PinAddr, PinKind};
 use portcullis_protocol::store::{
-    ClientHello, ClientRole, DeviceAuth, PinWrite, ReplyEnvelope, Request, RequestEnvelope,
-    Response, ServerHello, StoreError, TokenHash, WIRE_VERSION, decode_frame, encode_frame,
+    ClientHello, ClientRole, DeviceAuth, NodeName, PinWrite, ReplyEnvelope, Request,
+    RequestEnvelope, Response, ServerHello, SessionTag, StoreError, TokenHash, TrafficLink,
+    WIRE_VERSION, decode_frame, encode_frame,
 };
 use sha2::{Digest, Sha256};
 use std::fs;
@@ -87,10 +88,10 @@ impl Store {
 
     fn hello(&self) -> Client {
         let mut c = Client::connect(&self.socket);
-        c.send(&ClientHello {
-            version: WIRE_VERSION,
-            role: ClientRole::GatewayShard(0),
-        });
+        c.send(&ClientHello::new(
+            NodeName::from_static("gw1"),
+            ClientRole::DeviceTraffic(TrafficLink::Shard(0)),
+        ));
         assert_eq!(
             c.recv::<ServerHello>(),
             Some(ServerHello::Accepted {
@@ -350,7 +351,10 @@ fn sigkill_after_acknowledged_writes_loses_nothing() {
         device,
         presence: portcullis_protocol::store::Presence::Online {
             addr: "10.1.1.1:4000".into(),
-            session: 1,
+            session: SessionTag {
+                node: NodeName::from_static("gw1"),
+                local: 1,
+            },
         },
         at_ms: 7,
     };

@@ -1,6 +1,7 @@
 //! Test harness for the end-to-end suites: starts the real `portcullis serve` (which starts the
-//! real `portcullis-store`) on ephemeral loopback ports in a temporary data directory, runs admin
-//! commands, and speaks the device protocol over plain TCP or TLS. Every wait is bounded.
+//! real `portcullis-store`) on ephemeral loopback ports in a temporary data directory, or against
+//! an externally run store (`store`), runs admin commands, and speaks the device protocol over
+//! plain TCP or TLS. Every wait is bounded.
 //!
 //! The binaries are looked up next to the test executable's target directory, so run
 //! `cargo build --bins` before `cargo test` (`.ci/run` does).
@@ -11,6 +12,7 @@ pub mod app;
 pub mod device;
 pub mod hostile;
 pub mod metrics;
+pub mod store;
 
 use serde_json::Value;
 use std::io::Read;
@@ -103,12 +105,33 @@ impl Gateway {
         Gateway::start_with_env(data_dir, extra_toml, &[])
     }
 
+    /// Like `start_in`, for a gateway named `node` (`[server] node_name`), one of several
+    /// sharing a store.
+    pub fn start_node_in(data_dir: &Path, node: &str, extra_toml: &str) -> Gateway {
+        Gateway::launch(
+            data_dir,
+            &format!("node_name = {node:?}\n"),
+            extra_toml,
+            &[],
+        )
+    }
+
     /// Like `start_in`, with extra environment variables for the gateway process.
     pub fn start_with_env(data_dir: &Path, extra_toml: &str, env: &[(&str, &str)]) -> Gateway {
+        Gateway::launch(data_dir, "", extra_toml, env)
+    }
+
+    /// Writes the configuration (`server_keys` go into its `[server]` section) and starts.
+    fn launch(
+        data_dir: &Path,
+        server_keys: &str,
+        extra_toml: &str,
+        env: &[(&str, &str)],
+    ) -> Gateway {
         std::fs::create_dir_all(data_dir).unwrap();
         let config_path = data_dir.with_extension("toml");
         let config = format!(
-            "data_dir = {:?}\n[server]\nshards = 2\nbind_address = \"127.0.0.1\"\n{}\n",
+            "data_dir = {:?}\n[server]\nshards = 2\nbind_address = \"127.0.0.1\"\n{server_keys}{}\n",
             data_dir.display().to_string(),
             without_message_quota(extra_toml)
         );

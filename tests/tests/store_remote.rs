@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used)]
 
 use portcullis_e2e::device::Device;
+use portcullis_e2e::store::ExternalStore as Store;
 use portcullis_e2e::{Gateway, admin_json, bin, wait_for};
 use portcullis_protocol::{Command, Status};
 use serde_json::Value;
@@ -15,71 +16,10 @@ use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command as Process, Stdio};
+use std::process::Command as Process;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(30);
-
-/// A `portcullis-store` child with its log file; killed on drop.
-struct Store {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Store {
-    fn start(dir: &Path, run: usize, remote: Option<(u16, &Path)>) -> Store {
-        let log = dir.join(format!("store-{run}.log"));
-        let mut command = Process::new(bin("portcullis-store"));
-        command
-            .arg("--data-dir")
-            .arg(dir.join("store-data"))
-            .arg("--socket")
-            .arg(dir.join("store.sock"))
-            .arg("--exit-on-stdin-eof");
-        if let Some((port, certs)) = remote {
-            command
-                .args(["--remote-listen", &format!("127.0.0.1:{port}")])
-                .arg("--remote-ca-file")
-                .arg(certs.join("ca.pem"))
-                .arg("--remote-cert-file")
-                .arg(certs.join("store.pem"))
-                .arg("--remote-key-file")
-                .arg(certs.join("store.key"));
-        }
-        let child = command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut store = Store { child, log };
-        wait_for("the store to be ready", WAIT, || {
-            if let Some(status) = store.child.try_wait().unwrap() {
-                panic!("store exited ({status}): {}", store.log());
-            }
-            store.log().contains("store ready").then_some(())
-        });
-        store
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Store {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("---- store log ----\n{}", self.log());
-        }
-    }
-}
 
 /// A loopback port nothing listens on right now.
 fn free_port() -> u16 {

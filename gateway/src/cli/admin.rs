@@ -8,11 +8,11 @@
 use super::user::UserCommand;
 use super::{backup, device, user};
 use crate::config::Config;
-use crate::store_client::StoreClient;
 use anyhow::Context;
 use device::DeviceCommand;
 use portcullis_operations::StoreAccess;
-use portcullis_protocol::store::ClientRole;
+use portcullis_protocol::store::{ClientHello, ClientRole};
+use portcullis_store_client::{StoreClient, StoreEndpoint};
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -59,8 +59,9 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
         config.data_dir = data_dir.clone();
     }
     let _security_log = crate::daemon::logging::security_only(&config)?;
-    let endpoint = crate::store_endpoint::StoreEndpoint::from_config(&config)?;
-    let mut client = StoreClient::connect_to(&endpoint, ClientRole::Admin, ADMIN_TIMEOUT)?;
+    let endpoint = StoreEndpoint::open(&config.store_endpoint_spec())?;
+    let hello = ClientHello::new(config.server.node_name.clone(), ClientRole::Admin);
+    let mut client = StoreClient::connect_to(&endpoint, hello, ADMIN_TIMEOUT)?;
     let mut stdout = std::io::stdout().lock();
     execute(&mut client, args.command, args.json, &mut stdout)?;
     stdout.flush().context("cannot write to stdout")

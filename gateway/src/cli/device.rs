@@ -349,12 +349,12 @@ fn show_pins(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store_client::StoreClient;
-    use crate::store_client::fake_store::serving;
     use portcullis_operations::devices::LIST_ALL_PAGE as LIST_PAGE;
     use portcullis_protocol::body::{PinAddr, PinKind};
-    use portcullis_protocol::store::{ClientRole, Request, Response, StoreError, TokenHash};
+    use portcullis_protocol::store::{Request, Response, StoreError, TokenHash};
     use portcullis_protocol::token::{is_plausible_token, token_hash};
+    use portcullis_store_client::StoreClient;
+    use portcullis_store_client::fake_store::{admin_hello, serving};
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
@@ -411,8 +411,8 @@ mod tests {
             Request::ReadPins { .. } => Ok(Response::Pins(Vec::new())),
             other => Err(StoreError::Invalid(format!("unexpected {other:?}"))),
         });
-        let client = StoreClient::connect(&path, ClientRole::Admin, Duration::from_secs(5))
-            .expect("connects");
+        let client =
+            StoreClient::connect(&path, admin_hello(), Duration::from_secs(5)).expect("connects");
         (dir, client, hashes)
     }
 

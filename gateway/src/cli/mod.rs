@@ -1,7 +1,7 @@
 //! The `portcullis admin` command line: [`admin`] parses it and opens the store link, one file
 //! per noun runs its commands ([`device`], [`history`], [`user`], [`backup`]), [`render`]
 //! prints for all of them. No command builds a store request or does a domain step itself:
-//! each calls `portcullis_operations` as the operator, over [`store_access`]'s link.
+//! each calls `portcullis_operations` as the operator, over the blocking store client (which implements `StoreAccess`).
 //! Imports go one way: `admin` → nouns → `render`.
 
 pub mod admin;
@@ -9,5 +9,4 @@ pub mod backup;
 pub mod device;
 pub mod history;
 pub mod render;
-pub mod store_access;
 pub mod user;

@@ -213,11 +213,11 @@ fn show_user(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store_client::StoreClient;
-    use crate::store_client::fake_store::serving;
     use portcullis_operations::password::{PasswordCheck, verify};
     use portcullis_protocol::app::client_hash;
-    use portcullis_protocol::store::{ClientRole, Request, Response, UserRecord};
+    use portcullis_protocol::store::{Request, Response, UserRecord};
+    use portcullis_store_client::StoreClient;
+    use portcullis_store_client::fake_store::{admin_hello, serving};
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
@@ -252,8 +252,8 @@ mod tests {
                 other => Err(StoreError::Invalid(format!("unexpected {other:?}"))),
             }
         });
-        let client = StoreClient::connect(&path, ClientRole::Admin, Duration::from_secs(5))
-            .expect("connects");
+        let client =
+            StoreClient::connect(&path, admin_hello(), Duration::from_secs(5)).expect("connects");
         (dir, client, users)
     }
 

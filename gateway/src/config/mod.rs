@@ -4,6 +4,8 @@
 //! same keys and defaults as the doc comments here. `limits.rs` projects it onto what the shards
 //! and guards enforce.
 
+use portcullis_protocol::store::NodeName;
+use portcullis_store_client::{EndpointSpec, RemoteSpec};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv6Addr};
@@ -15,6 +17,9 @@ pub const MAX_FRAME_BODY: u32 = portcullis_protocol::frame::MAX_WIRE_BODY_LEN as
 
 /// Longest back-off, block or forget period for failed logins: one week.
 const MAX_PENALTY_SECS: u64 = 7 * 24 * 3600;
+
+/// `server.node_name` when none is set: one gateway on its store needs no name of its own.
+pub const DEFAULT_NODE_NAME: NodeName = NodeName::from_static("gateway");
 
 /// Longest Unix socket path the kernel accepts (`sun_path` is 108 bytes including the NUL).
 const MAX_UNIX_SOCKET_PATH: usize = 107;
@@ -83,6 +88,11 @@ pub struct ServerSection {
     pub plain_fallback_port: u16,
     /// Accept backlog of each listening socket. Default 1024.
     pub listen_backlog: u32,
+    /// This gateway's name among the gateways sharing one store: its links name it in their
+    /// hello, and its device sessions carry it, so a restart ends only this node's sessions.
+    /// 1 to 32 ASCII letters, digits, `.`, `_` or `-`; give each gateway of a shared store its
+    /// own. Default `"gateway"`.
+    pub node_name: NodeName,
 }
 
 /// `[tls]`: the server certificate.
@@ -365,6 +375,7 @@ impl Default for ServerSection {
             plain_port: 80,
             plain_fallback_port: 8080,
             listen_backlog: 1024,
+            node_name: DEFAULT_NODE_NAME,
         }
     }
 }
@@ -517,6 +528,29 @@ impl Config {
             .socket
             .clone()
             .unwrap_or_else(|| self.data_dir.join("store.sock"))
+    }
+
+    /// Where the store is, for the store client: the remote store of `store.remote*` when it is
+    /// configured (validation makes sure its files are all set), else the store socket.
+    pub fn store_endpoint_spec(&self) -> EndpointSpec {
+        let store = &self.store;
+        match (
+            &store.remote,
+            &store.remote_ca_file,
+            &store.remote_cert_file,
+            &store.remote_key_file,
+        ) {
+            (Some(addr), Some(ca_file), Some(cert_file), Some(key_file)) => {
+                EndpointSpec::Remote(RemoteSpec {
+                    addr: addr.clone(),
+                    server_name: store.remote_server_name.clone(),
+                    ca_file: ca_file.clone(),
+                    cert_file: cert_file.clone(),
+                    key_file: key_file.clone(),
+                })
+            }
+            _ => EndpointSpec::Unix(self.store_socket_path()),
+        }
     }
 
     /// Whether the gateway must start and supervise the store itself (neither an external

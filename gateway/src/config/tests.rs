@@ -57,6 +57,7 @@ fn defaults_are_valid_and_match_the_documentation() {
         ),
         (8080, 1024)
     );
+    assert_eq!(config.server.node_name, DEFAULT_NODE_NAME);
     assert_eq!(config.limits.login_timeout_ms, 10_000);
     assert_eq!(
         (config.limits.max_body_before_login, config.limits.max_body),
@@ -475,4 +476,19 @@ fn the_device_message_quota_can_be_turned_off_and_the_heartbeat_maximum_set() {
         parse("[limits]\nmax_heartbeat_secs = 65536\n"),
         Err(ConfigError::Parse { .. })
     ));
+}
+
+#[test]
+fn the_node_name_is_short_and_plain() {
+    let config = parse("[server]\nnode_name = \"edge-2.eu_west\"\n").expect("valid");
+    assert_eq!(config.server.node_name.as_str(), "edge-2.eu_west");
+    assert_eq!(parse(&config.to_toml()).expect("round trip"), config);
+    for bad in ["", "gw 1", "gw/1", "gw\\u00e9", &"x".repeat(33)] {
+        let text = format!("[server]\nnode_name = \"{bad}\"\n");
+        assert_eq!(invalid_key(&text), "server.node_name", "{bad:?}");
+    }
+    let message = parse("[server]\nnode_name = \"gw 1\"\n")
+        .expect_err("space")
+        .to_string();
+    assert!(message.contains("ASCII letters"), "{message}");
 }

@@ -5,6 +5,7 @@
 use super::*;
 use crate::protocols::blynk::quota::MAX_QUOTA;
 use portcullis_protocol::store::option_ranges;
+use portcullis_store_client::endpoint::{CERT_HINT, server_name, split_host_port};
 
 /// Most password workers `app.password_workers` may ask for: each check holds ~19 MiB while it
 /// runs, and more threads than cores only queue in the kernel instead of in the pool.
@@ -31,6 +32,9 @@ impl Config {
                 "server.listen_backlog",
                 format!("must be between 1 and {}", i32::MAX),
             );
+        }
+        if let Err(why) = server.node_name.check() {
+            return invalid("server.node_name", why.to_string());
         }
         // A port may equal its own fallback (meaning: no fallback), but the TLS and plain
         // listeners can never share a port: the second bind would fail at start.
@@ -238,8 +242,7 @@ impl Config {
                 );
             }
         }
-        crate::store_endpoint::validate(&self.store)
-            .or_else(|(key, reason)| invalid(key, reason))?;
+        validate_remote_store(&self.store).or_else(|(key, reason)| invalid(key, reason))?;
         let socket = self.store_socket_path();
         if socket.as_os_str().len() > MAX_UNIX_SOCKET_PATH {
             let key = if self.store.socket.is_some() {
@@ -417,4 +420,60 @@ impl AdmissionSection {
         }
         Ok(())
     }
+}
+
+/// Checks the `store.remote*` keys; on failure names the key and the rule.
+fn validate_remote_store(section: &StoreSection) -> Result<(), (&'static str, String)> {
+    let files = [
+        ("store.remote_ca_file", &section.remote_ca_file),
+        ("store.remote_cert_file", &section.remote_cert_file),
+        ("store.remote_key_file", &section.remote_key_file),
+    ];
+    let Some(remote) = &section.remote else {
+        for (key, value) in files {
+            if value.is_some() {
+                return Err((key, "is only used with store.remote; set that too".into()));
+            }
+        }
+        if section.remote_server_name.is_some() {
+            return Err((
+                "store.remote_server_name",
+                "is only used with store.remote; set that too".into(),
+            ));
+        }
+        return Ok(());
+    };
+    split_host_port(remote).map_err(|why| ("store.remote", why.to_string()))?;
+    for (key, value) in files {
+        match value {
+            None => {
+                return Err((
+                    key,
+                    format!("is required with store.remote (mutual TLS only); {CERT_HINT}"),
+                ));
+            }
+            Some(path) if path.as_os_str().is_empty() => {
+                return Err((key, "must not be empty".into()));
+            }
+            Some(_) => {}
+        }
+    }
+    // The remote store is not ours to start or configure: keys for a local store would be
+    // silently ignored, so they are refused.
+    for (key, set) in [
+        ("store.socket", section.socket.is_some()),
+        ("store.binary", section.binary.is_some()),
+        ("store.key_file", section.key_file.is_some()),
+    ] {
+        if set {
+            return Err((
+                key,
+                "cannot be combined with store.remote (that store is configured on its own host)"
+                    .into(),
+            ));
+        }
+    }
+    server_name(remote, section.remote_server_name.as_deref())
+        .map_err(|why| ("store.remote_server_name", why.to_string()))?;
+    Ok(())
 }

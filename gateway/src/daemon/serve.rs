@@ -1,6 +1,6 @@
 //! `portcullis serve`: brings the pieces up in order — data directory, TLS certificate (and its
-//! watcher), metrics port, store (child or external), presence reset, listeners, shards — then
-//! tells systemd it is ready. SIGHUP reloads the certificate and the live parts of the
+//! watcher), metrics port, store (child or external), this node's presence reset, listeners,
+//! shards — then tells systemd it is ready. SIGHUP reloads the certificate and the live parts of the
 //! configuration. SIGINT/SIGTERM take it down in reverse: listeners close, connections are
 //! disconnected over the drain period, pending writes are flushed to the store, the child store
 //! exits, and the process exits 0.
@@ -16,13 +16,12 @@ use crate::metrics::shard::{LoginResult, Rejection};
 use crate::metrics::store::StoreStatsSource;
 use crate::metrics::{GatewayMetrics, GlobalMetrics};
 use crate::reactor::{Reactor, ReactorSetup, listener};
-use crate::store_client::StoreClient;
-use crate::store_endpoint::StoreEndpoint;
 use crate::tls;
 use crate::tls::cert_reload::{CertReloader, Trigger};
 use anyhow::Context;
 use arc_swap::ArcSwapOption;
-use portcullis_protocol::store::{ClientRole, Request};
+use portcullis_protocol::store::{ClientHello, ClientRole, Request, TrafficLink};
+use portcullis_store_client::{StoreClient, StoreEndpoint};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use std::net::SocketAddr;
@@ -123,7 +122,9 @@ pub fn serve(config: Config, context: ServeContext) -> anyhow::Result<()> {
     };
 
     let socket = config.store_socket_path();
-    let store = StoreEndpoint::from_config(&config).context("setting up the store link")?;
+    let store =
+        StoreEndpoint::open(&config.store_endpoint_spec()).context("setting up the store link")?;
+    let node = config.server.node_name.clone();
     let supervisor = if config.store_is_child() {
         let binary = locate_store_binary(config.store.binary.as_deref())?;
         Some(StoreSupervisor::start(
@@ -131,15 +132,21 @@ pub fn serve(config: Config, context: ServeContext) -> anyhow::Result<()> {
             &config.data_dir,
             &socket,
             config.store_child_args(),
+            &node,
         )?)
     } else {
         None
     };
-    // No session survives a gateway restart, so no device is online yet.
-    tracing::info!(store = %store, "store link");
-    StoreClient::connect_to(&store, ClientRole::GatewayControl, STORE_STARTUP_TIMEOUT)
-        .and_then(|mut client| client.call(Request::ResetPresence))
-        .context("resetting device presence in the store")?;
+    // No session of this node survives its restart, so none of its devices is online yet; the
+    // sessions of other gateways sharing the store are theirs and stay.
+    tracing::info!(store = %store, %node, "store link");
+    let control = ClientHello::new(
+        node.clone(),
+        ClientRole::DeviceTraffic(TrafficLink::Control),
+    );
+    StoreClient::connect_to(&store, control, STORE_STARTUP_TIMEOUT)
+        .and_then(|mut client| client.call(Request::ResetPresence { node: node.clone() }))
+        .context("resetting this node's device presence in the store")?;
 
     let shards = config.effective_shards();
     let backlog = config.server.listen_backlog as i32;
@@ -168,6 +175,7 @@ pub fn serve(config: Config, context: ServeContext) -> anyhow::Result<()> {
         plain_listeners: plain_ports.listeners,
         tls_config,
         store: store.clone(),
+        node: node.clone(),
         limits: shard_limits(&config),
         guards: Arc::new(guards(&config)),
         password_workers: usize::from(config.app.password_workers),
@@ -181,7 +189,7 @@ pub fn serve(config: Config, context: ServeContext) -> anyhow::Result<()> {
             let metrics = GatewayMetrics {
                 global: global.clone(),
                 shards: reactor.metrics.clone(),
-                store: Some(Arc::new(StoreStatsSource::new(store.clone()))),
+                store: Some(Arc::new(StoreStatsSource::new(store.clone(), node.clone()))),
             };
             listener
                 .serve(metrics, bearer_token.clone())

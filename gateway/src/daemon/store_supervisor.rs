@@ -9,8 +9,8 @@
 //! process group, so a Ctrl-C in the terminal reaches only the gateway, which then stops the store
 //! after its own last writes.
 
-use crate::store_client::StoreClient;
-use portcullis_protocol::store::ClientRole;
+use portcullis_protocol::store::{ClientHello, ClientRole, NodeName, TrafficLink};
+use portcullis_store_client::{StoreClient, StoreClientError};
 use std::ffi::OsStr;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
@@ -72,7 +72,7 @@ pub enum SupervisorError {
     #[error("the store did not answer on {} within {after:?} of starting; it was stopped", socket.display())]
     StartTimeout { socket: PathBuf, after: Duration },
     #[error("the store started but its hello failed: {0}")]
-    Handshake(#[from] crate::store_client::StoreClientError),
+    Handshake(#[from] StoreClientError),
     #[error("cannot wait for the store process: {0}")]
     Wait(std::io::Error),
 }
@@ -85,6 +85,22 @@ struct Launch {
     socket: PathBuf,
     /// Settings passed on the command line (see `Config::store_child_args`).
     extra_args: Vec<String>,
+    /// This gateway's node, named in the readiness probes' hello.
+    node: NodeName,
+}
+
+impl Launch {
+    /// The hello of a readiness probe: the gateway's start-up control link.
+    fn probe_hello(&self) -> ClientHello {
+        probe_hello(&self.node)
+    }
+}
+
+fn probe_hello(node: &NodeName) -> ClientHello {
+    ClientHello::new(
+        node.clone(),
+        ClientRole::DeviceTraffic(TrafficLink::Control),
+    )
 }
 
 impl Launch {
@@ -156,6 +172,7 @@ impl StoreSupervisor {
         data_dir: &Path,
         socket: &Path,
         extra_args: Vec<String>,
+        node: &NodeName,
     ) -> Result<StoreSupervisor, SupervisorError> {
         let store_dir = data_dir.join("store");
         for dir in [data_dir, &store_dir] {
@@ -170,7 +187,7 @@ impl StoreSupervisor {
         }
         // A second store on the same database would fail to lock it, but only after our hello
         // probe had already reached the first one: check up front instead.
-        if StoreClient::connect(socket, ClientRole::GatewayControl, PROBE_TIMEOUT).is_ok() {
+        if StoreClient::connect(socket, probe_hello(node), PROBE_TIMEOUT).is_ok() {
             return Err(SupervisorError::AlreadyRunning {
                 socket: socket.to_owned(),
             });
@@ -181,6 +198,7 @@ impl StoreSupervisor {
             store_dir,
             socket: socket.to_owned(),
             extra_args,
+            node: node.clone(),
         };
         let first = launch.spawn()?;
         let shared = Arc::new(Shared {
@@ -269,7 +287,7 @@ fn wait_until_ready(shared: &Shared) -> Result<(), SupervisorError> {
                 Err(e) => return Err(SupervisorError::Wait(e)),
             }
         }
-        match StoreClient::connect(&launch.socket, ClientRole::GatewayControl, PROBE_TIMEOUT)
+        match StoreClient::connect(&launch.socket, launch.probe_hello(), PROBE_TIMEOUT)
             .and_then(|mut client| client.ping())
         {
             Ok(()) => return Ok(()),

@@ -1,12 +1,14 @@
 //! The store process's own counters in the gateway's metrics: at scrape time the metrics thread
 //! asks the store (`Request::Stats`, over a link of its own, with a short timeout) for its write
-//! groups and WAL fsync latency, and renders them next to the gateway's. A store that does not
+//! groups and WAL fsync latency, and renders them next to the gateway's. Its link holds the
+//! read-only metrics role: the store lets it send `Ping` and `Stats` only. A store that does not
 //! answer shows as `portcullis_store_up 0`; the scrape itself never fails for it.
 
 use super::names;
-use crate::store_client::StoreClient;
-use crate::store_endpoint::StoreEndpoint;
-use portcullis_protocol::store::{ClientRole, Request, Response, StatsHistogram, StoreStats};
+use portcullis_protocol::store::{
+    ClientHello, ClientRole, NodeName, Request, Response, StatsHistogram, StoreStats,
+};
+use portcullis_store_client::{StoreClient, StoreEndpoint};
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use std::fmt;
@@ -20,13 +22,16 @@ pub const STORE_STATS_TIMEOUT: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 pub struct StoreStatsSource {
     store: StoreEndpoint,
+    /// This gateway's node, named in the link's hello.
+    node: NodeName,
     client: Mutex<Option<StoreClient>>,
 }
 
 impl StoreStatsSource {
-    pub fn new(store: StoreEndpoint) -> Self {
+    pub fn new(store: StoreEndpoint, node: NodeName) -> Self {
         Self {
             store,
+            node,
             client: Mutex::new(None),
         }
     }
@@ -35,8 +40,8 @@ impl StoreStatsSource {
     pub fn fetch(&self) -> Option<StoreStats> {
         let mut client = self.client.lock().unwrap_or_else(PoisonError::into_inner);
         if client.is_none() {
-            *client =
-                StoreClient::connect_to(&self.store, ClientRole::Admin, STORE_STATS_TIMEOUT).ok();
+            let hello = ClientHello::new(self.node.clone(), ClientRole::Metrics);
+            *client = StoreClient::connect_to(&self.store, hello, STORE_STATS_TIMEOUT).ok();
         }
         match client.as_mut()?.call(Request::Stats) {
             Ok(Response::Stats(stats)) => Some(stats),

@@ -21,7 +21,7 @@ use crate::conn::{CloseReason, ConnId, ConnMeta};
 use crate::guard::admission::Guards;
 use crate::guard::security_events::SecurityEvents;
 use crate::metrics::shard::ShardMetrics;
-use portcullis_protocol::store::{DeviceId, Response, SessionTag, StoreError};
+use portcullis_protocol::store::{DeviceId, NodeName, Response, SessionTag, StoreError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -53,6 +53,8 @@ pub struct ProtocolLimits {
 /// security log, the counters and the event bus.
 pub struct Services {
     pub shard: u16,
+    /// This gateway's node (`server.node_name`), carried by every session tag.
+    pub node: NodeName,
     pub now: Instant,
     /// Unix time in milliseconds, read once per loop turn.
     pub now_ms: u64,
@@ -66,10 +68,14 @@ pub struct Services {
 }
 
 impl Services {
-    /// The presence tag of a connection's session: shard and generation, unique among the live
-    /// sessions of this gateway run (generations only repeat after 2^32 connections on a shard).
+    /// The presence tag of a connection's session: this gateway's node, and shard and
+    /// generation, unique among the node's live sessions of this run (generations only repeat
+    /// after 2^32 connections on a shard).
     pub fn session_tag(&self, conn: ConnId) -> SessionTag {
-        (u64::from(self.shard) << 32) | u64::from(conn.generation)
+        SessionTag {
+            node: self.node.clone(),
+            local: (u64::from(self.shard) << 32) | u64::from(conn.generation),
+        }
     }
 }
 

@@ -8,6 +8,7 @@ use crate::config::limits::{guards, shard_limits};
 use crate::conn::{ConnId, ConnMeta, Transport};
 use crate::guard::security_events::SecurityEvents;
 use crate::metrics::shard::ShardMetrics;
+use portcullis_protocol::store::NodeName;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -33,6 +34,7 @@ impl TestShard {
         let now = Instant::now();
         let services = Services {
             shard: 0,
+            node: NodeName::new("test-gw").expect("valid node name"),
             now,
             now_ms: 1_790_000_000_000,
             limits: shard_limits(config).protocol,

@@ -13,8 +13,6 @@ pub mod listener;
 pub mod live_limits;
 pub mod shard;
 pub mod store;
-pub mod store_link;
-pub mod store_transport;
 pub mod timer;
 pub mod workers;
 
@@ -22,9 +20,9 @@ use crate::bus::Hub;
 use crate::guard::admission::Guards;
 use crate::metrics::shard::ShardMetrics;
 use crate::protocols::ProtocolLimits;
-use crate::store_endpoint::StoreEndpoint;
 use live_limits::LiveLimits;
 use mio::{Poll, Waker};
+use portcullis_store_client::StoreEndpoint;
 use rustls::ServerConfig;
 use std::io;
 use std::sync::Arc;
@@ -53,6 +51,8 @@ pub struct ReactorSetup {
     pub plain_listeners: Vec<std::net::TcpListener>,
     pub tls_config: Arc<ServerConfig>,
     pub store: StoreEndpoint,
+    /// This gateway's node name (`server.node_name`): in the links' hello and the session tags.
+    pub node: portcullis_protocol::store::NodeName,
     pub limits: ShardLimits,
     /// Connection admission and login throttling, shared by every shard.
     pub guards: Arc<Guards>,
@@ -92,8 +92,12 @@ impl Reactor {
             polls.push(poll);
         }
         let (hub, bus_inboxes) = Hub::new(&reactor.wakers);
-        let (workers, worker_inboxes) =
-            workers::Workers::start(setup.password_workers, setup.store.clone(), &reactor.wakers)?;
+        let (workers, worker_inboxes) = workers::Workers::start(
+            setup.password_workers,
+            setup.store.clone(),
+            &setup.node,
+            &reactor.wakers,
+        )?;
         for (index, ((((tls_listener, plain_listener), poll), bus_inbox), worker_inbox)) in setup
             .tls_listeners
             .into_iter()
@@ -112,6 +116,7 @@ impl Reactor {
                 plain_listener,
                 tls_config: setup.tls_config.clone(),
                 store: setup.store.clone(),
+                node: setup.node.clone(),
                 limits: setup.limits.clone(),
                 guards: setup.guards.clone(),
                 metrics,

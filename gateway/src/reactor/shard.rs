@@ -25,8 +25,9 @@ use crate::guard::log_budget::Budgeted;
 use crate::guard::security_events::{ConnectionEvent, SecurityEvents};
 use crate::metrics::shard::{ConnState, Rejection, ShardMetrics};
 use crate::protocols::{Outbox, Services, StoreFailure};
-use crate::store_endpoint::StoreEndpoint;
 use mio::{Events, Interest, Poll, Token, Waker};
+use portcullis_protocol::store::NodeName;
+use portcullis_store_client::StoreEndpoint;
 use rustls::ServerConfig;
 use slab::Slab;
 use std::io;
@@ -59,6 +60,8 @@ pub struct ShardSetup {
     pub plain_listener: std::net::TcpListener,
     pub tls_config: Arc<ServerConfig>,
     pub store: StoreEndpoint,
+    /// This gateway's node: in the link's hello and in every session tag.
+    pub node: NodeName,
     pub limits: ShardLimits,
     pub guards: Arc<Guards>,
     pub metrics: Arc<ShardMetrics>,
@@ -129,6 +132,7 @@ impl Shard {
         let now = Instant::now();
         let services = Services {
             shard: setup.index,
+            node: setup.node.clone(),
             now,
             now_ms: unix_ms(),
             limits: setup.limits.protocol.clone(),
@@ -142,6 +146,7 @@ impl Shard {
             store: StoreTraffic::new(
                 setup.index,
                 setup.store,
+                setup.node.clone(),
                 STORE,
                 setup.limits.store_queue_max_writes,
                 setup.metrics,

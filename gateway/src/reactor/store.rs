@@ -12,13 +12,14 @@
 //! them. A read of pins moves everything to the link's queue first (it must see the writes before
 //! it); the link keeps those batches queued beyond its share, so they stay droppable too.
 
-use super::store_link::{Completion, LinkState, StoreLink};
 use crate::conn::ConnId;
 use crate::metrics::shard::ShardMetrics;
 use crate::protocols::{Continuation, StoreRequest};
-use crate::store_endpoint::StoreEndpoint;
 use mio::{Registry, Token};
-use portcullis_protocol::store::{ClientRole, PinWrite, Request};
+use portcullis_protocol::store::{
+    ClientHello, ClientRole, NodeName, PinWrite, Request, TrafficLink,
+};
+use portcullis_store_client::{Completion, LinkState, StoreEndpoint, StoreLink};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
@@ -74,13 +75,18 @@ impl StoreTraffic {
     pub fn new(
         shard: u16,
         endpoint: StoreEndpoint,
+        node: NodeName,
         token: Token,
         max_writes: usize,
         metrics: Arc<ShardMetrics>,
     ) -> Self {
         Self {
             shard,
-            link: StoreLink::new(endpoint, ClientRole::GatewayShard(shard), token),
+            link: StoreLink::new(
+                endpoint,
+                ClientHello::new(node, ClientRole::DeviceTraffic(TrafficLink::Shard(shard))),
+                token,
+            ),
             telemetry: VecDeque::new(),
             max_writes,
             metrics,

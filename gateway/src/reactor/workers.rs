@@ -11,11 +11,12 @@
 
 use crate::conn::ConnId;
 use crate::protocols::{Job, Pool, WorkDone, WorkerStore};
-use crate::store_client::StoreClient;
-use crate::store_endpoint::StoreEndpoint;
 use mio::Waker;
 use portcullis_operations::{LinkError, StoreAccess};
-use portcullis_protocol::store::{ClientRole, Request, Response, StoreError};
+use portcullis_protocol::store::{
+    ClientHello, ClientRole, NodeName, Request, Response, StoreError, TrafficLink,
+};
+use portcullis_store_client::{StoreClient, StoreEndpoint};
 use std::io;
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -79,6 +80,7 @@ impl Workers {
     pub fn start(
         password_workers: usize,
         store: StoreEndpoint,
+        node: &NodeName,
         wakers: &[Arc<Waker>],
     ) -> io::Result<(Arc<Workers>, Vec<WorkerInbox>)> {
         let mut replies = Replies { shards: Vec::new() };
@@ -89,8 +91,15 @@ impl Workers {
             inboxes.push(WorkerInbox { answers });
         }
         let workers = Workers {
-            passwords: start_pool("password", password_workers, &store, &replies)?,
-            operations: start_pool("operations", OPERATION_WORKERS, &store, &replies)?,
+            passwords: start_pool("password", 0, password_workers, &store, node, &replies)?,
+            operations: start_pool(
+                "operations",
+                password_workers.max(1),
+                OPERATION_WORKERS,
+                &store,
+                node,
+                &replies,
+            )?,
         };
         Ok((Arc::new(workers), inboxes))
     }
@@ -110,10 +119,14 @@ impl Workers {
     }
 }
 
+/// Starts `threads` workers (at least one); `first_index` numbers their store links apart from
+/// the other pool's in the store's logs (`TrafficLink::Worker`).
 fn start_pool(
     name: &str,
+    first_index: usize,
     threads: usize,
     store: &StoreEndpoint,
+    node: &NodeName,
     replies: &Replies,
 ) -> io::Result<SyncSender<Ticket>> {
     let (jobs, queue) = mpsc::sync_channel(MAX_QUEUED_JOBS);
@@ -121,7 +134,12 @@ fn start_pool(
     for index in 0..threads.max(1) {
         let queue = queue.clone();
         let replies = replies.clone();
-        let mut store = WorkerLink::new(store.clone());
+        let link = u16::try_from(first_index + index).unwrap_or(u16::MAX);
+        let hello = ClientHello::new(
+            node.clone(),
+            ClientRole::DeviceTraffic(TrafficLink::Worker(link)),
+        );
+        let mut store = WorkerLink::new(store.clone(), hello);
         std::thread::Builder::new()
             .name(format!("{name}-{index}"))
             .spawn(move || work(&queue, &replies, &mut store))?;
@@ -145,13 +163,17 @@ fn work(queue: &Mutex<Receiver<Ticket>>, replies: &Replies, store: &mut WorkerLi
 /// (a store restart costs the jobs in flight at that moment an error, not the worker).
 struct WorkerLink {
     endpoint: StoreEndpoint,
+    /// A device-traffic hello: workers run the app API's operations (logins, device pages), which
+    /// need neither keys nor backups.
+    hello: ClientHello,
     client: Option<StoreClient>,
 }
 
 impl WorkerLink {
-    fn new(endpoint: StoreEndpoint) -> Self {
+    fn new(endpoint: StoreEndpoint, hello: ClientHello) -> Self {
         Self {
             endpoint,
+            hello,
             client: None,
         }
     }
@@ -165,12 +187,8 @@ impl StoreAccess for WorkerLink {
         let client = match &mut self.client {
             Some(client) => client,
             None => self.client.insert(
-                StoreClient::connect_to(
-                    &self.endpoint,
-                    ClientRole::GatewayControl,
-                    WORKER_STORE_TIMEOUT,
-                )
-                .map_err(LinkError::new)?,
+                StoreClient::connect_to(&self.endpoint, self.hello.clone(), WORKER_STORE_TIMEOUT)
+                    .map_err(LinkError::new)?,
             ),
         };
         client.call_many(requests).map_err(|e| {

@@ -1,17 +1,17 @@
 //! Device-record helpers shared by the read and write paths: finding a device through a
 //! [`View`] (committed data or a group in the making), listing devices (optionally of one org),
-//! and the write requests that edit one device (presence, info, properties), each returning the
-//! [`Change`] it wants committed.
+//! and the write requests that edit one device (info, properties), each returning the [`Change`]
+//! it wants committed. Presence, which also edits a device, is `presence.rs`.
 
 use super::group::{Change, View};
 use super::records::{StoredDevice, StoredInfo, StoredValue, decode, encode};
 use super::{
-    LIST_PAGE_BYTES, LIST_SCAN_CHUNK, MAX_ADDR_LEN, MAX_PROPERTY_NAME_LEN, Result, SchemaError,
-    check_info, check_text, check_value, keys,
+    LIST_PAGE_BYTES, LIST_SCAN_CHUNK, MAX_PROPERTY_NAME_LEN, Result, SchemaError, check_info,
+    check_text, check_value, keys,
 };
 use crate::engine::{Cf, Durability, Engine};
 use portcullis_protocol::body::{DeviceInfo, PinAddr, WIDGET_PROPERTIES, is_widget_property};
-use portcullis_protocol::store::{DeviceId, DeviceRecord, MAX_LIST_PAGE, Presence};
+use portcullis_protocol::store::{DeviceId, DeviceRecord, MAX_LIST_PAGE};
 
 pub(super) fn find_device(view: &impl View, id: DeviceId) -> Result<Option<StoredDevice>> {
     let key = keys::device(id);
@@ -118,7 +118,7 @@ pub(super) fn write_property(
 }
 
 /// Loads a device (as the group sees it), lets `edit` change it, and writes it back synced.
-fn update_device(
+pub(super) fn update_device(
     view: &impl View,
     id: DeviceId,
     edit: impl FnOnce(&mut StoredDevice),
@@ -129,62 +129,6 @@ fn update_device(
     change
         .batch
         .put(Cf::Devices, keys::device(id), encode(&record)?);
-    Ok(change)
-}
-
-/// Live sessions remembered per device, at most; beyond it the oldest tag is forgotten (a device
-/// holding this many connections at once is misbehaving, and the record must stay small).
-pub const MAX_LIVE_SESSIONS: usize = 256;
-
-/// Adds or removes one session tag from the device's live set and records `last_seen_ms` (and the
-/// address, when online). Applying the same change twice leaves the same state.
-pub(super) fn set_presence(
-    view: &impl View,
-    device: DeviceId,
-    presence: Presence,
-    at_ms: u64,
-) -> Result<Change> {
-    if let Presence::Online { addr, .. } = &presence
-        && addr.len() > MAX_ADDR_LEN
-    {
-        return Err(SchemaError::Invalid(format!(
-            "address is {} bytes long; the limit is {MAX_ADDR_LEN}",
-            addr.len()
-        )));
-    }
-    let key = keys::presence(device);
-    let mut live: Vec<u64> = match view.get(Cf::Meta, &key)? {
-        Some(bytes) => decode("presence", &key, &bytes)?,
-        None => Vec::new(),
-    };
-    let addr = match presence {
-        Presence::Online { addr, session } => {
-            if !live.contains(&session) {
-                if live.len() >= MAX_LIVE_SESSIONS {
-                    live.remove(0);
-                }
-                live.push(session);
-            }
-            Some(addr)
-        }
-        Presence::Offline { session } => {
-            live.retain(|s| *s != session);
-            None
-        }
-    };
-    let sessions = u32::try_from(live.len()).unwrap_or(u32::MAX);
-    let mut change = update_device(view, device, |d| {
-        d.last_seen_ms = Some(at_ms);
-        d.sessions = sessions;
-        if addr.is_some() {
-            d.last_addr = addr;
-        }
-    })?;
-    if live.is_empty() {
-        change.batch.delete(Cf::Meta, key);
-    } else {
-        change.batch.put(Cf::Meta, key, encode(&live)?);
-    }
     Ok(change)
 }
 

@@ -4,7 +4,7 @@
 //!
 //! | family        | key                                                   |
 //! |---------------|-------------------------------------------------------|
-//! | `meta`        | ASCII name (`format_version`, `next_device_id`, …), `presence/` · id |
+//! | `meta`        | ASCII name (`format_version`, `next_device_id`, …), `node_presence/` · node · `/` · id, `presence/` · id (before wire version 3) |
 //! | `devices`     | id (u64 BE)                                           |
 //! | `token_index` | SHA-256 of the token (32 bytes)                       |
 //! | `pins`        | id (u64 BE) · kind (`a`/`d`/`v`) · pin (u8)            |
@@ -13,27 +13,72 @@
 //! | `users`       | normalized email (UTF-8)                              |
 
 use portcullis_protocol::body::{PinAddr, PinKind};
-use portcullis_protocol::store::DeviceId;
+use portcullis_protocol::store::{DeviceId, NodeName};
 
 /// Meta key of the data format version (u32 BE).
 pub(crate) const FORMAT_VERSION: &[u8] = b"format_version";
 /// Meta key of the next device id to hand out (u64 BE). Absent means 1.
 pub(crate) const NEXT_DEVICE_ID: &[u8] = b"next_device_id";
-/// Meta keys `presence/<device id BE>`: the device's live session tags (postcard `Vec<u64>`).
-pub(crate) const PRESENCE_PREFIX: &[u8] = b"presence/";
+/// Meta keys `node_presence/<node>/<device id BE>`: the live sessions one gateway node has on
+/// one device (the `local` parts of their tags, postcard `Vec<u64>`). Node names hold no `/`, so
+/// a node's prefix covers exactly its own keys, and its reset visits only them.
+pub(crate) const NODE_PRESENCE_PREFIX: &[u8] = b"node_presence/";
 
-/// Meta key present once every device with live sessions has a `presence/` entry: set by the
-/// first full reset of a store whose writers keep those entries, so later resets visit only the
-/// devices that have one instead of every device. (Sorts after every `presence/` key.)
+/// Meta keys `presence/<device id BE>`: a device's live session tags as wire version 2 and
+/// before kept them, one set for every gateway, without the node (postcard `Vec<u64>`). Nothing
+/// writes them any more; the first reset after an upgrade clears them.
+pub(crate) const LEGACY_PRESENCE_PREFIX: &[u8] = b"presence/";
+
+/// Meta key present once every device with live sessions has a presence entry: set by the first
+/// full reset of a store whose writers keep those entries, so later resets visit only the
+/// entries instead of every device.
 pub(crate) const PRESENCE_INDEXED: &[u8] = b"presence_indexed";
 
-/// The device id of a `presence/<id>` meta key.
-pub(crate) fn parse_presence(key: &[u8]) -> Option<DeviceId> {
-    key.strip_prefix(PRESENCE_PREFIX).and_then(parse_device)
+/// The first key after every key starting with `prefix` (an exclusive scan end).
+pub(crate) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    // All 0xff: no key follows; callers never pass such a prefix.
+    Vec::new()
 }
 
-pub(crate) fn presence(id: DeviceId) -> Vec<u8> {
-    let mut key = PRESENCE_PREFIX.to_vec();
+/// The prefix of every `node_presence/` key of `node`.
+pub(crate) fn node_presence_prefix(node: &NodeName) -> Vec<u8> {
+    let mut key = NODE_PRESENCE_PREFIX.to_vec();
+    key.extend_from_slice(node.as_str().as_bytes());
+    key.push(b'/');
+    key
+}
+
+/// Where `node` keeps its live sessions on device `id`.
+pub(crate) fn node_presence(node: &NodeName, id: DeviceId) -> Vec<u8> {
+    let mut key = node_presence_prefix(node);
+    key.extend_from_slice(&id.to_be_bytes());
+    key
+}
+
+/// The device id of a `node_presence/<node>/<id>` key, whatever the node.
+pub(crate) fn parse_node_presence(key: &[u8]) -> Option<DeviceId> {
+    let rest = key.strip_prefix(NODE_PRESENCE_PREFIX)?;
+    let slash = rest.iter().position(|b| *b == b'/')?;
+    parse_device(rest.get(slash + 1..)?)
+}
+
+/// The device id of a legacy `presence/<id>` meta key.
+pub(crate) fn parse_legacy_presence(key: &[u8]) -> Option<DeviceId> {
+    key.strip_prefix(LEGACY_PRESENCE_PREFIX)
+        .and_then(parse_device)
+}
+
+/// A legacy `presence/<id>` key (for tests that write what an older store left).
+#[cfg(test)]
+pub(crate) fn legacy_presence(id: DeviceId) -> Vec<u8> {
+    let mut key = LEGACY_PRESENCE_PREFIX.to_vec();
     key.extend_from_slice(&id.to_be_bytes());
     key
 }
@@ -195,6 +240,27 @@ mod tests {
         assert_eq!(parse_history_time(&b[1..]), None);
         assert_eq!(parse_history_position(&a), Some((255, 9)));
         assert_eq!(parse_history_position(&a[1..]), None);
+    }
+
+    #[test]
+    fn node_presence_keys_stay_within_their_node() {
+        let node = |n: &str| NodeName::new(n).expect("valid name");
+        let gw = node_presence_prefix(&node("gw"));
+        let gw1 = node_presence(&node("gw1"), 7);
+        assert!(!gw1.starts_with(&gw), "node gw does not cover gw1's keys");
+        // An id whose bytes hold '/' still parses: the node part ends at the first one.
+        let id = u64::from_be_bytes(*b"\0\0//////");
+        let key = node_presence(&node("gw"), id);
+        assert!(key.starts_with(&gw));
+        assert_eq!(parse_node_presence(&key), Some(id));
+        assert_eq!(parse_node_presence(b"node_presence/gw"), None);
+        assert_eq!(parse_legacy_presence(&legacy_presence(9)), Some(9));
+        let end = prefix_end(&gw);
+        assert!(key.as_slice() < end.as_slice() && gw.as_slice() < end.as_slice());
+        assert_eq!(prefix_end(b"a\xff"), b"b");
+        // Old and new presence keys never share a prefix, nor does the indexed marker.
+        assert!(!NODE_PRESENCE_PREFIX.starts_with(LEGACY_PRESENCE_PREFIX));
+        assert!(!PRESENCE_INDEXED.starts_with(LEGACY_PRESENCE_PREFIX));
     }
 
     #[test]

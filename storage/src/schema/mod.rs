@@ -22,6 +22,9 @@ pub mod history;
 mod history_tests;
 mod keys;
 mod pins;
+mod presence;
+#[cfg(test)]
+mod presence_tests;
 mod records;
 mod sealing;
 pub mod stats;
@@ -32,9 +35,7 @@ mod users;
 mod users_tests;
 
 use crate::engine::{Cf, Durability, Engine, EngineError, WriteBatch, unix_ms};
-use devices::{
-    find_device, list_devices, load_device, require_device, set_info, set_presence, write_property,
-};
+use devices::{find_device, list_devices, load_device, require_device, set_info, write_property};
 use group::{Change, Committed, Group, View};
 use history::Retention;
 use portcullis_protocol::body::{DeviceInfo, MAX_INFO_FIELD_LEN};
@@ -42,7 +43,8 @@ use portcullis_protocol::frame::MAX_WIRE_BODY_LEN;
 use portcullis_protocol::store::{
     DeviceAuth, DeviceRecord, MAX_FRAME_LEN, Request, Response, StoreError, TokenHash,
 };
-use records::{StoredDevice, decode, encode};
+use presence::set_presence;
+use records::{StoredDevice, encode};
 use std::path::Path;
 use std::sync::atomic::AtomicU32;
 use std::sync::{Mutex, PoisonError};
@@ -67,8 +69,6 @@ const LIST_PAGE_BYTES: usize = MAX_FRAME_LEN / 2;
 /// Device records read per engine scan while an org-filtered `ListDevices` looks for matches
 /// (the page limit bounds the matches, not the records skipped, so the scan goes in chunks).
 const LIST_SCAN_CHUNK: usize = 1024;
-/// Devices rewritten per batch by `ResetPresence`.
-const RESET_CHUNK: usize = 1024;
 
 /// Why a store operation failed, by whose fault.
 #[derive(Debug, Error)]
@@ -140,7 +140,7 @@ pub fn is_write(request: &Request) -> bool {
         | Request::WriteProperty { .. }
         | Request::SetPresence { .. }
         | Request::SetInfo { .. }
-        | Request::ResetPresence
+        | Request::ResetPresence { .. }
         | Request::Reseal { .. }
         | Request::CreateUser { .. } => true,
         Request::Ping
@@ -161,7 +161,8 @@ pub fn is_write(request: &Request) -> bool {
 /// Whether only an admin link (`ClientRole::Admin`) may send a request: the key operations and
 /// backups, which an operator runs, never a gateway (a backup writes a directory of the
 /// requester's choosing as the store's user; a gateway shard, possibly remote, has no business
-/// asking for that).
+/// asking for that). The server's rule of what each role may send builds on it
+/// (`server::permissions`).
 pub fn admin_only(request: &Request) -> bool {
     matches!(
         request,
@@ -325,7 +326,7 @@ impl<E: Engine> Store<E> {
     }
 
     /// Validates and writes a group of write requests as one engine batch, without a WAL sync (a
-    /// `ResetPresence`, which pages over every device, splits the group around itself). The
+    /// `ResetPresence`, which pages over a node's sessions, splits the group around itself). The
     /// writes are visible to readers when this returns; the caller must sync the WAL before
     /// handing out any result when [`Applied::needs_sync`] says so.
     pub fn apply_group(&self, requests: Vec<Request>) -> Applied {
@@ -336,11 +337,11 @@ impl<E: Engine> Store<E> {
         let mut members: Vec<usize> = Vec::new();
         let mut needs_sync = false;
         for request in requests {
-            if matches!(request, Request::ResetPresence) {
+            if let Request::ResetPresence { node } = &request {
                 needs_sync |= finish(group, &mut members, &mut results);
                 group = Group::new(&self.engine);
                 results.push(
-                    self.reset_presence()
+                    self.reset_presence(node)
                         .map(|()| Response::Done)
                         .map_err(report),
                 );
@@ -541,88 +542,6 @@ impl<E: Engine> Store<E> {
         }))
     }
 
-    /// Sets `sessions = 0` on every device with live sessions and forgets every live session
-    /// set, a chunk per batch, then syncs the WAL once. The first reset of a store scans every
-    /// device (counts may predate the sets); later ones visit only the sets.
-    /// Not atomic across chunks, but idempotent: after a crash the gateway simply resets again.
-    /// Runs under the group writer's lock, between groups.
-    fn reset_presence(&self) -> Result<()> {
-        let indexed = self.engine.get(Cf::Meta, keys::PRESENCE_INDEXED)?.is_some();
-        let mut reset = if indexed {
-            0
-        } else {
-            self.reset_every_session_count()?
-        };
-        reset += self.clear_live_session_sets()?;
-        if !indexed {
-            let mut batch = WriteBatch::new();
-            batch.put(Cf::Meta, keys::PRESENCE_INDEXED, Vec::new());
-            self.engine.write(batch, Durability::Buffered)?;
-        }
-        self.engine.sync_wal()?;
-        tracing::info!(devices = reset, full_scan = !indexed, "presence reset");
-        Ok(())
-    }
-
-    /// Zeroes `sessions` on every device, a chunk per batch: the first reset of a store, which
-    /// may hold counts written before live session sets existed.
-    fn reset_every_session_count(&self) -> Result<u64> {
-        let mut start = keys::device(0).to_vec();
-        let mut reset = 0u64;
-        loop {
-            let page = self
-                .engine
-                .scan_range(Cf::Devices, &start, None, RESET_CHUNK)?;
-            let Some((last, _)) = page.last() else { break };
-            start = last.clone();
-            start.push(0);
-            let mut batch = WriteBatch::new();
-            for (key, value) in &page {
-                reset += u64::from(zero_sessions(&mut batch, key, value)?);
-            }
-            self.engine.write(batch, Durability::Buffered)?;
-        }
-        Ok(reset)
-    }
-
-    /// Deletes every live session set and zeroes its device's `sessions`, a chunk per batch. A
-    /// device with live sessions always has a set (both are written in one batch), so once the
-    /// store is indexed this is the whole reset, and its cost follows the devices that were
-    /// online, not the fleet.
-    fn clear_live_session_sets(&self) -> Result<u64> {
-        let mut end = keys::PRESENCE_PREFIX.to_vec();
-        if let Some(last) = end.last_mut() {
-            *last += 1;
-        }
-        let mut reset = 0u64;
-        loop {
-            let page = self.engine.scan_range(
-                Cf::Meta,
-                keys::PRESENCE_PREFIX,
-                Some(end.as_slice()),
-                RESET_CHUNK,
-            )?;
-            if page.is_empty() {
-                break;
-            }
-            let mut batch = WriteBatch::new();
-            for (key, _) in page {
-                let device = keys::parse_presence(&key).ok_or_else(|| SchemaError::Corrupt {
-                    what: "presence key",
-                    key: keys::hex(&key),
-                    reason: "not a device id".into(),
-                })?;
-                let device_key = keys::device(device);
-                if let Some(value) = self.engine.get(Cf::Devices, &device_key)? {
-                    reset += u64::from(zero_sessions(&mut batch, &device_key, &value)?);
-                }
-                batch.delete(Cf::Meta, key);
-            }
-            self.engine.write(batch, Durability::Buffered)?;
-        }
-        Ok(reset)
-    }
-
     /// Writes a checkpoint of the database into `dir` (absolute, new, parent existing).
     fn backup(&self, dir: &str) -> Result<Response> {
         let path = Path::new(dir);
@@ -682,18 +601,6 @@ pub fn finish_sync(synced: &Result<()>, results: &mut [Result<Response, StoreErr
 }
 
 /// Logs store-side failures (the peer's own mistakes are not news) and converts for the wire.
-/// Adds to `batch` the device record `value` with `sessions = 0`, unless it is 0 already;
-/// returns whether it did.
-fn zero_sessions(batch: &mut WriteBatch, key: &[u8], value: &[u8]) -> Result<bool> {
-    let mut record: StoredDevice = decode("device", key, value)?;
-    if record.sessions == 0 {
-        return Ok(false);
-    }
-    record.sessions = 0;
-    batch.put(Cf::Devices, key.to_vec(), encode(&record)?);
-    Ok(true)
-}
-
 fn report(err: SchemaError) -> StoreError {
     if !matches!(err, SchemaError::NotFound(_) | SchemaError::Invalid(_)) {
         tracing::error!(%err, "request failed on the store side");

@@ -6,7 +6,7 @@ use crate::engine::memory::MemoryEngine;
 use crate::engine::rocks::RocksEngine;
 use portcullis_protocol::body::{PinAddr, PinKind};
 use portcullis_protocol::store::{
-    DeviceId, MAX_LIST_PAGE, PinWrite, Presence, ReplyEnvelope, encode_frame,
+    DeviceId, MAX_LIST_PAGE, NodeName, PinWrite, Presence, ReplyEnvelope, SessionTag, encode_frame,
 };
 use std::sync::Arc;
 
@@ -69,6 +69,14 @@ pub(super) fn read_pins(
             })
             .collect(),
         other => panic!("read pins: {other:?}"),
+    }
+}
+
+/// Session `local` of node `gw1`.
+fn gw1_session(local: u64) -> SessionTag {
+    SessionTag {
+        node: NodeName::new("gw1").expect("valid name"),
+        local,
     }
 }
 
@@ -380,7 +388,7 @@ fn each_request_uses_its_durability_class() {
         device: id,
         presence: Presence::Online {
             addr: "1.2.3.4:5".into(),
-            session: 1,
+            session: gw1_session(1),
         },
         at_ms: 1,
     };
@@ -400,7 +408,12 @@ fn each_request_uses_its_durability_class() {
     };
     assert_eq!(class_of(prop), (1, 1));
     let syncs = engine.sync_count();
-    assert!(s.handle(Request::ResetPresence).is_ok());
+    assert!(
+        s.handle(Request::ResetPresence {
+            node: NodeName::new("gw1").expect("valid name")
+        })
+        .is_ok()
+    );
     assert_eq!(engine.sync_count(), syncs + 1, "reset ends with a WAL sync");
     assert_eq!(
         class_of(Request::GetDevice { device: id }),
@@ -431,7 +444,9 @@ fn a_group_is_one_batch_and_one_sync() {
         create(3, " "),
         Request::SetPresence {
             device: 1,
-            presence: Presence::Offline { session: 1 },
+            presence: Presence::Offline {
+                session: gw1_session(1),
+            },
             at_ms: 9,
         },
         create(4, "c"),

@@ -1,5 +1,7 @@
 //! One client link, whatever carries it (a Unix socket or a mutually authenticated TLS stream,
-//! see [`LinkStream`]): the hello exchange, then the pipelined request loop on two threads. The reader (the link's thread) decodes every complete request already buffered,
+//! see [`LinkStream`]): the hello exchange (the client's version, role and gateway node, logged
+//! when the link opens), then the pipelined request loop on two threads, every request checked
+//! against what the hello's role may send (`permissions`). The reader (the link's thread) decodes every complete request already buffered,
 //! in order, and never waits for the disk: a write goes to the group committer; a read is
 //! answered from the engine once this link's own earlier writes are applied (visible), which
 //! takes an apply, never an fsync, and keeps the read from seeing the link's later writes. The
@@ -9,11 +11,13 @@
 
 use super::ServerConfig;
 use super::commit::{Committer, Outcome};
+use super::permissions;
 use crate::engine::Engine;
-use crate::schema::{Store, admin_only, is_write};
+use crate::schema::{Store, is_write};
 use portcullis_protocol::store::{
-    ClientHello, ClientRole, ReplyEnvelope, RequestEnvelope, ServerHello, StoreError, WIRE_VERSION,
-    WireError, decode_frame, encode_frame, frame_len,
+    ClientHello, ClientHelloFrame, NodeNameError, ReplyEnvelope, RequestEnvelope, ServerHello,
+    StoreError, WIRE_VERSION, WireError, decode_client_hello, decode_frame, encode_frame,
+    frame_len,
 };
 use std::io::{self, Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -81,6 +85,9 @@ pub(crate) enum ConnError {
     /// Peer: speaks another wire version (we answered `Refused`).
     #[error("peer speaks wire version {0}; refused")]
     WrongVersion(u16),
+    /// Peer: its hello names no valid gateway node (we answered `Refused`).
+    #[error("the hello's node name is unusable: {0}; refused")]
+    BadNodeName(NodeNameError),
     /// Store side: the socket failed (or the peer vanished mid-write).
     #[error("socket error: {0}")]
     Io(#[from] io::Error),
@@ -170,6 +177,26 @@ pub(crate) fn refuse(mut stream: impl Write, err: &ConnError) {
     }
 }
 
+/// Answers a hello we will not serve with `Refused` and its reason, then ends the link with `error`.
+fn refuse_hello<W: Write>(
+    writer: &mut W,
+    reason: String,
+    error: ConnError,
+) -> Result<Closed, ConnError> {
+    let mut out = Vec::new();
+    encode_frame(
+        &ServerHello::Refused {
+            version: WIRE_VERSION,
+            reason,
+        },
+        &mut out,
+    )
+    .map_err(ConnError::Encode)?;
+    writer.write_all(&out)?;
+    writer.flush()?;
+    Err(error)
+}
+
 /// Serves one accepted (and, for a Unix socket, uid-checked) link until the peer leaves,
 /// misbehaves, or the store shuts down.
 pub(crate) fn serve<E: Engine, S: LinkStream>(
@@ -190,24 +217,20 @@ pub(crate) fn serve<E: Engine, S: LinkStream>(
         Ok(hello) => hello,
         Err(closed) => return Ok(closed),
     };
+    let hello = match hello {
+        ClientHelloFrame::OtherVersion(version) => {
+            let reason = format!("this store speaks wire version {WIRE_VERSION}, not {version}");
+            return refuse_hello(&mut writer, reason, ConnError::WrongVersion(version));
+        }
+        ClientHelloFrame::Ours(hello) => match hello.node.check() {
+            Ok(()) => hello,
+            Err(why) => {
+                let reason = format!("{why}; set the gateway's server.node_name");
+                return refuse_hello(&mut writer, reason, ConnError::BadNodeName(why));
+            }
+        },
+    };
     let mut out = Vec::new();
-    if hello.version != WIRE_VERSION {
-        let reason = format!(
-            "this store speaks wire version {WIRE_VERSION}, not {}",
-            hello.version
-        );
-        encode_frame(
-            &ServerHello::Refused {
-                version: WIRE_VERSION,
-                reason,
-            },
-            &mut out,
-        )
-        .map_err(ConnError::Encode)?;
-        writer.write_all(&out)?;
-        writer.flush()?;
-        return Err(ConnError::WrongVersion(hello.version));
-    }
     encode_frame(
         &ServerHello::Accepted {
             version: WIRE_VERSION,
@@ -217,7 +240,7 @@ pub(crate) fn serve<E: Engine, S: LinkStream>(
     .map_err(ConnError::Encode)?;
     writer.write_all(&out)?;
     writer.flush()?;
-    tracing::info!(role = ?hello.role, "link open");
+    tracing::info!(node = %hello.node, role = %hello.role, "link open");
 
     let (owed_tx, owed_rx) = mpsc::sync_channel(MAX_OWED_REPLIES);
     let (outcome_tx, outcome_rx) = mpsc::channel();
@@ -226,8 +249,7 @@ pub(crate) fn serve<E: Engine, S: LinkStream>(
             .name("store-link-writer".into())
             .spawn_scoped(scope, move || write_replies(writer, &owed_rx, &outcome_rx))
             .map_err(|e| ConnError::Writer(e.to_string()))?;
-        let admin = hello.role == ClientRole::Admin;
-        let read_result = read_requests(&mut link, store, committer, admin, &owed_tx, &outcome_tx);
+        let read_result = read_requests(&mut link, store, committer, &hello, &owed_tx, &outcome_tx);
         drop(owed_tx);
         let write_result = writer
             .join()
@@ -245,7 +267,7 @@ fn read_requests<E: Engine, R: Read>(
     link: &mut Link<'_, R>,
     store: &Store<E>,
     committer: &Committer,
-    admin: bool,
+    hello: &ClientHello,
     owed: &SyncSender<Owed>,
     outcomes: &mpsc::Sender<Outcome>,
 ) -> Result<Closed, ConnError> {
@@ -260,13 +282,9 @@ fn read_requests<E: Engine, R: Read>(
                 Ok(Some((envelope, len))) => {
                     used += len;
                     let id = envelope.id;
-                    let next = if !admin && admin_only(&envelope.request) {
-                        Owed::Ready(
-                            id,
-                            Box::new(Err(StoreError::Invalid(
-                                "only an admin link may manage the encryption keys".into(),
-                            ))),
-                        )
+                    let next = if let Err(refusal) = permissions::check(hello, &envelope.request) {
+                        tracing::debug!(id, %refusal, "request refused by the link's role");
+                        Owed::Ready(id, Box::new(Err(StoreError::Invalid(refusal.to_string()))))
                     } else if is_write(&envelope.request) {
                         last_write = committer.submit(envelope.request, outcomes);
                         Owed::Committed(id)
@@ -381,10 +399,10 @@ fn flush<W: Write>(stream: &mut W, out: &mut Vec<u8>) -> Result<(), ConnError> {
 fn read_hello<R: Read>(
     link: &mut Link<'_, R>,
     timeout: Duration,
-) -> Result<Result<ClientHello, Closed>, ConnError> {
+) -> Result<Result<ClientHelloFrame, Closed>, ConnError> {
     let deadline = Instant::now() + timeout;
     loop {
-        if let Some((hello, used)) = decode_frame::<ClientHello>(&link.buf)? {
+        if let Some((hello, used)) = decode_client_hello(&link.buf)? {
             link.buf.drain(..used);
             return Ok(Ok(hello));
         }

@@ -1,8 +1,9 @@
 //! The store server: binds the Unix socket (`socket`) and, only when configured for remote
 //! gateways, a mutual-TLS TCP listener (`remote`); accepts links and serves each on its own
 //! threads (`conn`, the same code for both transports; there are few links: one per gateway
-//! shard, a control link and the admin CLI), runs the group committer (`commit`) that performs every write, runs the periodic WAL
-//! syncer, and shuts down gracefully.
+//! shard, a control link, the metrics scraper and the admin CLI), checks every request against
+//! what its link's role may send (`permissions`), runs the group committer (`commit`) that
+//! performs every write, runs the periodic WAL syncer, and shuts down gracefully.
 //!
 //! Durability contract (also in `portcullis-store --help` and `docs/store.md`):
 //! - Sync class (device creation, presence, info, properties): the reply is sent only after the
@@ -22,6 +23,7 @@
 
 mod commit;
 mod conn;
+mod permissions;
 mod remote;
 #[cfg(test)]
 mod remote_tests;

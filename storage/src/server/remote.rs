@@ -7,7 +7,7 @@
 //! connection only, logged with the peer address and the reason.
 
 use super::conn::{LinkStream, LinkWriter};
-use portcullis_protocol::pem::{self, PemError};
+use portcullis_store_client::pem::{self, PemError};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConnection};
 use std::io::{self, Read, Write};

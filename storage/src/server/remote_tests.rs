@@ -7,8 +7,8 @@ use super::*;
 use crate::certs;
 use crate::engine::memory::MemoryEngine;
 use portcullis_protocol::store::{
-    ClientHello, ClientRole, ReplyEnvelope, Request, RequestEnvelope, Response, ServerHello,
-    WIRE_VERSION, decode_frame, encode_frame,
+    ClientHello, ClientRole, NodeName, ReplyEnvelope, Request, RequestEnvelope, Response,
+    ServerHello, TrafficLink, decode_frame, encode_frame,
 };
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 use rustls_pki_types::pem::PemObject;
@@ -101,10 +101,10 @@ impl Remote {
         };
         // In TLS 1.3 the server judges the client certificate after the client's handshake
         // ends, so a refusal shows on the first exchange: our hello goes unanswered.
-        link.send(&ClientHello {
-            version: WIRE_VERSION,
-            role: ClientRole::GatewayShard(0),
-        })?;
+        link.send(&ClientHello::new(
+            NodeName::from_static("gw1"),
+            ClientRole::DeviceTraffic(TrafficLink::Shard(0)),
+        ))?;
         match link.recv::<ServerHello>()? {
             Some(ServerHello::Accepted { .. }) => Ok(link),
             other => Err(format!("hello answered with {other:?}")),
@@ -210,10 +210,7 @@ fn bad_peers_are_refused_while_a_valid_link_keeps_working() {
     plain.set_read_timeout(Some(WAIT)).expect("timeout");
     let mut hello = Vec::new();
     encode_frame(
-        &ClientHello {
-            version: WIRE_VERSION,
-            role: ClientRole::Admin,
-        },
+        &ClientHello::new(NodeName::from_static("test"), ClientRole::Admin),
         &mut hello,
     )
     .expect("encode");

@@ -5,8 +5,8 @@ use super::*;
 use crate::engine::memory::MemoryEngine;
 use portcullis_protocol::body::{PinAddr, PinKind};
 use portcullis_protocol::store::{
-    ClientHello, ClientRole, PinWrite, ReplyEnvelope, Request, RequestEnvelope, Response,
-    ServerHello, StoreError, WIRE_VERSION, decode_frame, encode_frame,
+    ClientHello, ClientRole, NodeName, PinWrite, ReplyEnvelope, Request, RequestEnvelope, Response,
+    ServerHello, StoreError, TrafficLink, WIRE_VERSION, decode_frame, encode_frame,
 };
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -62,10 +62,10 @@ impl Running {
 
     fn hello(&self) -> Client {
         let mut c = self.connect();
-        c.send(&ClientHello {
-            version: WIRE_VERSION,
-            role: ClientRole::Admin,
-        });
+        c.send(&ClientHello::new(
+            NodeName::from_static("test"),
+            ClientRole::Admin,
+        ));
         assert_eq!(
             c.recv::<ServerHello>(),
             Some(ServerHello::Accepted {
@@ -197,7 +197,10 @@ fn a_wrong_wire_version_is_refused_and_closed() {
     let mut c = running.connect();
     c.send(&ClientHello {
         version: WIRE_VERSION + 1,
-        role: ClientRole::GatewayControl,
+        ..ClientHello::new(
+            NodeName::from_static("gw1"),
+            ClientRole::DeviceTraffic(TrafficLink::Control),
+        )
     });
     match c.recv::<ServerHello>() {
         Some(ServerHello::Refused { version, reason }) => {
@@ -222,10 +225,7 @@ fn a_foreign_uid_is_refused_without_reading_its_hello() {
     let mut c = running.connect();
     let mut frame = Vec::new();
     encode_frame(
-        &ClientHello {
-            version: WIRE_VERSION,
-            role: ClientRole::Admin,
-        },
+        &ClientHello::new(NodeName::from_static("test"), ClientRole::Admin),
         &mut frame,
     )
     .expect("encode");
@@ -551,10 +551,10 @@ fn writes_from_many_links_are_all_answered() {
 fn only_admin_links_may_manage_the_keys_and_take_backups() {
     let running = Running::start(ServerConfig::default());
     let mut gateway = running.connect();
-    gateway.send(&ClientHello {
-        version: WIRE_VERSION,
-        role: ClientRole::GatewayShard(0),
-    });
+    gateway.send(&ClientHello::new(
+        NodeName::from_static("gw1"),
+        ClientRole::DeviceTraffic(TrafficLink::Shard(0)),
+    ));
     assert!(matches!(
         gateway.recv::<ServerHello>(),
         Some(ServerHello::Accepted { .. })
@@ -585,5 +585,72 @@ fn only_admin_links_may_manage_the_keys_and_take_backups() {
     assert!(
         matches!(&err, StoreError::Invalid(m) if m.contains("does not encrypt")),
         "{err}"
+    );
+}
+
+/// The one client against the real server: a node name the store cannot use is refused at the
+/// hello with what to change, and each role's refusals come back as clear request errors on a
+/// link that stays up.
+#[test]
+fn the_store_client_hears_the_hello_refusal_and_each_roles_limits() {
+    use portcullis_store_client::{StoreClient, StoreClientError};
+    let running = Running::start(ServerConfig::default());
+    let bad_node: NodeName =
+        postcard::from_bytes(&postcard::to_stdvec("gw 1").expect("encodes")).expect("decodes");
+    let err = StoreClient::connect(
+        &running.path,
+        ClientHello::new(bad_node, ClientRole::Admin),
+        WAIT,
+    )
+    .expect_err("refused");
+    assert!(matches!(err, StoreClientError::Refused { .. }), "{err}");
+    assert!(err.to_string().contains("server.node_name"), "{err}");
+
+    let mut metrics = StoreClient::connect(
+        &running.path,
+        ClientHello::new(NodeName::from_static("gw1"), ClientRole::Metrics),
+        WAIT,
+    )
+    .expect("a metrics link opens");
+    assert!(matches!(
+        metrics.call(Request::Stats),
+        Ok(Response::Stats(_))
+    ));
+    let err = metrics
+        .call(Request::GetDevice { device: 1 })
+        .expect_err("read-only");
+    assert!(
+        err.to_string()
+            .contains("a metrics link may send only Ping and Stats, not GetDevice"),
+        "{err}"
+    );
+    metrics.ping().expect("the link stays up after a refusal");
+
+    let mut shard = StoreClient::connect(
+        &running.path,
+        ClientHello::new(
+            NodeName::from_static("gw1"),
+            ClientRole::DeviceTraffic(TrafficLink::Shard(0)),
+        ),
+        WAIT,
+    )
+    .expect("a device-traffic link opens");
+    let err = shard
+        .call(Request::ResetPresence {
+            node: NodeName::from_static("gw2"),
+        })
+        .expect_err("another node's presence");
+    assert!(
+        err.to_string()
+            .contains("may change only its own node's presence"),
+        "{err}"
+    );
+    assert_eq!(
+        shard
+            .call(Request::ResetPresence {
+                node: NodeName::from_static("gw1"),
+            })
+            .expect("its own node"),
+        Response::Done
     );
 }

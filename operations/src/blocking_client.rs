@@ -1,13 +1,12 @@
-//! The blocking [`StoreClient`] as the link operations run on ([`StoreAccess`]), for the admin
-//! CLI, the load generator's provisioning and the gateway's worker threads. Failures of the link
-//! keep the client's own error (and so its messages and hints) inside the [`LinkError`].
-//!
-//! This impl belongs next to `StoreClient` itself; it sits here while the client moves into its
-//! own crate.
+//! The one blocking store client (`portcullis_store_client::StoreClient`) as the link operations
+//! run on ([`StoreAccess`]), for the admin CLI, the load generator's provisioning and the
+//! gateway's worker threads. Failures of the link keep the client's own error (and so its
+//! messages and hints) inside the [`LinkError`]. The impl lives on this side so the store client
+//! stays a transport that knows no operation.
 
-use crate::store_client::StoreClient;
-use portcullis_operations::{LinkError, StoreAccess};
+use crate::{LinkError, StoreAccess};
 use portcullis_protocol::store::{Request, Response, StoreError};
+use portcullis_store_client::StoreClient;
 
 impl StoreAccess for StoreClient {
     fn call_many(
@@ -20,12 +19,12 @@ impl StoreAccess for StoreClient {
 
 #[cfg(test)]
 mod tests {
-    use crate::store_client::StoreClient;
-    use crate::store_client::fake_store::{serving, spawn};
-    use portcullis_operations::{Fault, OperationError, Principal, devices};
+    use crate::{Fault, OperationError, Principal, devices};
     use portcullis_protocol::store::{
-        ClientRole, DeviceRecord, Request, Response, ServerHello, StoreError, WIRE_VERSION,
+        DeviceRecord, Request, Response, ServerHello, StoreError, WIRE_VERSION,
     };
+    use portcullis_store_client::StoreClient;
+    use portcullis_store_client::fake_store::{admin_hello, serving, spawn};
     use std::time::Duration;
 
     const TIMEOUT: Duration = Duration::from_secs(5);
@@ -46,7 +45,7 @@ mod tests {
             })),
             _ => Err(StoreError::NotFound("device".into())),
         });
-        let mut client = StoreClient::connect(&path, ClientRole::Admin, TIMEOUT).expect("connects");
+        let mut client = StoreClient::connect(&path, admin_hello(), TIMEOUT).expect("connects");
         let ann = Principal::member("ann@a.example", "a");
         assert_eq!(devices::get(&mut client, &ann, 1).expect("visible").id, 1);
         let bob = Principal::member("bob@b.example", "b");
@@ -62,7 +61,7 @@ mod tests {
             version: WIRE_VERSION,
         };
         let (_dir, path, _server) = spawn(accepted, |_| None);
-        let mut client = StoreClient::connect(&path, ClientRole::Admin, TIMEOUT).expect("connects");
+        let mut client = StoreClient::connect(&path, admin_hello(), TIMEOUT).expect("connects");
         let error = devices::get(&mut client, &Principal::Operator, 1).expect_err("hung up");
         assert_eq!(error.fault(), Fault::StoreUnavailable);
         assert!(

@@ -1,10 +1,10 @@
-//! The byte stream under a shard's store link, non-blocking in the shard's own `Poll`: a mio Unix
-//! stream to a local store, or a mio TCP stream carrying a rustls client session (our gateway
-//! certificate, the store's CA) to a remote one. Both look the same to the link: `write` takes
+//! The byte stream under a [`crate::link::StoreLink`], non-blocking in the caller's own `Poll`: a
+//! mio Unix stream to a local store, or a mio TCP stream carrying a rustls client session (our
+//! gateway certificate, the store's CA) to a remote one. Both look the same to the link: `write` takes
 //! plaintext and `read` gives plaintext, each returning `WouldBlock` when the socket would block.
 //! For TLS the handshake advances inside those calls, driven by the link's read and write turns.
 
-use crate::store_endpoint::StoreEndpoint;
+use crate::endpoint::StoreEndpoint;
 use mio::event::Source;
 use mio::net::{TcpStream, UnixStream};
 use mio::{Interest, Registry, Token};

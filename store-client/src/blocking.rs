@@ -1,14 +1,15 @@
 //! A blocking client for the store, over its Unix socket or, for a remote store, TCP with mutual
-//! TLS ([`StoreEndpoint`]), for callers that may wait: the admin CLI, the gateway's start-up
-//! (presence reset, readiness probe), the metrics scraper and the supervisor. The reactor shards do
-//! not use it; they keep their own non-blocking, pipelined link. The client performs the hello
-//! exchange, numbers requests, checks that each reply echoes the id it expects, and pipelines
-//! batches with [`StoreClient::call_many`].
+//! TLS ([`StoreEndpoint`]), for callers that may wait: the admin CLIs (the gateway's and the
+//! store's own), the gateway's start-up (presence reset, readiness probe), the metrics scraper,
+//! the supervisor and the load generator. An event loop uses [`crate::link::StoreLink`] instead.
+//! The client runs the hello exchange of [`crate::hello`], numbers requests, checks that each
+//! reply echoes the id it expects, and pipelines batches with [`StoreClient::call_many`].
 
-use crate::store_endpoint::{RemoteStore, StoreEndpoint};
+use crate::endpoint::{RemoteStore, StoreEndpoint};
+use crate::hello::{self, HelloError, mismatch_text};
 use portcullis_protocol::store::{
-    ClientHello, ClientRole, ReplyEnvelope, Request, RequestEnvelope, Response, ServerHello,
-    StoreError, WIRE_VERSION, WireError, decode_frame, encode_frame,
+    ClientHello, ReplyEnvelope, Request, RequestEnvelope, Response, ServerHello, StoreError,
+    WireError, decode_frame, encode_frame,
 };
 use rustls::{ClientConnection, StreamOwned};
 use serde::Serialize;
@@ -49,12 +50,7 @@ pub enum StoreClientError {
     )]
     Disconnected { at: String },
     /// The store speaks another version of the wire protocol: the binaries are from different builds.
-    #[error(
-        "the store at {} speaks wire version {theirs}, this program speaks {ours}; run a portcullis and \
-         portcullis-store from the same release{}",
-        at,
-        reason.as_deref().map(|r| format!(" (store said: {r})")).unwrap_or_default()
-    )]
+    #[error("the store at {at} {}", mismatch_text(*ours, *theirs, reason.as_deref()))]
     VersionMismatch {
         at: String,
         ours: u16,
@@ -104,6 +100,22 @@ impl StoreClientError {
             StoreClientError::Unreachable { .. } | StoreClientError::Disconnected { .. }
         )
     }
+
+    fn from_hello(at: String, error: HelloError) -> Self {
+        match error {
+            HelloError::VersionMismatch {
+                ours,
+                theirs,
+                reason,
+            } => StoreClientError::VersionMismatch {
+                at,
+                ours,
+                theirs,
+                reason,
+            },
+            HelloError::Refused { reason, .. } => StoreClientError::Refused { at, reason },
+        }
+    }
 }
 
 /// One blocking link to the store. After a transport or protocol failure the link is out of step
@@ -122,21 +134,21 @@ pub struct StoreClient {
 }
 
 impl StoreClient {
-    /// Connects to a Unix socket and performs the hello exchange. `timeout` bounds the connect,
-    /// the hello and, later, each call.
+    /// Connects to a Unix socket and performs the hello exchange, saying `hello` (who we are).
+    /// `timeout` bounds the connect, the hello and, later, each call.
     pub fn connect(
         socket: &Path,
-        role: ClientRole,
+        hello: ClientHello,
         timeout: Duration,
     ) -> Result<Self, StoreClientError> {
-        Self::connect_to(&StoreEndpoint::Unix(socket.to_owned()), role, timeout)
+        Self::connect_to(&StoreEndpoint::Unix(socket.to_owned()), hello, timeout)
     }
 
     /// Connects to the store wherever it is (for a remote store: TCP, then the TLS handshake
     /// with our client certificate) and performs the hello exchange.
     pub fn connect_to(
         endpoint: &StoreEndpoint,
-        role: ClientRole,
+        hello: ClientHello,
         timeout: Duration,
     ) -> Result<Self, StoreClientError> {
         let at = endpoint.to_string();
@@ -157,36 +169,12 @@ impl StoreClient {
             broken: None,
         };
         let deadline = Instant::now() + timeout;
-        let mut hello = Vec::new();
-        client.encode(
-            &ClientHello {
-                version: WIRE_VERSION,
-                role,
-            },
-            &mut hello,
-        )?;
-        client.write_all(&hello, deadline, "sending the hello")?;
-        match client.read_message::<ServerHello>(deadline, "waiting for the hello")? {
-            ServerHello::Accepted { version } if version == WIRE_VERSION => Ok(client),
-            ServerHello::Accepted { version } => Err(StoreClientError::VersionMismatch {
-                at: at.clone(),
-                ours: WIRE_VERSION,
-                theirs: version,
-                reason: None,
-            }),
-            ServerHello::Refused { version, reason } if version == WIRE_VERSION => {
-                Err(StoreClientError::Refused {
-                    at: at.clone(),
-                    reason,
-                })
-            }
-            ServerHello::Refused { version, reason } => Err(StoreClientError::VersionMismatch {
-                at: at.clone(),
-                ours: WIRE_VERSION,
-                theirs: version,
-                reason: Some(reason),
-            }),
-        }
+        let mut frame = Vec::new();
+        hello::encode_hello(&hello, &mut frame).map_err(|e| client.wire_error(e))?;
+        client.write_all(&frame, deadline, "sending the hello")?;
+        let answer = client.read_message::<ServerHello>(deadline, "waiting for the hello")?;
+        hello::check_answer(answer).map_err(|e| StoreClientError::from_hello(at, e))?;
+        Ok(client)
     }
 
     /// Where this client is connected to.
@@ -470,10 +458,13 @@ impl Write for Transport {
     }
 }
 
-/// A scripted in-process store for unit tests of the client and its users.
-#[cfg(test)]
-pub(crate) mod fake_store {
+/// A scripted in-process store for unit tests of the client and its users (other crates get it
+/// with the `test-util` feature).
+#[cfg(any(test, feature = "test-util"))]
+#[allow(clippy::unwrap_used, clippy::expect_used)] // test support: a failed expect is a failed test
+pub mod fake_store {
     use super::*;
+    use portcullis_protocol::store::{ClientRole, NodeName, WIRE_VERSION};
     use std::os::unix::net::UnixListener;
     use std::path::PathBuf;
     use std::thread;
@@ -502,7 +493,7 @@ pub(crate) mod fake_store {
 
     /// Accepts one link in a thread, answers the hello with `hello`, then answers each request
     /// with `answer` until it returns `None` or the client hangs up.
-    pub(crate) fn spawn(
+    pub fn spawn(
         hello: ServerHello,
         mut answer: impl FnMut(RequestEnvelope) -> Option<ReplyEnvelope> + Send + 'static,
     ) -> (tempfile::TempDir, PathBuf, thread::JoinHandle<()>) {
@@ -525,8 +516,16 @@ pub(crate) mod fake_store {
         (dir, path, server)
     }
 
+    /// The node of test clients.
+    pub const TEST_NODE: NodeName = NodeName::from_static("test");
+
+    /// The hello of a test client (an admin link of node `test`).
+    pub fn admin_hello() -> ClientHello {
+        ClientHello::new(TEST_NODE, ClientRole::Admin)
+    }
+
     /// A store that accepts the hello and answers every request with `handle`.
-    pub(crate) fn serving(
+    pub fn serving(
         mut handle: impl FnMut(Request) -> Result<Response, StoreError> + Send + 'static,
     ) -> (tempfile::TempDir, PathBuf, thread::JoinHandle<()>) {
         spawn(
@@ -545,8 +544,9 @@ pub(crate) mod fake_store {
 
 #[cfg(test)]
 mod tests {
-    use super::fake_store::{serving, spawn as fake_store};
+    use super::fake_store::{admin_hello, serving, spawn as fake_store};
     use super::*;
+    use portcullis_protocol::store::{NodeName, WIRE_VERSION};
     use std::thread;
 
     const TIMEOUT: Duration = Duration::from_secs(5);
@@ -558,12 +558,14 @@ mod tests {
             Request::GetDevice { device } => Err(StoreError::NotFound(format!("device {device}"))),
             _ => Ok(Response::Done),
         });
-        let mut client = StoreClient::connect(&path, ClientRole::Admin, TIMEOUT).expect("connects");
+        let mut client = StoreClient::connect(&path, admin_hello(), TIMEOUT).expect("connects");
         client.ping().expect("pong");
         let requests: Vec<Request> = (0..3000)
             .map(|i| {
                 if i % 2 == 0 {
-                    Request::ResetPresence
+                    Request::ResetPresence {
+                        node: NodeName::new("test").expect("valid name"),
+                    }
                 } else {
                     Request::GetDevice { device: i }
                 }
@@ -602,7 +604,7 @@ mod tests {
                 })
             },
         );
-        let mut client = StoreClient::connect(&path, ClientRole::Admin, TIMEOUT).expect("connects");
+        let mut client = StoreClient::connect(&path, admin_hello(), TIMEOUT).expect("connects");
         let err = client.call(Request::Ping).expect_err("bad id");
         assert!(matches!(err, StoreClientError::Protocol { .. }), "{err}");
         let err = client.call(Request::Ping).expect_err("link is broken");
@@ -617,7 +619,7 @@ mod tests {
             },
             |_| None,
         );
-        let err = StoreClient::connect(&path, ClientRole::Admin, TIMEOUT).expect_err("version");
+        let err = StoreClient::connect(&path, admin_hello(), TIMEOUT).expect_err("version");
         assert!(
             matches!(err, StoreClientError::VersionMismatch { .. }),
             "{err}"
@@ -629,7 +631,7 @@ mod tests {
             reason: "too old".into(),
         };
         let (_dir, path, _server) = fake_store(refused, |_| None);
-        let err = StoreClient::connect(&path, ClientRole::Admin, TIMEOUT).expect_err("refused");
+        let err = StoreClient::connect(&path, admin_hello(), TIMEOUT).expect_err("refused");
         assert!(err.to_string().contains("too old"), "{err}");
 
         let refused = ServerHello::Refused {
@@ -637,7 +639,7 @@ mod tests {
             reason: "uid 1001 is not allowed".into(),
         };
         let (_dir, path, _server) = fake_store(refused, |_| None);
-        let err = StoreClient::connect(&path, ClientRole::Admin, TIMEOUT).expect_err("refused");
+        let err = StoreClient::connect(&path, admin_hello(), TIMEOUT).expect_err("refused");
         assert!(matches!(err, StoreClientError::Refused { .. }), "{err}");
         assert!(err.to_string().contains("uid 1001"), "{err}");
     }
@@ -645,7 +647,7 @@ mod tests {
     #[test]
     fn a_missing_socket_is_unreachable_with_a_hint() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let err = StoreClient::connect(&dir.path().join("store.sock"), ClientRole::Admin, TIMEOUT)
+        let err = StoreClient::connect(&dir.path().join("store.sock"), admin_hello(), TIMEOUT)
             .expect_err("absent");
         assert!(err.is_unavailable());
         assert!(err.to_string().contains("portcullis serve"), "{err}");
@@ -668,9 +670,13 @@ mod tests {
                 }
             },
         );
-        let mut client = StoreClient::connect(&path, ClientRole::Admin, Duration::from_millis(100))
+        let mut client = StoreClient::connect(&path, admin_hello(), Duration::from_millis(100))
             .expect("connects");
-        let err = client.call(Request::ResetPresence).expect_err("slow");
+        let err = client
+            .call(Request::ResetPresence {
+                node: NodeName::new("test").expect("valid name"),
+            })
+            .expect_err("slow");
         assert!(matches!(err, StoreClientError::Timeout { .. }), "{err}");
 
         let (_dir, path, _server) = fake_store(
@@ -679,7 +685,7 @@ mod tests {
             },
             |_| None,
         );
-        let mut client = StoreClient::connect(&path, ClientRole::Admin, TIMEOUT).expect("connects");
+        let mut client = StoreClient::connect(&path, admin_hello(), TIMEOUT).expect("connects");
         let err = client.call(Request::Ping).expect_err("closed");
         assert!(
             matches!(err, StoreClientError::Disconnected { .. }),

@@ -1,11 +1,13 @@
-//! The shard's store link over mutual TLS in a real mio `Poll`, against a scripted TLS store on
-//! loopback: requests written on the first connection and never answered (the store "dies") are
+//! The non-blocking link in a real mio `Poll`: over mutual TLS against a scripted TLS store on
+//! loopback, requests written on the first connection and never answered (the store "dies") are
 //! re-sent on the second connection and answered, so nothing in flight is lost across a
-//! reconnect over TLS either.
+//! reconnect over TLS either; the telemetry accounting; the failure texts; a wrong reply id; and
+//! a store of another wire version. The continuation here is `()`: the link never looks at it.
 
 use super::*;
-use crate::store_endpoint::RemoteStore;
+use crate::endpoint::RemoteStore;
 use mio::{Events, Poll};
+use portcullis_protocol::store::{ClientRole, NodeName, ServerHello, TrafficLink, WIRE_VERSION};
 use portcullis_protocol::store::{decode_frame, encode_frame};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use rustls::server::WebPkiClientVerifier;
@@ -17,6 +19,17 @@ use std::sync::Arc;
 use std::thread;
 
 const REQUESTS: usize = 10;
+
+fn shard_hello() -> ClientHello {
+    ClientHello::new(
+        NodeName::new("gw1").expect("valid name"),
+        ClientRole::DeviceTraffic(TrafficLink::Shard(0)),
+    )
+}
+
+fn node() -> NodeName {
+    NodeName::new("gw1").expect("valid name")
+}
 const WAIT: Duration = Duration::from_secs(10);
 
 struct Pki {
@@ -149,7 +162,7 @@ fn requests_in_flight_when_a_tls_link_dies_are_resent_and_answered() {
     let mut poll = Poll::new().expect("poll");
     let mut events = Events::with_capacity(16);
     let token = Token(1);
-    let mut link = StoreLink::new(endpoint, ClientRole::GatewayShard(0), token);
+    let mut link = StoreLink::new(endpoint, shard_hello(), token);
     // Half of them telemetry: its count of unacknowledged writes must survive the requeue and
     // reach zero only when the second store answers.
     for i in 0..REQUESTS {
@@ -201,10 +214,10 @@ fn write_batch(n: usize) -> Request {
 #[test]
 fn unacknowledged_writes_are_counted_and_only_queued_telemetry_is_dropped() {
     let endpoint = StoreEndpoint::Unix("/nonexistent/portcullis-store.sock".into());
-    let mut link = StoreLink::new(endpoint, ClientRole::GatewayShard(0), Token(1));
+    let mut link = StoreLink::new(endpoint, shard_hello(), Token(1));
     link.submit(Request::Ping, ());
     link.submit(write_batch(3), ());
-    link.submit(Request::ResetPresence, ());
+    link.submit(Request::ResetPresence { node: node() }, ());
     link.submit(write_batch(5), ());
     assert_eq!(link.unacked_writes(), 8);
     assert_eq!(link.outstanding(), 4);
@@ -301,11 +314,7 @@ fn a_reply_with_the_wrong_id_requeues_its_request_instead_of_losing_it() {
     let mut poll = Poll::new().expect("poll");
     let mut events = Events::with_capacity(16);
     let token = Token(1);
-    let mut link = StoreLink::new(
-        StoreEndpoint::Unix(path),
-        ClientRole::GatewayShard(0),
-        token,
-    );
+    let mut link = StoreLink::new(StoreEndpoint::Unix(path), shard_hello(), token);
     link.submit(write_batch(5), ());
     let mut done = Vec::new();
     let mut scratch = vec![0u8; 16 * 1024];
@@ -330,4 +339,75 @@ fn a_reply_with_the_wrong_id_requeues_its_request_instead_of_losing_it() {
     assert_eq!(done[0].pins_written, 5);
     assert_eq!(link.unacked_writes(), 0);
     store.join().expect("store thread");
+}
+
+/// A store that accepts our hello but speaks another wire version cannot serve us: the link
+/// never comes up (today's store would have been taken at its word), and what was submitted
+/// stays queued for a store that can.
+#[test]
+fn a_store_of_another_wire_version_is_not_taken_for_up() {
+    use std::os::unix::net::UnixListener;
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("store.sock");
+    let listener = UnixListener::bind(&path).expect("bind");
+    let store = thread::spawn(move || {
+        let (mut sock, _) = listener.accept().expect("accept");
+        sock.set_read_timeout(Some(WAIT)).expect("timeout");
+        let mut buf = Vec::new();
+        let hello: ClientHello = recv(&mut sock, &mut buf);
+        assert_eq!(hello.node.as_str(), "gw1");
+        send(
+            &mut sock,
+            &ServerHello::Accepted {
+                version: WIRE_VERSION + 1,
+            },
+        );
+        // Wait for the link to hang up.
+        let mut rest = [0u8; 64];
+        while matches!(sock.read(&mut rest), Ok(n) if n > 0) {}
+    });
+
+    let mut poll = Poll::new().expect("poll");
+    let mut events = Events::with_capacity(16);
+    let token = Token(1);
+    let mut link = StoreLink::new(StoreEndpoint::Unix(path), shard_hello(), token);
+    link.submit(Request::Ping, ());
+    let mut done = Vec::new();
+    let mut scratch = vec![0u8; 16 * 1024];
+    let deadline = Instant::now() + WAIT;
+    let mut greeted = false;
+    while !(greeted && link.state == LinkState::Down) {
+        assert!(Instant::now() < deadline, "the link never judged the hello");
+        link.maintain(poll.registry(), Instant::now());
+        greeted |= link.state == LinkState::Greeting;
+        link.pump(poll.registry(), usize::MAX);
+        poll.poll(&mut events, Some(Duration::from_millis(20)))
+            .expect("poll");
+        if events.iter().any(|e| e.token() == token) {
+            link.on_readable(poll.registry(), &mut scratch, &mut done);
+        }
+    }
+    assert_eq!(link.connects, 0, "never up");
+    assert!(done.is_empty());
+    assert_eq!(
+        link.outstanding(),
+        1,
+        "the ping waits for a store that can serve it"
+    );
+    drop(link);
+    store.join().expect("store thread");
+}
+
+#[test]
+fn a_version_mismatch_reads_as_in_every_client() {
+    let error = LinkError::from(crate::hello::HelloError::VersionMismatch {
+        ours: 3,
+        theirs: 2,
+        reason: None,
+    });
+    assert_eq!(
+        error.to_string(),
+        "the store speaks wire version 2, this program speaks 3; run a portcullis and \
+         portcullis-store from the same release"
+    );
 }

@@ -1,12 +1,15 @@
-//! Where the gateway reaches the store: its local Unix socket (a child store or an externally
-//! managed one), or a remote store over mutual TLS (`[store] remote`). This module checks the
-//! `store.remote*` keys when the configuration is validated, and at start loads the CA that
-//! signed the store's certificate and this gateway's client certificate into one rustls client
-//! configuration (ring, TLS 1.3 only, as the store requires) that every store link shares: the
-//! shards' non-blocking links, the control link, the metrics scraper and the admin CLI.
+//! Where a client reaches the store: its local Unix socket (a child store or an externally
+//! managed one), or a remote store over mutual TLS. [`StoreEndpoint::open`] turns a plain
+//! [`EndpointSpec`] (the gateway's configuration builds one from `[store]`) into an endpoint,
+//! loading for a remote store the CA that signed its certificate and this gateway's client
+//! certificate into one rustls client configuration (ring, TLS 1.3 only, as the store requires)
+//! that every link of the process shares. [`split_host_port`] and [`server_name`] are the checks
+//! the gateway's configuration validation runs on `store.remote` and `store.remote_server_name`.
+//!
+//! The messages name the gateway's settings (`store.remote_ca_file`, ...): that is where an
+//! operator fixes a file, and the only place a remote endpoint comes from.
 
-use crate::config::{Config, StoreSection};
-use portcullis_protocol::pem::{self, PemError};
+use crate::pem::{self, PemError};
 use rustls::{ClientConfig, RootCertStore};
 use rustls_pki_types::ServerName;
 use std::fmt;
@@ -15,9 +18,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use thiserror::Error;
 
-/// How the operator is told to get the files.
-const CERT_HINT: &str = "make them on the store host with `portcullis-store gen-certs DIR --store-name HOST \
+/// How the operator is told to get the files of a remote store link.
+pub const CERT_HINT: &str = "make them on the store host with `portcullis-store gen-certs DIR --store-name HOST \
 --gateway NAME` and copy ca.pem and gateway-NAME.pem/.key here";
+
+/// The gateway settings the files of a [`RemoteSpec`] come from, named in messages.
+const CA_FILE_SETTING: &str = "store.remote_ca_file";
+const CERT_FILE_SETTING: &str = "store.remote_cert_file";
+const KEY_FILE_SETTING: &str = "store.remote_key_file";
 
 /// A way to reach the store. Cheap to clone (the TLS material is shared).
 #[derive(Debug, Clone)]
@@ -26,6 +34,30 @@ pub enum StoreEndpoint {
     Unix(PathBuf),
     /// A store on another host, over TCP with mutual TLS.
     Remote(Arc<RemoteStore>),
+}
+
+/// Where the store is, as plain settings; [`StoreEndpoint::open`] makes an endpoint of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndpointSpec {
+    /// A Unix socket on this host.
+    Unix(PathBuf),
+    /// A store on another host, over mutual TLS.
+    Remote(RemoteSpec),
+}
+
+/// A remote store's settings (`store.remote*` in the gateway's configuration).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteSpec {
+    /// `HOST:PORT` (`[v6]:PORT` too); resolved once, when the endpoint is opened.
+    pub addr: String,
+    /// The name the store's certificate must carry; `None`: the host part of `addr`.
+    pub server_name: Option<String>,
+    /// CA certificate (PEM) that signed the store's certificate.
+    pub ca_file: PathBuf,
+    /// This client's certificate chain (PEM).
+    pub cert_file: PathBuf,
+    /// The private key of `cert_file` (PEM).
+    pub key_file: PathBuf,
 }
 
 /// A remote store: where it is, what name its certificate must carry, and our TLS identity.
@@ -93,7 +125,7 @@ pub enum EndpointError {
 }
 
 /// Splits `host:port` (`[v6]:port` too) and checks both halves; the error says what is wrong.
-fn split_host_port(addr: &str) -> Result<(&str, u16), EndpointError> {
+pub fn split_host_port(addr: &str) -> Result<(&str, u16), EndpointError> {
     let (host, port) = addr
         .rsplit_once(':')
         .ok_or_else(|| EndpointError::NotHostPort {
@@ -118,69 +150,18 @@ fn split_host_port(addr: &str) -> Result<(&str, u16), EndpointError> {
     Ok((host, port))
 }
 
-/// The name the store's certificate must carry: `remote_server_name`, else the host of `remote`.
-fn server_name(section: &StoreSection, remote: &str) -> Result<ServerName<'static>, EndpointError> {
-    let name = match &section.remote_server_name {
-        Some(name) => name.clone(),
-        None => split_host_port(remote)?.0.to_owned(),
+/// The name the store's certificate must carry: `configured` (`remote_server_name`), else the
+/// host of `addr`.
+pub fn server_name(
+    addr: &str,
+    configured: Option<&str>,
+) -> Result<ServerName<'static>, EndpointError> {
+    let name = match configured {
+        Some(name) => name.to_owned(),
+        None => split_host_port(addr)?.0.to_owned(),
     };
     // rustls' error only says "invalid DNS name"; ours names the value.
     ServerName::try_from(name.clone()).map_err(|_| EndpointError::BadServerName { name })
-}
-
-/// Checks the `store.remote*` keys; on failure names the key and the rule.
-pub fn validate(section: &StoreSection) -> Result<(), (&'static str, String)> {
-    let files = [
-        ("store.remote_ca_file", &section.remote_ca_file),
-        ("store.remote_cert_file", &section.remote_cert_file),
-        ("store.remote_key_file", &section.remote_key_file),
-    ];
-    let Some(remote) = &section.remote else {
-        for (key, value) in files {
-            if value.is_some() {
-                return Err((key, "is only used with store.remote; set that too".into()));
-            }
-        }
-        if section.remote_server_name.is_some() {
-            return Err((
-                "store.remote_server_name",
-                "is only used with store.remote; set that too".into(),
-            ));
-        }
-        return Ok(());
-    };
-    split_host_port(remote).map_err(|why| ("store.remote", why.to_string()))?;
-    for (key, value) in files {
-        match value {
-            None => {
-                return Err((
-                    key,
-                    format!("is required with store.remote (mutual TLS only); {CERT_HINT}"),
-                ));
-            }
-            Some(path) if path.as_os_str().is_empty() => {
-                return Err((key, "must not be empty".into()));
-            }
-            Some(_) => {}
-        }
-    }
-    // The remote store is not ours to start or configure: keys for a local store would be
-    // silently ignored, so they are refused.
-    for (key, set) in [
-        ("store.socket", section.socket.is_some()),
-        ("store.binary", section.binary.is_some()),
-        ("store.key_file", section.key_file.is_some()),
-    ] {
-        if set {
-            return Err((
-                key,
-                "cannot be combined with store.remote (that store is configured on its own host)"
-                    .into(),
-            ));
-        }
-    }
-    server_name(section, remote).map_err(|why| ("store.remote_server_name", why.to_string()))?;
-    Ok(())
 }
 
 /// Reads and decodes one PEM file; a failure names the setting the file came from.
@@ -203,25 +184,29 @@ fn read_pem<T>(
 }
 
 impl StoreEndpoint {
-    /// The endpoint of a validated configuration, loading the TLS files of a remote store.
-    pub fn from_config(config: &Config) -> Result<Self, EndpointError> {
-        let section = &config.store;
-        let (Some(remote), Some(ca), Some(cert), Some(key)) = (
-            &section.remote,
-            &section.remote_ca_file,
-            &section.remote_cert_file,
-            &section.remote_key_file,
-        ) else {
-            return Ok(StoreEndpoint::Unix(config.store_socket_path()));
+    /// The endpoint of `spec`, loading the TLS files of a remote store and resolving its
+    /// address (once: a shard must never wait on DNS).
+    pub fn open(spec: &EndpointSpec) -> Result<Self, EndpointError> {
+        let remote = match spec {
+            EndpointSpec::Unix(path) => return Ok(StoreEndpoint::Unix(path.clone())),
+            EndpointSpec::Remote(remote) => remote,
         };
+        let RemoteSpec {
+            addr,
+            server_name: configured_name,
+            ca_file: ca,
+            cert_file: cert,
+            key_file: key,
+        } = remote;
         let resolve_err = |detail: String| EndpointError::Resolve {
-            addr: remote.clone(),
+            addr: addr.clone(),
             detail,
         };
         // Validation already refused a bad address or name; should one get here anyway, the
         // message still says it is store.remote that cannot be used.
-        let server_name = server_name(section, remote).map_err(|e| resolve_err(e.to_string()))?;
-        let addrs: Vec<SocketAddr> = remote
+        let server_name = server_name(addr, configured_name.as_deref())
+            .map_err(|e| resolve_err(e.to_string()))?;
+        let addrs: Vec<SocketAddr> = addr
             .to_socket_addrs()
             .map_err(|e| resolve_err(e.to_string()))?
             .collect();
@@ -230,16 +215,16 @@ impl StoreEndpoint {
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = RootCertStore::empty();
-        for ca_cert in read_pem("store.remote_ca_file", ca, pem::certificates)? {
+        for ca_cert in read_pem(CA_FILE_SETTING, ca, pem::certificates)? {
             roots.add(ca_cert).map_err(|e| EndpointError::BadPem {
-                key: "store.remote_ca_file",
+                key: CA_FILE_SETTING,
                 kind: "CA certificate",
                 path: ca.clone(),
                 detail: e.to_string(),
             })?;
         }
-        let chain = read_pem("store.remote_cert_file", cert, pem::certificates)?;
-        let private_key = read_pem("store.remote_key_file", key, pem::private_key)?;
+        let chain = read_pem(CERT_FILE_SETTING, cert, pem::certificates)?;
+        let private_key = read_pem(KEY_FILE_SETTING, key, pem::private_key)?;
         let tls = ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| EndpointError::Identity(e.to_string()))?
@@ -247,7 +232,7 @@ impl StoreEndpoint {
             .with_client_auth_cert(chain, private_key)
             .map_err(|e| EndpointError::Identity(e.to_string()))?;
         Ok(StoreEndpoint::Remote(Arc::new(RemoteStore {
-            addr: remote.clone(),
+            addr: addr.clone(),
             addrs,
             server_name,
             tls: Arc::new(tls),

@@ -1,20 +1,25 @@
-//! A shard's link to the store: a non-blocking transport registered in the shard's own `Poll`
-//! (a Unix socket, or TCP with mutual TLS to a remote store, see `store_transport`), with
-//! requests pipelined and replies matched by id. The shard never waits on it.
+//! A non-blocking link to the store for a mio event loop (a gateway shard): a transport
+//! registered in the caller's own `Poll` (a Unix socket, or TCP with mutual TLS to a remote
+//! store, see [`crate::transport`]), with requests pipelined and replies matched by id. The
+//! caller never waits on it.
+//!
+//! The link is generic over the caller's continuation `W`: each request is submitted with a `W`
+//! saying who waits for the reply, and the reply comes back as a [`Completion<W>`] carrying it.
+//! The link never looks inside a `W`; what a reply means is the caller's business.
 //!
 //! Every request stays in `in_flight` until its reply arrives. If the store dies, the link goes
 //! down, the requests still in flight are moved back to the front of the send queue and re-sent
 //! when the restarted store answers the hello again, so nothing acknowledged is lost and nothing
-//! unacknowledged is forgotten. Telemetry waiting for the link is bounded by the shard, which
+//! unacknowledged is forgotten. Telemetry waiting for the link is bounded by the caller, which
 //! counts the pin writes the link holds unacknowledged (queued or in flight) against its bound and
 //! can drop the oldest batch not yet written when the store falls behind.
 
-use super::store_transport::Transport;
-use crate::store_endpoint::StoreEndpoint;
+use crate::endpoint::StoreEndpoint;
+use crate::hello::{self, HelloError, mismatch_text};
+use crate::transport::Transport;
 use mio::{Registry, Token};
 use portcullis_protocol::store::{
-    self, ClientHello, ClientRole, ReplyEnvelope, Request, RequestEnvelope, Response, ServerHello,
-    StoreError, WIRE_VERSION, WireError,
+    self, ClientHello, ReplyEnvelope, Request, RequestEnvelope, Response, StoreError, WireError,
 };
 use std::collections::VecDeque;
 use std::io;
@@ -45,6 +50,14 @@ pub enum LinkError {
     /// store's decision; an operator's deployment to fix).
     #[error("store refused the link (its wire version {version}): {reason}")]
     Refused { version: u16, reason: String },
+    /// The store speaks another wire version (whether it accepted us or not): the binaries are
+    /// from different builds, an operator's deployment to fix.
+    #[error("the store {}", mismatch_text(*ours, *theirs, reason.as_deref()))]
+    VersionMismatch {
+        ours: u16,
+        theirs: u16,
+        reason: Option<String>,
+    },
     /// The store's hello does not decode: the store broke the wire contract.
     #[error("bad hello from the store: {0}")]
     BadHello(#[source] WireError),
@@ -60,6 +73,23 @@ pub enum LinkError {
     UnexpectedReply { got: u64, expected: u64 },
 }
 
+impl From<HelloError> for LinkError {
+    fn from(error: HelloError) -> Self {
+        match error {
+            HelloError::VersionMismatch {
+                ours,
+                theirs,
+                reason,
+            } => LinkError::VersionMismatch {
+                ours,
+                theirs,
+                reason,
+            },
+            HelloError::Refused { version, reason } => LinkError::Refused { version, reason },
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Call<W> {
     request: Request,
@@ -68,12 +98,12 @@ struct Call<W> {
     submitted: Instant,
 }
 
-/// A reply delivered to the shard, with whatever the caller attached to its request.
+/// A reply delivered to the caller, with the continuation it submitted the request with.
 #[derive(Debug)]
 pub struct Completion<W> {
     pub waiter: W,
     pub result: Result<Response, StoreError>,
-    /// Pin writes confirmed by this reply (for the shard's counters).
+    /// Pin writes confirmed by this reply (for the caller's counters).
     pub pins_written: usize,
     /// From submission (queueing included) to the reply.
     pub elapsed: Duration,
@@ -87,9 +117,11 @@ pub enum LinkState {
     Up,
 }
 
+/// One non-blocking link; `W` is the caller's continuation type.
 pub struct StoreLink<W> {
     endpoint: StoreEndpoint,
-    role: ClientRole,
+    /// What the link says in its hello, again on every reconnect.
+    hello: ClientHello,
     token: Token,
     stream: Option<Transport>,
     pub state: LinkState,
@@ -117,10 +149,12 @@ pub struct StoreLink<W> {
 }
 
 impl<W> StoreLink<W> {
-    pub fn new(endpoint: StoreEndpoint, role: ClientRole, token: Token) -> Self {
+    /// A link (down until [`StoreLink::maintain`] connects it) that registers under `token` and
+    /// says `hello`.
+    pub fn new(endpoint: StoreEndpoint, hello: ClientHello, token: Token) -> Self {
         Self {
             endpoint,
-            role,
+            hello,
             token,
             stream: None,
             state: LinkState::Down,
@@ -163,6 +197,7 @@ impl<W> StoreLink<W> {
         Some(dropped)
     }
 
+    /// Queues a request; its reply comes back with `waiter`.
     pub fn submit(&mut self, request: Request, waiter: W) {
         self.queued_writes += write_count(&request);
         self.queue.push_back(Call {
@@ -193,11 +228,7 @@ impl<W> StoreLink<W> {
         self.writable_interest = true;
         self.out.clear();
         self.inbuf.clear();
-        let hello = ClientHello {
-            version: WIRE_VERSION,
-            role: self.role.clone(),
-        };
-        if let Err(e) = store::encode_frame(&hello, &mut self.out) {
+        if let Err(e) = hello::encode_hello(&self.hello, &mut self.out) {
             tracing::error!(error = %e, "cannot encode the store hello");
             return;
         }
@@ -333,18 +364,20 @@ impl<W> StoreLink<W> {
         let result = loop {
             let rest = &self.inbuf[used..];
             if self.state == LinkState::Greeting {
-                match store::decode_frame::<ServerHello>(rest) {
-                    Ok(Some((ServerHello::Accepted { .. }, n))) => {
+                match hello::decode_answer(rest) {
+                    Ok(Some((Ok(()), n))) => {
                         used += n;
                         self.state = LinkState::Up;
                         self.connects += 1;
                         self.last_failure = None;
-                        tracing::info!(role = ?self.role, "store link up");
+                        tracing::info!(
+                            node = %self.hello.node,
+                            role = %self.hello.role,
+                            "store link up"
+                        );
                         continue;
                     }
-                    Ok(Some((ServerHello::Refused { version, reason }, _))) => {
-                        break Err(LinkError::Refused { version, reason });
-                    }
+                    Ok(Some((Err(refused), _))) => break Err(refused.into()),
                     Ok(None) => break Ok(()),
                     Err(e) => break Err(LinkError::BadHello(e)),
                 }
@@ -436,5 +469,5 @@ fn write_count(request: &Request) -> usize {
 }
 
 #[cfg(test)]
-#[path = "store_link_tests.rs"]
+#[path = "link_tests.rs"]
 mod tests;
