@@ -18,7 +18,8 @@ pub(crate) struct TestShard {
     _poll: mio::Poll,
     pub services: Services,
     pub out: Outbox,
-    pub inbox: HubInbox,
+    /// The shard's end of the bus, kept open so publishing works as it does in a shard.
+    _inbox: HubInbox,
 }
 
 impl TestShard {
@@ -47,7 +48,7 @@ impl TestShard {
             _poll: poll,
             services,
             out: Outbox::default(),
-            inbox: inboxes.remove(0),
+            _inbox: inboxes.remove(0),
         }
     }
 

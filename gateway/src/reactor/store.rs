@@ -239,3 +239,105 @@ impl StoreTraffic {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocols::blynk;
+    use portcullis_protocol::body::{PinAddr, PinKind};
+    use portcullis_protocol::store::{Presence, SessionTag};
+    use portcullis_store_client::StoreEndpoint;
+
+    const CONN: ConnId = ConnId {
+        slot: 3,
+        generation: 1,
+    };
+
+    /// Traffic whose link never comes up (nothing listens there, and it is never maintained), so
+    /// everything submitted stays queued.
+    fn store_away(max_writes: usize) -> (StoreTraffic, Arc<ShardMetrics>) {
+        let metrics = Arc::new(ShardMetrics::new(0));
+        let endpoint = StoreEndpoint::Unix("/nonexistent/store.sock".into());
+        let node = NodeName::new("gw-test").expect("valid node name");
+        let traffic = StoreTraffic::new(0, endpoint, node, Token(1), max_writes, metrics.clone());
+        (traffic, metrics)
+    }
+
+    fn write(value: u32) -> StoreRequest {
+        StoreRequest::Telemetry(PinWrite {
+            device: 1,
+            pin: PinAddr {
+                kind: PinKind::Virtual,
+                pin: 1,
+            },
+            value: value.to_string().into_bytes(),
+            at_ms: 0,
+        })
+    }
+
+    fn presence() -> StoreRequest {
+        StoreRequest::Record(Request::SetPresence {
+            device: 1,
+            presence: Presence::Offline {
+                session: SessionTag {
+                    node: NodeName::new("gw-test").expect("valid node name"),
+                    local: 1,
+                },
+            },
+            at_ms: 0,
+        })
+    }
+
+    #[test]
+    fn a_full_store_queue_refuses_calls_at_once_drops_best_effort_and_keeps_presence() {
+        let (mut traffic, metrics) = store_away(1_000);
+        for _ in 0..MAX_QUEUED_CALLS {
+            assert!(matches!(
+                traffic.submit(CONN, presence()),
+                Submitted::Queued
+            ));
+        }
+        let call = StoreRequest::Call {
+            request: Request::GetDevice { device: 1 },
+            then: Continuation::Blynk(blynk::Pending::Login { msg_id: 7 }),
+        };
+        match traffic.submit(CONN, call) {
+            Submitted::Refused(Pending {
+                conn,
+                then: Continuation::Blynk(blynk::Pending::Login { msg_id: 7 }),
+            }) => assert_eq!(
+                conn, CONN,
+                "the refusal goes back to the session that asked"
+            ),
+            other => panic!("a call beyond the queue is refused with its continuation: {other:?}"),
+        }
+        let info = StoreRequest::BestEffort(Request::Ping);
+        assert!(matches!(traffic.submit(CONN, info), Submitted::Dropped));
+        assert!(
+            matches!(traffic.submit(CONN, presence()), Submitted::Queued),
+            "presence is never refused"
+        );
+        assert_eq!(traffic.outstanding(), MAX_QUEUED_CALLS + 1);
+        assert_eq!(metrics.store_calls_refused.get(), 2);
+    }
+
+    #[test]
+    fn telemetry_over_its_bound_drops_the_oldest_and_counts_them() {
+        let (mut traffic, metrics) = store_away(10);
+        for value in 0..15 {
+            assert!(matches!(
+                traffic.submit(CONN, write(value)),
+                Submitted::Queued
+            ));
+        }
+        assert_eq!(
+            traffic.unacked_writes(),
+            10,
+            "bounded by store_queue_max_writes"
+        );
+        assert_eq!(metrics.telemetry_dropped.get(), 5);
+        let kept: Vec<&[u8]> = traffic.telemetry.iter().map(|w| &w.value[..]).collect();
+        assert_eq!(kept.first(), Some(&&b"5"[..]), "the oldest went first");
+        assert_eq!(kept.last(), Some(&&b"14"[..]), "the newest is kept");
+    }
+}

@@ -8,6 +8,8 @@
 //! bus and are rendered once per event for every app that gets them.
 
 pub mod session;
+#[cfg(test)]
+mod tests;
 
 use super::{
     Delivery, InputLimit, Job, Outbox, Pool, Progress, ProtocolLimits, Step, Watch, WorkDone,

@@ -2,8 +2,11 @@
 //! bodies under a size limit, pipelining), routed through one table (`routes.rs`), answered with
 //! the one response writer the metrics port uses too. A route either answers (and the connection
 //! stays open when the request allows it) or hands the connection to another protocol: today the
-//! upgrade to the app WebSocket (`upgrade.rs`). A request no route serves, or one the reader
-//! refuses, is answered with a status that says why, and the connection closes.
+//! upgrade to the app WebSocket (`upgrade.rs`). A request no route serves is answered 404 or 405
+//! and the connection stays open, up to [`MAX_MISSES_PER_CONNECTION`] such answers (a scanner
+//! walking paths gets closed, a client with one wrong URL does not lose its connection). A
+//! request the reader or its route refuses (malformed, too large, a bad upgrade) is answered
+//! with a status that says why, and the connection closes: its framing cannot be trusted.
 //!
 //! Deadlines: the first request of a connection must arrive within the connection's login
 //! deadline, like anything before a login; on a kept-alive connection, each later request has
@@ -31,6 +34,23 @@ pub const BODY_DEADLINE: Duration = Duration::from_secs(30);
 pub const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(60);
 /// Largest request body the public ports accept (no route takes one yet).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Requests for paths (or methods) not served that one connection gets answered; the last of
+/// them closes it.
+pub const MAX_MISSES_PER_CONNECTION: u32 = 8;
+
+/// What a route makes of one complete request.
+#[derive(Debug)]
+pub enum Answer {
+    /// Answered; the connection stays open when the request allows it.
+    Served(Response),
+    /// No route serves it (404, 405): answered, and counted against
+    /// [`MAX_MISSES_PER_CONNECTION`].
+    Miss { response: Response, why: String },
+    /// Answered (`101 Switching Protocols`), then the connection speaks another protocol.
+    Upgrade(Response, Route),
+    /// Refused by its route: answered, then closed.
+    Refused { response: Response, why: String },
+}
 
 /// Where the connection stands between two reads, for its deadline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +88,8 @@ pub struct HttpSession {
     reader: RequestReader,
     /// Requests answered so far on this connection.
     answered: u32,
+    /// Of those, requests no route served.
+    misses: u32,
     /// The phase whose deadline was set last (a deadline moves only when this changes).
     armed: Option<Waiting>,
     /// `100 Continue` was sent for the current request.
@@ -84,6 +106,7 @@ impl HttpSession {
                 ..Limits::default()
             }),
             answered: 0,
+            misses: 0,
             armed: None,
             continued: false,
         }
@@ -91,11 +114,7 @@ impl HttpSession {
 
     /// Reads every complete request in `input` and answers each with `answer` (sans-IO; the
     /// public ports pass [`answer`], tests their own).
-    pub fn exchange(
-        &mut self,
-        input: &[u8],
-        answer: impl Fn(&Request) -> (Vec<u8>, Option<Outcome>),
-    ) -> Exchange {
+    pub fn exchange(&mut self, input: &[u8], answer: impl Fn(&Request) -> Answer) -> Exchange {
         let mut used = 0;
         let mut answers = Vec::new();
         let outcome = loop {
@@ -116,12 +135,12 @@ impl HttpSession {
                     used += n;
                     self.answered += 1;
                     self.continued = false;
-                    let (answer, outcome) = answer(&request);
-                    answers.push(answer);
+                    let (response, mode, outcome) = self.decide(&request, answer(&request));
+                    answers.push(response.to_bytes(mode));
                     if let Some(outcome) = outcome {
                         break outcome;
                     }
-                    if !request.keep_alive {
+                    if mode.close {
                         break Outcome::Close(CloseReason::Finished(
                             "the HTTP client asked to close",
                         ));
@@ -144,6 +163,40 @@ impl HttpSession {
         }
     }
 
+    /// How an answer is framed and what it does to the connection (`None`: it goes on).
+    fn decide(
+        &mut self,
+        request: &Request,
+        answer: Answer,
+    ) -> (Response, WriteMode, Option<Outcome>) {
+        match answer {
+            Answer::Served(response) => (response, WriteMode::answering(request, false), None),
+            Answer::Miss { response, why } => {
+                self.misses += 1;
+                if self.misses < MAX_MISSES_PER_CONNECTION {
+                    tracing::debug!(path = %request.path, status = response.status(), "HTTP path not served");
+                    return (response, WriteMode::answering(request, false), None);
+                }
+                let status = response.status();
+                let why = format!(
+                    "{why} (request {MAX_MISSES_PER_CONNECTION} for paths not served on this connection)"
+                );
+                let close = Outcome::Close(CloseReason::HttpRefused { status, why });
+                (response, WriteMode::answering(request, true), Some(close))
+            }
+            Answer::Upgrade(response, route) => (
+                response,
+                WriteMode::KEEP_ALIVE,
+                Some(Outcome::Upgrade(route)),
+            ),
+            Answer::Refused { response, why } => {
+                let status = response.status();
+                let close = Outcome::Close(CloseReason::HttpRefused { status, why });
+                (response, WriteMode::answering(request, true), Some(close))
+            }
+        }
+    }
+
     /// Bytes from the peer: answered through the outbox, the connection moved on accordingly.
     pub fn receive(&mut self, input: &[u8], step: &mut Step<'_>) -> Progress {
         self.receive_with(input, step, answer)
@@ -154,7 +207,7 @@ impl HttpSession {
         &mut self,
         input: &[u8],
         step: &mut Step<'_>,
-        answer: impl Fn(&Request) -> (Vec<u8>, Option<Outcome>),
+        answer: impl Fn(&Request) -> Answer,
     ) -> Progress {
         let exchange = self.exchange(input, answer);
         for answer in &exchange.answers {
@@ -213,27 +266,16 @@ impl HttpSession {
     }
 }
 
-/// The answer of the public ports to one complete request, and what it does to the connection
-/// (`None`: it stays open for the next request, when the request allows).
-pub fn answer(request: &Request) -> (Vec<u8>, Option<Outcome>) {
-    let refuse = |response: Response, why: String| {
-        let status = response.status();
-        (
-            response.to_bytes(WriteMode::CLOSE),
-            Some(Outcome::Close(CloseReason::HttpRefused { status, why })),
-        )
-    };
+/// The answer of the public ports to one complete request.
+pub fn answer(request: &Request) -> Answer {
     match routes::router().route(request.method, &request.path) {
         Ok(found) => match found.value {
             Route::AppWebSocket => match upgrade::accept(request) {
-                Ok(switching) => (
-                    switching.to_bytes(WriteMode::KEEP_ALIVE),
-                    Some(Outcome::Upgrade(Route::AppWebSocket)),
-                ),
-                Err(refused) => refuse(
-                    Response::text(refused.status, format!("{}\n", refused.why)),
-                    refused.why,
-                ),
+                Ok(switching) => Answer::Upgrade(switching, Route::AppWebSocket),
+                Err(refused) => Answer::Refused {
+                    response: Response::text(refused.status, format!("{}\n", refused.why)),
+                    why: refused.why,
+                },
             },
         },
         Err(miss) => {
@@ -245,7 +287,10 @@ pub fn answer(request: &Request) -> (Vec<u8>, Option<Outcome>) {
                     request.path
                 ),
             };
-            refuse(miss.response(format!("{why}\n")), why)
+            Answer::Miss {
+                response: miss.response(format!("{why}\n")),
+                why,
+            }
         }
     }
 }

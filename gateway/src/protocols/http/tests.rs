@@ -7,9 +7,8 @@ use crate::protocols::testkit::TestShard;
 const PEER: &str = "192.0.2.9:5000";
 
 /// A route table of one test route that answers 200 and keeps the connection when it may.
-fn ok(request: &Request) -> (Vec<u8>, Option<Outcome>) {
-    let mode = WriteMode::answering(request, false);
-    (Response::text(200, "ok\n").to_bytes(mode), None)
+fn ok(_: &Request) -> Answer {
+    Answer::Served(Response::text(200, "ok\n"))
 }
 
 fn status_of(answer: &[u8]) -> &str {
@@ -138,14 +137,8 @@ fn the_public_ports_upgrade_to_the_app_websocket_and_refuse_anything_else() {
     );
     assert!(shard.out.close.is_none());
 
-    for (request, status) in [
-        ("GET / HTTP/1.1\r\nHost: x\r\n\r\n", 404),
-        (
-            "POST /api/ws HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
-            405,
-        ),
-        ("GET /api/ws HTTP/1.1\r\nHost: x\r\n\r\n", 426),
-    ] {
+    // A bad upgrade is refused and closes.
+    for (request, status) in [("GET /api/ws HTTP/1.1\r\nHost: x\r\n\r\n", 426)] {
         let mut session = HttpSession::new(4096);
         session.receive(request.as_bytes(), &mut shard.step(2, PEER));
         let answer: Vec<&[u8]> = shard.out.frames().collect();
@@ -156,4 +149,35 @@ fn the_public_ports_upgrade_to_the_app_websocket_and_refuse_anything_else() {
             shard.out.close
         );
     }
+}
+
+#[test]
+fn paths_not_served_are_answered_on_a_kept_connection_up_to_a_bound() {
+    let mut shard = TestShard::new();
+    let mut session = HttpSession::new(4096);
+    let misses = [
+        ("GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n", "404"),
+        (
+            "POST /api/ws HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+            "405",
+        ),
+    ];
+    for n in 1..MAX_MISSES_PER_CONNECTION {
+        let (request, status) = misses[n as usize % 2];
+        session.receive(request.as_bytes(), &mut shard.step(2, PEER));
+        let answer = String::from_utf8(shard.out.frames().flatten().copied().collect::<Vec<u8>>())
+            .expect("ASCII");
+        assert_eq!(status_of(answer.as_bytes()), status, "{answer}");
+        assert!(!answer.contains("Connection: close"), "kept: {answer}");
+        assert!(shard.out.close.is_none(), "miss {n} keeps the connection");
+    }
+    session.receive(misses[0].0.as_bytes(), &mut shard.step(2, PEER));
+    let answer = String::from_utf8(shard.out.frames().flatten().copied().collect::<Vec<u8>>())
+        .expect("ASCII");
+    assert!(answer.contains("Connection: close"), "{answer}");
+    assert!(
+        matches!(&shard.out.close, Some(CloseReason::HttpRefused { status: 404, why }) if why.contains("not served")),
+        "{:?}",
+        shard.out.close
+    );
 }
