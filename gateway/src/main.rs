@@ -1,5 +1,6 @@
 //! The `portcullis` binary: `serve` runs the gateway, `check-config` validates a configuration
-//! file, `admin` manages devices through the running store. Only this edge uses `anyhow`.
+//! file, `admin` manages devices, users, history and backups through the running store, as the
+//! operator. Only this edge uses `anyhow`.
 
 use clap::{Parser, Subcommand};
 use portcullis_gateway::cli::admin::{self, AdminArgs};

@@ -1,19 +1,19 @@
 //! The one decision of who may see and do what: [`decide`], a pure function of the acting
-//! principal, the action and the organization of the thing acted on. Every operation of this
-//! crate asks it (through [`require`], [`require_store_wide`] or [`device_listing`]) before it returns or changes
-//! anything, and nothing else in the workspace compares organizations.
+//! principal, the action and the organization of the thing acted on. Every operation of this crate
+//! asks it (through [`require`], [`require_store_wide`] or [`device_listing`]) before it returns or
+//! changes anything, and nothing else in the workspace compares organizations.
 //!
-//! The rule that matters most: something outside the principal's scope is [`Decision::Hidden`],
-//! and [`require`] turns that into the very error a missing thing gets
-//! ([`OperationError::NotFound`] with the same [`Missing`]), so no answer, message or status
-//! tells "exists elsewhere" from "does not exist". [`Decision::Forbidden`] is only for actions
-//! the principal may not take anywhere (today: a user creating devices or backing the store
-//! up), which reveals nothing about any particular resource.
+//! The rule that matters most: something outside the principal's scope is [`Decision::Hidden`], and
+//! [`require`] turns that into the very error a missing thing gets ([`OperationError::NotFound`]
+//! with the same [`Missing`]), so no answer, message or status tells "exists elsewhere" from "does
+//! not exist". [`Decision::Forbidden`] is only for actions the principal may not take anywhere
+//! (today: a user creating devices or backing the store up), which reveals nothing about any
+//! particular resource.
 //!
 //! Today's rule: the operator may do everything; a user sees the devices and users of their own
 //! organization and may change nothing. Issue 13 replaces the body of [`decide`] with
-//! `allows(principal, permission, resource)` over roles and the organization tree; its callers
-//! stay as they are.
+//! `allows(principal, permission, resource)` over roles and the organization tree; its callers stay
+//! as they are.
 
 use crate::error::{Missing, OperationError};
 use crate::principal::Principal;

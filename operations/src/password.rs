@@ -1,11 +1,12 @@
-//! Password hashing for user accounts. An app never sends the password, only its Blynk client
-//! hash (`portcullis_protocol::app::client_hash`); this module turns that client hash into the
-//! argon2id PHC string the store keeps, and checks a login's client hash against a stored one.
+//! Password hashing for user accounts. An app never sends the password, only its Blynk client hash
+//! (`portcullis_protocol::app::client_hash`); this module turns that client hash into the argon2id
+//! PHC string the store keeps, and checks a login's client hash against a stored one.
 //!
 //! Every function here is pure, blocking and `Send`: hashing deliberately costs tens of
 //! milliseconds of CPU and 19 MiB of memory, so callers run them on a worker pool, never on a
-//! shard's event loop. [`crate::users`] hashes with it, [`crate::login`] checks with it. [`verify_against_nothing`] exists so a login for an unknown email
-//! costs as much as one with a wrong password: response time must not tell which emails exist.
+//! shard's event loop. [`crate::users`] hashes with it, [`crate::login`] checks with it.
+//! [`verify_against_nothing`] exists so a login for an unknown email costs as much as one with a
+//! wrong password: response time must not tell which emails exist.
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};

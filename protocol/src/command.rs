@@ -1,8 +1,8 @@
 //! The Blynk hardware command and status code tables (docs/reference/blynk-protocol.md §1.2 and
 //! §1.3) as enums.
 //!
-//! Both enums keep an `Unknown` variant so that a frame with a code we do not know still decodes: the
-//! session answers it with `ILLEGAL_COMMAND` instead of losing its place in the byte stream.
+//! Both enums keep an `Unknown` variant so that a frame with a code we do not know still decodes:
+//! the session answers it with `ILLEGAL_COMMAND` instead of losing its place in the byte stream.
 
 macro_rules! code_enum {
     ($(#[$meta:meta])* $name:ident : $repr:ty { $($(#[$vmeta:meta])* $variant:ident = $value:expr,)* }) => {

@@ -1,6 +1,6 @@
 //! The Portcullis store: a separate process that owns the database and serves domain operations
 //! to the gateway over a private Unix socket, or to remote gateways over mutual TLS when
-//! configured (DESIGN.md §4).
+//! configured (why: `docs/reference/decisions.md` §1; the contract: `docs/store.md`).
 //!
 //! Layers, bottom up: `engine` (the key-value boundary: the [`engine::Engine`] trait, RocksDB and
 //! an in-memory engine for tests), `schema` (the [`Store`]: key layouts, record formats,

@@ -1,8 +1,9 @@
 //! The byte stream under a [`crate::link::StoreLink`], non-blocking in the caller's own `Poll`: a
 //! mio Unix stream to a local store, or a mio TCP stream carrying a rustls client session (our
-//! gateway certificate, the store's CA) to a remote one. Both look the same to the link: `write` takes
-//! plaintext and `read` gives plaintext, each returning `WouldBlock` when the socket would block.
-//! For TLS the handshake advances inside those calls, driven by the link's read and write turns.
+//! gateway certificate, the store's CA) to a remote one. Both look the same to the link: `write`
+//! takes plaintext and `read` gives plaintext, each returning `WouldBlock` when the socket would
+//! block. For TLS the handshake advances inside those calls, driven by the link's read and write
+//! turns.
 
 use crate::endpoint::StoreEndpoint;
 use mio::event::Source;

@@ -4,13 +4,14 @@
 //!
 //! "Acknowledged", honestly: a writer sends a run of `V1 = "<writer>:<n>"` writes and then a
 //! `HardwareSync` read of V1 on the same connection. The gateway answers that read only after the
-//! store answered it, on the same pipelined store link, after the `WritePins` carrying the run;
-//! so a sync reply showing the run's last value proves the whole run was acknowledged by the store
-//! (telemetry class: in the WAL, which survives a store crash). Only then does the writer count
-//! the run as acknowledged; a run cut short by a crash is not, and the next run goes on with new
-//! numbers, so acknowledged numbers may have holes where such a run was lost. Every write, acknowledged or not, is also appended to the pin's
-//! history, which is what the checker reads (`portcullis admin device history --json`): it must
-//! contain every acknowledged number of every writer, and only numbers the writer has sent.
+//! store answered it, on the same pipelined store link, after the `WritePins` carrying the run; so
+//! a sync reply showing the run's last value proves the whole run was acknowledged by the store
+//! (telemetry class: in the WAL, which survives a store crash). Only then does the writer count the
+//! run as acknowledged; a run cut short by a crash is not, and the next run goes on with new
+//! numbers, so acknowledged numbers may have holes where such a run was lost. Every write,
+//! acknowledged or not, is also appended to the pin's history, which is what the checker reads
+//! (`portcullis admin device history --json`): it must contain every acknowledged number of every
+//! writer, and only numbers the writer has sent.
 //!
 //! The random moments come from a seed printed at the start (set `CRASH_SEED` to replay one).
 

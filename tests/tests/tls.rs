@@ -1,6 +1,7 @@
 //! TLS on the gateway: TLS 1.3 and 1.2 clients trusting the generated CA log in and work; a client
-//! offering only TLS 1.1 gets a fatal alert on the wire and the connection is
-//! closed (the alert reaches the wire before the socket closes); the generated certificate names localhost and 127.0.0.1.
+//! offering only TLS 1.1 gets a fatal alert on the wire and the connection is closed (the alert
+//! reaches the wire before the socket closes); the generated certificate names localhost and
+//! 127.0.0.1.
 
 #![allow(clippy::unwrap_used)]
 

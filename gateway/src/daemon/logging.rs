@@ -1,7 +1,7 @@
 //! Process logging: human-readable diagnostics on standard error (JSON with `--log-format json`),
 //! filtered by `log.level` or `RUST_LOG`, with a handle to change the filter on SIGHUP; and the
-//! security event log (see `crate::guard::security_log`), which always has its own JSON sink and never
-//! appears in the diagnostics.
+//! security event log (see `crate::guard::security_log`), which always has its own JSON sink and
+//! never appears in the diagnostics.
 
 use crate::config::{Config, LogFormat};
 use crate::guard::security_log::{self as security, SecurityFile, SecurityLogError, SecuritySink};

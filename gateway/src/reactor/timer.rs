@@ -1,10 +1,10 @@
 //! The per-shard timer wheel: login deadlines and heartbeat timeouts for every connection.
 //!
 //! A hashed wheel of fixed-width ticks. Each connection keeps its own deadline and has at most one
-//! live wheel entry; activity only moves the deadline stored in the connection, never the entry. When
-//! an entry fires, the shard compares it with the connection's current deadline and re-arms if the
-//! deadline moved later. That keeps the per-message path free of timer work, and an idle connection
-//! costs one 16-byte entry.
+//! live wheel entry; activity only moves the deadline stored in the connection, never the entry.
+//! When an entry fires, the shard compares it with the connection's current deadline and re-arms if
+//! the deadline moved later. That keeps the per-message path free of timer work, and an idle
+//! connection costs one 16-byte entry.
 
 use crate::conn::ConnId;
 use std::time::{Duration, Instant};

@@ -1,11 +1,12 @@
-//! The real [`Engine`]: RocksDB through the `rocksdb` crate. This file is the only place that
-//! names RocksDB types; it maps our column families, batches and durability classes onto
-//! RocksDB's and turns its errors into [`EngineError`].
+//! The real [`Engine`]: RocksDB through the `rocksdb` crate. This file is the only place that names
+//! RocksDB types; it maps our column families, batches and durability classes onto RocksDB's and
+//! turns its errors into [`EngineError`].
 //!
-//! Durability (see reliability notes §A3): `Durability::Sync` is `WriteOptions::set_sync(true)`
-//! (WAL written and fsynced before the write returns); `Durability::Buffered` is `sync = false`
-//! (WAL written to the OS, which survives a process crash but not a machine crash) and is fsynced
-//! by [`Engine::sync_wal`], which the server calls periodically and before exit.
+//! Durability (why two classes: `docs/reference/decisions.md` §3): `Durability::Sync` is
+//! `WriteOptions::set_sync(true)` (WAL written and fsynced before the write returns);
+//! `Durability::Buffered` is `sync = false` (WAL written to the OS, which survives a process crash
+//! but not a machine crash) and is fsynced by [`Engine::sync_wal`], which the server calls
+//! periodically and before exit.
 
 use super::{
     Cf, Durability, Engine, EngineError, EngineOptions, KeyValue, Op, WriteBatch, expired, unix_ms,

@@ -1,13 +1,14 @@
-//! One client link, whatever carries it (a Unix socket or a mutually authenticated TLS stream,
-//! see [`LinkStream`]): the hello exchange (the client's version, role and gateway node, logged
-//! when the link opens), then the pipelined request loop on two threads, every request checked
-//! against what the hello's role may send (`permissions`). The reader (the link's thread) decodes every complete request already buffered,
-//! in order, and never waits for the disk: a write goes to the group committer; a read is
-//! answered from the engine once this link's own earlier writes are applied (visible), which
-//! takes an apply, never an fsync, and keeps the read from seeing the link's later writes. The
-//! writer thread sends the replies back in request order, echoing the ids, waiting for each
-//! write's outcome in turn and batching whatever is ready into one socket write. Anything wrong with the peer's
-//! bytes ends this link only, with the reason logged; the store keeps serving every other link.
+//! One client link, whatever carries it (a Unix socket or a mutually authenticated TLS stream, see
+//! [`LinkStream`]): the hello exchange (the client's version, role and gateway node, logged when
+//! the link opens), then the pipelined request loop on two threads, every request checked against
+//! what the hello's role may send (`permissions`). The reader (the link's thread) decodes every
+//! complete request already buffered, in order, and never waits for the disk: a write goes to the
+//! group committer; a read is answered from the engine once this link's own earlier writes are
+//! applied (visible), which takes an apply, never an fsync, and keeps the read from seeing the
+//! link's later writes. The writer thread sends the replies back in request order, echoing the ids,
+//! waiting for each write's outcome in turn and batching whatever is ready into one socket write.
+//! Anything wrong with the peer's bytes ends this link only, with the reason logged; the store
+//! keeps serving every other link.
 
 use super::ServerConfig;
 use super::commit::{Committer, Outcome};

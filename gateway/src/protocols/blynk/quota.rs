@@ -1,14 +1,16 @@
-//! Per-connection message quota (reference §1.10, `user.message.quota.limit`): without it one
-//! logged-in device could flood its shard with frames (every HARDWARE_SYNC a store request) and
-//! crowd out the other devices' store calls. A token bucket per connection: `burst` messages at
-//! once, refilled at `per_sec` messages a second. A frame over the quota is dropped whole, and at
-//! most once a minute the device is told so with RESPONSE 1 (QUOTA_LIMIT) carrying the dropped
-//! frame's id; the connection stays open, as in the reference server.
+//! Per-connection message quota (`docs/reference/blynk-protocol.md` §1.10; the legacy server's
+//! `user.message.quota.limit`): without it one logged-in device could flood its shard with frames
+//! (every HARDWARE_SYNC a store request) and crowd out the other devices' store calls. A token
+//! bucket per connection: `burst` messages at once, refilled at `per_sec` messages a second. A
+//! frame over the quota is dropped whole, and at most once a minute the device is told so with
+//! RESPONSE 1 (QUOTA_LIMIT) carrying the dropped frame's id; the connection stays open, as in the
+//! reference server.
 //!
-//! Sans-IO and small: the caller passes its millisecond clock, the state is 12 bytes per
-//! connection (idle memory per connection is a product goal), and the math is integer only.
+//! Sans-IO and small: the caller passes its millisecond clock, the state is 12 bytes per connection
+//! (idle memory per connection is a product goal), and the math is integer only.
 
-/// How often, at most, a device over its quota is answered QUOTA_LIMIT (reference: 60 s).
+/// How often, at most, a device over its quota is answered QUOTA_LIMIT (the legacy server's 60 s;
+/// `docs/reference/blynk-protocol.md` §1.10).
 pub const QUOTA_ANSWER_INTERVAL_MS: u32 = 60_000;
 
 /// One message in the bucket's unit: the bucket counts thousandths of a message, so that a
