@@ -202,3 +202,7 @@ impl WsLayer {
         let _ = self.ws.flush(&mut pipe);
     }
 }
+
+#[cfg(test)]
+#[path = "ws_tests.rs"]
+mod tests;

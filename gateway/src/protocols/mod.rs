@@ -159,7 +159,7 @@ pub enum Continuation {
 /// A worker's answer for the session that handed it the job: one variant per protocol.
 #[derive(Debug)]
 pub enum WorkDone {
-    AppWs(app_ws::Done),
+    AppWs(Box<app_ws::Done>),
 }
 
 impl Session {
@@ -198,7 +198,7 @@ impl Session {
     /// A worker's answer to a job this session handed out.
     pub fn on_work_done(&mut self, done: WorkDone, step: &mut Step<'_>) {
         match (self, done) {
-            (Session::AppWs(s), WorkDone::AppWs(done)) => s.on_work_done(done, step),
+            (Session::AppWs(s), WorkDone::AppWs(done)) => s.on_work_done(*done, step),
             (_, done) => tracing::debug!(?done, "worker answer for a session that moved on"),
         }
     }

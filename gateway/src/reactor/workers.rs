@@ -59,8 +59,11 @@ impl WorkerInbox {
 /// Where workers send answers: each shard's channel and the waker that makes it look.
 #[derive(Clone)]
 struct Replies {
-    shards: Vec<(Sender<(ConnId, WorkDone)>, Arc<Waker>)>,
+    shards: Vec<ShardReplies>,
 }
+
+/// One shard's answer channel and the waker that makes the shard look at it.
+type ShardReplies = (Sender<(ConnId, WorkDone)>, Arc<Waker>);
 
 impl Replies {
     fn send(&self, shard: u16, conn: ConnId, done: WorkDone) {

@@ -71,6 +71,12 @@ pub enum BusyJob {
     Subscribe,
 }
 
+/// A worker's answer for the app session, boxed: app answers are rare, and a device's store
+/// continuation must not pay for their size in the shard's queues.
+fn answer(done: Done) -> WorkDone {
+    WorkDone::AppWs(Box::new(done))
+}
+
 impl AppWsSession {
     pub fn new() -> Self {
         Self {
@@ -134,9 +140,9 @@ impl AppWsSession {
                     pool: Pool::Operations,
                     run: Box::new(move |store| {
                         let page = devices::list_page(store, &principal, after, APP_DEVICE_PAGE);
-                        WorkDone::AppWs(Done::Devices { id, page })
+                        answer(Done::Devices { id, page })
                     }),
-                    refused: WorkDone::AppWs(Done::Busy {
+                    refused: answer(Done::Busy {
                         id,
                         what: BusyJob::Devices,
                     }),
@@ -148,9 +154,9 @@ impl AppWsSession {
                     pool: Pool::Operations,
                     run: Box::new(move |store| {
                         let found = devices::get(store, &principal, device);
-                        WorkDone::AppWs(Done::Subscribe { id, device, found })
+                        answer(Done::Subscribe { id, device, found })
                     }),
-                    refused: WorkDone::AppWs(Done::Busy {
+                    refused: answer(Done::Busy {
                         id,
                         what: BusyJob::Subscribe,
                     }),
@@ -190,13 +196,13 @@ impl AppWsSession {
             pool: Pool::Passwords,
             run: Box::new(move |store| {
                 let outcome = login::verify(store, &checked, &hash);
-                WorkDone::AppWs(Done::Login {
+                answer(Done::Login {
                     id,
                     email: checked,
                     outcome,
                 })
             }),
-            refused: WorkDone::AppWs(Done::Busy {
+            refused: answer(Done::Busy {
                 id,
                 what: BusyJob::Login,
             }),

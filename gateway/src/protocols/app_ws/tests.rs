@@ -94,7 +94,7 @@ fn run_jobs(out: &mut Outbox) -> Vec<(Pool, Done)> {
         .map(|job| {
             let pool = job.pool;
             let WorkDone::AppWs(done) = (job.run)(&mut WorkerStore(&mut Scripted));
-            (pool, done)
+            (pool, *done)
         })
         .collect()
 }
@@ -280,6 +280,7 @@ fn a_full_pool_is_answered_busy_and_the_session_goes_on() {
     session.receive(&bytes, &mut shard.step(1, PEER));
     let job = shard.out.jobs.pop().expect("a login job");
     let WorkDone::AppWs(refused) = job.refused;
+    let refused = *refused;
     assert!(matches!(
         refused,
         Done::Busy {

@@ -17,7 +17,6 @@
 pub mod routes;
 pub mod upgrade;
 
-use super::app_ws::AppWsSession;
 use super::{InputLimit, Progress, ProtocolLimits, Session, Step};
 use crate::conn::CloseReason;
 use portcullis_protocol::http::{
@@ -226,7 +225,7 @@ impl HttpSession {
                 }
             }
             Outcome::Upgrade(Route::AppWebSocket) => {
-                step.out.upgrade = Some(Session::AppWs(Box::new(AppWsSession::new())));
+                step.out.upgrade = Some(Session::AppWs(Box::default()));
                 // An app receives streams of events: a larger send buffer than a device's.
                 step.out.send_buffer = Some(step.services.limits.app_socket_send_buffer_bytes);
             }

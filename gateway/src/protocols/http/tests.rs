@@ -138,7 +138,13 @@ fn the_public_ports_upgrade_to_the_app_websocket_and_refuse_anything_else() {
     assert!(shard.out.close.is_none());
 
     // A bad upgrade is refused and closes.
-    for (request, status) in [("GET /api/ws HTTP/1.1\r\nHost: x\r\n\r\n", 426)] {
+    for (request, status) in [
+        ("GET /api/ws HTTP/1.1\r\nHost: x\r\n\r\n", 426),
+        (
+            "GET /api/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            400,
+        ),
+    ] {
         let mut session = HttpSession::new(4096);
         session.receive(request.as_bytes(), &mut shard.step(2, PEER));
         let answer: Vec<&[u8]> = shard.out.frames().collect();
