@@ -11,6 +11,7 @@
 use super::ShardLimits;
 use super::accept::{AcceptContext, Accepted, Acceptor};
 use super::connection::{Conn, Flush};
+use super::dispatch::ReadDepth;
 use super::drain::DrainPlan;
 use super::live_limits::LiveLimits;
 use super::store::{Pending, StoreCompletion, StoreTraffic};
@@ -226,7 +227,7 @@ impl Shard {
                     }
                     LISTEN_TLS | LISTEN_PLAIN => self.accept(event.token()),
                     Token(t) => {
-                        let read = super::dispatch::ReadDepth::for_event(event);
+                        let read = ReadDepth::for_event(event);
                         self.conn_event(t - CONN_BASE, read, event.is_writable())
                     }
                 }
@@ -644,9 +645,20 @@ impl Shard {
             .take(due)
             .collect();
         for key in open {
-            self.close(key, CloseReason::Shutdown);
+            self.close_for_shutdown(key);
         }
         self.conns.is_empty() || Instant::now() >= deadline + CLOSE_LINGER
+    }
+
+    /// Closes a connection for the shutdown after one last read, so that what the peer sent
+    /// before its turn came (a device's last writes, still in the socket because the drain step
+    /// runs before the loop polls) is carried out and reaches the store, not dropped with the
+    /// socket.
+    fn close_for_shutdown(&mut self, key: usize) {
+        self.conn_event(key, Some(ReadDepth::UntilWouldBlock), false);
+        if self.conns.get(key).is_some_and(|c| !c.stage.is_closing()) {
+            self.close(key, CloseReason::Shutdown);
+        }
     }
 
     /// Stops accepting, closes every connection, and waits (bounded) until the store has
@@ -656,7 +668,7 @@ impl Shard {
         self.services.security.flush_at_shutdown();
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
-            self.close(key, CloseReason::Shutdown);
+            self.close_for_shutdown(key);
             self.finalize(key, None);
         }
         let give_up = Instant::now() + SHUTDOWN_FLUSH;
