@@ -317,3 +317,36 @@ fn an_idle_app_is_closed_and_bad_messages_are_answered() {
     assert_eq!(app.next_event(), None, "closed, not another message");
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+#[test]
+fn a_reloaded_app_idle_timeout_reaches_the_shards() {
+    let gw = Gateway::start("");
+    let password = create_user(&gw, "ops@example.com", "default");
+    let mut app = App::plain(gw.plain_port);
+    assert!(matches!(
+        app.login("ops@example.com", &password),
+        AppEvent::LoggedIn { .. }
+    ));
+    // Only an `app.*` key changes: it is documented as live, so the shards must get it.
+    let config = std::fs::read_to_string(&gw.config_path).unwrap();
+    std::fs::write(
+        &gw.config_path,
+        format!("{config}\n[app]\nidle_timeout_secs = 1\n"),
+    )
+    .unwrap();
+    gw.signal(nix::sys::signal::Signal::SIGHUP);
+    gw.wait_for_log("configuration reloaded", Duration::from_secs(10));
+    // A message after the reload moves the deadline by the new timeout; then silence closes.
+    app.send_text("not json");
+    assert_eq!(
+        error_code(&app.next_event().unwrap()),
+        Some(AppErrorCode::BadRequest)
+    );
+    let started = std::time::Instant::now();
+    assert_eq!(
+        app.next_event(),
+        None,
+        "closed by the reloaded idle timeout"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+}

@@ -278,8 +278,11 @@ fn reload(running: &mut Config, r: &Reloadables<'_>) {
             {
                 tracing::error!(error = %e, "cannot apply log.level");
             }
-            if new.limits != running.limits {
-                r.reactor.live_limits.publish(shard_limits(&new));
+            // The shards' limits come from `limits.*` and the live `app.*` keys: publish what the
+            // running configuration becomes, never a key that needs a restart.
+            let applied = config_reload::apply_live(running, &new);
+            if applied.limits != running.limits || applied.app != running.app {
+                r.reactor.live_limits.publish(shard_limits(&applied));
             }
             match (&new.tls.cert, &new.tls.key) {
                 (Some(cert), Some(key))
@@ -299,7 +302,7 @@ fn reload(running: &mut Config, r: &Reloadables<'_>) {
             }
             r.bearer_token
                 .store(new.metrics.bearer_token.clone().map(Arc::new));
-            *running = config_reload::apply_live(running, &new);
+            *running = applied;
             r.global.config_reloads_ok.fetch_add(1, Ordering::Relaxed);
             tracing::info!(applied = ?diff.live, need_restart = ?diff.need_restart, "configuration reloaded");
         }

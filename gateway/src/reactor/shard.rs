@@ -213,6 +213,12 @@ impl Shard {
                 return Err(e);
             }
             self.refresh_clock();
+            // Limits published (SIGHUP) before this wake-up apply to the events it brought.
+            if let Some(limits) = self.live_limits.changed_since(&mut self.limits_version) {
+                self.services.limits = limits.protocol.clone();
+                self.store.set_max_writes(limits.store_queue_max_writes);
+                self.limits = limits;
+            }
             for event in events.iter() {
                 match event.token() {
                     WAKER => {}
@@ -248,11 +254,6 @@ impl Shard {
     /// Work done once per loop turn after the events: inboxes, backlog, accept retries, store
     /// replies, timers, this turn's device events, and the telemetry batch for the store.
     fn turn(&mut self, expired: &mut Vec<ConnId>, completions: &mut Vec<StoreCompletion>) {
-        if let Some(limits) = self.live_limits.changed_since(&mut self.limits_version) {
-            self.services.limits = limits.protocol.clone();
-            self.store.set_max_writes(limits.store_queue_max_writes);
-            self.limits = limits;
-        }
         self.services.security.flush(self.services.now);
         self.drain_inboxes();
         for key in std::mem::take(&mut self.backlog) {
