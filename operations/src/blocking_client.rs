@@ -1,8 +1,8 @@
 //! The one blocking store client (`portcullis_store_client::StoreClient`) as the link operations
-//! run on ([`StoreAccess`]), for the admin CLI, the load generator's provisioning and the
-//! gateway's worker threads. Failures of the link keep the client's own error (and so its
-//! messages and hints) inside the [`LinkError`]. The impl lives on this side so the store client
-//! stays a transport that knows no operation.
+//! run on ([`StoreAccess`]), for the admin CLI and the load generator's provisioning (the gateway's
+//! worker threads wrap a client in their own reconnecting `WorkerLink`). Failures of the link keep
+//! the client's own error (and so its messages and hints) inside the [`LinkError`]. The impl lives
+//! on this side so the store client stays a transport that knows no operation.
 
 use crate::{LinkError, StoreAccess};
 use portcullis_protocol::store::{Request, Response, StoreError};
