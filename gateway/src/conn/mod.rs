@@ -10,6 +10,8 @@ pub mod select;
 pub mod stage;
 pub mod tls;
 pub mod ws;
+#[cfg(test)]
+pub(crate) mod ws_test_client;
 
 use std::net::SocketAddr;
 

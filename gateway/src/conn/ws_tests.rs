@@ -3,51 +3,14 @@
 //! every byte arrives whole, pings are answered below the session, and an oversize message closes.
 
 use super::*;
+use crate::conn::ws_test_client::WsTestClient;
 use portcullis_protocol::frame::{self, Decoded, Payload};
 use portcullis_protocol::{Command, Status};
-use tungstenite::protocol::{Role, WebSocketContext};
 
 const LIMITS: WsLimits = WsLimits {
     read_buffer_bytes: 256,
     max_message_bytes: 1024,
 };
-
-/// The peer's end: frames messages as a client would (masked) and reads what the layer sent.
-struct Client {
-    ws: WebSocketContext,
-}
-
-impl Client {
-    fn new() -> Self {
-        Self {
-            ws: WebSocketContext::new(Role::Client, None),
-        }
-    }
-
-    fn frame(&mut self, message: Message) -> Vec<u8> {
-        let mut out = Vec::new();
-        let mut pipe = Pipe {
-            input: &[],
-            output: &mut out,
-        };
-        self.ws.write(&mut pipe, message).expect("test fixture");
-        self.ws.flush(&mut pipe).expect("test fixture");
-        out
-    }
-
-    fn messages(&mut self, wire: &[u8]) -> Vec<Message> {
-        let mut sink = Vec::new();
-        let mut pipe = Pipe {
-            input: wire,
-            output: &mut sink,
-        };
-        let mut messages = Vec::new();
-        while let Ok(message) = self.ws.read(&mut pipe) {
-            messages.push(message);
-        }
-        messages
-    }
-}
 
 /// Every Blynk frame in `bytes`, as (command, message id, body).
 fn blynk_frames(mut bytes: &[u8]) -> Vec<(Command, u16, Vec<u8>)> {
@@ -66,7 +29,7 @@ fn blynk_frames(mut bytes: &[u8]) -> Vec<(Command, u16, Vec<u8>)> {
 
 #[test]
 fn blynk_frames_travel_in_binary_messages_both_ways() {
-    let mut client = Client::new();
+    let mut client = WsTestClient::new();
     let mut layer = WsLayer::server(LIMITS);
     let mut frames = Vec::new();
     frame::encode(&mut frames, Command::HardwareLogin, 1, b"token").expect("encodes");
@@ -107,7 +70,7 @@ fn blynk_frames_travel_in_binary_messages_both_ways() {
 fn a_message_cut_at_every_byte_arrives_whole() {
     let mut frames = Vec::new();
     frame::encode(&mut frames, Command::Hardware, 7, b"vw\x005\x0021.5").expect("encodes");
-    let wire = Client::new().frame(Message::binary(frames.clone()));
+    let wire = WsTestClient::new().frame(Message::binary(frames.clone()));
     for cut in 1..wire.len() {
         let mut layer = WsLayer::server(LIMITS);
         let mut first = &wire[..cut];
@@ -124,7 +87,7 @@ fn a_message_cut_at_every_byte_arrives_whole() {
 
 #[test]
 fn pings_are_answered_below_the_session_and_an_oversize_message_closes() {
-    let mut client = Client::new();
+    let mut client = WsTestClient::new();
     let mut layer = WsLayer::server(LIMITS);
     let ping = client.frame(Message::Ping(b"hi".to_vec().into()));
     let mut input = &ping[..];

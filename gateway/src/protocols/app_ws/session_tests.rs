@@ -1,56 +1,33 @@
 //! Tests of the app session, with a tungstenite client context framing the app's side.
 
 use super::*;
-use crate::conn::ws::Pipe;
+use crate::conn::ws_test_client::WsTestClient;
 use tungstenite::Message;
 use tungstenite::protocol::frame::coding::CloseCode;
-use tungstenite::protocol::{Role, WebSocketContext};
 
-/// The app's end: frames requests as a client would (masked) and reads the session's answers.
+/// The app's end: frames requests as a client would and reads the session's answers.
 struct App {
-    ws: WebSocketContext,
-    wire: Vec<u8>,
+    ws: WsTestClient,
 }
 
 impl App {
     fn new() -> Self {
         Self {
-            ws: WebSocketContext::new(Role::Client, None),
-            wire: Vec::new(),
+            ws: WsTestClient::new(),
         }
     }
 
     fn frame(&mut self, message: Message) -> Vec<u8> {
-        let mut out = Vec::new();
-        let mut pipe = Pipe {
-            input: &[],
-            output: &mut out,
-        };
-        self.ws.write(&mut pipe, message).expect("test fixture");
-        self.ws.flush(&mut pipe).expect("test fixture");
-        out
+        self.ws.frame(message)
     }
 
     fn text(&mut self, json: &str) -> Vec<u8> {
-        self.frame(Message::text(json))
+        self.ws.text(json)
     }
 
     /// Every text message in the session's output, decoded.
     fn events(&mut self, session: &mut AppSession) -> Vec<AppEvent> {
-        self.wire.extend(session.take_output());
-        let mut events = Vec::new();
-        let mut sink = Vec::new();
-        let mut pipe = Pipe {
-            input: &self.wire,
-            output: &mut sink,
-        };
-        while let Ok(message) = self.ws.read(&mut pipe) {
-            if let Message::Text(text) = message {
-                events.push(serde_json::from_str(text.as_str()).expect("test fixture"));
-            }
-        }
-        self.wire.clear();
-        events
+        self.ws.json(&session.take_output())
     }
 }
 
@@ -213,15 +190,9 @@ fn an_oversize_message_closes_and_pings_are_answered() {
     session.receive(&bytes[..3], 10, &mut actions);
     session.receive(&bytes[3..], 10, &mut actions);
     assert!(actions.is_empty());
-    let mut sink = Vec::new();
-    let output = session.take_output();
-    let mut pipe = Pipe {
-        input: &output,
-        output: &mut sink,
-    };
     assert_eq!(
-        app.ws.read(&mut pipe).expect("test fixture"),
-        Message::Pong(vec![7].into())
+        app.ws.messages(&session.take_output()),
+        [Message::Pong(vec![7].into())]
     );
     let big = "x".repeat(MAX_APP_MESSAGE_BYTES + 1);
     let bytes = app.text(&big);
@@ -252,14 +223,8 @@ fn a_login_with_a_malformed_hash_is_refused_before_any_lookup() {
 fn a_gateway_side_close_says_why_in_a_close_frame() {
     let (mut app, mut session) = (App::new(), AppSession::new());
     session.close(&CloseReason::HeartbeatTimeout { secs: 120 });
-    let output = session.take_output();
-    let mut sink = Vec::new();
-    let mut pipe = Pipe {
-        input: &output,
-        output: &mut sink,
-    };
-    match app.ws.read(&mut pipe).expect("test fixture") {
-        Message::Close(Some(frame)) => {
+    match app.ws.messages(&session.take_output()).as_slice() {
+        [Message::Close(Some(frame))] => {
             assert_eq!(frame.code, CloseCode::Away);
             assert!(frame.reason.contains("120 s"), "{}", frame.reason);
         }

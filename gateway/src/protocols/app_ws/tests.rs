@@ -4,57 +4,35 @@
 //! scripted store, so the operation they carry is the real one.
 
 use super::*;
-use crate::conn::ws::Pipe;
+use crate::conn::ws_test_client::WsTestClient;
 use crate::protocols::testkit::TestShard;
 use crate::protocols::{Outbox, WorkerStore};
 use portcullis_operations::{LinkError, StoreAccess};
 use portcullis_protocol::store::{Request, Response, StoreError};
-use tungstenite::Message;
-use tungstenite::protocol::{Role, WebSocketContext};
 
 const PEER: &str = "127.0.0.9:5000";
 const HASH: &str = "sarIrBXpL1J9u4eyaVI2t3+dc1TVYXbDGJjLzjY8+rw=";
 
 /// The app's end of the socket: frames requests as a client does and reads the answers.
 struct App {
-    ws: WebSocketContext,
+    ws: WsTestClient,
 }
 
 impl App {
     fn new() -> Self {
         Self {
-            ws: WebSocketContext::new(Role::Client, None),
+            ws: WsTestClient::new(),
         }
     }
 
     fn text(&mut self, json: &str) -> Vec<u8> {
-        let mut out = Vec::new();
-        let mut pipe = Pipe {
-            input: &[],
-            output: &mut out,
-        };
-        self.ws
-            .write(&mut pipe, Message::text(json))
-            .expect("test fixture");
-        self.ws.flush(&mut pipe).expect("test fixture");
-        out
+        self.ws.text(json)
     }
 
     /// The app events in what the adapter put in the outbox.
     fn events(&mut self, out: &Outbox) -> Vec<AppEvent> {
         let wire: Vec<u8> = out.frames().flatten().copied().collect();
-        let mut sink = Vec::new();
-        let mut pipe = Pipe {
-            input: &wire,
-            output: &mut sink,
-        };
-        let mut events = Vec::new();
-        while let Ok(message) = self.ws.read(&mut pipe) {
-            if let Message::Text(text) = message {
-                events.push(serde_json::from_str(text.as_str()).expect("an app event"));
-            }
-        }
-        events
+        self.ws.json(&wire)
     }
 }
 
