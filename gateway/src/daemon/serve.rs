@@ -278,10 +278,10 @@ fn reload(running: &mut Config, r: &Reloadables<'_>) {
             {
                 tracing::error!(error = %e, "cannot apply log.level");
             }
-            // The shards' limits come from `limits.*` and the live `app.*` keys: publish what the
-            // running configuration becomes, never a key that needs a restart.
+            // Publish the limits of what the running configuration becomes (never a key that
+            // needs a restart) whenever any live key changed: the shards copy them once.
             let applied = config_reload::apply_live(running, &new);
-            if applied.limits != running.limits || applied.app != running.app {
+            if applied != *running {
                 r.reactor.live_limits.publish(shard_limits(&applied));
             }
             match (&new.tls.cert, &new.tls.key) {

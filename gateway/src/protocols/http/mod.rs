@@ -176,23 +176,17 @@ impl HttpSession {
                     tracing::debug!(path = %request.path, status = response.status(), "HTTP path not served");
                     return (response, WriteMode::answering(request, false), None);
                 }
-                let status = response.status();
                 let why = format!(
                     "{why} (request {MAX_MISSES_PER_CONNECTION} for paths not served on this connection)"
                 );
-                let close = Outcome::Close(CloseReason::HttpRefused { status, why });
-                (response, WriteMode::answering(request, true), Some(close))
+                refusal(request, response, why)
             }
             Answer::Upgrade(response, route) => (
                 response,
                 WriteMode::KEEP_ALIVE,
                 Some(Outcome::Upgrade(route)),
             ),
-            Answer::Refused { response, why } => {
-                let status = response.status();
-                let close = Outcome::Close(CloseReason::HttpRefused { status, why });
-                (response, WriteMode::answering(request, true), Some(close))
-            }
+            Answer::Refused { response, why } => refusal(request, response, why),
         }
     }
 
@@ -263,6 +257,17 @@ impl HttpSession {
             limits.max_head_bytes + limits.max_body_bytes + CHUNKED_OVERHEAD_ALLOWANCE,
         )
     }
+}
+
+/// A refusal: answered with `Connection: close`, then the connection closes saying why.
+fn refusal(
+    request: &Request,
+    response: Response,
+    why: String,
+) -> (Response, WriteMode, Option<Outcome>) {
+    let status = response.status();
+    let close = Outcome::Close(CloseReason::HttpRefused { status, why });
+    (response, WriteMode::answering(request, true), Some(close))
 }
 
 /// The answer of the public ports to one complete request.
