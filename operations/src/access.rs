@@ -58,15 +58,9 @@ pub enum Target<'a> {
     Store,
 }
 
-/// The verdict of [`decide`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
-    Allowed,
-    /// Outside the principal's scope: answer exactly as if it did not exist.
-    Hidden,
-    /// The principal may not take this action at all.
-    Forbidden,
-}
+/// The verdict of [`decide`]: the same three answers as the permission decision it will become
+/// (`portcullis_protocol::authz::allows`).
+pub use portcullis_protocol::authz::Decision;
 
 /// The decision itself, pure.
 pub fn decide(principal: &Principal, action: Action, target: Target<'_>) -> Decision {
