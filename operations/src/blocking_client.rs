@@ -5,15 +5,16 @@
 //! on this side so the store client stays a transport that knows no operation.
 
 use crate::{LinkError, StoreAccess};
-use portcullis_protocol::store::{Request, Response, StoreError};
+use portcullis_protocol::store::{Acting, Request, Response, StoreError};
 use portcullis_store_client::StoreClient;
 
 impl StoreAccess for StoreClient {
     fn call_many(
         &mut self,
+        acting: Option<&Acting>,
         requests: Vec<Request>,
     ) -> Result<Vec<Result<Response, StoreError>>, LinkError> {
-        StoreClient::call_many(self, requests).map_err(LinkError::new)
+        StoreClient::call_many_as(self, acting, requests).map_err(LinkError::new)
     }
 }
 

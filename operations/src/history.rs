@@ -6,7 +6,7 @@
 use crate::devices::visible_device;
 use crate::error::{InvalidInput, Missing, OperationError, StoreFailure};
 use crate::principal::Principal;
-use crate::store_access::{Answer, StoreAccess, ask, ask_pair};
+use crate::store_access::{Answer, StoreAccess, act, act_pair};
 use portcullis_protocol::body::PinAddr;
 use portcullis_protocol::store::{
     DeviceId, History, HistoryBucket, HistoryCursor, HistoryPoint, MAX_HISTORY_POINTS, Request,
@@ -61,8 +61,9 @@ pub fn read(
         limit: MAX_HISTORY_POINTS,
         after,
     };
-    let (device_reply, mut reply) = ask_pair(store, Request::GetDevice { device }, page(None))?;
-    visible_device(principal, device, device_reply)?;
+    let (device_reply, mut reply) =
+        act_pair(store, principal, Request::GetDevice { device }, page(None))?;
+    visible_device(device, device_reply)?;
     let mut points = Vec::new();
     let mut after = None;
     loop {
@@ -88,7 +89,7 @@ pub fn read(
                 ));
             }
         }
-        reply = ask(store, page(after))?;
+        reply = act(store, principal, page(after))?;
     }
 }
 

@@ -5,7 +5,7 @@
 use crate::devices::visible_device;
 use crate::error::OperationError;
 use crate::principal::Principal;
-use crate::store_access::{StoreAccess, ask_pair};
+use crate::store_access::{StoreAccess, act_pair};
 use portcullis_protocol::body::PinAddr;
 use portcullis_protocol::store::{DeviceId, PinValue, Request, Response};
 
@@ -17,12 +17,13 @@ pub fn read_latest(
     device: DeviceId,
     pins: Option<Vec<PinAddr>>,
 ) -> Result<Vec<PinValue>, OperationError> {
-    let (device_reply, pins_reply) = ask_pair(
+    let (device_reply, pins_reply) = act_pair(
         store,
+        principal,
         Request::GetDevice { device },
         Request::ReadPins { device, pins },
     )?;
-    visible_device(principal, device, device_reply)?;
+    visible_device(device, device_reply)?;
     match pins_reply {
         Ok(Response::Pins(values)) => Ok(values),
         Ok(other) => Err(OperationError::unexpected("ReadPins", &other)),

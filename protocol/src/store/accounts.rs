@@ -24,8 +24,8 @@ pub const MAX_DATASTREAMS: usize = 256;
 pub const MAX_DATASTREAM_TEXT_LEN: usize = 64;
 /// Largest page of users, roles, templates, API keys, organizations or audit entries.
 pub const MAX_ACCOUNT_PAGE: u32 = 1000;
-/// Longest email address (RFC 5321's path limit).
-pub const MAX_EMAIL_LEN: usize = 254;
+/// Longest email address: the app API's limit, one constant for both.
+pub use crate::app::MAX_EMAIL_LEN;
 
 /// Whom a request acts for, with where the request came from (for the audit log).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
