@@ -9,7 +9,8 @@ use super::render::{self, failure, format_ms, pin_values, printable, write_table
 use portcullis_operations::devices::{self, NewDevice};
 use portcullis_operations::{Principal, StoreAccess, pins};
 use portcullis_protocol::body::DeviceInfo;
-use portcullis_protocol::store::{DeviceId, DeviceRecord, PinValue};
+use portcullis_protocol::authz::{OrgId, UserId};
+use portcullis_protocol::store::{DeviceId, DeviceRecord, DeviceScope, PinValue, TemplateId};
 use serde::Serialize;
 use std::io::Write;
 
@@ -20,12 +21,16 @@ pub enum DeviceCommand {
         /// Display name of the device.
         #[arg(long)]
         name: String,
-        /// Template (product) id the device firmware is built for, e.g. TMPLxxxxxx.
+        /// Template (product) id the device firmware is built for, e.g. TMPLxxxxxx (see
+        /// `template list`): of the device's organization or one above it.
+        #[arg(long, value_parser = parse_template)]
+        template: TemplateId,
+        /// Organization id the device belongs to (see `org list`; 1 is the root).
+        #[arg(long, default_value_t = 1)]
+        org: u32,
+        /// User id of the device's owner, for "own devices" permissions.
         #[arg(long)]
-        template: String,
-        /// Organization the device belongs to.
-        #[arg(long, default_value = "default")]
-        org: String,
+        owner: Option<u64>,
     },
     /// List every device.
     List,
@@ -43,6 +48,11 @@ pub enum DeviceCommand {
     History(HistoryArgs),
 }
 
+/// A template id from the command line, in Blynk's form.
+pub fn parse_template(id: &str) -> Result<TemplateId, String> {
+    TemplateId::parse(id)
+}
+
 /// Runs a device command as the operator.
 pub fn execute(
     store: &mut impl StoreAccess,
@@ -55,12 +65,14 @@ pub fn execute(
             name,
             template,
             org,
+            owner,
         } => create(
             store,
             NewDevice {
                 name,
                 template,
-                org,
+                org: OrgId(org),
+                owner: owner.map(UserId),
             },
             json,
             out,
@@ -79,7 +91,7 @@ pub enum AdminEvent<'a> {
         id: DeviceId,
         name: &'a str,
         template: &'a str,
-        org: &'a str,
+        org: u32,
     },
 }
 
@@ -120,7 +132,7 @@ struct CreatedDevice<'a> {
     id: DeviceId,
     name: &'a str,
     template: &'a str,
-    org: &'a str,
+    org: u32,
     token: &'a str,
 }
 
@@ -137,15 +149,15 @@ fn create(
         &AdminEvent::DeviceCreated {
             id: record.id,
             name: &record.name,
-            template: &record.template,
-            org: &record.org,
+            template: record.template.as_str(),
+            org: record.org.0,
         },
     );
     let shown = CreatedDevice {
         id: record.id,
         name: &record.name,
-        template: &record.template,
-        org: &record.org,
+        template: record.template.as_str(),
+        org: record.org.0,
         token: created.token.expose(),
     };
     if json {
@@ -157,7 +169,7 @@ fn create(
         shown.id,
         printable(shown.name),
         printable(shown.template),
-        printable(shown.org)
+        shown.org
     )?;
     writeln!(out, "Token: {}", shown.token)?;
     writeln!(
@@ -173,7 +185,7 @@ struct DeviceView<'a> {
     id: DeviceId,
     name: &'a str,
     template: &'a str,
-    org: &'a str,
+    org: u32,
     online: bool,
     sessions: u32,
     created_ms: u64,
@@ -187,8 +199,8 @@ impl<'a> From<&'a DeviceRecord> for DeviceView<'a> {
         Self {
             id: record.id,
             name: &record.name,
-            template: &record.template,
-            org: &record.org,
+            template: record.template.as_str(),
+            org: record.org.0,
             online: record.online(),
             sessions: record.sessions,
             created_ms: record.created_ms,
@@ -200,7 +212,7 @@ impl<'a> From<&'a DeviceRecord> for DeviceView<'a> {
 }
 
 fn list(store: &mut impl StoreAccess, json: bool, out: &mut dyn Write) -> anyhow::Result<()> {
-    let devices = devices::list_all(store, &Principal::Operator).map_err(failure)?;
+    let devices = devices::list_all(store, &Principal::Operator, DeviceScope::All).map_err(failure)?;
     if json {
         let views: Vec<DeviceView<'_>> = devices.iter().map(DeviceView::from).collect();
         return render::json(out, &views);
@@ -218,8 +230,8 @@ fn list(store: &mut impl StoreAccess, json: bool, out: &mut dyn Write) -> anyhow
             [
                 d.id.to_string(),
                 printable(&d.name),
-                printable(&d.template),
-                printable(&d.org),
+                printable(d.template.as_str()),
+                d.org.0.to_string(),
                 if d.online() {
                     "yes".into()
                 } else {
@@ -254,7 +266,7 @@ fn get(
         ("id", view.id.to_string()),
         ("name", printable(view.name)),
         ("template", printable(view.template)),
-        ("org", printable(view.org)),
+        ("org", view.org.to_string()),
         (
             "online",
             format!(

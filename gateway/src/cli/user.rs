@@ -9,6 +9,7 @@ use anyhow::{Context, anyhow};
 use portcullis_operations::error::InvalidInput;
 use portcullis_operations::users::{self, MAX_PASSWORD_BYTES, NewUser, PasswordChoice};
 use portcullis_operations::{Missing, OperationError, Principal, StoreAccess};
+use portcullis_protocol::authz::{BuiltInRole, OrgId, RoleId};
 use portcullis_protocol::store::StoreError;
 use serde::Serialize;
 use std::io::{BufRead, Read, Write};
@@ -20,9 +21,15 @@ pub enum UserCommand {
         /// Email address; the login name (stored in lower case).
         #[arg(long)]
         email: String,
-        /// Organization whose devices the user sees.
-        #[arg(long, default_value = "default")]
-        org: String,
+        /// Display name (the email when left out).
+        #[arg(long)]
+        name: Option<String>,
+        /// Organization id the user belongs to (see `org list`; 1 is the root).
+        #[arg(long, default_value_t = 1)]
+        org: u32,
+        /// Role: admin, staff, user, or a custom role's id (see `role list`).
+        #[arg(long, default_value = "user", value_parser = parse_role)]
+        role: RoleId,
         /// Read the password from the first line of standard input instead of generating one.
         #[arg(long)]
         password_stdin: bool,
@@ -45,7 +52,9 @@ pub fn execute(
     match command {
         UserCommand::Create {
             email,
+            name,
             org,
+            role,
             password_stdin,
         } => {
             let password = if password_stdin {
@@ -54,14 +63,29 @@ pub fn execute(
                 PasswordChoice::Generate
             };
             let user = NewUser {
+                name: name.unwrap_or_else(|| email.clone()),
                 email,
-                org,
+                org: OrgId(org),
+                role,
                 password,
             };
             create_user(store, user, json, out)
         }
         UserCommand::Show { email } => show_user(store, &email, json, out),
     }
+}
+
+/// A role by built-in name (any case) or id.
+pub fn parse_role(text: &str) -> Result<RoleId, String> {
+    if let Some(role) = BuiltInRole::ALL
+        .into_iter()
+        .find(|role| role.name().eq_ignore_ascii_case(text))
+    {
+        return Ok(role.id());
+    }
+    text.parse::<u32>()
+        .map(RoleId)
+        .map_err(|_| format!("{text:?} is neither admin, staff, user nor a role id"))
 }
 
 /// The first line of `input`, without its line ending. Reads at most a little more than
@@ -82,8 +106,10 @@ fn read_password(input: &mut dyn BufRead) -> anyhow::Result<String> {
 
 #[derive(Serialize)]
 struct CreatedUser<'a> {
+    id: u64,
     email: &'a str,
-    org: &'a str,
+    org: u32,
+    role: u32,
     /// Only when generated here: shown this once.
     #[serde(skip_serializing_if = "Option::is_none")]
     password: Option<&'a str>,
@@ -92,7 +118,7 @@ struct CreatedUser<'a> {
 /// Security event of a user created with the admin CLI, with the operator's uid.
 struct UserCreated<'a> {
     email: &'a str,
-    org: &'a str,
+    org: u32,
 }
 
 impl crate::guard::security_log::SecurityEvent for UserCreated<'_> {
@@ -107,7 +133,7 @@ impl crate::guard::security_log::SecurityEvent for UserCreated<'_> {
     }
     fn reason(&self) -> String {
         format!(
-            "created by uid {} with the admin CLI in org {:?}",
+            "created by uid {} with the admin CLI in org {}",
             nix::unistd::getuid(),
             self.org
         )
@@ -143,8 +169,8 @@ fn create_user(
     crate::guard::security_log::record(
         "admin",
         &UserCreated {
-            email: &created.email,
-            org: &created.org,
+            email: &created.user.email,
+            org: created.user.org.0,
         },
     );
     let password = created
@@ -152,8 +178,10 @@ fn create_user(
         .as_ref()
         .map(|password| password.expose());
     let shown = CreatedUser {
-        email: &created.email,
-        org: &created.org,
+        id: created.user.id.0,
+        email: &created.user.email,
+        org: created.user.org.0,
+        role: created.user.role.0,
         password,
     };
     if json {
@@ -161,9 +189,11 @@ fn create_user(
     }
     writeln!(
         out,
-        "Created user {} (org {}).",
+        "Created user {} {} (org {}, role {}).",
+        shown.id,
         printable(shown.email),
-        printable(shown.org)
+        shown.org,
+        shown.role
     )?;
     if let Some(password) = password {
         writeln!(out, "Password: {password}")?;
@@ -178,8 +208,12 @@ fn create_user(
 /// A user as `user show` prints it: never the password hash.
 #[derive(Serialize)]
 struct UserView<'a> {
+    id: u64,
     email: &'a str,
-    org: &'a str,
+    name: &'a str,
+    org: u32,
+    role: u32,
+    status: &'static str,
     created_ms: u64,
 }
 
@@ -189,7 +223,7 @@ fn show_user(
     json: bool,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
-    let user = users::get(store, &Principal::Operator, email).map_err(|error| match error {
+    let user = users::find_by_email(store, &Principal::Operator, email).map_err(|error| match error {
         OperationError::NotFound(Missing::User(email)) => anyhow!(
             "no user has the email {} (create one with `portcullis admin user create --email EMAIL --org ORG`)",
             printable(&email)
@@ -197,15 +231,23 @@ fn show_user(
         other => failure(other),
     })?;
     let view = UserView {
+        id: user.id.0,
         email: &user.email,
-        org: &user.org,
+        name: &user.name,
+        org: user.org.0,
+        role: user.role.0,
+        status: user.status.name(),
         created_ms: user.created_ms,
     };
     if json {
         return render::json(out, &view);
     }
+    writeln!(out, "{:<9} {}", "id:", view.id)?;
     writeln!(out, "{:<9} {}", "email:", printable(view.email))?;
-    writeln!(out, "{:<9} {}", "org:", printable(view.org))?;
+    writeln!(out, "{:<9} {}", "name:", printable(view.name))?;
+    writeln!(out, "{:<9} {}", "org:", view.org)?;
+    writeln!(out, "{:<9} {}", "role:", view.role)?;
+    writeln!(out, "{:<9} {}", "status:", view.status)?;
     writeln!(out, "{:<9} {}", "created:", format_ms(view.created_ms))?;
     Ok(())
 }

@@ -61,9 +61,14 @@ pub enum Subject {
 use Check::{Permission as Holds, SelfOr, Visible};
 
 impl Request {
-    /// Whether the request may be sent acting for nobody (device traffic, the login steps).
+    /// Whether the request may be sent acting for nobody (device traffic, the login steps):
+    /// everything that needs nobody, and the device-side reads a shard makes for its own
+    /// device (pins and properties for a sync), which with an acting party are a view.
     pub fn acts_for_nobody(&self) -> bool {
-        self.needs() == Needs::Nobody
+        matches!(
+            self,
+            Request::ReadPins { .. } | Request::ReadProperties { .. }
+        ) || self.needs() == Needs::Nobody
     }
 
     /// What the request needs of its acting party (see the module's text).
@@ -227,6 +232,12 @@ mod tests {
         let token_hash: TokenHash = [0; 32];
         assert!(Request::Authenticate { token_hash }.acts_for_nobody());
         assert!(Request::WritePins { writes: vec![] }.acts_for_nobody());
+        let sync = Request::ReadPins {
+            device: 1,
+            pins: None,
+        };
+        assert!(sync.acts_for_nobody(), "a shard's sync");
+        assert_ne!(sync.needs(), Needs::Nobody, "an app's read is a view");
         assert!(
             Request::ResolveSession {
                 token_hash: [1; 32]

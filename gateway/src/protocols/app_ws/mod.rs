@@ -19,7 +19,7 @@ use crate::conn::CloseReason;
 use crate::guard::login_throttle::LoginGate;
 use crate::guard::security_events::ConnectionEvent;
 use portcullis_operations::devices::{self, DevicePage};
-use portcullis_operations::login::{self, LoginOutcome, LoginRefusal};
+use portcullis_operations::sessions::{self, LoginOutcome, LoginRefusal};
 use portcullis_operations::{OperationError, Principal};
 use portcullis_protocol::app::{AppDevice, AppErrorCode, AppEvent, normalize_email};
 use portcullis_protocol::store::{DeviceId, DeviceRecord};
@@ -139,7 +139,9 @@ impl AppWsSession {
                 step.out.jobs.push(Job {
                     pool: Pool::Operations,
                     run: Box::new(move |store| {
-                        let page = devices::list_page(store, &principal, after, APP_DEVICE_PAGE);
+                        let scope = devices::home_scope(&principal);
+                        let page =
+                            devices::list_page(store, &principal, scope, after, APP_DEVICE_PAGE);
                         answer(Done::Devices { id, page })
                     }),
                     refused: answer(Done::Busy {
@@ -192,10 +194,11 @@ impl AppWsSession {
         }
         let email = normalize_email(&email);
         let checked = email.clone();
+        let from = peer.ip().to_string();
         step.out.jobs.push(Job {
             pool: Pool::Passwords,
             run: Box::new(move |store| {
-                let outcome = login::verify(store, &checked, &hash);
+                let outcome = sessions::verify(store, &checked, &hash, &from);
                 answer(Done::Login {
                     id,
                     email: checked,
@@ -221,7 +224,7 @@ impl AppWsSession {
                         online: d.online(),
                         id: d.id,
                         name: d.name,
-                        template: d.template,
+                        template: d.template.to_string(),
                     })
                     .collect();
                 self.session.send(&AppEvent::Devices { id, devices, next });
@@ -287,7 +290,7 @@ impl AppWsSession {
             Ok(LoginOutcome::Verified(principal)) => {
                 let org = principal
                     .as_member()
-                    .map(|member| member.org().to_owned())
+                    .map(|member| member.org().org().0.to_string())
                     .unwrap_or_default();
                 tracing::info!(shard = services.shard, %peer, %email, %org, "app logged in");
                 services.guards.app_accounts().clear(&email);
