@@ -9,6 +9,7 @@
 //! client hash, and only [`Credentials`] (the login check's input) carries one of those.
 
 use crate::authz::{Member, OrgId, OrgPath, Permissions, RoleId, UserId};
+use super::records::DeviceId;
 use crate::body::PinAddr;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -344,4 +345,33 @@ mod tests {
         let bad = postcard::to_stdvec(&"nope".to_owned()).expect("encodes");
         assert!(postcard::from_bytes::<TemplateId>(&bad).is_err());
     }
+}
+
+/// How long the store keeps revocations for gateways to poll (`Request::Revocations`).
+pub const REVOCATION_RETENTION_MS: u64 = 3_600_000;
+
+/// Revocations polled at most per answer.
+pub const MAX_REVOCATIONS_PAGE: u32 = 10_000;
+
+/// Something whose live sessions must end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Revoked {
+    /// Re-provisioned or deleted: every live session of the device.
+    Device(DeviceId),
+    /// Suspended, deleted, password changed or logged out everywhere: every app session.
+    User(UserId),
+    /// One session ended (logout): the app connections logged in with it.
+    Session(SecretHash),
+}
+
+/// An answer to `Request::Revocations`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevocationPage {
+    /// Ask again with `after: next`.
+    pub next: u64,
+    pub revoked: Vec<Revoked>,
+    /// Set when entries after `after` were already dropped (older than
+    /// [`REVOCATION_RETENTION_MS`]): the poller missed some and should end every session it
+    /// cannot vouch for (a gateway that was cut off from the store that long).
+    pub gap: bool,
 }

@@ -93,7 +93,8 @@ impl Request {
             | Request::CreateSession { .. }
             | Request::ResolveSession { .. }
             | Request::UseApiKey { .. }
-            | Request::Bootstrap { .. } => Needs::Nobody,
+            | Request::Bootstrap { .. }
+            | Request::Revocations { .. } => Needs::Nobody,
             // Device-side reads a shard makes for its device (sync) act for nobody too; with an
             // acting party they are a view of the device.
             Request::ReadPins { device, .. } | Request::ReadProperties { device } => {

@@ -3,7 +3,7 @@
 //! What each role may send is the store's rule (see [`super::ClientRole`]).
 
 use super::accounts::{
-    Acting, ApiKeyId, ApiKeyRecord, AuditEntry, Credentials, Datastream, DeviceScope, KeySubject,
+    Acting, RevocationPage, ApiKeyId, ApiKeyRecord, AuditEntry, Credentials, Datastream, DeviceScope, KeySubject,
     OrgRecord, RoleRecord, SecretHash, SessionSubject, TemplateId, TemplateRecord, TokenPurpose,
     TokenUse, UserChange, UserRecord, UserStatus,
 };
@@ -335,6 +335,14 @@ pub enum Request {
         email: String,
         password_phc: String,
     },
+    /// What was revoked after sequence `after` (0: from the start of what is kept): devices
+    /// re-provisioned or deleted, users suspended, deleted or logged out everywhere, single
+    /// sessions ended. Every gateway polls this on its control link and closes the live sessions
+    /// it holds of what is named, so a revocation reaches every shard of every node within a
+    /// poll interval. Acts for nobody.
+    Revocations {
+        after: u64,
+    },
 }
 
 impl Request {
@@ -393,6 +401,7 @@ impl Request {
             Request::RevokeApiKey { .. } => "RevokeApiKey",
             Request::ReadAudit { .. } => "ReadAudit",
             Request::Bootstrap { .. } => "Bootstrap",
+            Request::Revocations { .. } => "Revocations",
         }
     }
 }
@@ -444,6 +453,7 @@ pub enum Response {
     KeyUse(Option<Box<KeySubject>>),
     Audit(Vec<AuditEntry>),
     Bootstrapped(bool),
+    Revocations(RevocationPage),
 }
 
 /// Why the store refused or failed a request, saying whose fault it is.
