@@ -31,7 +31,9 @@ pub fn precheck(principal: &Principal, request: &Request) -> Result<(), Operatio
         Needs::Nobody | Needs::Operator => return refuse("the operator"),
     };
     let held = |permission: Permission| match permission.device_forms() {
-        Some((own, org)) => member.permissions().contains(own) || member.permissions().contains(org),
+        Some((own, org)) => {
+            member.permissions().contains(own) || member.permissions().contains(org)
+        }
         None => member.permissions().contains(permission),
     };
     for check in checks {
@@ -95,7 +97,10 @@ mod tests {
             limit: 10,
             scope: DeviceScope::All,
         };
-        assert!(precheck(&staff, &list).is_err(), "every device: operator only");
+        assert!(
+            precheck(&staff, &list).is_err(),
+            "every device: operator only"
+        );
         assert!(precheck(&Principal::Operator, &list).is_ok());
         let backup = Request::Backup { dir: "/b".into() };
         let error = precheck(&staff, &backup).expect_err("operator only");

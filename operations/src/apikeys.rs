@@ -57,10 +57,8 @@ pub fn create(
     permissions: Permissions,
     expires_ms: Option<u64>,
 ) -> Result<CreatedKey, OperationError> {
-    grantable(&principal.actor(), permissions).map_err(|beyond| {
-        OperationError::NotPermitted {
-            needs: beyond.to_string(),
-        }
+    grantable(&principal.actor(), permissions).map_err(|beyond| OperationError::NotPermitted {
+        needs: beyond.to_string(),
     })?;
     let secret = Secret::generate()?;
     let request = Request::CreateApiKey {
@@ -82,10 +80,15 @@ pub fn list(
     principal: &Principal,
     org: OrgId,
 ) -> Result<Vec<ApiKeyRecord>, OperationError> {
-    act_for(store, principal, Request::ListApiKeys { org }, |r| match r {
-        Response::ApiKeys(keys) => Ok(keys),
-        other => Err(other),
-    })
+    act_for(
+        store,
+        principal,
+        Request::ListApiKeys { org },
+        |r| match r {
+            Response::ApiKeys(keys) => Ok(keys),
+            other => Err(other),
+        },
+    )
 }
 
 pub fn revoke(

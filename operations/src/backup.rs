@@ -62,7 +62,7 @@ mod tests {
         assert!(Path::new(&done.dir).is_absolute() && done.dir.ends_with("/bk"));
         assert_eq!(done.bytes, 42);
 
-        let ann = Principal::member("ann@a.example", "a");
+        let ann = crate::scripted::ann();
         let error = checkpoint(&mut store, &ann, Path::new("bk")).expect_err("operator only");
         assert!(
             matches!(error, OperationError::NotPermitted { .. }),

@@ -242,4 +242,3 @@ pub(crate) fn visible_device(id: DeviceId, reply: Answer) -> Result<DeviceRecord
         Err(error) => Err(OperationError::refused(error)),
     }
 }
-

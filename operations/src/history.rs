@@ -128,7 +128,7 @@ mod tests {
                 .collect();
         let mut store = ScriptedStore::new(move |request| {
             let Request::ReadHistory { after, .. } = request else {
-                return Ok(Response::Device(device(1, "a")));
+                return Ok(Response::Device(device(1, 2)));
             };
             let rest: Vec<_> = stored
                 .iter()
@@ -165,12 +165,8 @@ mod tests {
     fn history_scope_matrix() {
         for (who, principal, sees_device_of_a) in [
             ("operator", Principal::Operator, true),
-            ("member of a", Principal::member("ann@a.example", "a"), true),
-            (
-                "member of b",
-                Principal::member("bob@b.example", "b"),
-                false,
-            ),
+            ("member of a", crate::scripted::ann(), true),
+            ("member of b", crate::scripted::bob(), false),
         ] {
             let mut store = fleet();
             match read(&mut store, &principal, query(1)) {
@@ -208,7 +204,7 @@ mod tests {
 
         let cursor = HistoryCursor { at_ms: 1, seq: 0 };
         let mut looping = ScriptedStore::new(move |request| match request {
-            Request::GetDevice { .. } => Ok(Response::Device(device(1, "a"))),
+            Request::GetDevice { .. } => Ok(Response::Device(device(1, 2))),
             _ => Ok(Response::History(History::Points {
                 points: Vec::new(),
                 next: Some(cursor),

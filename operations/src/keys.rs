@@ -83,7 +83,7 @@ mod tests {
                 .resealed,
             2
         );
-        let ann = Principal::member("ann@a.example", "a");
+        let ann = crate::scripted::ann();
         assert!(reload(&mut store, &ann).is_err());
         assert!(usage(&mut store, &ann).is_err());
         assert!(reseal_step(&mut store, &ann, None).is_err());

@@ -33,6 +33,8 @@ pub mod templates;
 pub mod users;
 
 #[cfg(test)]
+mod devices_tests;
+#[cfg(test)]
 mod scripted;
 
 pub use error::{Fault, Missing, OperationError};

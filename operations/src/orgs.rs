@@ -38,10 +38,15 @@ pub fn list(
     principal: &Principal,
     id: OrgId,
 ) -> Result<Vec<OrgRecord>, OperationError> {
-    act_for(store, principal, Request::ListOrgs { org: id }, |r| match r {
-        Response::Orgs(orgs) => Ok(orgs),
-        other => Err(other),
-    })
+    act_for(
+        store,
+        principal,
+        Request::ListOrgs { org: id },
+        |r| match r {
+            Response::Orgs(orgs) => Ok(orgs),
+            other => Err(other),
+        },
+    )
 }
 
 /// Renames and/or moves an organization; everything that refers to it keeps its id.

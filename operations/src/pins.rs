@@ -42,12 +42,8 @@ mod tests {
     fn pins_scope_matrix() {
         for (who, principal, sees_device_of_a) in [
             ("operator", Principal::Operator, true),
-            ("member of a", Principal::member("ann@a.example", "a"), true),
-            (
-                "member of b",
-                Principal::member("bob@b.example", "b"),
-                false,
-            ),
+            ("member of a", crate::scripted::ann(), true),
+            ("member of b", crate::scripted::bob(), false),
         ] {
             let mut store = fleet();
             match read_latest(&mut store, &principal, 1, None) {
@@ -67,7 +63,7 @@ mod tests {
     #[test]
     fn a_device_without_pins_is_not_a_missing_device() {
         let mut store = ScriptedStore::new(|request| match request {
-            Request::GetDevice { .. } => Ok(Response::Device(crate::scripted::device(2, "a"))),
+            Request::GetDevice { .. } => Ok(Response::Device(crate::scripted::device(2, 2))),
             Request::ReadPins { .. } => Ok(Response::Pins(Vec::new())),
             _ => Err(StoreError::Invalid("unexpected".into())),
         });

@@ -135,7 +135,9 @@ pub fn login(
         LoginOutcome::Refused(why) => return Ok(Err(why)),
     };
     let Some(member) = principal.as_member() else {
-        return Err(OperationError::NotAuthenticated("the operator has no session"));
+        return Err(OperationError::NotAuthenticated(
+            "the operator has no session",
+        ));
     };
     let token = Secret::generate()?;
     let expires_ms = now_ms.saturating_add(ttl.as_millis() as u64);
@@ -170,7 +172,9 @@ pub fn authenticate(
             Response::KeyUse(found) => Ok(found),
             other => Err(other),
         })?;
-        let Some(found) = found else { return Err(REFUSED) };
+        let Some(found) = found else {
+            return Err(REFUSED);
+        };
         return Ok(Principal::member(
             found.member.clone(),
             format!("key {}", key.0),
@@ -188,7 +192,9 @@ pub fn authenticate(
         Response::Session(found) => Ok(found),
         other => Err(other),
     })?;
-    let Some(found) = found else { return Err(REFUSED) };
+    let Some(found) = found else {
+        return Err(REFUSED);
+    };
     Ok(Principal::member(
         found.member.clone(),
         found.user.email.clone(),

@@ -69,10 +69,15 @@ pub fn list(
     principal: &Principal,
     org: OrgId,
 ) -> Result<Vec<TemplateRecord>, OperationError> {
-    act_for(store, principal, Request::ListTemplates { org }, |r| match r {
-        Response::Templates(templates) => Ok(templates),
-        other => Err(other),
-    })
+    act_for(
+        store,
+        principal,
+        Request::ListTemplates { org },
+        |r| match r {
+            Response::Templates(templates) => Ok(templates),
+            other => Err(other),
+        },
+    )
 }
 
 pub fn update(

@@ -353,3 +353,130 @@ pub(crate) fn done(response: Response) -> Result<(), Response> {
         other => Err(other),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::password::{PasswordCheck, verify};
+    use crate::scripted::ScriptedStore;
+    use portcullis_protocol::authz::BuiltInRole;
+
+    #[test]
+    fn emails_are_normalized_and_non_addresses_refused() {
+        assert_eq!(
+            check_email("  Ann@Example.COM ").expect("valid"),
+            "ann@example.com"
+        );
+        for bad in [
+            "",
+            "ann",
+            "@example.com",
+            "ann@",
+            "ann@example",
+            "a b@c.d",
+            "a@b@c.d",
+            "a@.c",
+        ] {
+            assert!(
+                matches!(
+                    check_email(bad),
+                    Err(OperationError::Invalid(InvalidInput::NotAnEmail(_)))
+                ),
+                "{bad:?}"
+            );
+        }
+        let long = format!("{}@example.com", "a".repeat(MAX_EMAIL_LEN));
+        assert!(matches!(
+            check_email(&long),
+            Err(OperationError::Invalid(InvalidInput::EmailTooLong { .. }))
+        ));
+    }
+
+    #[test]
+    fn a_created_user_sends_only_the_phc_of_the_client_hash() {
+        let mut store = ScriptedStore::new(|request| match request {
+            Request::CreateUser {
+                email, org, role, ..
+            } => Ok(Response::User(Some(UserRecord {
+                id: UserId(3),
+                email: email.clone(),
+                name: "n".into(),
+                org: *org,
+                role: *role,
+                status: UserStatus::Active,
+                created_ms: 1,
+            }))),
+            _ => Err(StoreError::Invalid("unexpected".into())),
+        });
+        let new = NewUser {
+            email: "Ann@Example.com".into(),
+            name: "Ann".into(),
+            org: OrgId(2),
+            role: BuiltInRole::Staff.id(),
+            password: PasswordChoice::Given("correct horse".into()),
+        };
+        let created = create(&mut store, &Principal::Operator, new).expect("created");
+        assert_eq!(created.user.email, "ann@example.com");
+        assert!(created.generated_password.is_none());
+        let Request::CreateUser {
+            password_phc: Some(phc),
+            status,
+            ..
+        } = &store.requests[0]
+        else {
+            panic!("{:?}", store.requests[0]);
+        };
+        assert_eq!(*status, UserStatus::Active);
+        let hash = client_hash("correct horse", "ann@example.com");
+        assert_eq!(verify(phc, &hash), PasswordCheck::Matches);
+        assert!(!format!("{:?}", store.requests).contains("correct horse"));
+
+        let short = NewUser {
+            email: "b@example.com".into(),
+            name: "B".into(),
+            org: OrgId(2),
+            role: BuiltInRole::User.id(),
+            password: PasswordChoice::Given("short".into()),
+        };
+        assert!(create(&mut store, &Principal::Operator, short).is_err());
+        assert_eq!(store.requests.len(), 1, "refused before asking");
+    }
+
+    #[test]
+    fn an_invitation_carries_a_token_hash_and_no_password() {
+        let mut store = ScriptedStore::new(|request| match request {
+            Request::CreateUser { email, .. } => Ok(Response::User(Some(UserRecord {
+                id: UserId(4),
+                email: email.clone(),
+                name: "n".into(),
+                org: OrgId(2),
+                role: RoleId(3),
+                status: UserStatus::Invited,
+                created_ms: 1,
+            }))),
+            _ => Err(StoreError::Invalid("unexpected".into())),
+        });
+        let invited = invite(
+            &mut store,
+            &crate::scripted::ann(),
+            "c@example.com",
+            "C".into(),
+            OrgId(2),
+            RoleId(3),
+            1000,
+        )
+        .expect("invited");
+        let Request::CreateUser {
+            password_phc,
+            invite: Some((hash, expires)),
+            status,
+            ..
+        } = &store.requests[0]
+        else {
+            panic!("{:?}", store.requests[0]);
+        };
+        assert_eq!((password_phc, *status), (&None, UserStatus::Invited));
+        assert_eq!(*hash, invited.token.hash());
+        assert_eq!(*expires, 1000 + INVITE_TTL.as_millis() as u64);
+    }
+}
