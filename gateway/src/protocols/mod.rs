@@ -65,6 +65,8 @@ pub struct Services {
     pub metrics: Arc<ShardMetrics>,
     /// Who watches which device, and this turn's events for them.
     pub bus: Bus,
+    /// What the REST API's calls need (mail, links, the session lifetime).
+    pub rest: Arc<http::rest::RestEnv>,
 }
 
 impl Services {
@@ -160,6 +162,8 @@ pub enum Continuation {
 #[derive(Debug)]
 pub enum WorkDone {
     AppWs(Box<app_ws::Done>),
+    /// A REST call's answer.
+    Http(Box<http::rest::Done>),
 }
 
 impl Session {
@@ -199,6 +203,7 @@ impl Session {
     pub fn on_work_done(&mut self, done: WorkDone, step: &mut Step<'_>) {
         match (self, done) {
             (Session::AppWs(s), WorkDone::AppWs(done)) => s.on_work_done(*done, step),
+            (Session::Http(s), WorkDone::Http(done)) => s.on_work_done(*done, step),
             (_, done) => tracing::debug!(?done, "worker answer for a session that moved on"),
         }
     }

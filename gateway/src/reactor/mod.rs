@@ -16,6 +16,7 @@ pub mod store;
 pub mod timer;
 pub mod workers;
 
+use crate::protocols::http::rest::RestEnv;
 use crate::bus::Hub;
 use crate::guard::admission::Guards;
 use crate::metrics::shard::ShardMetrics;
@@ -58,6 +59,8 @@ pub struct ReactorSetup {
     pub guards: Arc<Guards>,
     /// Threads checking app passwords (`app.password_workers`).
     pub password_workers: usize,
+    /// What the REST API's calls need, shared by every shard.
+    pub rest: Arc<RestEnv>,
 }
 
 /// Running shards.
@@ -119,6 +122,7 @@ impl Reactor {
                 node: setup.node.clone(),
                 limits: setup.limits.clone(),
                 guards: setup.guards.clone(),
+                rest: setup.rest.clone(),
                 metrics,
                 live_limits: reactor.live_limits.clone(),
                 shutdown: shutdown.clone(),

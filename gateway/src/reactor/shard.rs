@@ -8,6 +8,7 @@
 //! the shutdown drain. What a connection's bytes do — TLS, the protocol selector, the session, and
 //! carrying out the session's decisions — is in `dispatch.rs`.
 
+use crate::protocols::http::rest::RestEnv;
 use super::ShardLimits;
 use super::accept::{AcceptContext, Accepted, Acceptor};
 use super::connection::{Conn, Flush};
@@ -65,6 +66,7 @@ pub struct ShardSetup {
     pub node: NodeName,
     pub limits: ShardLimits,
     pub guards: Arc<Guards>,
+    pub rest: Arc<RestEnv>,
     pub metrics: Arc<ShardMetrics>,
     pub live_limits: Arc<LiveLimits>,
     pub shutdown: Arc<AtomicBool>,
@@ -141,6 +143,7 @@ impl Shard {
             security: SecurityEvents::new(setup.index, now),
             metrics: setup.metrics.clone(),
             bus: Bus::new(setup.index, setup.hub),
+            rest: setup.rest,
         };
         Ok(Self {
             index: setup.index,
