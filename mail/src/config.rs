@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use lettre::message::Mailbox;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// `mail.from` when unset: a sender on this machine, which a relay may rewrite or refuse,
 /// so an operator who turns SMTP on should set a real one.
@@ -49,7 +49,7 @@ pub const MAX_PASSWORD_FILE_BYTES: u64 = 4_096;
 pub const MAX_CA_FILE_BYTES: u64 = 1 << 20;
 
 /// Which way mail leaves the gateway.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TransportKind {
     /// The embedded default: nothing is sent; each mail is written to
@@ -61,7 +61,7 @@ pub enum TransportKind {
 }
 
 /// How the connection to the relay is protected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Security {
     /// Plain connect, then STARTTLS, which the relay must offer (usually port 587).
@@ -74,7 +74,7 @@ pub enum Security {
 }
 
 /// `[mail]`: every key may be left out; the defaults are the constants of this module.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MailConfig {
     /// `"outbox"` (default) or `"smtp"`.
@@ -109,7 +109,7 @@ impl Default for MailConfig {
 }
 
 /// `[mail.smtp]`: the relay. Only `host` is required.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SmtpConfig {
     /// The relay's DNS name or IP address (also the name its TLS certificate must carry).

@@ -67,6 +67,9 @@ pub struct Config {
     pub shutdown: ShutdownSection,
     pub app: AppSection,
     pub accounts: AccountsSection,
+    /// `[mail]`: where the mails of sign-up, invitations and password resets go (the default
+    /// writes them to `<data_dir>/outbox/` as `.eml` files; `transport = "smtp"` sends them).
+    pub mail: portcullis_mail::MailConfig,
 }
 
 /// `[server]`: shards and listening sockets.
@@ -383,6 +386,7 @@ impl Default for Config {
             shutdown: ShutdownSection::default(),
             app: AppSection::default(),
             accounts: AccountsSection::default(),
+            mail: portcullis_mail::MailConfig::default(),
         }
     }
 }

@@ -358,6 +358,9 @@ impl Config {
                 format!("{url:?} must start with https:// (or http:// behind a proxy)"),
             );
         }
+        if let Err(e) = self.mail.validate() {
+            return invalid("mail", e.to_string());
+        }
         if portcullis_operations::users::check_email(&accounts.first_admin_email).is_err() {
             return invalid(
                 "accounts.first_admin_email",
