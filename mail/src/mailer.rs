@@ -85,7 +85,8 @@ impl Mailer {
     /// `<data_dir>/outbox/`) and starts the worker. Does not connect to the relay: a relay
     /// that is down shows in [`Mailer::health`] after the first attempt.
     ///
-    /// The worker logs into the `tracing` dispatcher current where this is called.
+    /// The worker logs to the global `tracing` subscriber (a thread-scoped one set by the
+    /// caller does not follow it onto the worker's thread).
     pub fn start(config: &MailConfig, data_dir: &Path) -> Result<Mailer, MailError> {
         let loaded = config.load()?;
         let (transport, outbox_dir) = match (config.transport, &loaded.smtp) {
@@ -126,11 +127,10 @@ impl Mailer {
         let (done_tx, done) = mpsc::channel();
         let shared = Arc::new(Shared::new());
         let worker = Worker::new(rx, transport, loaded.from, limits, Arc::clone(&shared));
-        let dispatch = tracing::dispatcher::get_default(|d| d.clone());
         let thread = std::thread::Builder::new()
             .name("mail-worker".to_owned())
             .spawn(move || {
-                let dropped = tracing::dispatcher::with_default(&dispatch, || worker.run());
+                let dropped = worker.run();
                 // The mailer may be gone (dropped without shutdown): nobody to tell.
                 let _ = done_tx.send(dropped);
             })
