@@ -1,10 +1,13 @@
 //! What the mail tests share: a small SMTP responder on loopback that records what it is
-//! told (and can refuse recipients or stall), a capture of the `tracing` log the worker
-//! writes, and a bounded wait, so that no test can hang.
+//! told (and can refuse recipients, stall, or speak STARTTLS or implicit TLS with a
+//! certificate from [`tls`]), a capture of the `tracing` log the worker writes, and a
+//! bounded wait, so that no test can hang.
 
 #![allow(dead_code)]
 
-use std::io::{self, BufRead, BufReader, Write};
+pub mod tls;
+
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
@@ -116,12 +119,24 @@ pub enum Behaviour {
     Stall,
 }
 
+/// Whether and how the responder speaks TLS.
+#[derive(Clone)]
+pub enum ServerTls {
+    None,
+    /// Offers STARTTLS after EHLO and upgrades when asked.
+    Starttls(Arc<rustls::ServerConfig>),
+    /// TLS from the first byte.
+    Wrapper(Arc<rustls::ServerConfig>),
+}
+
 /// One mail the responder took.
 #[derive(Debug, Clone)]
 pub struct Received {
     pub from: String,
     pub to: Vec<String>,
     pub data: String,
+    /// Whether it came over TLS.
+    pub tls: bool,
 }
 
 /// What the responder saw.
@@ -147,6 +162,10 @@ impl SmtpServer {
     }
 
     pub fn start_on(port: u16, behaviour: Behaviour) -> io::Result<SmtpServer> {
+        SmtpServer::start_with(port, behaviour, ServerTls::None)
+    }
+
+    pub fn start_with(port: u16, behaviour: Behaviour, tls: ServerTls) -> io::Result<SmtpServer> {
         let listener = TcpListener::bind(("127.0.0.1", port))?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
@@ -154,7 +173,7 @@ impl SmtpServer {
         let stop = Arc::new(AtomicBool::new(false));
         let accept = {
             let (seen, stop) = (Arc::clone(&seen), Arc::clone(&stop));
-            thread::spawn(move || accept_loop(listener, behaviour, seen, stop))
+            thread::spawn(move || accept_loop(listener, behaviour, tls, seen, stop))
         };
         Ok(SmtpServer {
             addr,
@@ -197,6 +216,7 @@ pub fn free_port() -> u16 {
 fn accept_loop(
     listener: TcpListener,
     behaviour: Behaviour,
+    tls: ServerTls,
     seen: Arc<Mutex<Seen>>,
     stop: Arc<AtomicBool>,
 ) {
@@ -205,10 +225,10 @@ fn accept_loop(
         match listener.accept() {
             Ok((stream, _)) => {
                 lock(&seen).connections += 1;
-                let (seen, stop) = (Arc::clone(&seen), Arc::clone(&stop));
+                let (seen, stop, tls) = (Arc::clone(&seen), Arc::clone(&stop), tls.clone());
                 clients.push(thread::spawn(move || {
                     // A client that misbehaves only ends its own conversation.
-                    let _ = serve(stream, behaviour, &seen, &stop);
+                    let _ = serve(stream, behaviour, &tls, &seen, &stop);
                 }));
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -222,9 +242,28 @@ fn accept_loop(
     }
 }
 
+/// A connection the responder reads lines from and writes replies to, plain or TLS.
+trait Stream: Read + Write + Send {}
+impl<T: Read + Write + Send> Stream for T {}
+
+type Conn = BufReader<Box<dyn Stream>>;
+
+fn tls_over(config: &Arc<rustls::ServerConfig>, inner: Box<dyn Stream>) -> io::Result<Conn> {
+    let session = rustls::ServerConnection::new(Arc::clone(config)).map_err(io::Error::other)?;
+    Ok(BufReader::new(Box::new(rustls::StreamOwned::new(
+        session, inner,
+    ))))
+}
+
+fn reply(conn: &mut Conn, text: &str) -> io::Result<()> {
+    conn.get_mut().write_all(text.as_bytes())?;
+    conn.get_mut().flush()
+}
+
 fn serve(
     stream: TcpStream,
     behaviour: Behaviour,
+    tls: &ServerTls,
     seen: &Mutex<Seen>,
     stop: &AtomicBool,
 ) -> io::Result<()> {
@@ -237,38 +276,56 @@ fn serve(
         return Ok(());
     }
     stream.set_read_timeout(Some(READ_TIMEOUT))?;
-    let mut out = stream.try_clone()?;
-    let mut lines = BufReader::new(stream);
-    out.write_all(b"220 responder.test ESMTP\r\n")?;
+    let (mut conn, mut secured) = match tls {
+        ServerTls::Wrapper(config) => (tls_over(config, Box::new(stream))?, true),
+        _ => (BufReader::new(Box::new(stream) as Box<dyn Stream>), false),
+    };
+    reply(&mut conn, "220 responder.test ESMTP\r\n")?;
     let (mut from, mut to) = (String::new(), Vec::new());
     let mut line = String::new();
     loop {
         line.clear();
-        if lines.read_line(&mut line)? == 0 {
+        if conn.read_line(&mut line)? == 0 {
             return Ok(());
         }
         let command = line.trim_end().to_owned();
         let upper = command.to_ascii_uppercase();
         if upper.starts_with("EHLO") || upper.starts_with("HELO") {
-            out.write_all(b"250-responder.test\r\n250 8BITMIME\r\n")?;
+            if matches!(tls, ServerTls::Starttls(_)) && !secured {
+                reply(
+                    &mut conn,
+                    "250-responder.test\r\n250-STARTTLS\r\n250 8BITMIME\r\n",
+                )?;
+            } else {
+                reply(&mut conn, "250-responder.test\r\n250 8BITMIME\r\n")?;
+            }
+        } else if upper == "STARTTLS" {
+            let ServerTls::Starttls(config) = tls else {
+                reply(&mut conn, "502 5.5.1 no TLS here\r\n")?;
+                continue;
+            };
+            reply(&mut conn, "220 2.0.0 go ahead\r\n")?;
+            // The client waits for the 220 before its handshake: nothing is buffered.
+            conn = tls_over(config, conn.into_inner())?;
+            secured = true;
         } else if upper.starts_with("MAIL FROM:") {
             from = command["MAIL FROM:".len()..].to_owned();
             to.clear();
-            out.write_all(b"250 2.1.0 ok\r\n")?;
+            reply(&mut conn, "250 2.1.0 ok\r\n")?;
         } else if upper.starts_with("RCPT TO:") {
             lock(seen).rcpt_commands += 1;
             if behaviour == Behaviour::RejectRcpt {
-                out.write_all(b"550 5.1.1 no such user here\r\n")?;
+                reply(&mut conn, "550 5.1.1 no such user here\r\n")?;
             } else {
                 to.push(command["RCPT TO:".len()..].to_owned());
-                out.write_all(b"250 2.1.5 ok\r\n")?;
+                reply(&mut conn, "250 2.1.5 ok\r\n")?;
             }
         } else if upper == "DATA" {
-            out.write_all(b"354 end with <CRLF>.<CRLF>\r\n")?;
+            reply(&mut conn, "354 end with <CRLF>.<CRLF>\r\n")?;
             let mut data = String::new();
             loop {
                 line.clear();
-                if lines.read_line(&mut line)? == 0 {
+                if conn.read_line(&mut line)? == 0 {
                     return Ok(());
                 }
                 if line == ".\r\n" {
@@ -280,18 +337,19 @@ fn serve(
                 from: from.clone(),
                 to: to.clone(),
                 data,
+                tls: secured,
             });
-            out.write_all(b"250 2.0.0 queued\r\n")?;
+            reply(&mut conn, "250 2.0.0 queued\r\n")?;
         } else if upper == "NOOP" {
             lock(seen).noops += 1;
-            out.write_all(b"250 2.0.0 ok\r\n")?;
+            reply(&mut conn, "250 2.0.0 ok\r\n")?;
         } else if upper == "RSET" {
-            out.write_all(b"250 2.0.0 ok\r\n")?;
+            reply(&mut conn, "250 2.0.0 ok\r\n")?;
         } else if upper == "QUIT" {
-            out.write_all(b"221 2.0.0 bye\r\n")?;
+            reply(&mut conn, "221 2.0.0 bye\r\n")?;
             return Ok(());
         } else {
-            out.write_all(b"502 5.5.2 not implemented\r\n")?;
+            reply(&mut conn, "502 5.5.2 not implemented\r\n")?;
         }
     }
 }
