@@ -5,8 +5,8 @@
 //! a mailer cannot start.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::{ConfigError, MailConfig, TransportKind};
@@ -75,7 +75,9 @@ pub enum ShutdownOutcome {
 pub struct Mailer {
     tx: SyncSender<Job>,
     shared: Arc<Shared>,
-    done: Receiver<usize>,
+    /// Behind a mutex only so that the handle is `Sync` (shared by the gateway's threads);
+    /// `shutdown` takes the handle by value and is its one reader.
+    done: Mutex<Receiver<usize>>,
     thread: std::thread::JoinHandle<()>,
     outbox_dir: Option<PathBuf>,
 }
@@ -85,7 +87,8 @@ impl Mailer {
     /// `<data_dir>/outbox/`) and starts the worker. Does not connect to the relay: a relay
     /// that is down shows in [`Mailer::health`] after the first attempt.
     ///
-    /// The worker logs into the `tracing` dispatcher current where this is called.
+    /// The worker logs to the global `tracing` subscriber (a thread-scoped one set by the
+    /// caller does not follow it onto the worker's thread).
     pub fn start(config: &MailConfig, data_dir: &Path) -> Result<Mailer, MailError> {
         let loaded = config.load()?;
         let (transport, outbox_dir) = match (config.transport, &loaded.smtp) {
@@ -126,11 +129,10 @@ impl Mailer {
         let (done_tx, done) = mpsc::channel();
         let shared = Arc::new(Shared::new());
         let worker = Worker::new(rx, transport, loaded.from, limits, Arc::clone(&shared));
-        let dispatch = tracing::dispatcher::get_default(|d| d.clone());
         let thread = std::thread::Builder::new()
             .name("mail-worker".to_owned())
             .spawn(move || {
-                let dropped = tracing::dispatcher::with_default(&dispatch, || worker.run());
+                let dropped = worker.run();
                 // The mailer may be gone (dropped without shutdown): nobody to tell.
                 let _ = done_tx.send(dropped);
             })
@@ -138,7 +140,7 @@ impl Mailer {
         Ok(Mailer {
             tx,
             shared,
-            done,
+            done: Mutex::new(done),
             thread,
             outbox_dir,
         })
@@ -185,9 +187,12 @@ impl Mailer {
             thread,
             ..
         } = self;
-        let now = Instant::now();
-        shared.set_deadline(now.checked_add(deadline).unwrap_or(now));
+        // A deadline past what an Instant can hold is no deadline: drain everything.
+        if let Some(at) = Instant::now().checked_add(deadline) {
+            shared.set_deadline(at);
+        }
         drop(tx);
+        let done = done.into_inner().unwrap_or_else(PoisonError::into_inner);
         match done.recv_timeout(deadline.saturating_add(SHUTDOWN_GRACE)) {
             Ok(dropped) => {
                 // It has sent its last word; joining cannot wait long.
@@ -212,5 +217,17 @@ impl Mailer {
                 ShutdownOutcome::WorkerDied
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared_between_threads<T: Send + Sync>() {}
+
+    #[test]
+    fn the_handle_can_be_shared_by_the_gateways_threads() {
+        shared_between_threads::<Mailer>();
     }
 }
