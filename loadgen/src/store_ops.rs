@@ -119,8 +119,15 @@ fn ensure_template(
         Ok(_) => Ok(()),
         Err(OperationError::NotFound(_)) => {
             let name = "Load generator devices".to_owned();
-            templates::create(client, &Principal::Operator, org, id.clone(), name, Vec::new())
-                .map(|_| ())
+            templates::create(
+                client,
+                &Principal::Operator,
+                org,
+                id.clone(),
+                name,
+                Vec::new(),
+            )
+            .map(|_| ())
         }
         Err(other) => Err(other),
     }

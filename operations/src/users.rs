@@ -240,6 +240,30 @@ fn check_password(password: String) -> Result<String, OperationError> {
     Ok(password)
 }
 
+/// First start: when the store has no user yet, creates the root organization's first Admin
+/// with `email` and a generated password, returned once (print it, store it nowhere). `None`
+/// when users existed already (nothing was written).
+pub fn bootstrap(
+    store: &mut impl StoreAccess,
+    email: &str,
+) -> Result<Option<GeneratedPassword>, OperationError> {
+    let email = check_email(email)?;
+    let password = generate_password()?;
+    let request = Request::Bootstrap {
+        password_phc: password_phc(&password, &email)?,
+        email,
+    };
+    let created = crate::store_access::answer(
+        "Bootstrap",
+        crate::store_access::ask(store, request)?,
+        |r| match r {
+            Response::Bootstrapped(created) => Ok(created),
+            other => Err(other),
+        },
+    )?;
+    Ok(created.then_some(GeneratedPassword(password)))
+}
+
 /// A user by id, if the principal may see them (themselves, or with "view users").
 pub fn find(
     store: &mut impl StoreAccess,

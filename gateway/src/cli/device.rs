@@ -8,8 +8,8 @@ use super::history::{self, HistoryArgs};
 use super::render::{self, failure, format_ms, pin_values, printable, write_table};
 use portcullis_operations::devices::{self, NewDevice};
 use portcullis_operations::{Principal, StoreAccess, pins};
-use portcullis_protocol::body::DeviceInfo;
 use portcullis_protocol::authz::{OrgId, UserId};
+use portcullis_protocol::body::DeviceInfo;
 use portcullis_protocol::store::{DeviceId, DeviceRecord, DeviceScope, PinValue, TemplateId};
 use serde::Serialize;
 use std::io::Write;
@@ -212,7 +212,8 @@ impl<'a> From<&'a DeviceRecord> for DeviceView<'a> {
 }
 
 fn list(store: &mut impl StoreAccess, json: bool, out: &mut dyn Write) -> anyhow::Result<()> {
-    let devices = devices::list_all(store, &Principal::Operator, DeviceScope::All).map_err(failure)?;
+    let devices =
+        devices::list_all(store, &Principal::Operator, DeviceScope::All).map_err(failure)?;
     if json {
         let views: Vec<DeviceView<'_>> = devices.iter().map(DeviceView::from).collect();
         return render::json(out, &views);

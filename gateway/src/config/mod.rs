@@ -600,6 +600,14 @@ impl Config {
     }
 
     /// Where the generated development certificate lives.
+    /// Where the links in mails point: `accounts.public_url`, or the TLS port on localhost.
+    pub fn public_url(&self, tls_port: u16) -> String {
+        self.accounts
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("https://localhost:{tls_port}"))
+    }
+
     pub fn tls_dir(&self) -> PathBuf {
         self.data_dir.join("tls")
     }

@@ -15,11 +15,14 @@ use crate::metrics::http::{self, BearerToken};
 use crate::metrics::shard::{LoginResult, Rejection};
 use crate::metrics::store::StoreStatsSource;
 use crate::metrics::{GatewayMetrics, GlobalMetrics};
+use crate::protocols::http::rest::RestEnv;
 use crate::reactor::{Reactor, ReactorSetup, listener};
 use crate::tls;
 use crate::tls::cert_reload::{CertReloader, Trigger};
 use anyhow::Context;
 use arc_swap::ArcSwapOption;
+use portcullis_operations::accounts::Links;
+use portcullis_operations::users;
 use portcullis_protocol::store::{ClientHello, ClientRole, Request, TrafficLink};
 use portcullis_store_client::{StoreClient, StoreEndpoint};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -144,9 +147,18 @@ pub fn serve(config: Config, context: ServeContext) -> anyhow::Result<()> {
         node.clone(),
         ClientRole::DeviceTraffic(TrafficLink::Control),
     );
-    StoreClient::connect_to(&store, control, STORE_STARTUP_TIMEOUT)
-        .and_then(|mut client| client.call(Request::ResetPresence { node: node.clone() }))
+    let mut control_client = StoreClient::connect_to(&store, control, STORE_STARTUP_TIMEOUT)
+        .context("connecting to the store")?;
+    control_client
+        .call(Request::ResetPresence { node: node.clone() })
         .context("resetting this node's device presence in the store")?;
+    first_start(&mut control_client, &config.accounts.first_admin_email)?;
+    drop(control_client);
+    let mailer = Arc::new(
+        portcullis_mail::Mailer::start(&config.mail, &config.data_dir)
+            .context("starting the mailer (see [mail] in the configuration)")?,
+    );
+    let guards = Arc::new(guards(&config));
 
     let shards = config.effective_shards();
     let backlog = config.server.listen_backlog as i32;
@@ -170,6 +182,7 @@ pub fn serve(config: Config, context: ServeContext) -> anyhow::Result<()> {
 
     let mut signals =
         Signals::new([SIGINT, SIGTERM, SIGHUP]).context("installing signal handlers")?;
+    let public_url = config.public_url(tls_ports.port);
     let reactor = Reactor::start(ReactorSetup {
         tls_listeners: tls_ports.listeners,
         plain_listeners: plain_ports.listeners,
@@ -177,8 +190,16 @@ pub fn serve(config: Config, context: ServeContext) -> anyhow::Result<()> {
         store: store.clone(),
         node: node.clone(),
         limits: shard_limits(&config),
-        guards: Arc::new(guards(&config)),
+        guards: guards.clone(),
         password_workers: usize::from(config.app.password_workers),
+        rest: Arc::new(RestEnv {
+            guards,
+            mail: mailer.clone(),
+            links: Links { public_url },
+            signup: config.accounts.signup,
+            session_ttl: Duration::from_secs(config.accounts.session_ttl_secs),
+            on_plain_port: config.accounts.rest_on_plain_port,
+        }),
     })?;
     let bearer_token: BearerToken = Arc::new(ArcSwapOption::new(
         config.metrics.bearer_token.clone().map(Arc::new),
@@ -233,6 +254,14 @@ pub fn serve(config: Config, context: ServeContext) -> anyhow::Result<()> {
         store: None,
     };
     let joined = reactor.join();
+    // Mail queued before the stop still goes out, within a grace period.
+    match Arc::try_unwrap(mailer) {
+        Ok(mailer) => {
+            let outcome = mailer.shutdown(portcullis_mail::SHUTDOWN_GRACE);
+            tracing::info!(?outcome, "mailer stopped");
+        }
+        Err(_) => tracing::warn!("the mailer is still in use by a worker; queued mail may be lost"),
+    }
     if let Some(supervisor) = supervisor {
         supervisor.stop();
     }
@@ -337,4 +366,22 @@ fn raise_descriptor_limit() {
         }
         Err(e) => tracing::warn!(error = %e, "cannot read the file descriptor limit"),
     }
+}
+
+/// On an empty data directory: the root organization's first Admin, whose one-time password is
+/// printed here once (on standard output, not in the log) and written nowhere.
+fn first_start(client: &mut StoreClient, email: &str) -> anyhow::Result<()> {
+    match users::bootstrap(client, email).context("creating the first Admin account")? {
+        Some(password) => {
+            tracing::info!(%email, "first start: created the Admin account of the root organization; its password is printed once on standard output");
+            println!(
+                "\nFirst start: the Admin account of the root organization is {email}\n\
+                 Its password, shown only this once, is: {}\n\
+                 Log in with it and change it; it is stored only as a hash.\n",
+                password.expose()
+            );
+        }
+        None => tracing::debug!("accounts exist; no first Admin created"),
+    }
+    Ok(())
 }

@@ -16,11 +16,11 @@ pub mod store;
 pub mod timer;
 pub mod workers;
 
-use crate::protocols::http::rest::RestEnv;
 use crate::bus::Hub;
 use crate::guard::admission::Guards;
 use crate::metrics::shard::ShardMetrics;
 use crate::protocols::ProtocolLimits;
+use crate::protocols::http::rest::RestEnv;
 use live_limits::LiveLimits;
 use mio::{Poll, Waker};
 use portcullis_store_client::StoreEndpoint;

@@ -8,7 +8,6 @@
 //! the shutdown drain. What a connection's bytes do — TLS, the protocol selector, the session, and
 //! carrying out the session's decisions — is in `dispatch.rs`.
 
-use crate::protocols::http::rest::RestEnv;
 use super::ShardLimits;
 use super::accept::{AcceptContext, Accepted, Acceptor};
 use super::connection::{Conn, Flush};
@@ -26,6 +25,7 @@ use crate::guard::admission::Guards;
 use crate::guard::log_budget::Budgeted;
 use crate::guard::security_events::{ConnectionEvent, SecurityEvents};
 use crate::metrics::shard::{ConnState, Rejection, ShardMetrics};
+use crate::protocols::http::rest::RestEnv;
 use crate::protocols::{Outbox, Services, StoreFailure};
 use mio::{Events, Interest, Poll, Token, Waker};
 use portcullis_protocol::store::NodeName;

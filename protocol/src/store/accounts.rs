@@ -8,8 +8,8 @@
 //! secrets travel as SHA-256 hashes ([`SecretHash`]), passwords as argon2id PHC strings of the
 //! client hash, and only [`Credentials`] (the login check's input) carries one of those.
 
-use crate::authz::{Member, OrgId, OrgPath, Permissions, RoleId, UserId};
 use super::records::DeviceId;
+use crate::authz::{Member, OrgId, OrgPath, Permissions, RoleId, UserId};
 use crate::body::PinAddr;
 use serde::{Deserialize, Serialize};
 use std::fmt;

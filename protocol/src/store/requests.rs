@@ -3,9 +3,9 @@
 //! What each role may send is the store's rule (see [`super::ClientRole`]).
 
 use super::accounts::{
-    Acting, RevocationPage, ApiKeyId, ApiKeyRecord, AuditEntry, Credentials, Datastream, DeviceScope, KeySubject,
-    OrgRecord, RoleRecord, SecretHash, SessionSubject, TemplateId, TemplateRecord, TokenPurpose,
-    TokenUse, UserChange, UserRecord, UserStatus,
+    Acting, ApiKeyId, ApiKeyRecord, AuditEntry, Credentials, Datastream, DeviceScope, KeySubject,
+    OrgRecord, RevocationPage, RoleRecord, SecretHash, SessionSubject, TemplateId, TemplateRecord,
+    TokenPurpose, TokenUse, UserChange, UserRecord, UserStatus,
 };
 use super::hello::NodeName;
 use super::records::{

@@ -221,7 +221,11 @@ impl HttpSession {
             };
             outcome = self.take(&request, &answer, &mut answers);
         }
-        self.settle(answers, outcome.unwrap_or(Outcome::Waiting(Waiting::Idle)), step);
+        self.settle(
+            answers,
+            outcome.unwrap_or(Outcome::Waiting(Waiting::Idle)),
+            step,
+        );
     }
 
     /// How an answer is framed and what it does to the connection (`None`: it goes on).
@@ -294,9 +298,9 @@ impl HttpSession {
                     });
                 }
             }
-            Outcome::Upgrade(Route::Rest(_)) => {
-                step.out.close(CloseReason::Finished("a REST route cannot upgrade"))
-            }
+            Outcome::Upgrade(Route::Rest(_)) => step
+                .out
+                .close(CloseReason::Finished("a REST route cannot upgrade")),
             Outcome::Upgrade(Route::AppWebSocket) => {
                 step.out.upgrade = Some(Session::AppWs(Box::default()));
                 // An app receives streams of events: a larger send buffer than a device's.

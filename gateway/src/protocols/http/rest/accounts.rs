@@ -77,17 +77,29 @@ pub fn handle(
             let home = principal.as_member().map_or(OrgId::ROOT, |m| m.org().org());
             let under = query.number("under")?.map_or(home, OrgId);
             let list = orgs::list(store, principal, under)?;
-            reply(200, &list.into_iter().map(OrgView::from).collect::<Vec<_>>())
+            reply(
+                200,
+                &list.into_iter().map(OrgView::from).collect::<Vec<_>>(),
+            )
         }
         Endpoint::CreateOrg => {
             let form: NewOrg = body(call)?;
             let org = orgs::create(store, principal, OrgId(form.parent), form.name)?;
             reply(201, &OrgView::from(org))
         }
-        Endpoint::GetOrg => reply(200, &OrgView::from(orgs::get(store, principal, org_param(call)?)?)),
+        Endpoint::GetOrg => reply(
+            200,
+            &OrgView::from(orgs::get(store, principal, org_param(call)?)?),
+        ),
         Endpoint::UpdateOrg => {
             let form: OrgChange = body(call)?;
-            let org = orgs::update(store, principal, org_param(call)?, form.name, form.parent.map(OrgId))?;
+            let org = orgs::update(
+                store,
+                principal,
+                org_param(call)?,
+                form.name,
+                form.parent.map(OrgId),
+            )?;
             reply(200, &OrgView::from(org))
         }
         Endpoint::ListUsers => {
@@ -95,7 +107,10 @@ pub fn handle(
             let after = query.number("after")?.map(UserId);
             let limit = query.number("limit")?.unwrap_or(100).min(MAX_ACCOUNT_PAGE);
             let list = users::list(store, principal, org_param(call)?, after, limit)?;
-            reply(200, &list.into_iter().map(UserView::from).collect::<Vec<_>>())
+            reply(
+                200,
+                &list.into_iter().map(UserView::from).collect::<Vec<_>>(),
+            )
         }
         Endpoint::InviteUser => invite(store, env, principal, call),
         Endpoint::GetUser => {
@@ -133,7 +148,10 @@ pub fn handle(
         }
         Endpoint::ListRoles => {
             let list = roles::list(store, principal, org_param(call)?)?;
-            reply(200, &list.into_iter().map(RoleView::from).collect::<Vec<_>>())
+            reply(
+                200,
+                &list.into_iter().map(RoleView::from).collect::<Vec<_>>(),
+            )
         }
         Endpoint::CreateRole => {
             let form: RoleBody = body(call)?;
@@ -176,7 +194,10 @@ fn invite(
 ) -> Result<Response, ApiError> {
     let form: Invitation = body(call)?;
     env.mail.health().map_err(|_| {
-        ApiError::new(503, "Mail cannot be sent right now (the mail relay is unreachable); try again later.")
+        ApiError::new(
+            503,
+            "Mail cannot be sent right now (the mail relay is unreachable); try again later.",
+        )
     })?;
     let name = form.name.unwrap_or_else(|| form.email.clone());
     let invited = users::invite(

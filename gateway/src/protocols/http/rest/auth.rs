@@ -4,6 +4,7 @@
 //! email or password"; the security log and the counters learn why.
 
 use super::json::{ApiError, body, no_content, reply};
+use super::now_ms;
 use super::views::{OrgView, UserView, permission_names};
 use super::{RestCall, RestEnv};
 use crate::guard::login_throttle::LoginGate;
@@ -13,7 +14,6 @@ use crate::protocols::WorkerStore;
 use portcullis_operations::accounts::{self, SignUp};
 use portcullis_operations::{Principal, orgs, sessions, users};
 use portcullis_protocol::app::normalize_email;
-use super::now_ms;
 use portcullis_protocol::http::Response;
 use portcullis_protocol::store::TokenPurpose;
 use serde::{Deserialize, Serialize};
@@ -95,7 +95,10 @@ pub fn anonymous(
                 tracing::warn!(%why, "a password reset mail could not be queued");
             }
             // The same answer whether the address has an account or not.
-            reply(202, &serde_json::json!({"status": "If the address has an account, a reset link is on its way."}))
+            reply(
+                202,
+                &serde_json::json!({"status": "If the address has an account, a reset link is on its way."}),
+            )
         }
         E::ConfirmReset | E::AcceptInvite => {
             let form: TokenWithHash = body(call)?;
@@ -115,7 +118,10 @@ pub fn anonymous(
 fn require_mail(env: &RestEnv) -> Result<(), ApiError> {
     env.mail.health().map_err(|why| {
         tracing::warn!(%why, "refusing a call that must send mail: the relay is failing");
-        ApiError::new(503, "Mail cannot be sent right now (the mail relay is unreachable); try again later.")
+        ApiError::new(
+            503,
+            "Mail cannot be sent right now (the mail relay is unreachable); try again later.",
+        )
     })
 }
 

@@ -71,7 +71,10 @@ struct DevicePageView {
 fn datastreams(views: Vec<DatastreamView>) -> Result<Vec<Datastream>, ApiError> {
     views
         .into_iter()
-        .map(|d| d.into_datastream().map_err(|why| ApiError::bad_request(format!("{why}."))))
+        .map(|d| {
+            d.into_datastream()
+                .map_err(|why| ApiError::bad_request(format!("{why}.")))
+        })
         .collect()
 }
 
@@ -84,7 +87,10 @@ pub fn handle(
         Endpoint::ListTemplates => {
             let org = OrgId(id_param(call, "org")?);
             let list = templates::list(store, principal, org)?;
-            reply(200, &list.into_iter().map(TemplateView::from).collect::<Vec<_>>())
+            reply(
+                200,
+                &list.into_iter().map(TemplateView::from).collect::<Vec<_>>(),
+            )
         }
         Endpoint::CreateTemplate => {
             let form: TemplateBody = body(call)?;

@@ -80,15 +80,6 @@ pub fn body<T: DeserializeOwned>(call: &RestCall) -> Result<T, ApiError> {
     })
 }
 
-/// The body as `T`, or `T::default()` when there is none.
-pub fn optional_body<T: DeserializeOwned + Default>(call: &RestCall) -> Result<T, ApiError> {
-    if call.body.is_empty() {
-        Ok(T::default())
-    } else {
-        body(call)
-    }
-}
-
 /// A numeric path parameter.
 pub fn id_param<T: std::str::FromStr>(call: &RestCall, name: &str) -> Result<T, ApiError> {
     let raw = call.param(name).unwrap_or_default();
@@ -136,7 +127,9 @@ impl Query {
         self.get(name)
             .map(|v| {
                 v.parse().map_err(|_| {
-                    ApiError::bad_request(format!("The query parameter {name}={v:?} is not a number."))
+                    ApiError::bad_request(format!(
+                        "The query parameter {name}={v:?} is not a number."
+                    ))
                 })
             })
             .transpose()

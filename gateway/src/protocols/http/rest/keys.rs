@@ -40,11 +40,13 @@ pub fn handle(
     match call.endpoint {
         Endpoint::CreateApiKey => {
             let form: NewKey = body(call)?;
-            let permissions = roles::parse_permissions(form.permissions.iter().map(String::as_str))?;
+            let permissions =
+                roles::parse_permissions(form.permissions.iter().map(String::as_str))?;
             if form.expires_ms.is_some_and(|at| at <= super::now_ms()) {
                 return Err(ApiError::bad_request("The expiry must be in the future."));
             }
-            let created = apikeys::create(store, principal, form.name, permissions, form.expires_ms)?;
+            let created =
+                apikeys::create(store, principal, form.name, permissions, form.expires_ms)?;
             reply(
                 201,
                 &CreatedKey {
@@ -57,7 +59,10 @@ pub fn handle(
             let query = Query::of(call, &["org"])?;
             let org = query.number("org")?.map_or_else(|| home(principal), OrgId);
             let list = apikeys::list(store, principal, org)?;
-            reply(200, &list.into_iter().map(ApiKeyView::from).collect::<Vec<_>>())
+            reply(
+                200,
+                &list.into_iter().map(ApiKeyView::from).collect::<Vec<_>>(),
+            )
         }
         Endpoint::RevokeApiKey => {
             apikeys::revoke(store, principal, ApiKeyId(id_param(call, "key")?))?;

@@ -106,7 +106,7 @@ impl Endpoint {
 }
 
 /// A matched REST request, owned, on its way to a worker.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct RestCall {
     pub endpoint: Endpoint,
     /// Path parameters by name, still percent-encoded.
@@ -128,7 +128,8 @@ impl RestCall {
     }
 
     fn from(&self) -> String {
-        self.peer.map_or_else(|| "unknown".to_owned(), |p| p.ip().to_string())
+        self.peer
+            .map_or_else(|| "unknown".to_owned(), |p| p.ip().to_string())
     }
 }
 
@@ -172,15 +173,14 @@ impl std::fmt::Debug for RestEnv {
 }
 
 /// The call of a matched REST route.
-pub fn call(
-    endpoint: Endpoint,
-    params: &[(&str, &str)],
-    request: &Request,
-) -> super::Answer {
+pub fn call(endpoint: Endpoint, params: &[(&str, &str)], request: &Request) -> super::Answer {
     let bearer = request
         .header("authorization")
         .and_then(|v| std::str::from_utf8(v).ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(|v| v.trim().to_owned());
     super::Answer::Work(Box::new(RestCall {
         endpoint,
@@ -201,9 +201,11 @@ pub fn job(call: RestCall, env: &Arc<RestEnv>) -> Job {
     let endpoint = call.endpoint;
     Job {
         pool: endpoint.pool(),
-        run: Box::new(move |store| WorkDone::Http(Box::new(Done {
-            response: handle(store, &env, call),
-        }))),
+        run: Box::new(move |store| {
+            WorkDone::Http(Box::new(Done {
+                response: handle(store, &env, call),
+            }))
+        }),
         refused: WorkDone::Http(Box::new(Done {
             response: ApiError::new(503, "The gateway is busy; retry in a moment.").response(),
         })),

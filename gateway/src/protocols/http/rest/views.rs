@@ -123,8 +123,12 @@ impl From<Datastream> for DatastreamView {
 
 impl DatastreamView {
     pub fn into_datastream(self) -> Result<Datastream, String> {
-        let pin = PinAddr::parse_name(&self.pin)
-            .map_err(|_| format!("datastream {:?}: {:?} is not a pin like V5", self.name, self.pin))?;
+        let pin = PinAddr::parse_name(&self.pin).map_err(|_| {
+            format!(
+                "datastream {:?}: {:?} is not a pin like V5",
+                self.name, self.pin
+            )
+        })?;
         let value_type = match self.value_type.as_str() {
             "integer" => ValueType::Integer,
             "double" => ValueType::Double,
