@@ -5,11 +5,11 @@
 //! `portcullis_operations` as the operator and prints either a short human-readable report or,
 //! with `--json`, one JSON document on stdout for scripts.
 
-use super::user::UserCommand;
-use super::{backup, device, user};
+use super::backup;
+use super::device::{self, DeviceCommand};
+use super::user::{self, UserCommand};
 use crate::config::Config;
 use anyhow::Context;
-use device::DeviceCommand;
 use portcullis_operations::StoreAccess;
 use portcullis_protocol::store::{ClientHello, ClientRole};
 use portcullis_store_client::{StoreClient, StoreEndpoint};
@@ -30,7 +30,8 @@ pub struct AdminArgs {
     /// the store is.
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Print one JSON document instead of text.
+    /// Print one JSON document instead of text (`audit`: one JSON object per line). Secrets
+    /// appear only where they are shown once (a new token, password or invitation secret).
     #[arg(long, global = true)]
     pub json: bool,
     #[command(subcommand)]
@@ -39,12 +40,13 @@ pub struct AdminArgs {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum AdminCommand {
-    /// Create, list and inspect devices.
-    #[command(subcommand)]
-    Device(DeviceCommand),
-    /// Create and show user accounts (email, org, password).
+    /// User accounts: create, invite, list, show, change role, suspend, activate, log out,
+    /// delete, set a password.
     #[command(subcommand)]
     User(UserCommand),
+    /// Devices: create, list, inspect, read pins and history, re-provision, delete, transfer.
+    #[command(subcommand)]
+    Device(DeviceCommand),
     /// Write a consistent checkpoint of the running store's database into DIR (a new directory).
     Backup {
         /// Where to write it; must not exist yet, its parent must.
@@ -75,10 +77,10 @@ pub fn execute(
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     match command {
-        AdminCommand::Device(command) => device::execute(store, command, json, out),
         AdminCommand::User(command) => {
             user::execute(store, command, json, &mut std::io::stdin().lock(), out)
         }
+        AdminCommand::Device(command) => device::execute(store, command, json, out),
         AdminCommand::Backup { dir } => backup::execute(store, &dir, json, out),
     }
 }
