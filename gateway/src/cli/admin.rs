@@ -7,6 +7,9 @@
 
 use super::backup;
 use super::device::{self, DeviceCommand};
+use super::org::{self, OrgCommand};
+use super::role::{self, RoleCommand};
+use super::template::{self, TemplateCommand};
 use super::user::{self, UserCommand};
 use crate::config::Config;
 use anyhow::Context;
@@ -40,10 +43,20 @@ pub struct AdminArgs {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum AdminCommand {
+    /// The organization tree: create, list, show, rename and move organizations.
+    #[command(subcommand)]
+    Org(OrgCommand),
     /// User accounts: create, invite, list, show, change role, suspend, activate, log out,
     /// delete, set a password.
     #[command(subcommand)]
     User(UserCommand),
+    /// Roles and their permissions: list, create, update and delete custom roles; list every
+    /// permission name.
+    #[command(subcommand)]
+    Role(RoleCommand),
+    /// Templates (products) and their datastreams: create, list, show, delete.
+    #[command(subcommand)]
+    Template(TemplateCommand),
     /// Devices: create, list, inspect, read pins and history, re-provision, delete, transfer.
     #[command(subcommand)]
     Device(DeviceCommand),
@@ -77,9 +90,12 @@ pub fn execute(
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     match command {
+        AdminCommand::Org(command) => org::execute(store, command, json, out),
         AdminCommand::User(command) => {
             user::execute(store, command, json, &mut std::io::stdin().lock(), out)
         }
+        AdminCommand::Role(command) => role::execute(store, command, json, out),
+        AdminCommand::Template(command) => template::execute(store, command, json, out),
         AdminCommand::Device(command) => device::execute(store, command, json, out),
         AdminCommand::Backup { dir } => backup::execute(store, &dir, json, out),
     }

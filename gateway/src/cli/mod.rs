@@ -12,7 +12,10 @@ pub mod backup;
 pub mod device;
 pub mod events;
 pub mod history;
+pub mod org;
 pub mod render;
+pub mod role;
+pub mod template;
 #[cfg(test)]
 mod test_store;
 pub mod user;
