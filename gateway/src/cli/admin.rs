@@ -5,6 +5,8 @@
 //! `portcullis_operations` as the operator and prints either a short human-readable report or,
 //! with `--json`, one JSON document on stdout for scripts.
 
+use super::apikey::{self, ApikeyCommand};
+use super::audit::{self, AuditArgs};
 use super::backup;
 use super::device::{self, DeviceCommand};
 use super::org::{self, OrgCommand};
@@ -60,6 +62,21 @@ pub enum AdminCommand {
     /// Devices: create, list, inspect, read pins and history, re-provision, delete, transfer.
     #[command(subcommand)]
     Device(DeviceCommand),
+    /// List and revoke API keys (users create them with the REST API, not here).
+    ///
+    /// An API key acts as the user who created it, limited to the permissions chosen for it,
+    /// so only a logged-in user can create one: the operator running this CLI is no user.
+    /// Create keys with the REST API, `POST /api/v1/api-keys`, logged in as the user the key
+    /// should act for. Revoking one here refuses every request made with it from then on.
+    #[command(subcommand)]
+    Apikey(ApikeyCommand),
+    /// Read the audit log: who changed what, when and from where (with --json, one JSON object
+    /// per line, for export).
+    ///
+    /// Entries come in sequence order. To export incrementally, pass the last `seq` read as
+    /// --after next time. The store writes each entry with the change it records; nothing
+    /// removes one.
+    Audit(AuditArgs),
     /// Write a consistent checkpoint of the running store's database into DIR (a new directory).
     Backup {
         /// Where to write it; must not exist yet, its parent must.
@@ -97,6 +114,8 @@ pub fn execute(
         AdminCommand::Role(command) => role::execute(store, command, json, out),
         AdminCommand::Template(command) => template::execute(store, command, json, out),
         AdminCommand::Device(command) => device::execute(store, command, json, out),
+        AdminCommand::Apikey(command) => apikey::execute(store, command, json, out),
+        AdminCommand::Audit(args) => audit::execute(store, args, json, out),
         AdminCommand::Backup { dir } => backup::execute(store, &dir, json, out),
     }
 }

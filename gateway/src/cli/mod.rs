@@ -7,7 +7,9 @@
 //! `render`, `events`.
 
 pub mod admin;
+pub mod apikey;
 pub mod args;
+pub mod audit;
 pub mod backup;
 pub mod device;
 pub mod events;
