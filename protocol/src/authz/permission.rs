@@ -206,7 +206,10 @@ impl fmt::Display for Permissions {
 
 impl Serialize for Permissions {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(self.iter().map(Permission::name))
+        // A collected list, not the filtering iterator: postcard (the store wire) must know a
+        // sequence's length before its first element.
+        let names: Vec<&'static str> = self.iter().map(Permission::name).collect();
+        names.serialize(serializer)
     }
 }
 

@@ -325,6 +325,24 @@ fn any_permission() -> impl Strategy<Value = Permission> {
     (0..Permission::ALL.len()).prop_map(|i| Permission::ALL[i])
 }
 
+#[test]
+fn permission_sets_cross_the_store_wire_and_read_as_names() {
+    for set in [
+        Permissions::NONE,
+        Permissions::NONE.with(Permission::UsersView),
+        Permissions::all(),
+    ] {
+        let bytes = postcard::to_stdvec(&set).expect("postcard needs the length first");
+        assert_eq!(
+            postcard::from_bytes::<Permissions>(&bytes).expect("decodes"),
+            set
+        );
+    }
+    let json =
+        serde_json::to_string(&Permissions::NONE.with(Permission::AuditLogView)).expect("encodes");
+    assert_eq!(json, r#"["audit_log.view"]"#);
+}
+
 proptest! {
     #[test]
     fn allowed_only_inside_the_subtree_and_with_the_permission(

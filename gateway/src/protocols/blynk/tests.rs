@@ -33,8 +33,8 @@ fn statuses(out: &Outbox) -> Vec<(u16, Status)> {
 fn authenticated(device: DeviceId) -> StoreReply {
     Ok(Response::Authenticated(Some(DeviceAuth {
         device,
-        org: "default".into(),
-        template: "TMPL1".into(),
+        org: portcullis_protocol::authz::OrgId::ROOT,
+        template: portcullis_protocol::store::TemplateId::parse("TMPL1").expect("valid"),
     })))
 }
 
