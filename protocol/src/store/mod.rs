@@ -33,6 +33,6 @@ pub use hello::{
     ClientHello, ClientHelloFrame, ClientRole, MAX_NODE_NAME_LEN, NodeName, NodeNameError,
     ServerHello, TrafficLink, WIRE_VERSION, decode_client_hello,
 };
-pub use needs::{Needs, Subject};
+pub use needs::{Check, Needs, Subject};
 pub use records::*;
 pub use requests::*;
