@@ -328,12 +328,41 @@ pub fn restore(backup: &Path, dir: &Path) -> Result<(), DataDirError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use portcullis_protocol::store::{Request, Response};
+    use portcullis_protocol::authz::OrgId;
+    use portcullis_protocol::store::{Acting, Party, Request, Response, TemplateId};
+
+    fn tmpl(id: &str) -> TemplateId {
+        TemplateId::parse(id).expect("valid")
+    }
+
+    fn operator() -> Acting {
+        Acting {
+            party: Party::Operator,
+            from: "local".into(),
+        }
+    }
 
     fn create(store: &Store<impl Engine>, token: u8) -> u64 {
-        match store.handle(Request::CreateDevice {
-            org: "o".into(),
-            template: "T".into(),
+        let op = Some(operator());
+        if store
+            .handle_as(op.as_ref(), Request::GetTemplate { id: tmpl("TMPL1") })
+            .is_err()
+        {
+            let made = store.handle_as(
+                op.as_ref(),
+                Request::CreateTemplate {
+                    org: OrgId::ROOT,
+                    id: tmpl("TMPL1"),
+                    name: "t".into(),
+                    datastreams: Vec::new(),
+                },
+            );
+            assert!(made.is_ok(), "{made:?}");
+        }
+        match store.handle_as(op.as_ref(), Request::CreateDevice {
+            org: OrgId::ROOT,
+            template: tmpl("TMPL1"),
+            owner: None,
             name: format!("d{token}"),
             token_hash: [token; 32],
         }) {

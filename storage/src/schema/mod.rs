@@ -449,7 +449,8 @@ impl<E: Engine> Store<E> {
                 needs_sync |= finish(group, &mut members, &mut results);
                 group = Group::new(&self.engine);
                 let step = self.apart_from_groups(acting.as_ref(), &request);
-                needs_sync |= step.is_ok();
+                // A reset syncs the WAL itself; a reseal step is synced with the group.
+                needs_sync |= step.is_ok() && matches!(request, Request::Reseal { .. });
                 results.push(step.map_err(report));
                 continue;
             }
@@ -470,8 +471,9 @@ impl<E: Engine> Store<E> {
     }
 
     /// A `ResetPresence` or a `Reseal` step: alone between groups, under the writer lock, so
-    /// nothing writes while it reads and rewrites; synced before its reply (a key the reseal
-    /// reports unused is unused on disk too).
+    /// nothing writes while it reads and rewrites. A reset pages over a node's sessions and
+    /// syncs once at its end; a reseal step is synced before its reply (a key the reseal reports
+    /// unused is unused on disk too).
     fn apart_from_groups(&self, acting: Option<&Acting>, request: &Request) -> Result<Response> {
         acting::decide(&group::Committed(&self.engine), acting, request, now_ms())?;
         match request {
