@@ -29,7 +29,7 @@ pub(super) trait View {
         limit: usize,
     ) -> Result<Vec<KeyValue>, EngineError>;
 
-    /// Up to `limit` entries whose key starts with `prefix`, in key order.
+    /// Up to `limit` entries whose key starts with `prefix` (never empty), in key order.
     fn scan_prefix(
         &self,
         cf: Cf,

@@ -370,7 +370,8 @@ pub(super) fn bootstrap(
     email: String,
     password_phc: String,
 ) -> Result<(Response, Change)> {
-    if !view.scan_prefix(Cf::Users, b"", 1)?.is_empty() {
+    // User keys are 8-byte ids: this range holds them all.
+    if !view.scan(Cf::Users, b"", &[0xff; 9], 1)?.is_empty() {
         // Nothing to write, nothing to sync.
         let nothing = Change::new(crate::engine::Durability::Buffered);
         return Ok((Response::Bootstrapped(false), nothing));
