@@ -359,13 +359,16 @@ mod tests {
             );
             assert!(made.is_ok(), "{made:?}");
         }
-        match store.handle_as(op.as_ref(), Request::CreateDevice {
-            org: OrgId::ROOT,
-            template: tmpl("TMPL1"),
-            owner: None,
-            name: format!("d{token}"),
-            token_hash: [token; 32],
-        }) {
+        match store.handle_as(
+            op.as_ref(),
+            Request::CreateDevice {
+                org: OrgId::ROOT,
+                template: tmpl("TMPL1"),
+                owner: None,
+                name: format!("d{token}"),
+                token_hash: [token; 32],
+            },
+        ) {
             Ok(Response::Device(d)) => d.id,
             other => panic!("{other:?}"),
         }

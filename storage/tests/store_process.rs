@@ -4,12 +4,12 @@
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use portcullis_protocol::body::{PinAddr, PinKind};
 use portcullis_protocol::authz::OrgId;
+use portcullis_protocol::body::{PinAddr, PinKind};
 use portcullis_protocol::store::{
-    Acting, ClientHello, ClientRole, DeviceAuth, NodeName, Party, PinWrite, ReplyEnvelope,
-    Request, RequestEnvelope, Response, ServerHello, SessionTag, StoreError, TemplateId,
-    TokenHash, WIRE_VERSION, decode_frame, encode_frame,
+    Acting, ClientHello, ClientRole, DeviceAuth, NodeName, Party, PinWrite, ReplyEnvelope, Request,
+    RequestEnvelope, Response, ServerHello, SessionTag, StoreError, TemplateId, TokenHash,
+    WIRE_VERSION, decode_frame, encode_frame,
 };
 use sha2::{Digest, Sha256};
 use std::fs;
@@ -91,7 +91,10 @@ impl Store {
         let mut c = Client::connect(&self.socket);
         // An admin link: the tests make devices (acting as the operator) and send their
         // traffic (acting for nobody) on one link.
-        c.send(&ClientHello::new(NodeName::from_static("gw1"), ClientRole::Admin));
+        c.send(&ClientHello::new(
+            NodeName::from_static("gw1"),
+            ClientRole::Admin,
+        ));
         assert_eq!(
             c.recv::<ServerHello>(),
             Some(ServerHello::Accepted {
@@ -328,11 +331,15 @@ fn speaks_the_wire_end_to_end() {
                 pins: Some(vec![v(10)]),
             }
         };
-        encode_frame(&RequestEnvelope {
-            id,
-            acting: acting_for(&request),
-            request,
-        }, &mut batch).expect("encode");
+        encode_frame(
+            &RequestEnvelope {
+                id,
+                acting: acting_for(&request),
+                request,
+            },
+            &mut batch,
+        )
+        .expect("encode");
     }
     c.stream.write_all(&batch).expect("pipelined write");
     for (i, &id) in ids.iter().enumerate() {

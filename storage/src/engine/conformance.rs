@@ -85,7 +85,12 @@ fn delete_range_removes_only_its_range(e: &impl Engine) {
     e.write(b, Durability::Sync).expect("write");
     assert_eq!(
         keys(e.scan_prefix(Cf::History, b"").expect("scan")),
-        vec![b"a".to_vec(), b"b\x01".to_vec(), b"c".to_vec(), b"d".to_vec()]
+        vec![
+            b"a".to_vec(),
+            b"b\x01".to_vec(),
+            b"c".to_vec(),
+            b"d".to_vec()
+        ]
     );
     assert!(e.get(Cf::Pins, b"b").expect("get").is_some());
 }

@@ -71,7 +71,9 @@ impl Engine for MemoryEngine {
                 }
                 Op::DeleteRange { cf, start, end } => {
                     if let Some(t) = tables.get_mut(&cf) {
-                        t.retain(|k, _| !(start.as_slice() <= k.as_slice() && k.as_slice() < end.as_slice()));
+                        t.retain(|k, _| {
+                            !(start.as_slice() <= k.as_slice() && k.as_slice() < end.as_slice())
+                        });
                     }
                 }
             }

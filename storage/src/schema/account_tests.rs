@@ -120,7 +120,10 @@ fn a_hidden_subject_is_answered_exactly_like_a_missing_one() {
     let hidden = as_(&w.s, &admin_a, Request::GetDevice { device: w.dev_b });
     let missing_id = 999;
     let missing = as_(&w.s, &admin_a, Request::GetDevice { device: missing_id });
-    assert_eq!(hidden, Err(StoreError::NotFound(format!("device {}", w.dev_b))));
+    assert_eq!(
+        hidden,
+        Err(StoreError::NotFound(format!("device {}", w.dev_b)))
+    );
     assert_eq!(missing, Err(StoreError::NotFound("device 999".into())));
     // Byte for byte: the same text for the same id, whichever the reason.
     let other = as_(&w.s, &admin_a, Request::DeleteDevice { device: w.dev_b });
@@ -154,13 +157,21 @@ fn the_decision_matrix_over_roles_and_organizations() {
     let cases: [(UserId, DeviceId, Expect); 9] = [
         (admin, w.dev_a, |r| r.is_ok()),
         (admin, w.dev_a1, |r| r.is_ok()),
-        (admin, w.dev_b, |r| matches!(r, Err(StoreError::NotFound(_)))),
+        (admin, w.dev_b, |r| {
+            matches!(r, Err(StoreError::NotFound(_)))
+        }),
         (staff, w.dev_a, |r| r.is_ok()),
         (staff, w.dev_a1, |r| r.is_ok()),
-        (staff, w.dev_b, |r| matches!(r, Err(StoreError::NotFound(_)))),
+        (staff, w.dev_b, |r| {
+            matches!(r, Err(StoreError::NotFound(_)))
+        }),
         (plain, w.dev_a, |r| r.is_ok()),
-        (plain, w.dev_a1, |r| matches!(r, Err(StoreError::NotFound(_)))),
-        (plain, w.dev_b, |r| matches!(r, Err(StoreError::NotFound(_)))),
+        (plain, w.dev_a1, |r| {
+            matches!(r, Err(StoreError::NotFound(_)))
+        }),
+        (plain, w.dev_b, |r| {
+            matches!(r, Err(StoreError::NotFound(_)))
+        }),
     ];
     for (who, device, expect) in cases {
         let got = get(who, device);
@@ -197,7 +208,11 @@ fn requests_without_a_party_and_parties_that_cannot_act_are_refused() {
     let w = world();
     let err = w.s.handle(Request::GetDevice { device: w.dev_a });
     assert!(matches!(err, Err(StoreError::NotPermitted(m)) if m.contains("must name the party")));
-    let err = as_(&w.s, &user(w.users[0].0), Request::Backup { dir: "/x".into() });
+    let err = as_(
+        &w.s,
+        &user(w.users[0].0),
+        Request::Backup { dir: "/x".into() },
+    );
     assert!(matches!(err, Err(StoreError::NotPermitted(m)) if m.contains("operator's alone")));
     let err = as_(&w.s, &user(UserId(999)), Request::Ping);
     assert!(matches!(err, Err(StoreError::NotPermitted(_))), "{err:?}");
@@ -436,14 +451,26 @@ fn suspension_and_a_new_password_revoke_every_session() {
     })
     .expect("session");
     assert!(live(53));
-    assert!(as_(&w.s, &user(staff), Request::RevokeSessions { user: staff, only: Some([53; 32]) }).is_ok());
+    assert!(
+        as_(
+            &w.s,
+            &user(staff),
+            Request::RevokeSessions {
+                user: staff,
+                only: Some([53; 32])
+            }
+        )
+        .is_ok()
+    );
     assert!(!live(53), "logout");
 }
 
 #[test]
 fn reprovisioning_stops_the_old_token_at_once_and_deletion_takes_everything() {
     let w = world();
-    let auth = |t: u8| match w.s.handle(Request::Authenticate { token_hash: hash(t) }) {
+    let auth = |t: u8| match w.s.handle(Request::Authenticate {
+        token_hash: hash(t),
+    }) {
         Ok(Response::Authenticated(a)) => a.map(|a| a.device),
         other => panic!("{other:?}"),
     };
@@ -478,8 +505,18 @@ fn reprovisioning_stops_the_old_token_at_once_and_deletion_takes_everything() {
         Ok(Response::Done)
     );
     assert_eq!(auth(9), None);
-    assert!(w.s.engine().scan_prefix(Cf::Pins, b"").expect("scan").is_empty());
-    assert!(w.s.engine().scan_prefix(Cf::History, b"").expect("scan").is_empty());
+    assert!(
+        w.s.engine()
+            .scan_prefix(Cf::Pins, b"")
+            .expect("scan")
+            .is_empty()
+    );
+    assert!(
+        w.s.engine()
+            .scan_prefix(Cf::History, b"")
+            .expect("scan")
+            .is_empty()
+    );
     // The template is unused now in a only; a1's device still uses it.
     let err = w.s.op(Request::DeleteTemplate { id: tmpl("TMPL1") });
     assert!(matches!(err, Err(StoreError::Invalid(m)) if m.contains("used by devices")));
@@ -488,19 +525,17 @@ fn reprovisioning_stops_the_old_token_at_once_and_deletion_takes_everything() {
 #[test]
 fn own_device_roles_list_only_their_devices_and_subtrees_merge_in_id_order() {
     let w = world();
-    let list = |who: &Acting, org, subtree| {
-        match as_(
-            &w.s,
-            who,
-            Request::ListDevices {
-                after: None,
-                limit: 100,
-                scope: DeviceScope::Org { org, subtree },
-            },
-        ) {
-            Ok(Response::Devices(d)) => d.into_iter().map(|d| d.id).collect::<Vec<_>>(),
-            other => panic!("{other:?}"),
-        }
+    let list = |who: &Acting, org, subtree| match as_(
+        &w.s,
+        who,
+        Request::ListDevices {
+            after: None,
+            limit: 100,
+            scope: DeviceScope::Org { org, subtree },
+        },
+    ) {
+        Ok(Response::Devices(d)) => d.into_iter().map(|d| d.id).collect::<Vec<_>>(),
+        other => panic!("{other:?}"),
     };
     let extra = device(&w.s, w.a, None, 20);
     assert_eq!(list(&user(w.users[0].2), w.a, false), [w.dev_a]);
@@ -537,7 +572,13 @@ fn roles_templates_orgs_and_bootstrap_keep_their_rules() {
     assert!(as_(&w.s, &admin, holder).is_ok());
     let err = as_(&w.s, &admin, Request::DeleteRole { role: role.id });
     assert!(matches!(err, Err(StoreError::Invalid(m)) if m.contains("held by 1")));
-    let err = as_(&w.s, &admin, Request::DeleteRole { role: BuiltInRole::Admin.id() });
+    let err = as_(
+        &w.s,
+        &admin,
+        Request::DeleteRole {
+            role: BuiltInRole::Admin.id(),
+        },
+    );
     assert!(matches!(err, Err(StoreError::Invalid(m)) if m.contains("built-in")));
     // The root's template is usable in a, but not a's to change.
     let err = as_(
@@ -566,9 +607,15 @@ fn roles_templates_orgs_and_bootstrap_keep_their_rules() {
         email: "root@x".into(),
         password_phc: PHC.into(),
     };
-    assert_eq!(w.s.handle(bootstrap.clone()), Ok(Response::Bootstrapped(false)));
+    assert_eq!(
+        w.s.handle(bootstrap.clone()),
+        Ok(Response::Bootstrapped(false))
+    );
     let fresh = Store::open(Arc::new(MemoryEngine::new())).expect("open");
-    assert_eq!(fresh.handle(bootstrap.clone()), Ok(Response::Bootstrapped(true)));
+    assert_eq!(
+        fresh.handle(bootstrap.clone()),
+        Ok(Response::Bootstrapped(true))
+    );
     assert_eq!(fresh.handle(bootstrap), Ok(Response::Bootstrapped(false)));
 }
 
@@ -587,8 +634,14 @@ fn every_change_is_audited_in_order_without_gaps_and_filtered_by_org() {
     assert_eq!(seqs, (1..=all.len() as u64).collect::<Vec<_>>());
     // template, 3 orgs, 9 users, 3 devices
     assert_eq!(all.len(), 16);
-    assert!(all.iter().all(|e| e.actor == "operator" && e.from == "local"));
-    assert!(all.iter().all(|e| !e.detail.contains("argon2")), "no secrets");
+    assert!(
+        all.iter()
+            .all(|e| e.actor == "operator" && e.from == "local")
+    );
+    assert!(
+        all.iter().all(|e| !e.detail.contains("argon2")),
+        "no secrets"
+    );
     let admin = user(w.users[0].0);
     as_(&w.s, &admin, Request::GetDevice { device: w.dev_a }).expect("a read");
     let Ok(Response::Audit(of_a)) = as_(
@@ -610,7 +663,15 @@ fn every_change_is_audited_in_order_without_gaps_and_filtered_by_org() {
         "a1's creation (in its parent), 3 users and 1 device of a; reads are not audited"
     );
     let staff = w.users[0].1;
-    as_(&w.s, &admin, Request::RevokeSessions { user: staff, only: None }).expect("logout");
+    as_(
+        &w.s,
+        &admin,
+        Request::RevokeSessions {
+            user: staff,
+            only: None,
+        },
+    )
+    .expect("logout");
     let Ok(Response::Audit(last)) = as_(
         &w.s,
         &admin,
@@ -625,7 +686,7 @@ fn every_change_is_audited_in_order_without_gaps_and_filtered_by_org() {
     };
     assert_eq!(last.len(), 1);
     assert_eq!(last[0].action, "RevokeSessions");
-    assert_eq!(last[0].actor, format!("user {} (admin@a)", w.users[0].0 .0));
+    assert_eq!(last[0].actor, format!("user {} (admin@a)", w.users[0].0.0));
     assert_eq!(last[0].target, format!("user {}", staff.0));
     assert_eq!(last[0].from, "10.0.0.9");
     let _ = (w.b, w.dev_b, w.dev_a1);

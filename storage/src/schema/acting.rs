@@ -265,11 +265,9 @@ fn evaluate(view: &impl View, who: &Who, check: &Check) -> Result<()> {
         }
         // Oneself: the user exists (the party resolved), nothing else to ask.
         Check::SelfOr(user, _) if who.is_user(*user) => Ok(()),
-        Check::SelfOr(user, permission) => require(
-            who,
-            *permission,
-            &target(view, who, &Subject::User(*user))?,
-        ),
+        Check::SelfOr(user, permission) => {
+            require(who, *permission, &target(view, who, &Subject::User(*user))?)
+        }
     }
 }
 

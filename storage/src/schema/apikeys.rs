@@ -133,7 +133,10 @@ pub(super) fn use_key(
         return nothing();
     };
     let mut member = member_of(view, creator, &user)?;
-    member.permissions = record.permissions.to_set()?.intersection(member.permissions);
+    member.permissions = record
+        .permissions
+        .to_set()?
+        .intersection(member.permissions);
     let mut change = Change::new(Durability::Buffered);
     if record
         .last_used_ms

@@ -28,8 +28,7 @@ use crate::engine::{Cf, Durability};
 use portcullis_protocol::authz::{OrgId, OrgPath, Permission, UserId};
 use portcullis_protocol::body::{DeviceInfo, PinAddr, WIDGET_PROPERTIES, is_widget_property};
 use portcullis_protocol::store::{
-    DeviceAuth, DeviceId, DeviceRecord, DeviceScope, MAX_LIST_PAGE, Response, TemplateId,
-    TokenHash,
+    DeviceAuth, DeviceId, DeviceRecord, DeviceScope, MAX_LIST_PAGE, Response, TemplateId, TokenHash,
 };
 
 pub(super) fn find_device(view: &impl View, id: DeviceId) -> Result<Option<StoredDevice>> {
@@ -204,7 +203,8 @@ pub(super) fn authenticate(view: &impl View, token_hash: &TokenHash) -> Result<O
         key: keys::hex(token_hash),
         reason,
     };
-    let id = keys::parse_device(&bytes).ok_or_else(|| corrupt("value is not a device id".into()))?;
+    let id =
+        keys::parse_device(&bytes).ok_or_else(|| corrupt("value is not a device id".into()))?;
     let device =
         find_device(view, id)?.ok_or_else(|| corrupt(format!("points at missing device {id}")))?;
     Ok(Some(DeviceAuth {
@@ -214,7 +214,11 @@ pub(super) fn authenticate(view: &impl View, token_hash: &TokenHash) -> Result<O
     }))
 }
 
-fn refuse_used_token(view: &impl View, token_hash: &TokenHash, except: Option<DeviceId>) -> Result<()> {
+fn refuse_used_token(
+    view: &impl View,
+    token_hash: &TokenHash,
+    except: Option<DeviceId>,
+) -> Result<()> {
     match view.get(Cf::TokenIndex, token_hash)? {
         Some(bytes) if keys::parse_device(&bytes) != except || except.is_none() => Err(
             SchemaError::Invalid("the token hash already belongs to a device".into()),
@@ -303,9 +307,11 @@ pub(super) fn create_device(
         keys::org_index(org, keys::ORG_DEVICE, &keys::device(id)),
         Vec::new(),
     );
-    change
-        .batch
-        .put(Cf::TemplateDevices, keys::template_device(&template, id), Vec::new());
+    change.batch.put(
+        Cf::TemplateDevices,
+        keys::template_device(&template, id),
+        Vec::new(),
+    );
     audit::record(
         view,
         &mut change,
@@ -332,7 +338,9 @@ pub(super) fn reprovision(
     refuse_used_token(view, &token_hash, Some(id))?;
     let mut change = synced();
     if record.token_hash != token_hash {
-        change.batch.delete(Cf::TokenIndex, record.token_hash.to_vec());
+        change
+            .batch
+            .delete(Cf::TokenIndex, record.token_hash.to_vec());
         change
             .batch
             .put(Cf::TokenIndex, token_hash, keys::device(id));
@@ -352,13 +360,19 @@ pub(super) fn reprovision(
     Ok((Response::Device(record.to_wire(id)?), change))
 }
 
-pub(super) fn delete_device(view: &impl View, who: &Who, id: DeviceId) -> Result<(Response, Change)> {
+pub(super) fn delete_device(
+    view: &impl View,
+    who: &Who,
+    id: DeviceId,
+) -> Result<(Response, Change)> {
     let record = load_device(view, id)?;
     let org = OrgId(record.org);
     let template = record.template_id(id)?;
     let mut change = synced();
     change.batch.delete(Cf::Devices, keys::device(id));
-    change.batch.delete(Cf::TokenIndex, record.token_hash.to_vec());
+    change
+        .batch
+        .delete(Cf::TokenIndex, record.token_hash.to_vec());
     change.batch.delete(
         Cf::OrgIndex,
         keys::org_index(org, keys::ORG_DEVICE, &keys::device(id)),

@@ -4,9 +4,7 @@
 //! subject is read for, or said to, a party that may not see it.
 
 use super::acting::{self, Who};
-use super::devices::{
-    self, load_device, require_device, set_info, write_property,
-};
+use super::devices::{self, load_device, require_device, set_info, write_property};
 use super::group::{Change, Committed, Group};
 use super::presence::set_presence;
 use super::{
@@ -17,7 +15,11 @@ use crate::engine::Engine;
 use portcullis_protocol::store::{Acting, Request, Response};
 
 impl<E: Engine> Store<E> {
-    pub(super) fn execute_read(&self, acting: Option<&Acting>, request: Request) -> Result<Response> {
+    pub(super) fn execute_read(
+        &self,
+        acting: Option<&Acting>,
+        request: Request,
+    ) -> Result<Response> {
         let view = Committed(&self.engine);
         let now = now_ms();
         let who = match acting::decide(&view, acting, &request, now) {
@@ -75,9 +77,7 @@ impl<E: Engine> Store<E> {
             Request::ListOrgs { org } => orgs::list_orgs(&view, &who, org),
             Request::ListRoles { org } => roles::list_roles(&view, org),
             Request::FindUser { user } => users::find(&view, user),
-            Request::ListUsers { org, after, limit } => {
-                users::list_users(&view, org, after, limit)
-            }
+            Request::ListUsers { org, after, limit } => users::list_users(&view, org, after, limit),
             Request::ResolveSession { token_hash } => sessions::resolve(&view, &token_hash, now),
             Request::GetTemplate { id } => templates::get(&view, id),
             Request::ListTemplates { org } => templates::list(&view, org),
@@ -129,7 +129,11 @@ impl<E: Engine> Store<E> {
 }
 
 /// The management and account writes.
-fn prepare_account(view: &impl super::group::View, who: &Who, request: Request) -> Result<(Response, Change)> {
+fn prepare_account(
+    view: &impl super::group::View,
+    who: &Who,
+    request: Request,
+) -> Result<(Response, Change)> {
     match request {
         Request::CreateDevice {
             org,
@@ -153,7 +157,17 @@ fn prepare_account(view: &impl super::group::View, who: &Who, request: Request) 
             status,
             password_phc,
             invite,
-        } => users::create_user(view, who, email, name, org, role, status, password_phc, invite),
+        } => users::create_user(
+            view,
+            who,
+            email,
+            name,
+            org,
+            role,
+            status,
+            password_phc,
+            invite,
+        ),
         Request::UpdateUser { user, change } => user_changes::update_user(view, who, user, change),
         Request::DeleteUser { user } => user_changes::delete_user(view, who, user),
         Request::SignUp {
@@ -204,9 +218,7 @@ fn prepare_account(view: &impl super::group::View, who: &Who, request: Request) 
             token_hash,
             expires_ms,
         } => sessions::create_session(view, who, user, token_hash, expires_ms),
-        Request::RevokeSessions { user, only } => {
-            sessions::revoke_sessions(view, who, user, only)
-        }
+        Request::RevokeSessions { user, only } => sessions::revoke_sessions(view, who, user, only),
         Request::CreateTemplate {
             org,
             id,

@@ -212,8 +212,12 @@ mod tests {
         let mut change = Change::new(Durability::Sync);
         change.batch.delete(Cf::Sessions, b"k1".to_vec());
         change.batch.delete(Cf::Sessions, b"k3".to_vec());
-        change.batch.put(Cf::Sessions, b"k4".to_vec(), b"new".to_vec());
-        change.batch.put(Cf::Sessions, b"k9".to_vec(), b"new".to_vec());
+        change
+            .batch
+            .put(Cf::Sessions, b"k4".to_vec(), b"new".to_vec());
+        change
+            .batch
+            .put(Cf::Sessions, b"k9".to_vec(), b"new".to_vec());
         group.absorb(change);
         let keys = |limit| {
             group

@@ -4,8 +4,8 @@
 use super::history::Retention;
 use super::tests::{AsOperator, ensure_template, tmpl};
 use super::*;
-use portcullis_protocol::authz::OrgId;
 use crate::engine::memory::MemoryEngine;
+use portcullis_protocol::authz::OrgId;
 use portcullis_protocol::body::{PinAddr, PinKind};
 use portcullis_protocol::store::{
     DeviceId, History, HistoryBucket, HistoryCursor, HistoryPoint, PinWrite,

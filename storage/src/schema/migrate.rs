@@ -261,7 +261,11 @@ fn migrate_v1(engine: &impl Engine) -> Result<()> {
             datastreams: Vec::new(),
             created_ms: now,
         };
-        batch.put(Cf::Templates, keys::template(&id).to_vec(), encode(&record)?);
+        batch.put(
+            Cf::Templates,
+            keys::template(&id).to_vec(),
+            encode(&record)?,
+        );
         batch.put(
             Cf::OrgIndex,
             keys::org_index(org, keys::ORG_TEMPLATE, keys::template(&id)),
@@ -333,13 +337,21 @@ fn migrate_v1(engine: &impl Engine) -> Result<()> {
     }
 
     let count = |n: usize| n as u64;
-    batch.put(Cf::Meta, keys::NEXT_ORG_ID, (2 + count(orgs.len())).to_be_bytes());
+    batch.put(
+        Cf::Meta,
+        keys::NEXT_ORG_ID,
+        (2 + count(orgs.len())).to_be_bytes(),
+    );
     batch.put(
         Cf::Meta,
         keys::NEXT_ROLE_ID,
         (u64::from(RoleId::FIRST_CUSTOM.0) + count(orgs.len())).to_be_bytes(),
     );
-    batch.put(Cf::Meta, keys::NEXT_USER_ID, (1 + count(users.len())).to_be_bytes());
+    batch.put(
+        Cf::Meta,
+        keys::NEXT_USER_ID,
+        (1 + count(users.len())).to_be_bytes(),
+    );
     batch.put(Cf::Meta, keys::FORMAT_VERSION, FORMAT_VERSION.to_be_bytes());
     engine.write(batch, Durability::Sync)?;
     tracing::info!(

@@ -17,13 +17,13 @@
 //! and their history) and an API key's `last_used_ms` touch are `Durability::Buffered` (in the
 //! WAL, so a process crash loses nothing; fsynced by the server's periodic WAL sync).
 
+#[cfg(test)]
+mod account_tests;
 mod acting;
 #[cfg(test)]
 mod acting_tests;
 mod apikeys;
 mod audit;
-#[cfg(test)]
-mod account_tests;
 mod devices;
 #[cfg(test)]
 mod devices_tests;
@@ -478,9 +478,7 @@ impl<E: Engine> Store<E> {
         acting::decide(&group::Committed(&self.engine), acting, request, now_ms())?;
         match request {
             Request::ResetPresence { node } => self.reset_presence(node).map(|()| Response::Done),
-            Request::Reseal { after } => self
-                .reseal_step(after.as_deref())
-                .map(Response::Resealed),
+            Request::Reseal { after } => self.reseal_step(after.as_deref()).map(Response::Resealed),
             other => Err(SchemaError::Internal(format!(
                 "{} is not a step apart from groups",
                 other.name()

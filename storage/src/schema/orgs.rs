@@ -43,13 +43,19 @@ pub(super) fn org_path(view: &impl View, id: OrgId) -> Result<Option<OrgPath>> {
     let mut next = Some(id);
     while let Some(current) = next {
         if ids.len() >= MAX_ORG_DEPTH {
-            return Err(corrupt(id, "deeper than the depth limit, or a cycle".into()));
+            return Err(corrupt(
+                id,
+                "deeper than the depth limit, or a cycle".into(),
+            ));
         }
         let Some(org) = find_org(view, current)? else {
             return if ids.is_empty() {
                 Ok(None)
             } else {
-                Err(corrupt(current, format!("parent of org {} is missing", id.0)))
+                Err(corrupt(
+                    current,
+                    format!("parent of org {} is missing", id.0),
+                ))
             };
         };
         ids.push(current);
@@ -127,7 +133,10 @@ fn height(view: &impl View, id: OrgId) -> Result<usize> {
         }
         levels += 1;
         if levels > MAX_ORG_DEPTH {
-            return Err(corrupt(id, "its subtree is deeper than the depth limit".into()));
+            return Err(corrupt(
+                id,
+                "its subtree is deeper than the depth limit".into(),
+            ));
         }
         level = next;
     }
@@ -263,7 +272,14 @@ pub(super) fn update_org(
         detail.push(format!("parent {parent}"));
     }
     change.batch.put(Cf::Orgs, keys::org(id), encode(&org)?);
-    audit::record(view, &mut change, who, id, id.to_string(), detail.join(", "))?;
+    audit::record(
+        view,
+        &mut change,
+        who,
+        id,
+        id.to_string(),
+        detail.join(", "),
+    )?;
     // The path as it will be once this change is written.
     let path = match org.parent.map(OrgId) {
         None => OrgPath::root(),

@@ -368,8 +368,7 @@ fn the_first_reset_after_an_upgrade_clears_the_node_less_sets() {
     online(&s, newer, "gw-b", 9);
     assert_eq!((get(&s, old_a).sessions, get(&s, old_b).sessions), (2, 2));
 
-    s.op(reset("gw-a"))
-        .expect("first reset after the upgrade");
+    s.op(reset("gw-a")).expect("first reset after the upgrade");
     assert_eq!(get(&s, old_a).sessions, 0, "the old sessions ended");
     assert_eq!(get(&s, old_b).sessions, 1, "gw-b's session stays");
     assert_eq!(get(&s, newer).sessions, 1);

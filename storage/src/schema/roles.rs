@@ -86,7 +86,12 @@ pub(super) fn list_roles(view: &impl View, org: OrgId) -> Result<Response> {
 
 /// Whether a user of `org` may be given `role` by the actor: a built-in role, or a custom role
 /// of `org`, whose permissions the actor may grant. Returns those permissions.
-pub(super) fn assignable(view: &impl View, who: &Who, org: OrgId, role: RoleId) -> Result<Permissions> {
+pub(super) fn assignable(
+    view: &impl View,
+    who: &Who,
+    org: OrgId,
+    role: RoleId,
+) -> Result<Permissions> {
     let permissions = match BuiltInRole::from_id(role) {
         Some(builtin) => builtin.default_permissions(),
         None => {
@@ -134,7 +139,12 @@ pub(super) fn create_role(
     who.grantable(permissions)?;
     check_name(view, org, &name, None)?;
     let mut change = synced();
-    let raw = next_id(view, &mut change, keys::NEXT_ROLE_ID, u64::from(RoleId::FIRST_CUSTOM.0))?;
+    let raw = next_id(
+        view,
+        &mut change,
+        keys::NEXT_ROLE_ID,
+        u64::from(RoleId::FIRST_CUSTOM.0),
+    )?;
     let id = RoleId(
         u32::try_from(raw).map_err(|_| SchemaError::Internal("role ids are exhausted".into()))?,
     );
@@ -238,7 +248,6 @@ pub(super) fn delete_role(view: &impl View, who: &Who, id: RoleId) -> Result<(Re
 }
 
 fn users_of(view: &impl View, org: OrgId) -> Result<Vec<StoredUser>> {
-    super::users::org_users(view, org, None, usize::MAX).map(|users| {
-        users.into_iter().map(|(_, user)| user).collect()
-    })
+    super::users::org_users(view, org, None, usize::MAX)
+        .map(|users| users.into_iter().map(|(_, user)| user).collect())
 }

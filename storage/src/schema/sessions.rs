@@ -20,9 +20,7 @@ use super::users::{check_phc, find_user, load_user, member_of};
 use super::{Result, SchemaError, keys, synced};
 use crate::engine::Cf;
 use portcullis_protocol::authz::{OrgId, UserId};
-use portcullis_protocol::store::{
-    Response, SecretHash, SessionSubject, TokenPurpose, TokenUse,
-};
+use portcullis_protocol::store::{Response, SecretHash, SessionSubject, TokenPurpose, TokenUse};
 
 /// What every failed `ConsumeToken` says, whatever the reason.
 const NO_TOKEN: &str = "one-time token (unknown, expired, already used, or for something else)";
@@ -115,7 +113,9 @@ pub(super) fn consume_token(
     }
     let mut change = synced();
     change.batch.delete(Cf::Tokens, hash.to_vec());
-    change.batch.delete(Cf::UserIndex, keys::user_token(id, purpose));
+    change
+        .batch
+        .delete(Cf::UserIndex, keys::user_token(id, purpose));
     let detail = match using {
         TokenUse::VerifyEmail => {
             user.status = StoredStatus::Active;

@@ -42,7 +42,11 @@ pub(super) fn load_template(view: &impl View, id: &TemplateId) -> Result<StoredT
 
 /// Whether a device of the organization at `device_org` may use `template`: the template's
 /// organization is that one or one above it.
-pub(super) fn usable(view: &impl View, template: &StoredTemplate, device_org: &OrgPath) -> Result<bool> {
+pub(super) fn usable(
+    view: &impl View,
+    template: &StoredTemplate,
+    device_org: &OrgPath,
+) -> Result<bool> {
     let own = load_path(view, OrgId(template.org))?;
     Ok(device_org.ids().starts_with(own.ids()))
 }
@@ -110,7 +114,10 @@ pub(super) fn check(datastreams: &[Datastream]) -> Result<()> {
             )));
         }
         check_optional_text(&format!("datastream {:?} units", d.name), d.units.as_ref())?;
-        check_optional_text(&format!("datastream {:?} default", d.name), d.default.as_ref())?;
+        check_optional_text(
+            &format!("datastream {:?} default", d.name),
+            d.default.as_ref(),
+        )?;
     }
     Ok(())
 }
@@ -142,9 +149,11 @@ pub(super) fn create(
         created_ms: who.now,
     };
     let mut change = synced();
-    change
-        .batch
-        .put(Cf::Templates, keys::template(&id).to_vec(), encode(&template)?);
+    change.batch.put(
+        Cf::Templates,
+        keys::template(&id).to_vec(),
+        encode(&template)?,
+    );
     change.batch.put(
         Cf::OrgIndex,
         keys::org_index(org, keys::ORG_TEMPLATE, keys::template(&id)),
@@ -198,7 +207,12 @@ fn templates_of(view: &impl View, org: OrgId) -> Result<Vec<TemplateRecord>> {
 }
 
 /// `templates.manage` where the template lives (see the module's text).
-fn require_manage(view: &impl View, who: &Who, id: &TemplateId, template: &StoredTemplate) -> Result<()> {
+fn require_manage(
+    view: &impl View,
+    who: &Who,
+    id: &TemplateId,
+    template: &StoredTemplate,
+) -> Result<()> {
     let path = load_path(view, OrgId(template.org))?;
     require(
         who,
@@ -235,9 +249,11 @@ pub(super) fn update(
         template.datastreams = stored(&datastreams);
     }
     let mut change = synced();
-    change
-        .batch
-        .put(Cf::Templates, keys::template(&id).to_vec(), encode(&template)?);
+    change.batch.put(
+        Cf::Templates,
+        keys::template(&id).to_vec(),
+        encode(&template)?,
+    );
     audit::record(
         view,
         &mut change,
@@ -262,7 +278,9 @@ pub(super) fn delete(view: &impl View, who: &Who, id: TemplateId) -> Result<(Res
     }
     let org = OrgId(template.org);
     let mut change = synced();
-    change.batch.delete(Cf::Templates, keys::template(&id).to_vec());
+    change
+        .batch
+        .delete(Cf::Templates, keys::template(&id).to_vec());
     change.batch.delete(
         Cf::OrgIndex,
         keys::org_index(org, keys::ORG_TEMPLATE, keys::template(&id)),

@@ -144,7 +144,13 @@ fn devices_get_consecutive_ids_and_authenticate_by_hash() {
     let b = create(&s, "garage", 2);
     assert_eq!((a.id, b.id), (1, 2));
     assert_eq!(
-        (a.org, a.template.as_str(), a.owner, a.name.as_str(), a.sessions),
+        (
+            a.org,
+            a.template.as_str(),
+            a.owner,
+            a.name.as_str(),
+            a.sessions
+        ),
         (OrgId::ROOT, "TMPL1", None, "kitchen", 0)
     );
     assert!(a.created_ms > 0 && !a.online() && a.last_seen_ms.is_none());
@@ -214,9 +220,7 @@ fn names_are_validated() {
         invalid(try_create(root, "TMPL1", &"x".repeat(129)))
             .contains("129 bytes long; the limit is 128")
     );
-    assert!(
-        invalid(try_create(root, "TMPL1", "bell\x07")).contains("control character at byte 4")
-    );
+    assert!(invalid(try_create(root, "TMPL1", "bell\x07")).contains("control character at byte 4"));
     assert_eq!(
         s.engine().get(Cf::Meta, keys::NEXT_DEVICE_ID).expect("get"),
         None,

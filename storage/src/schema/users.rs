@@ -144,13 +144,12 @@ pub(super) fn org_users(
     };
     let mut out = Vec::new();
     for (key, _) in view.scan(Cf::OrgIndex, &start, &keys::prefix_end(&prefix), limit)? {
-        let id = keys::parse_user(keys::org_index_member(&key)).ok_or_else(|| {
-            SchemaError::Corrupt {
+        let id =
+            keys::parse_user(keys::org_index_member(&key)).ok_or_else(|| SchemaError::Corrupt {
                 what: "org index",
                 key: keys::hex(&key),
                 reason: "not a user id".into(),
-            }
-        })?;
+            })?;
         if let Some(user) = find_user(view, id)? {
             out.push((id, user));
         }
@@ -232,7 +231,9 @@ pub(super) fn insert_user(
         password_phc: user.password_phc,
         created_ms: now,
     };
-    change.batch.put(Cf::Users, keys::user(id), encode(&record)?);
+    change
+        .batch
+        .put(Cf::Users, keys::user(id), encode(&record)?);
     change
         .batch
         .put(Cf::UserEmails, keys::email(&record.email), keys::user(id));
@@ -401,4 +402,3 @@ pub(super) fn bootstrap(
     )?;
     Ok((Response::Bootstrapped(true), change))
 }
-

@@ -220,7 +220,11 @@ mod tests {
         assert_eq!(claims(ClientRole::Metrics), [false, false, false]);
         let hello = ClientHello::new(node("gw1"), shard);
         let err = check(&hello, Some(&acting(Party::Operator)), &Request::Stats).expect_err("no");
-        assert!(err.to_string().starts_with("only an admin link may act as the operator"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("only an admin link may act as the operator"),
+            "{err}"
+        );
     }
 
     #[test]

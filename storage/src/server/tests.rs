@@ -3,8 +3,8 @@
 
 use super::*;
 use crate::engine::memory::MemoryEngine;
-use portcullis_protocol::body::{PinAddr, PinKind};
 use portcullis_protocol::authz::OrgId;
+use portcullis_protocol::body::{PinAddr, PinKind};
 use portcullis_protocol::store::{
     Acting, ClientHello, ClientRole, DeviceScope, NodeName, Party, PinWrite, ReplyEnvelope,
     Request, RequestEnvelope, Response, ServerHello, StoreError, TemplateId, TrafficLink,
@@ -188,11 +188,15 @@ fn pipelined_requests_are_answered_in_order_with_their_ids() {
         (5, Request::GetDevice { device: 2 }),
     ];
     for (id, request) in requests {
-        encode_frame(&RequestEnvelope {
-            id,
-            acting: acting_for(&request),
-            request,
-        }, &mut batch).expect("encode");
+        encode_frame(
+            &RequestEnvelope {
+                id,
+                acting: acting_for(&request),
+                request,
+            },
+            &mut batch,
+        )
+        .expect("encode");
     }
     c.stream
         .write_all(&batch)
