@@ -20,8 +20,6 @@
 #[cfg(test)]
 mod account_tests;
 mod acting;
-#[cfg(test)]
-mod acting_tests;
 mod apikeys;
 mod audit;
 mod devices;
