@@ -7,7 +7,7 @@ use crate::protocols::testkit::TestShard;
 use crate::protocols::{Outbox, StoreRequest};
 use portcullis_protocol::Command;
 use portcullis_protocol::frame::{Payload, decode};
-use portcullis_protocol::store::DeviceAuth;
+use portcullis_protocol::store::{DeviceAuth, TemplateId};
 
 const TOKEN: &[u8; 32] = b"0123456789abcdef0123456789abcdef";
 const PEER: &str = "192.0.2.7:4000";
@@ -33,8 +33,8 @@ fn statuses(out: &Outbox) -> Vec<(u16, Status)> {
 fn authenticated(device: DeviceId) -> StoreReply {
     Ok(Response::Authenticated(Some(DeviceAuth {
         device,
-        org: "default".into(),
-        template: "TMPL1".into(),
+        org: portcullis_protocol::authz::OrgId(1),
+        template: TemplateId::parse("TMPL1").expect("test fixture"),
     })))
 }
 
