@@ -33,6 +33,7 @@ pub mod names {
     pub const TELEMETRY_QUEUE: &str = "portcullis_telemetry_queue_writes";
     pub const TELEMETRY_DROPPED: &str = "portcullis_telemetry_dropped";
     pub const FRAMES_OVER_QUOTA: &str = "portcullis_device_frames_over_quota";
+    pub const TEMPLATE_MISMATCHES: &str = "portcullis_device_template_mismatches";
     pub const APP_LOGINS_OK: &str = "portcullis_app_logins_ok";
     pub const APP_LOGINS_REFUSED: &str = "portcullis_app_logins_refused";
     pub const APP_EVENTS_SENT: &str = "portcullis_app_events_sent";
@@ -313,6 +314,12 @@ impl GatewayMetrics {
             names::FRAMES_OVER_QUOTA,
             "Frames from logged-in devices dropped because the connection was over its message quota",
             self.total(|m| &m.frames_over_quota),
+        )?;
+        counter(
+            e,
+            names::TEMPLATE_MISMATCHES,
+            "Logged-in devices closed because their info announced another template than their token's",
+            self.total(|m| &m.template_mismatches),
         )
     }
 

@@ -597,7 +597,8 @@ impl Shard {
             | CloseReason::HeartbeatTimeout { .. }
             | CloseReason::IdleTimeout { .. }
             | CloseReason::InputBufferFull { .. }
-            | CloseReason::SlowReader { .. } => return,
+            | CloseReason::SlowReader { .. }
+            | CloseReason::TemplateMismatch(_) => return,
         };
         self.services.metrics.reject(rejection);
         // TLS refusals and token failures have their own, more specific events.
