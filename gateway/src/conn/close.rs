@@ -76,6 +76,11 @@ pub enum CloseReason {
     /// token is valid, but it is not the kind of device the token was provisioned for. Boxed:
     /// rare, and every connection's stage is as large as the largest reason.
     TemplateMismatch(Box<TemplateMismatch>),
+    /// The store's revocation feed named this connection's device, user or session (the device
+    /// was re-provisioned or deleted, the user suspended or logged out): its credential no
+    /// longer holds. `what` says which kind of revocation it was. A device is closed without a
+    /// word; its next login meets the store's answer (status 9 for a replaced token).
+    Revoked { what: &'static str },
 }
 
 /// Longest part of a peer's announced template shown in logs: a real template id is at most
@@ -163,6 +168,7 @@ impl fmt::Display for CloseReason {
                 "device announced template \"{}\", but its token belongs to template {}",
                 m.announced, m.expected
             ),
+            CloseReason::Revoked { what } => write!(f, "credential revoked: {what}"),
         }
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod config_reload;
 pub mod logging;
+pub mod revocation_poller;
 pub mod serve;
 pub mod store_supervisor;
 pub mod systemd;

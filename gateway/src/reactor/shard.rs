@@ -10,6 +10,7 @@
 
 use super::ShardLimits;
 use super::accept::{AcceptContext, Accepted, Acceptor};
+use super::commands::CommandInbox;
 use super::connection::{Conn, Flush};
 use super::dispatch::ReadDepth;
 use super::drain::DrainPlan;
@@ -73,6 +74,7 @@ pub struct ShardSetup {
     pub bus_inbox: HubInbox,
     pub workers: Arc<Workers>,
     pub worker_inbox: WorkerInbox,
+    pub command_inbox: CommandInbox,
 }
 
 pub struct Shard {
@@ -109,6 +111,8 @@ pub struct Shard {
     bus_inbox: HubInbox,
     pub(super) workers: Arc<Workers>,
     worker_inbox: WorkerInbox,
+    /// Commands from other threads (`commands.rs`).
+    command_inbox: CommandInbox,
     /// Connections given events but not yet flushed, during one delivery.
     touched: Vec<usize>,
     /// Admitted connections of one accept pass.
@@ -175,6 +179,7 @@ impl Shard {
             bus_inbox: setup.bus_inbox,
             workers: setup.workers,
             worker_inbox: setup.worker_inbox,
+            command_inbox: setup.command_inbox,
             touched: Vec::new(),
             accepted: Vec::new(),
         })
@@ -308,8 +313,12 @@ impl Shard {
             .then_some(key)
     }
 
-    /// Subscription changes, worker answers and device events from other threads.
+    /// Commands (revocations first: nothing more is done for a revoked session), subscription
+    /// changes, worker answers and device events from other threads.
     fn drain_inboxes(&mut self) {
+        while let Some(command) = self.command_inbox.next() {
+            self.on_command(command);
+        }
         while let Some(message) = self.bus_inbox.next_control() {
             self.services.bus.apply(message);
         }
@@ -598,7 +607,8 @@ impl Shard {
             | CloseReason::IdleTimeout { .. }
             | CloseReason::InputBufferFull { .. }
             | CloseReason::SlowReader { .. }
-            | CloseReason::TemplateMismatch(_) => return,
+            | CloseReason::TemplateMismatch(_)
+            | CloseReason::Revoked { .. } => return,
         };
         self.services.metrics.reject(rejection);
         // TLS refusals and token failures have their own, more specific events.
