@@ -80,7 +80,9 @@ pub enum CloseReason {
     /// was re-provisioned or deleted, the user suspended or logged out): its credential no
     /// longer holds. `what` says which kind of revocation it was. A device is closed without a
     /// word; its next login meets the store's answer (status 9 for a replaced token).
-    Revoked { what: &'static str },
+    Revoked {
+        what: &'static str,
+    },
 }
 
 /// Longest part of a peer's announced template shown in logs: a real template id is at most

@@ -78,10 +78,9 @@ fn the_baseline_ignores_what_was_revoked_before_and_catches_up_through_full_page
 #[test]
 fn baseline_on_the_start_up_link_takes_the_newest_sequence() {
     let (_dir, path, _server) = serving(|request| match request {
-        Request::Revocations { after: 0 } => Ok(Response::Revocations(page(
-            41,
-            vec![Revoked::Device(5)],
-        ))),
+        Request::Revocations { after: 0 } => {
+            Ok(Response::Revocations(page(41, vec![Revoked::Device(5)])))
+        }
         other => Err(StoreError::Invalid(format!("unexpected {other:?}"))),
     });
     let mut client = connect_to(path).expect("connects");
@@ -110,9 +109,14 @@ fn it_polls_from_the_baseline_forwards_pages_and_counts_gaps() {
         Ok(Response::Revocations(answer))
     });
     let metrics = Arc::new(GlobalMetrics::default());
-    let (forwarded, handle) =
-        run_poller(move || connect_to(path.clone()), FeedState::new(), metrics.clone());
-    let first = forwarded.recv_timeout(WAIT).expect("a page reaches the shards");
+    let (forwarded, handle) = run_poller(
+        move || connect_to(path.clone()),
+        FeedState::new(),
+        metrics.clone(),
+    );
+    let first = forwarded
+        .recv_timeout(WAIT)
+        .expect("a page reaches the shards");
     assert_eq!(
         &first[..],
         &[Revoked::Device(42), Revoked::User(UserId(7))],
@@ -153,7 +157,9 @@ fn it_survives_an_absent_then_vanishing_store_and_keeps_its_cursor() {
         move |envelope| {
             let reply = match envelope.request {
                 Request::Revocations { after: 0 } => page(20, vec![Revoked::Device(1)]),
-                Request::Revocations { after: 20 } if counted.fetch_add(1, Ordering::SeqCst) == 0 => {
+                Request::Revocations { after: 20 }
+                    if counted.fetch_add(1, Ordering::SeqCst) == 0 =>
+                {
                     page(20, Vec::new())
                 }
                 _ => return None,

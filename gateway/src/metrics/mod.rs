@@ -91,7 +91,8 @@ pub enum RevokedKind {
 }
 
 impl RevokedKind {
-    pub const ALL: [RevokedKind; 3] = [RevokedKind::Device, RevokedKind::User, RevokedKind::Session];
+    pub const ALL: [RevokedKind; 3] =
+        [RevokedKind::Device, RevokedKind::User, RevokedKind::Session];
 
     pub fn of(revoked: &portcullis_protocol::store::Revoked) -> RevokedKind {
         use portcullis_protocol::store::Revoked;

@@ -61,9 +61,9 @@ impl RevocationSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocols::ProtocolLimits;
     use crate::protocols::blynk::device::DeviceSession;
     use crate::protocols::blynk::{BlynkSession, BlynkTransition};
-    use crate::protocols::{ProtocolLimits, app_ws};
     use std::sync::Arc;
 
     fn device(id: DeviceId) -> Session {
@@ -95,16 +95,11 @@ mod tests {
         // Not logged in yet: nothing to end (its login will meet the store's answer).
         assert_eq!(set.ends(&Session::Blynk(BlynkSession::new())), None);
         // An app that has not logged in names no user.
-        assert_eq!(
-            set.ends(&Session::AppWs(Box::new(app_ws::AppWsSession::new()))),
-            None
-        );
-        let limits: ProtocolLimits = crate::config::limits::shard_limits(
-            &crate::config::Config::default(),
-        )
-        .protocol;
-        let http = Session::start(crate::conn::select::Protocol::Http, &limits)
-            .expect("HTTP is served");
+        assert_eq!(set.ends(&Session::AppWs(Box::default())), None);
+        let limits: ProtocolLimits =
+            crate::config::limits::shard_limits(&crate::config::Config::default()).protocol;
+        let http =
+            Session::start(crate::conn::select::Protocol::Http, &limits).expect("HTTP is served");
         assert_eq!(set.ends(&http), None);
         assert!(RevocationSet::new(&[]).is_empty());
     }

@@ -110,7 +110,10 @@ impl Shard {
         if ended.is_empty() {
             return;
         }
-        self.services.metrics.sessions_revoked.add(ended.len() as u64);
+        self.services
+            .metrics
+            .sessions_revoked
+            .add(ended.len() as u64);
         tracing::info!(
             shard = self.index,
             connections = ended.len(),
@@ -140,6 +143,14 @@ mod tests {
             assert_eq!(inbox.next(), None);
         }
         drop(inboxes);
-        assert_eq!(commands.broadcast(&command), 0, "stopped shards take nothing");
+        assert_eq!(
+            commands.broadcast(&command),
+            0,
+            "stopped shards take nothing"
+        );
     }
 }
+
+#[cfg(test)]
+#[path = "revocation_tests.rs"]
+mod revocation_tests;

@@ -282,7 +282,13 @@ impl BlynkSession {
     }
 
     /// The store knows the token: the device session starts, and the device is online.
-    fn logged_in(&mut self, device: DeviceId, template: Arc<str>, msg_id: u16, step: &mut Step<'_>) {
+    fn logged_in(
+        &mut self,
+        device: DeviceId,
+        template: Arc<str>,
+        msg_id: u16,
+        step: &mut Step<'_>,
+    ) {
         let session = DeviceSession::new(device, template);
         let timeout = session.heartbeat_timeout(&step.services.limits.device);
         self.advance(BlynkTransition::Authenticated(session), step);

@@ -61,7 +61,10 @@ fn device_states_only_move_forward() {
         .expect("a login leaves Login");
     assert!(matches!(s, BlynkSession::Authenticating { msg_id: 1 }));
     let s = s
-        .upgrade(BlynkTransition::Authenticated(DeviceSession::new(4, Arc::from("TMPL1"))))
+        .upgrade(BlynkTransition::Authenticated(DeviceSession::new(
+            4,
+            Arc::from("TMPL1"),
+        )))
         .expect("the store's answer leaves Authenticating");
     assert!(s.is_logged_in());
     assert_eq!(s.device(), Some(4));
@@ -72,7 +75,10 @@ fn device_states_only_move_forward() {
     ));
     assert!(
         BlynkSession::new()
-            .upgrade(BlynkTransition::Authenticated(DeviceSession::new(4, Arc::from("TMPL1"))))
+            .upgrade(BlynkTransition::Authenticated(DeviceSession::new(
+                4,
+                Arc::from("TMPL1")
+            )))
             .is_err(),
         "no device session without a login"
     );
@@ -287,7 +293,6 @@ fn frames_become_store_requests_by_class_and_the_close_takes_presence_away() {
     ));
 }
 
-
 /// An info message announcing `args` (key, value, ...), as frame `msg_id`, then a PING.
 fn info_then_ping(msg_id: u16, args: &[&[u8]]) -> Vec<u8> {
     let mut input = Vec::new();
@@ -337,7 +342,11 @@ fn an_info_announcing_another_template_closes_without_storing_it() {
     let mut session = logged_in(&mut shard);
     let input = info_then_ping(5, &[b"h-beat", b"60", b"tmpl", b"TMPLother\"\x1b[2J"]);
     let progress = session.receive(&input, &mut shard.step(3, PEER));
-    assert_eq!(progress.used, input.len(), "nothing after the refusal is read");
+    assert_eq!(
+        progress.used,
+        input.len(),
+        "nothing after the refusal is read"
+    );
     match &shard.out.close {
         Some(CloseReason::TemplateMismatch(m)) => {
             // Control characters are gone already (the info parser drops them); quotes escaped.
@@ -346,7 +355,10 @@ fn an_info_announcing_another_template_closes_without_storing_it() {
         }
         other => panic!("expected a template mismatch, got {other:?}"),
     }
-    assert!(!stores_info(&shard.out), "the refused device's info is not stored");
+    assert!(
+        !stores_info(&shard.out),
+        "the refused device's info is not stored"
+    );
     assert!(
         statuses(&shard.out).is_empty(),
         "neither the info nor the PING after it is answered"
