@@ -312,3 +312,27 @@ impl SecurityEvent for ConnectionEvent {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_template_mismatch_names_the_device_and_both_templates() {
+        let event = ConnectionEvent::TemplateMismatch {
+            peer: "192.0.2.7:4000".parse().expect("test fixture"),
+            device: 42,
+            announced: "TMPLother".into(),
+            expected: "TMPLmine".into(),
+        };
+        assert_eq!(event.kind(), "device_template_mismatch");
+        assert_eq!(event.class(), EventClass::Login);
+        assert_eq!(event.source(), "192.0.2.7".parse().ok());
+        assert_eq!(event.subject(), "device 42 from 192.0.2.7:4000");
+        let reason = event.reason();
+        assert!(
+            reason.contains("\"TMPLother\"") && reason.contains("TMPLmine"),
+            "{reason}"
+        );
+    }
+}
