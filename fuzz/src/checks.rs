@@ -69,7 +69,7 @@ pub fn device_frame(data: &[u8]) {
 /// decodes cleanly, and answers to the device respect its announced (or default) buffer size.
 pub fn session_step(data: &[u8]) {
     let limits = SessionLimits::default();
-    let mut session = DeviceSession::new(1);
+    let mut session = DeviceSession::new(1, std::sync::Arc::from("TMPL1"));
     let mut out = Outbox::default();
     let mut stream = data;
     while let Ok(Decoded::Frame { frame, consumed }) = frame::decode(stream, 4096) {

@@ -6,6 +6,7 @@
 pub mod config_reload;
 pub mod logging;
 mod mail;
+pub mod revocation_poller;
 pub mod serve;
 pub mod store_supervisor;
 pub mod systemd;

@@ -1,12 +1,14 @@
 //! `portcullis serve`: brings the pieces up in order — data directory, TLS certificate (and its
-//! watcher), metrics port, store (child or external), this node's presence reset, listeners,
-//! shards — then tells systemd it is ready. SIGHUP reloads the certificate and the live parts of the
-//! configuration. SIGINT/SIGTERM take it down in reverse: listeners close, connections are
-//! disconnected over the drain period, pending writes are flushed to the store, the child store
-//! exits, and the process exits 0.
+//! watcher), metrics port, store (child or external), this node's presence reset and the
+//! revocation feed's starting point, listeners, shards, the revocation poller — then tells
+//! systemd it is ready. SIGHUP reloads the certificate and the live parts of the configuration.
+//! SIGINT/SIGTERM take it down in reverse: the revocation poller stops, listeners close,
+//! connections are disconnected over the drain period, pending writes are flushed to the store,
+//! the child store exits, and the process exits 0.
 
 use super::config_reload;
 use super::logging::LogControl;
+use super::revocation_poller::{self, FeedState};
 use super::store_supervisor::{StoreSupervisor, locate_store_binary};
 use super::systemd;
 use crate::config::limits::{guards, shard_limits};
@@ -153,6 +155,15 @@ pub fn serve(config: Config, context: ServeContext) -> anyhow::Result<()> {
         .call(Request::ResetPresence { node: node.clone() })
         .context("resetting this node's device presence in the store")?;
     first_start(&mut control_client, &config.accounts.first_admin_email)?;
+    // The revocation feed starts from the store's newest entry, taken before any session exists
+    // (see `revocation_poller.rs`). A store that cannot answer it yet does not stop the start.
+    let feed = match revocation_poller::baseline(&mut control_client) {
+        Ok(feed) => feed,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot take the revocation feed's starting point at start-up; the poller takes it once the store answers");
+            FeedState::new()
+        }
+    };
     drop(control_client);
     let mailer = Arc::new(
         portcullis_mail::Mailer::start(&config.mail, &config.data_dir)
@@ -201,6 +212,14 @@ pub fn serve(config: Config, context: ServeContext) -> anyhow::Result<()> {
             on_plain_port: config.accounts.rest_on_plain_port,
         }),
     })?;
+    let poller = revocation_poller::spawn(
+        store.clone(),
+        node.clone(),
+        feed,
+        reactor.commands.clone(),
+        global.clone(),
+    )
+    .context("starting the revocation poller")?;
     let bearer_token: BearerToken = Arc::new(ArcSwapOption::new(
         config.metrics.bearer_token.clone().map(Arc::new),
     ));
@@ -246,6 +265,8 @@ pub fn serve(config: Config, context: ServeContext) -> anyhow::Result<()> {
     }
     global.draining.store(true, Ordering::Relaxed);
     systemd::stopping("draining connections");
+    // Draining ends every session anyway; the feed stops before the store does.
+    poller.stop();
     reactor.request_shutdown(Duration::from_millis(config.shutdown.drain_ms));
     // Read after the shards stopped, so the shutdown flush is counted too.
     let counters = GatewayMetrics {

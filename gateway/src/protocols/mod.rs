@@ -14,6 +14,7 @@ pub mod app_ws;
 pub mod blynk;
 pub mod http;
 pub mod outbox;
+pub mod revocation;
 
 use crate::bus::{Bus, BusEvent};
 use crate::conn::select::Protocol;

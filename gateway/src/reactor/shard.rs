@@ -10,6 +10,7 @@
 
 use super::ShardLimits;
 use super::accept::{AcceptContext, Accepted, Acceptor};
+use super::commands::CommandInbox;
 use super::connection::{Conn, Flush};
 use super::dispatch::ReadDepth;
 use super::drain::DrainPlan;
@@ -75,6 +76,7 @@ pub struct ShardSetup {
     pub bus_inbox: HubInbox,
     pub workers: Arc<Workers>,
     pub worker_inbox: WorkerInbox,
+    pub command_inbox: CommandInbox,
 }
 
 pub struct Shard {
@@ -111,6 +113,8 @@ pub struct Shard {
     bus_inbox: HubInbox,
     pub(super) workers: Arc<Workers>,
     worker_inbox: WorkerInbox,
+    /// Commands from other threads (`commands.rs`).
+    command_inbox: CommandInbox,
     /// Connections given events but not yet flushed, during one delivery.
     touched: Vec<usize>,
     /// Admitted connections of one accept pass.
@@ -178,6 +182,7 @@ impl Shard {
             bus_inbox: setup.bus_inbox,
             workers: setup.workers,
             worker_inbox: setup.worker_inbox,
+            command_inbox: setup.command_inbox,
             touched: Vec::new(),
             accepted: Vec::new(),
         })
@@ -311,8 +316,12 @@ impl Shard {
             .then_some(key)
     }
 
-    /// Subscription changes, worker answers and device events from other threads.
+    /// Commands (revocations first: nothing more is done for a revoked session), subscription
+    /// changes, worker answers and device events from other threads.
     fn drain_inboxes(&mut self) {
+        while let Some(command) = self.command_inbox.next() {
+            self.on_command(command);
+        }
         while let Some(message) = self.bus_inbox.next_control() {
             self.services.bus.apply(message);
         }
@@ -600,7 +609,9 @@ impl Shard {
             | CloseReason::HeartbeatTimeout { .. }
             | CloseReason::IdleTimeout { .. }
             | CloseReason::InputBufferFull { .. }
-            | CloseReason::SlowReader { .. } => return,
+            | CloseReason::SlowReader { .. }
+            | CloseReason::TemplateMismatch(_)
+            | CloseReason::Revoked { .. } => return,
         };
         self.services.metrics.reject(rejection);
         // TLS refusals and token failures have their own, more specific events.

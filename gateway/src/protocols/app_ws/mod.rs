@@ -90,6 +90,15 @@ impl AppWsSession {
         self.session.is_logged_in()
     }
 
+    /// The user this app logged in as (`None` before login, or for the operator), so the shard
+    /// can end the sessions of a user the store revoked.
+    pub fn user(&self) -> Option<portcullis_protocol::authz::UserId> {
+        self.principal
+            .as_ref()
+            .and_then(|p| p.as_member())
+            .map(|m| m.user())
+    }
+
     pub fn on_deadline(&self, limits: &ProtocolLimits) -> CloseReason {
         if self.is_logged_in() {
             CloseReason::IdleTimeout {
