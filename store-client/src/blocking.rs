@@ -8,8 +8,8 @@
 use crate::endpoint::{RemoteStore, StoreEndpoint};
 use crate::hello::{self, HelloError, mismatch_text};
 use portcullis_protocol::store::{
-    Acting, ClientHello, ReplyEnvelope, Request, RequestEnvelope, Response, ServerHello, StoreError,
-    WireError, decode_frame, encode_frame,
+    Acting, ClientHello, ReplyEnvelope, Request, RequestEnvelope, Response, ServerHello,
+    StoreError, WireError, decode_frame, encode_frame,
 };
 use rustls::{ClientConnection, StreamOwned};
 use serde::Serialize;

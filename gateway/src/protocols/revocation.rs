@@ -1,9 +1,8 @@
 //! What one page of the store's revocation feed ends, as the sessions see it: the devices, users
 //! and sessions it names, looked up per connection when a shard closes what was revoked
 //! (`reactor/commands.rs`). A logged-in Blynk device is named by its device id; a logged-in app
-//! by its user (the principal it logged in as). No connection logs in with a session token yet
-//! (an app WebSocket login checks a password each time), so `Revoked::Session` entries end
-//! nothing on this gateway today; they are kept for the session-token logins to come.
+//! by its user (the principal it logged in as) and, when it logged in with a session token
+//! (`login_token`), by that token's hash, so a logout ends the connections of that session.
 
 use super::Session;
 use portcullis_protocol::authz::UserId;
@@ -49,10 +48,18 @@ impl RevocationSet {
                 .device()
                 .filter(|d| self.devices.contains(d))
                 .map(|_| "device re-provisioned or deleted"),
-            Session::AppWs(app) => app
-                .user()
-                .filter(|u| self.users.contains(u))
-                .map(|_| "user suspended, deleted or logged out everywhere"),
+            Session::AppWs(app) => {
+                if app.user().is_some_and(|u| self.users.contains(&u)) {
+                    Some("user suspended, deleted or logged out everywhere")
+                } else if app
+                    .session_hash()
+                    .is_some_and(|h| self.sessions.contains(h))
+                {
+                    Some("session logged out")
+                } else {
+                    None
+                }
+            }
             Session::Http(_) => None,
         }
     }

@@ -80,6 +80,7 @@ fn start_reactor() -> Running {
         limits: shard_limits(&config),
         guards: Arc::new(guards(&config)),
         password_workers: 1,
+        rest: Arc::new(crate::protocols::testkit::test_rest_env(guards(&config))),
     })
     .expect("reactor starts");
     Running {

@@ -60,12 +60,15 @@ pub enum Cf {
     ApiKeys,
     /// Audit sequence (u64 BE) -> audit entry. Append-only.
     Audit,
+    /// Revocation sequence (u64 BE) -> expiry · revoked device, user or session (the feed
+    /// gateways poll). An expiring family: see [`Cf::expires`].
+    Revocations,
 }
 
 impl Cf {
     /// Every column family, in a fixed order. New families go at the end: a family's index
     /// here is part of the `Reseal` cursor a client may hold across an upgrade.
-    pub const ALL: [Cf; 18] = [
+    pub const ALL: [Cf; 19] = [
         Cf::Meta,
         Cf::Devices,
         Cf::TokenIndex,
@@ -84,6 +87,7 @@ impl Cf {
         Cf::TemplateDevices,
         Cf::ApiKeys,
         Cf::Audit,
+        Cf::Revocations,
     ];
 
     /// The on-disk name. Never change one: it is part of the data format.
@@ -107,6 +111,7 @@ impl Cf {
             Cf::TemplateDevices => "template_devices",
             Cf::ApiKeys => "api_keys",
             Cf::Audit => "audit",
+            Cf::Revocations => "revocations",
         }
     }
 
@@ -115,7 +120,7 @@ impl Cf {
     /// background maintenance (RocksDB: a compaction filter), so retention never needs a scan;
     /// until it does, readers skip expired entries themselves ([`expired`]).
     pub const fn expires(self) -> bool {
-        matches!(self, Cf::History)
+        matches!(self, Cf::History | Cf::Revocations)
     }
 }
 

@@ -22,13 +22,14 @@ use super::templates::{load_template, usable};
 use super::users::find_user;
 use super::{
     LIST_PAGE_BYTES, LIST_SCAN_CHUNK, MAX_NAME_LEN, MAX_PROPERTY_NAME_LEN, Result, SchemaError,
-    check_info, check_text, check_value, keys, next_id, synced,
+    check_info, check_text, check_value, keys, next_id, revocations, synced,
 };
 use crate::engine::{Cf, Durability};
 use portcullis_protocol::authz::{OrgId, OrgPath, Permission, UserId};
 use portcullis_protocol::body::{DeviceInfo, PinAddr, WIDGET_PROPERTIES, is_widget_property};
 use portcullis_protocol::store::{
-    DeviceAuth, DeviceId, DeviceRecord, DeviceScope, MAX_LIST_PAGE, Response, TemplateId, TokenHash,
+    DeviceAuth, DeviceId, DeviceRecord, DeviceScope, MAX_LIST_PAGE, Response, Revoked, TemplateId,
+    TokenHash,
 };
 
 pub(super) fn find_device(view: &impl View, id: DeviceId) -> Result<Option<StoredDevice>> {
@@ -349,6 +350,7 @@ pub(super) fn reprovision(
             .batch
             .put(Cf::Devices, keys::device(id), encode(&record)?);
     }
+    revocations::record(view, &mut change, who.now, Revoked::Device(id))?;
     audit::record(
         view,
         &mut change,
@@ -389,6 +391,7 @@ pub(super) fn delete_device(
     }
     // Presence sets of the device (`node_presence/<node>/<id>`) are left to the next reset of
     // their node, which skips devices that are gone.
+    revocations::record(view, &mut change, who.now, Revoked::Device(id))?;
     audit::record(
         view,
         &mut change,

@@ -8,8 +8,8 @@ use super::devices::{self, load_device, require_device, set_info, write_property
 use super::group::{Change, Committed, Group};
 use super::presence::set_presence;
 use super::{
-    Result, SchemaError, Store, apikeys, audit, history, now_ms, orgs, roles, sessions, templates,
-    user_changes, users,
+    Result, SchemaError, Store, apikeys, audit, history, now_ms, orgs, revocations, roles,
+    sessions, templates, user_changes, users,
 };
 use crate::engine::Engine;
 use portcullis_protocol::store::{Acting, Request, Response};
@@ -88,6 +88,9 @@ impl<E: Engine> Store<E> {
                 after,
                 limit,
             } => audit::read(&view, org, subtree, after, limit).map(Response::Audit),
+            Request::Revocations { after } => {
+                revocations::read(&view, after, now).map(Response::Revocations)
+            }
             write => Err(SchemaError::Internal(format!(
                 "a write reached the read path: {}",
                 write.name()

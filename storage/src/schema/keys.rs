@@ -42,6 +42,8 @@ pub(crate) const NEXT_USER_ID: &[u8] = b"next_user_id";
 pub(crate) const NEXT_KEY_ID: &[u8] = b"next_key_id";
 /// Meta key of the next audit sequence number (u64 BE). Absent means 1.
 pub(crate) const NEXT_AUDIT_SEQ: &[u8] = b"next_audit_seq";
+/// Meta key of the next revocation sequence number (u64 BE). Absent means 1.
+pub(crate) const NEXT_REVOCATION_SEQ: &[u8] = b"next_revocation_seq";
 /// Meta keys `node_presence/<node>/<device id BE>`: the live sessions one gateway node has on
 /// one device (the `local` parts of their tags, postcard `Vec<u64>`). Node names hold no `/`, so
 /// a node's prefix covers exactly its own keys, and its reset visits only them.
@@ -137,6 +139,10 @@ pub(crate) fn api_key(id: ApiKeyId) -> [u8; 8] {
 }
 
 pub(crate) fn audit(seq: u64) -> [u8; 8] {
+    seq.to_be_bytes()
+}
+
+pub(crate) fn revocation(seq: u64) -> [u8; 8] {
     seq.to_be_bytes()
 }
 

@@ -40,6 +40,7 @@ mod presence;
 #[cfg(test)]
 mod presence_tests;
 mod records;
+mod revocations;
 mod roles;
 mod sealing;
 mod sessions;
@@ -207,7 +208,8 @@ pub fn is_write(request: &Request) -> bool {
         | Request::GetTemplate { .. }
         | Request::ListTemplates { .. }
         | Request::ListApiKeys { .. }
-        | Request::ReadAudit { .. } => false,
+        | Request::ReadAudit { .. }
+        | Request::Revocations { .. } => false,
     }
 }
 

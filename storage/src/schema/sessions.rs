@@ -17,10 +17,12 @@ use super::audit;
 use super::group::{Change, View};
 use super::records::{StoredSession, StoredStatus, StoredToken, StoredUser, decode, encode};
 use super::users::{check_phc, find_user, load_user, member_of};
-use super::{Result, SchemaError, keys, synced};
+use super::{Result, SchemaError, keys, revocations, synced};
 use crate::engine::Cf;
 use portcullis_protocol::authz::{OrgId, UserId};
-use portcullis_protocol::store::{Response, SecretHash, SessionSubject, TokenPurpose, TokenUse};
+use portcullis_protocol::store::{
+    Response, Revoked, SecretHash, SessionSubject, TokenPurpose, TokenUse,
+};
 
 /// What every failed `ConsumeToken` says, whatever the reason.
 const NO_TOKEN: &str = "one-time token (unknown, expired, already used, or for something else)";
@@ -130,7 +132,7 @@ pub(super) fn consume_token(
         TokenUse::ResetPassword { password_phc } => {
             check_phc(&password_phc)?;
             user.password_phc = Some(password_phc);
-            let revoked = revoke_all(view, &mut change, id)?;
+            let revoked = revoke_all(view, &mut change, id, who.now)?;
             format!("password reset; {revoked} session(s) revoked")
         }
     };
@@ -212,7 +214,14 @@ pub(super) fn resolve(view: &impl View, hash: &SecretHash, now: u64) -> Result<R
 }
 
 /// Deletes every session of `user` in `change`; returns how many.
-pub(super) fn revoke_all(view: &impl View, change: &mut Change, user: UserId) -> Result<usize> {
+/// Every live app connection of the user ends too (the revocation feed).
+pub(super) fn revoke_all(
+    view: &impl View,
+    change: &mut Change,
+    user: UserId,
+    now: u64,
+) -> Result<usize> {
+    revocations::record(view, change, now, Revoked::User(user))?;
     let prefix = keys::user_index_prefix(user, keys::USER_SESSION);
     let entries = view.scan_prefix(Cf::UserIndex, &prefix, usize::MAX)?;
     for (key, _) in &entries {
@@ -237,10 +246,11 @@ pub(super) fn revoke_sessions(
     let record = load_user(view, user)?;
     let mut change = synced();
     let revoked = match only {
-        None => revoke_all(view, &mut change, user)?,
+        None => revoke_all(view, &mut change, user, who.now)?,
         Some(hash) => {
             let index = keys::user_session(user, &hash);
             if view.get(Cf::UserIndex, &index)?.is_some() {
+                revocations::record(view, &mut change, who.now, Revoked::Session(hash))?;
                 change.batch.delete(Cf::Sessions, hash.to_vec());
                 change.batch.delete(Cf::UserIndex, index);
                 1

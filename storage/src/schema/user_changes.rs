@@ -82,7 +82,7 @@ pub(super) fn update_user(
         revoke = true;
     }
     if revoke {
-        let revoked = revoke_all(view, &mut out, id)?;
+        let revoked = revoke_all(view, &mut out, id, who.now)?;
         detail.push(format!("{revoked} session(s) revoked"));
     }
     out.batch.put(Cf::Users, keys::user(id), encode(&user)?);
@@ -115,7 +115,7 @@ pub(super) fn delete_user(view: &impl View, who: &Who, id: UserId) -> Result<(Re
         Cf::OrgIndex,
         keys::org_index(org, keys::ORG_USER, &keys::user(id)),
     );
-    let sessions = revoke_all(view, &mut change, id)?;
+    let sessions = revoke_all(view, &mut change, id, who.now)?;
     delete_tokens(view, &mut change, id)?;
     let mut keys_deleted = 0;
     for (key_id, key) in keys_of_org(view, org)? {

@@ -90,7 +90,9 @@ fn run_jobs(out: &mut Outbox) -> Vec<(Pool, Done)> {
         .drain(..)
         .map(|job| {
             let pool = job.pool;
-            let WorkDone::AppWs(done) = (job.run)(&mut WorkerStore(&mut Scripted));
+            let WorkDone::AppWs(done) = (job.run)(&mut WorkerStore(&mut Scripted)) else {
+                panic!("an app job answers the app session");
+            };
             (pool, *done)
         })
         .collect()
@@ -273,7 +275,9 @@ fn a_full_pool_is_answered_busy_and_the_session_goes_on() {
     let bytes = login_request(&mut app, 5, "ann@acme.example");
     session.receive(&bytes, &mut shard.step(1, PEER));
     let job = shard.out.jobs.pop().expect("a login job");
-    let WorkDone::AppWs(refused) = job.refused;
+    let WorkDone::AppWs(refused) = job.refused else {
+        panic!("an app job answers the app session");
+    };
     let refused = *refused;
     assert!(matches!(
         refused,
