@@ -16,6 +16,7 @@ use super::{
 };
 use crate::bus::{BusEvent, DeviceEvent};
 use crate::conn::CloseReason;
+use crate::guard::account_failures::AccountGate;
 use crate::guard::login_throttle::LoginGate;
 use crate::guard::security_events::ConnectionEvent;
 use portcullis_operations::devices::{self, DevicePage};
@@ -251,6 +252,27 @@ impl AppWsSession {
         }
         let peer = step.conn.peer;
         let email = normalize_email(&email);
+        let services = &mut *step.services;
+        let account = services
+            .guards
+            .app_accounts()
+            .gate(&email, peer.ip(), services.now);
+        if let AccountGate::Wait(wait) = account {
+            let retry_in_secs = wait.as_secs().max(1);
+            services.metrics.app_logins_refused.add(1);
+            services.security.record(
+                services.now,
+                &ConnectionEvent::AppLoginThrottled {
+                    peer,
+                    email,
+                    retry_in_secs,
+                },
+            );
+            let message =
+                format!("too many failed logins of this account; retry in {retry_in_secs} s");
+            self.session.login_failed(AppErrorCode::Throttled, &message);
+            return;
+        }
         let checked = email.clone();
         let from = peer.ip().to_string();
         step.out.jobs.push(Job {
@@ -393,7 +415,7 @@ impl AppWsSession {
             .map(|member| member.org().org().0.to_string())
             .unwrap_or_default();
         tracing::info!(shard = services.shard, %peer, %email, %org, "app logged in");
-        services.guards.app_accounts().clear(&email);
+        services.guards.app_accounts().succeeded(&email, peer.ip());
         self.session.logged_in(email, org);
         self.principal = Some(principal);
         services.metrics.app_logins_ok.add(1);
@@ -428,9 +450,7 @@ impl AppWsSession {
         }
         self.session
             .login_failed(AppErrorCode::Unauthorized, "wrong email or password");
-        let account_failures = refusal
-            .known_user()
-            .then(|| services.guards.app_accounts().record(&email, services.now));
+        let account_failures = Some(services.guards.app_accounts().record(&email, services.now));
         services.metrics.app_logins_refused.add(1);
         let gate = services
             .guards

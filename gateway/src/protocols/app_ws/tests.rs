@@ -198,8 +198,21 @@ fn an_address_with_too_many_failures_is_refused_without_a_password_check() {
         ),
         "{events:?}"
     );
-    // Another address is not blocked.
+    // From another address the account itself backs off (it is not one ann logged in from)…
     let bytes = login_request(&mut app, 100, "ann@acme.example");
+    session.receive(&bytes, &mut shard.step(1, "127.0.0.10:5000"));
+    assert!(shard.out.jobs.is_empty(), "the account backs off");
+    let events = app.events(&shard.out);
+    assert!(
+        matches!(
+            events.last(),
+            Some(AppEvent::Error { code: AppErrorCode::Throttled, message, .. })
+                if message.contains("of this account")
+        ),
+        "{events:?}"
+    );
+    // …while that address logs in to other accounts.
+    let bytes = login_request(&mut app, 101, "bob@acme.example");
     session.receive(&bytes, &mut shard.step(1, "127.0.0.10:5000"));
     assert_eq!(shard.out.jobs.len(), 1);
 }

@@ -7,6 +7,7 @@ use super::json::{ApiError, body, no_content, reply};
 use super::now_ms;
 use super::views::{OrgView, UserView, permission_names};
 use super::{RestCall, RestEnv};
+use crate::guard::account_failures::AccountGate;
 use crate::guard::login_throttle::LoginGate;
 use crate::guard::security_events::ConnectionEvent;
 use crate::guard::security_log;
@@ -164,8 +165,15 @@ fn login(
     let form: LoginBody = body(call)?;
     let peer = peer(call);
     let email = normalize_email(&form.email);
-    let gate = env.guards.app_throttle().check(peer.ip(), Instant::now());
-    if let LoginGate::Blocked { remaining, .. } = gate {
+    let now = Instant::now();
+    let gate = env.guards.app_throttle().check(peer.ip(), now);
+    let account = env.guards.app_accounts().gate(&email, peer.ip(), now);
+    let wait = match (gate, account) {
+        (LoginGate::Blocked { remaining, .. }, _) => Some((remaining, "from this address")),
+        (_, AccountGate::Wait(wait)) => Some((wait, "of this account")),
+        _ => None,
+    };
+    if let Some((remaining, whose)) = wait {
         let retry_in_secs = remaining.as_secs().max(1);
         security_log::record(
             "rest",
@@ -177,7 +185,7 @@ fn login(
         );
         let error = ApiError::new(
             429,
-            format!("Too many failed logins from this address; retry in {retry_in_secs} s."),
+            format!("Too many failed logins {whose}; retry in {retry_in_secs} s."),
         );
         return Ok(error
             .response()
@@ -186,7 +194,7 @@ fn login(
     let from = peer.ip().to_string();
     match sessions::login(store, &email, &form.hash, &from, env.session_ttl, now_ms())? {
         Ok(session) => {
-            env.guards.app_accounts().clear(&email);
+            env.guards.app_accounts().succeeded(&email, peer.ip());
             let Some(member) = session.principal.as_member() else {
                 return Err(ApiError::new(500, "Internal error."));
             };
@@ -204,9 +212,7 @@ fn login(
         }
         Err(refusal) => {
             let now = Instant::now();
-            let account_failures = refusal
-                .known_user()
-                .then(|| env.guards.app_accounts().record(&email, now));
+            let account_failures = Some(env.guards.app_accounts().record(&email, now));
             let gate = env.guards.app_throttle().record_failure(peer.ip(), now);
             security_log::record(
                 "rest",
