@@ -68,6 +68,8 @@ pub struct Services {
     pub bus: Bus,
     /// What the REST API's calls need (mail, links, the session lifetime).
     pub rest: Arc<http::rest::RestEnv>,
+    /// The template ids the shard's device sessions share.
+    pub template_names: blynk::template_names::TemplateNames,
 }
 
 impl Services {

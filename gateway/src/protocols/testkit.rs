@@ -44,6 +44,7 @@ impl TestShard {
             metrics: Arc::new(ShardMetrics::new(0)),
             bus: Bus::new(0, hub),
             rest: Arc::new(test_rest_env(guards(config))),
+            template_names: Default::default(),
         };
         Self {
             _poll: poll,

@@ -148,6 +148,7 @@ impl Shard {
             metrics: setup.metrics.clone(),
             bus: Bus::new(setup.index, setup.hub),
             rest: setup.rest,
+            template_names: Default::default(),
         };
         Ok(Self {
             index: setup.index,

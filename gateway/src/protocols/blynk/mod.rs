@@ -9,6 +9,7 @@
 pub mod device;
 pub mod login;
 pub mod quota;
+pub mod template_names;
 
 use super::{Continuation, InputLimit, Progress, ProtocolLimits, Step, StoreFailure, StoreReply};
 use super::{Services, StoreRequest};
@@ -219,7 +220,7 @@ impl BlynkSession {
     pub fn on_store_reply(&mut self, pending: Pending, reply: StoreReply, step: &mut Step<'_>) {
         match (pending, reply) {
             (Pending::Login { msg_id }, Ok(Response::Authenticated(Some(auth)))) => {
-                let template = Arc::from(auth.template.as_str());
+                let template = step.services.template_names.intern(auth.template.as_str());
                 self.logged_in(auth.device, template, msg_id, step)
             }
             (Pending::Login { msg_id }, Ok(Response::Authenticated(None))) => {
