@@ -94,7 +94,7 @@ pub fn sign_up(
     };
     let user = answer("SignUp", ask(store, request)?, |r| match r {
         Response::User(Some(user)) => Ok(user),
-        other => Err(other),
+        other => Err(Box::new(other)),
     })?;
     let mail = OutgoingMail {
         to: email,
@@ -162,7 +162,7 @@ pub fn use_token(
         Ok(Response::User(None)) | Err(portcullis_protocol::store::StoreError::NotFound(_)) => {
             Err(REFUSED)
         }
-        other => answer("ConsumeToken", other, |r| Err::<UserRecord, _>(r)),
+        other => answer("ConsumeToken", other, |r| Err::<UserRecord, _>(Box::new(r))),
     }
 }
 
@@ -182,7 +182,7 @@ pub fn request_reset(
     };
     let credentials = answer("GetUser", ask(store, request)?, |r| match r {
         Response::Credentials(c) => Ok(c),
-        other => Err(other),
+        other => Err(Box::new(other)),
     })?;
     let Some(credentials) = credentials else {
         return Ok(None);

@@ -69,7 +69,7 @@ pub fn create(
     };
     let key = act_for(store, principal, request, |r| match r {
         Response::ApiKey(key) => Ok(key),
-        other => Err(other),
+        other => Err(Box::new(other)),
     })?;
     let secret = KeySecret(format!("{KEY_PREFIX}{}_{}", key.id.0, secret.expose()));
     Ok(CreatedKey { key, secret })
@@ -86,7 +86,7 @@ pub fn list(
         Request::ListApiKeys { org },
         |r| match r {
             Response::ApiKeys(keys) => Ok(keys),
-            other => Err(other),
+            other => Err(Box::new(other)),
         },
     )
 }

@@ -24,6 +24,6 @@ pub fn read(
     };
     act_for(store, principal, request, |r| match r {
         Response::Audit(entries) => Ok(entries),
-        other => Err(other),
+        other => Err(Box::new(other)),
     })
 }

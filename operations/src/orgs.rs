@@ -8,10 +8,10 @@ use crate::store_access::{StoreAccess, act_for};
 use portcullis_protocol::authz::OrgId;
 use portcullis_protocol::store::{OrgRecord, Request, Response};
 
-fn org(response: Response) -> Result<OrgRecord, Response> {
+fn org(response: Response) -> Result<OrgRecord, Box<Response>> {
     match response {
         Response::Org(org) => Ok(org),
-        other => Err(other),
+        other => Err(Box::new(other)),
     }
 }
 
@@ -44,7 +44,7 @@ pub fn list(
         Request::ListOrgs { org: id },
         |r| match r {
             Response::Orgs(orgs) => Ok(orgs),
-            other => Err(other),
+            other => Err(Box::new(other)),
         },
     )
 }

@@ -9,10 +9,10 @@ use crate::users::done;
 use portcullis_protocol::authz::{OrgId, Permission, Permissions, RoleId, grantable};
 use portcullis_protocol::store::{Request, Response, RoleRecord};
 
-fn role(response: Response) -> Result<RoleRecord, Response> {
+fn role(response: Response) -> Result<RoleRecord, Box<Response>> {
     match response {
         Response::Role(role) => Ok(role),
-        other => Err(other),
+        other => Err(Box::new(other)),
     }
 }
 
@@ -58,7 +58,7 @@ pub fn list(
 ) -> Result<Vec<RoleRecord>, OperationError> {
     act_for(store, principal, Request::ListRoles { org }, |r| match r {
         Response::Roles(roles) => Ok(roles),
-        other => Err(other),
+        other => Err(Box::new(other)),
     })
 }
 

@@ -79,7 +79,7 @@ pub fn verify(
     };
     let credentials = answer("GetUser", ask(store, request)?, |r| match r {
         Response::Credentials(c) => Ok(c),
-        other => Err(other),
+        other => Err(Box::new(other)),
     })?;
     Ok(check(credentials.as_deref(), client_hash, from))
 }
@@ -170,7 +170,7 @@ pub fn authenticate(
         };
         let found = answer("UseApiKey", ask(store, request)?, |r| match r {
             Response::KeyUse(found) => Ok(found),
-            other => Err(other),
+            other => Err(Box::new(other)),
         })?;
         let Some(found) = found else {
             return Err(REFUSED);
@@ -190,7 +190,7 @@ pub fn authenticate(
     };
     let found = answer("ResolveSession", ask(store, request)?, |r| match r {
         Response::Session(found) => Ok(found),
-        other => Err(other),
+        other => Err(Box::new(other)),
     })?;
     let Some(found) = found else {
         return Err(REFUSED);

@@ -108,7 +108,7 @@ pub(crate) fn act_for<T>(
     store: &mut impl StoreAccess,
     principal: &Principal,
     request: Request,
-    pick: impl FnOnce(Response) -> Result<T, Response>,
+    pick: impl FnOnce(Response) -> Result<T, Box<Response>>,
 ) -> Result<T, OperationError> {
     let name = request.name();
     answer(name, act(store, principal, request)?, pick)
@@ -118,7 +118,7 @@ pub(crate) fn act_for<T>(
 pub(crate) fn answer<T>(
     name: &'static str,
     answer: Answer,
-    pick: impl FnOnce(Response) -> Result<T, Response>,
+    pick: impl FnOnce(Response) -> Result<T, Box<Response>>,
 ) -> Result<T, OperationError> {
     match answer {
         Ok(response) => pick(response).map_err(|other| OperationError::unexpected(name, &other)),

@@ -13,10 +13,10 @@ use portcullis_protocol::store::{Datastream, Request, Response, TemplateId, Temp
 /// Characters after `TMPL` in a generated id.
 pub const GENERATED_ID_CHARS: usize = 10;
 
-fn template(response: Response) -> Result<TemplateRecord, Response> {
+fn template(response: Response) -> Result<TemplateRecord, Box<Response>> {
     match response {
         Response::Template(template) => Ok(template),
-        other => Err(other),
+        other => Err(Box::new(other)),
     }
 }
 
@@ -75,7 +75,7 @@ pub fn list(
         Request::ListTemplates { org },
         |r| match r {
             Response::Templates(templates) => Ok(templates),
-            other => Err(other),
+            other => Err(Box::new(other)),
         },
     )
 }

@@ -258,7 +258,7 @@ pub fn bootstrap(
         crate::store_access::ask(store, request)?,
         |r| match r {
             Response::Bootstrapped(created) => Ok(created),
-            other => Err(other),
+            other => Err(Box::new(other)),
         },
     )?;
     Ok(created.then_some(GeneratedPassword(password)))
@@ -308,7 +308,7 @@ pub fn list(
     let request = Request::ListUsers { org, after, limit };
     act_for(store, principal, request, |r| match r {
         Response::Users(users) => Ok(users),
-        other => Err(other),
+        other => Err(Box::new(other)),
     })
 }
 
@@ -348,7 +348,7 @@ pub fn update(
     };
     act_for(store, principal, request, |r| match r {
         Response::User(Some(user)) => Ok(user),
-        other => Err(other),
+        other => Err(Box::new(other)),
     })
 }
 
@@ -371,10 +371,10 @@ pub fn force_logout(
     act_for(store, principal, request, done)
 }
 
-pub(crate) fn done(response: Response) -> Result<(), Response> {
+pub(crate) fn done(response: Response) -> Result<(), Box<Response>> {
     match response {
         Response::Done => Ok(()),
-        other => Err(other),
+        other => Err(Box::new(other)),
     }
 }
 
