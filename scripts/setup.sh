@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing Portcullis needs on a fresh Debian 12 machine: the C/C++
-# toolchain and libclang for the bundled RocksDB, and the real Blynk Python clients used by the
-# compatibility tests, and curl for the REST end-to-end tests. Safe to run again: it only installs what is missing.
+# toolchain and libclang for the bundled RocksDB, curl for the REST end-to-end tests, and the real
+# Blynk Python clients used by the compatibility tests. Safe to run again: it only installs what
+# is missing.
 set -euo pipefail
 
 need_apt=()

@@ -12,6 +12,7 @@ pub mod app;
 pub mod device;
 pub mod hostile;
 pub mod metrics;
+pub mod rest;
 pub mod store;
 
 use serde_json::Value;
