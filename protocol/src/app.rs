@@ -38,7 +38,7 @@ pub enum AppRequest {
         email: String,
         hash: String,
     },
-    /// Logs in with a session token that `POST /api/v1/login` returned. The connection lasts
+    /// Logs in with a session token that `POST /api/v1/auth/login` returned. The connection lasts
     /// as long as the session: a logout, password change, suspension or force-logout ends it.
     LoginToken { id: u32, token: String },
     /// The devices of the user's organization, ordered by id, starting after `after`.
