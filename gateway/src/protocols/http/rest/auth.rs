@@ -7,7 +7,7 @@ use super::json::{ApiError, body, no_content, reply};
 use super::now_ms;
 use super::views::{OrgView, UserView, permission_names};
 use super::{RestCall, RestEnv};
-use crate::guard::login_throttle::LoginGate;
+use crate::guard::login_throttle::{self, LoginGate};
 use crate::guard::security_events::ConnectionEvent;
 use crate::guard::security_log;
 use crate::protocols::WorkerStore;
@@ -166,7 +166,7 @@ fn login(
     let email = normalize_email(&form.email);
     let gate = env.guards.app_throttle().check(peer.ip(), Instant::now());
     if let LoginGate::Blocked { remaining, .. } = gate {
-        let retry_in_secs = remaining.as_secs().max(1);
+        let retry_in_secs = login_throttle::retry_after_secs(remaining);
         security_log::record(
             "rest",
             &ConnectionEvent::AppLoginThrottled {
