@@ -236,10 +236,7 @@ impl Gateway {
             "test devices",
         ]);
         if let Err(e) = made {
-            assert!(
-                e.contains("is taken"),
-                "creating the test template: {e}"
-            );
+            assert!(e.contains("is taken"), "creating the test template: {e}");
         }
         self.template_ready.set(true);
     }
