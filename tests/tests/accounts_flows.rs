@@ -226,6 +226,42 @@ fn a_sibling_organization_gets_the_404_of_a_missing_device_and_the_parent_admin_
         );
     }
 
+    // And a sibling's user, the same way.
+    let user_calls = |user: u64| {
+        vec![
+            rest.get(&format!("/users/{user}"), &north_admin),
+            rest.patch(
+                &format!("/users/{user}"),
+                &north_admin,
+                &json!({"name": "x"}),
+            ),
+            rest.call(
+                "POST",
+                &format!("/users/{user}/logout"),
+                Some(&north_admin),
+                None,
+            ),
+            rest.delete(&format!("/users/{user}"), &north_admin),
+        ]
+    };
+    let me = rest.get("/me", &north_admin);
+    let next_user = me.expect(200)["user"]["id"].as_u64().unwrap() + 1;
+    let before = user_calls(next_user);
+    let (south_user, _) = create_user(&gw, "user@south.example", south, "user");
+    assert_eq!(south_user, next_user, "user ids are not sequential");
+    for (missing, hidden) in before.iter().zip(&user_calls(next_user)) {
+        assert_eq!(missing.status, 404, "{missing:?}");
+        assert_eq!(
+            (hidden.status, &hidden.body),
+            (missing.status, &missing.body),
+            "a sibling's user answers differently from a missing one: {} vs {}",
+            String::from_utf8_lossy(&hidden.body),
+            String::from_utf8_lossy(&missing.body)
+        );
+    }
+    let south_user = rest.get(&format!("/users/{south_user}"), &root);
+    assert_eq!(south_user.expect(200)["name"], "user@south.example");
+
     // Nothing happened to it: the parent's Admin sees it, and its token still logs in.
     let seen = rest.get(&format!("/devices/{device}"), &root);
     assert_eq!(seen.expect(200)["org"], south, "{seen:?}");

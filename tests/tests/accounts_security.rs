@@ -218,6 +218,11 @@ fn a_device_announcing_another_template_is_closed_and_the_logs_say_why() {
         "{event}"
     );
     gw.wait_for_log("TMPLforeign", Duration::from_secs(5));
+    assert_eq!(
+        gw.scrape()
+            .get("portcullis_device_template_mismatches_total", &[]),
+        Some(1.0)
+    );
     // The impostor's info was not stored.
     let stored = gw.device(device);
     assert!(
@@ -285,6 +290,35 @@ fn an_api_key_does_only_what_it_was_given_and_cannot_mint_a_broader_key() {
         assert!(minted.json.get("secret").is_none());
     }
     assert_eq!(keys(), keys_before);
+    // A key that may manage keys mints a narrower one, never a wider one.
+    let manager = rest.post(
+        "/api-keys",
+        Some(&root),
+        &json!({"name": "key manager", "permissions": ["api_keys.manage", "org_devices.view"]}),
+    );
+    let manager = manager.expect(201)["secret"].as_str().unwrap().to_owned();
+    let narrower = rest.post(
+        "/api-keys",
+        Some(&manager),
+        &json!({"name": "narrower", "permissions": ["org_devices.view"]}),
+    );
+    narrower.expect(201);
+    let wider = rest.post(
+        "/api-keys",
+        Some(&manager),
+        &json!({"name": "wider", "permissions": ["org_devices.view", "devices.create"]}),
+    );
+    assert_eq!(wider.status, 403, "{wider:?}");
+    assert_eq!(
+        keys().len(),
+        keys_before.len() + 2,
+        "only the manager and the narrower key"
+    );
+    // A revoked key stops working.
+    rest.delete(&format!("/api-keys/{key_id}"), &root)
+        .expect(204);
+    assert_eq!(rest.get("/devices", &secret).status, 401);
+
     // Listing keys never shows a secret.
     let listing = rest.get("/api-keys", &root);
     assert!(!String::from_utf8_lossy(&listing.body).contains(&secret));
