@@ -82,7 +82,13 @@ pub fn anonymous(
         E::SignUp => sign_up(store, env, call),
         E::VerifyEmail => {
             let form: TokenBody = body(call)?;
-            let user = accounts::use_token(store, TokenPurpose::VerifyEmail, &form.token, None)?;
+            let user = accounts::use_token(
+                store,
+                TokenPurpose::VerifyEmail,
+                &form.token,
+                None,
+                &call.from(),
+            )?;
             reply(200, &UserView::from(user))
         }
         E::Login => login(store, env, call),
@@ -107,7 +113,8 @@ pub fn anonymous(
             } else {
                 TokenPurpose::AcceptInvite
             };
-            let user = accounts::use_token(store, purpose, &form.token, Some(&form.hash))?;
+            let user =
+                accounts::use_token(store, purpose, &form.token, Some(&form.hash), &call.from())?;
             reply(200, &UserView::from(user))
         }
         _ => Err(ApiError::new(401, "Authentication required.")),
@@ -144,7 +151,7 @@ fn sign_up(
         org_name: form.org_name,
         client_hash: form.hash,
     };
-    let (user, mail) = accounts::sign_up(store, &env.links, form, now_ms())?;
+    let (user, mail) = accounts::sign_up(store, &env.links, form, &call.from(), now_ms())?;
     if let Err(why) = env.mail.submit(mail) {
         tracing::warn!(%why, user = user.id.0, "a verification mail could not be queued");
     }
