@@ -109,6 +109,28 @@ fn a_stranger_signs_up_verifies_logs_in_and_a_real_device_uses_the_token_shown_o
     wait_for("V5 stored", Duration::from_secs(5), || {
         (gw.pin(device, "V5").as_deref() == Some("21.5")).then_some(())
     });
+    // The whole story is in the new organization's audit log, each step with its address
+    // (sign-up and verification act for nobody, yet name where they came from).
+    let audit = rest.get(&format!("/audit?org={org}"), &session);
+    let steps: Vec<(String, String)> = audit
+        .expect(200)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap_or_default().to_owned(),
+                e["from"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    let from = "127.0.0.1".to_owned();
+    assert_eq!(
+        steps,
+        ["SignUp", "ConsumeToken", "CreateTemplate", "CreateDevice"]
+            .map(|a| (a.to_owned(), from.clone())),
+        "{audit:?}"
+    );
     let seen = rest.get(&format!("/devices/{device}"), &session);
     assert!(
         seen.expect(200)["last_seen_ms"].as_u64().is_some(),
