@@ -228,11 +228,15 @@ pub fn outbox(data_dir: &Path) -> Vec<PathBuf> {
 /// Waits (bounded) for a mail to `to` in the outbox; returns its text, quoted-printable
 /// soft line breaks and `=XX` escapes undone.
 pub fn wait_for_mail(data_dir: &Path, to: &str) -> String {
+    wait_for_mail_containing(data_dir, to, "")
+}
+
+/// Like [`wait_for_mail`], for a mail to `to` whose decoded text contains `needle`.
+pub fn wait_for_mail_containing(data_dir: &Path, to: &str, needle: &str) -> String {
     wait_for(&format!("a mail to {to}"), Duration::from_secs(10), || {
         outbox(data_dir).iter().find_map(|path| {
             let text = decode_quoted_printable(&std::fs::read_to_string(path).ok()?);
-            text.to_ascii_lowercase()
-                .contains(&to.to_ascii_lowercase())
+            (text.to_ascii_lowercase().contains(&to.to_ascii_lowercase()) && text.contains(needle))
                 .then_some(text)
         })
     })

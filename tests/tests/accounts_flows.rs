@@ -11,7 +11,7 @@
 use portcullis_e2e::app::App;
 use portcullis_e2e::device::{Device, client_config};
 use portcullis_e2e::rest::{
-    FIRST_ADMIN, Reply, Rest, create_user, link_token, root_admin_session, wait_for_mail,
+    self, FIRST_ADMIN, Reply, Rest, create_user, link_token, root_admin_session, wait_for_mail,
 };
 use portcullis_e2e::{Gateway, python, wait_for};
 use portcullis_protocol::Status;
@@ -438,4 +438,58 @@ fn an_app_logged_in_with_a_session_token_is_closed_when_the_session_logs_out() {
     assert!(took < Duration::from_millis(1500), "closed after {took:?}");
     // The token is dead for REST too.
     assert_eq!(rest.get("/me", &session).status, 401);
+}
+
+#[test]
+fn an_invitation_and_a_password_reset_go_by_mail_and_their_links_work_once() {
+    let gw = Gateway::start("");
+    let rest = Rest::new(&gw);
+    let root = root_admin_session(&gw, &rest);
+    let email = "invitee@example.com";
+    let invited = rest.post(
+        "/orgs/1/invitations",
+        Some(&root),
+        &json!({"email": email, "name": "Ivo", "role": 3}),
+    );
+    let invited = invited.expect(201).clone();
+    assert_eq!(invited["status"], "invited", "{invited}");
+    assert!(
+        invited.get("token").is_none(),
+        "the secret goes by mail only"
+    );
+
+    let mail = wait_for_mail(&gw.data_dir, email);
+    let token = link_token(&mail, "accept-invite")
+        .unwrap_or_else(|| panic!("no invitation link in:\n{mail}"));
+    let first = "the invitee's first password";
+    let accept = json!({"token": token, "hash": client_hash(first, email)});
+    let accepted = rest.post("/auth/invitation/accept", None, &accept);
+    assert_eq!(accepted.expect(200)["status"], "active", "{accepted:?}");
+    assert!((400..500).contains(&rest.post("/auth/invitation/accept", None, &accept).status));
+    rest.session(email, first);
+
+    // A reset is answered the same for an unknown address; only the real one gets mail.
+    let asked = rest.post("/auth/password-reset", None, &json!({"email": email}));
+    let unknown = rest.post(
+        "/auth/password-reset",
+        None,
+        &json!({"email": "nobody@example.com"}),
+    );
+    assert_eq!(asked.status, 202, "{asked:?}");
+    assert_eq!((unknown.status, &unknown.body), (asked.status, &asked.body));
+    let reset_mail = rest::wait_for_mail_containing(&gw.data_dir, email, "#/reset-password?");
+    let token = link_token(&reset_mail, "reset-password")
+        .unwrap_or_else(|| panic!("no reset link in:\n{reset_mail}"));
+    let second = "the invitee's second password";
+    let confirm = json!({"token": token, "hash": client_hash(second, email)});
+    rest.post("/auth/password-reset/confirm", None, &confirm)
+        .expect(200);
+    assert_eq!(rest.login(email, first).status, 401, "the old password");
+    rest.session(email, second);
+    assert!(
+        !rest::outbox(&gw.data_dir)
+            .iter()
+            .any(|p| std::fs::read_to_string(p).is_ok_and(|t| t.contains("nobody@example.com"))),
+        "no mail to an address without an account"
+    );
 }
