@@ -400,7 +400,7 @@ fn every_change_is_in_the_audit_log_with_its_actor_and_source_address() {
 fn an_app_logged_in_with_a_session_token_is_closed_when_the_session_logs_out() {
     let gw = Gateway::start("");
     let rest = Rest::new(&gw);
-    let (_, password) = create_user(&gw, "viewer@example.com", 1, "user");
+    let (viewer, password) = create_user(&gw, "viewer@example.com", 1, "user");
     let session = rest.session("viewer@example.com", &password);
     let tls = client_config(
         &gw.data_dir.join("tls").join("ca.pem"),
@@ -417,7 +417,7 @@ fn an_app_logged_in_with_a_session_token_is_closed_when_the_session_logs_out() {
         matches!(stranger.next_event(), Some(AppEvent::Error { .. }) | None),
         "a made-up session token must not log in"
     );
-    let mut app = App::tls(gw.tls_port, tls);
+    let mut app = App::tls(gw.tls_port, tls.clone());
     app.send_text(&format!(
         r#"{{"type":"login_token","id":1,"token":"{session}"}}"#
     ));
@@ -438,6 +438,27 @@ fn an_app_logged_in_with_a_session_token_is_closed_when_the_session_logs_out() {
     assert!(took < Duration::from_millis(1500), "closed after {took:?}");
     // The token is dead for REST too.
     assert_eq!(rest.get("/me", &session).status, 401);
+
+    // Suspending the user ends their other sessions' WebSockets as well.
+    let session = rest.session("viewer@example.com", &password);
+    let mut app = App::tls(gw.tls_port, tls);
+    app.send_text(&format!(
+        r#"{{"type":"login_token","id":1,"token":"{session}"}}"#
+    ));
+    assert!(matches!(app.next_event(), Some(AppEvent::LoggedIn { .. })));
+    let root = root_admin_session(&gw, &rest);
+    let suspended = rest.patch(
+        &format!("/users/{viewer}"),
+        &root,
+        &json!({"status": "suspended"}),
+    );
+    assert_eq!(suspended.expect(200)["status"], "suspended");
+    assert_eq!(
+        app.close_code(),
+        Some(1008),
+        "the suspended user's WebSocket"
+    );
+    assert_eq!(rest.login("viewer@example.com", &password).status, 401);
 }
 
 #[test]

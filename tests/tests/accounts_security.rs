@@ -159,6 +159,24 @@ fn reprovisioning_closes_the_live_device_within_a_second_and_retires_the_old_tok
     let mut new = Device::plain(gw.plain_port);
     new.login(&new_token, Status::Ok);
     new.info(10);
+
+    // Deleting the device ends its session the same way, and its token with it.
+    new.set_read_timeout(Duration::from_secs(5));
+    let asked = Instant::now();
+    rest.delete(&format!("/devices/{device}"), &root)
+        .expect(204);
+    assert_eq!(
+        new.recv(),
+        Got::Closed,
+        "a deleted device's session must end"
+    );
+    let took = asked.elapsed();
+    eprintln!("delete: the device was closed {took:?} after the request");
+    assert!(
+        took < Duration::from_secs(2),
+        "closed {took:?} after the request"
+    );
+    Device::plain(gw.plain_port).login(&new_token, Status::InvalidToken);
 }
 
 #[test]
