@@ -74,6 +74,7 @@ pub fn sign_up(
     store: &mut impl StoreAccess,
     links: &Links,
     form: SignUp,
+    from: &str,
     now_ms: u64,
 ) -> Result<(UserRecord, OutgoingMail), OperationError> {
     let email = check_email(&form.email)?;
@@ -91,6 +92,7 @@ pub fn sign_up(
         password_phc,
         token_hash: token.hash(),
         expires_ms: expiry(now_ms),
+        from: from.to_owned(),
     };
     let user = answer("SignUp", ask(store, request)?, |r| match r {
         Response::User(Some(user)) => Ok(user),
@@ -128,12 +130,13 @@ pub fn invite_mail(links: &Links, user: &UserRecord, token: &Secret) -> Outgoing
 
 /// Uses a token from a mail. `client_hash` is needed for an invitation or a reset (the new
 /// password, hashed by the app or console). Unknown, used, expired and wrong-purpose tokens
-/// are one refusal.
+/// are one refusal. `from` is the client's address, for the audit entry.
 pub fn use_token(
     store: &mut impl StoreAccess,
     purpose: TokenPurpose,
     token: &str,
     client_hash: Option<&str>,
+    from: &str,
 ) -> Result<UserRecord, OperationError> {
     const REFUSED: OperationError =
         OperationError::NotAuthenticated("the link is unknown, used or expired");
@@ -156,6 +159,7 @@ pub fn use_token(
     let request = Request::ConsumeToken {
         token_hash: secrets::hash(token),
         using,
+        from: from.to_owned(),
     };
     match ask(store, request)? {
         Ok(Response::User(Some(user))) => Ok(user),

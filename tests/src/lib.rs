@@ -4,7 +4,9 @@
 //! plain TCP or TLS. Every wait is bounded.
 //!
 //! The binaries are looked up next to the test executable's target directory, so run
-//! `cargo build --bins` before `cargo test` (`.ci/run` does).
+//! `cargo build --bins` before `cargo test` (`.ci/run` does), or in `PORTCULLIS_E2E_BIN_DIR`
+//! when set (a copy taken right after the build, for a target directory that another checkout
+//! of the workspace builds into as well: its next build replaces `target/debug/portcullis`).
 
 #![allow(clippy::unwrap_used)] // test harness: a failed unwrap is a failed test
 
@@ -12,6 +14,7 @@ pub mod app;
 pub mod device;
 pub mod hostile;
 pub mod metrics;
+pub mod rest;
 pub mod store;
 
 use serde_json::Value;
@@ -23,8 +26,12 @@ use std::time::{Duration, Instant};
 /// How long the gateway may take to start and write ports.json.
 pub const START_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The directory holding the workspace binaries (`target/<profile>`).
+/// The directory holding the workspace binaries: `PORTCULLIS_E2E_BIN_DIR` when set, else
+/// `target/<profile>`.
 pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("PORTCULLIS_E2E_BIN_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
     let exe = std::env::current_exe().unwrap();
     // target/<profile>/deps/<test-binary>
     exe.parent().and_then(Path::parent).unwrap().to_path_buf()

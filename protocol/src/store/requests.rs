@@ -229,6 +229,9 @@ pub enum Request {
         password_phc: String,
         token_hash: SecretHash,
         expires_ms: u64,
+        /// The client's address as the gateway saw it, for the audit entry (a request acting
+        /// for nobody has no `Acting` to carry it).
+        from: String,
     },
     /// A one-time token for `user` (a password reset, a new verification mail), replacing any
     /// earlier token of the same purpose. Acts for nobody: the caller proved nothing, and the
@@ -244,6 +247,8 @@ pub enum Request {
     ConsumeToken {
         token_hash: SecretHash,
         using: TokenUse,
+        /// The client's address as the gateway saw it, for the audit entry.
+        from: String,
     },
     /// Records a new session of an active user (the token's hash, never the token).
     CreateSession {

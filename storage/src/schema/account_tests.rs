@@ -320,6 +320,7 @@ fn sign_up_verifies_once_and_expired_or_used_tokens_are_not_found() {
         password_phc: PHC.into(),
         token_hash: [40; 32],
         expires_ms: unix_ms() + 60_000,
+        from: "198.51.100.7".into(),
     };
     let Ok(Response::User(Some(founder))) = w.s.handle(sign_up) else {
         panic!("sign-up")
@@ -339,17 +340,35 @@ fn sign_up_verifies_once_and_expired_or_used_tokens_are_not_found() {
     let verify = || Request::ConsumeToken {
         token_hash: [40; 32],
         using: TokenUse::VerifyEmail,
+        from: "198.51.100.8".into(),
     };
     let wrong_purpose = w.s.handle(Request::ConsumeToken {
         token_hash: [40; 32],
         using: TokenUse::ResetPassword {
             password_phc: PHC.into(),
         },
+        from: "198.51.100.7".into(),
     });
     let Ok(Response::User(Some(active))) = w.s.handle(verify()) else {
         panic!("verify")
     };
     assert_eq!(active.status, UserStatus::Active);
+    // Acting for nobody, the sign-up and the verification still name their client's address.
+    let Ok(Response::Audit(log)) = w.s.op(Request::ReadAudit {
+        org: founder.org,
+        subtree: false,
+        after: None,
+        limit: 1000,
+    }) else {
+        panic!("audit")
+    };
+    let seen: Vec<(&str, &str, &str)> = log
+        .iter()
+        .map(|e| (e.action.as_str(), e.actor.as_str(), e.from.as_str()))
+        .collect();
+    assert_eq!(seen[0], ("SignUp", "anonymous", "198.51.100.7"));
+    assert_eq!(seen[1].0, "ConsumeToken");
+    assert_eq!(seen[1].2, "198.51.100.8");
     let used = w.s.handle(verify());
     assert!(matches!(used, Err(StoreError::NotFound(_))));
     assert_eq!(used, wrong_purpose, "one message for every failure");
@@ -368,6 +387,7 @@ fn sign_up_verifies_once_and_expired_or_used_tokens_are_not_found() {
         using: TokenUse::ResetPassword {
             password_phc: PHC.into(),
         },
+        from: "198.51.100.7".into(),
     });
     assert_eq!(expired, used);
     // A new token of the same purpose replaces the earlier one.
@@ -386,6 +406,7 @@ fn sign_up_verifies_once_and_expired_or_used_tokens_are_not_found() {
             using: TokenUse::ResetPassword {
                 password_phc: PHC.into(),
             },
+            from: "198.51.100.7".into(),
         })
     };
     assert_eq!(reset(43), used, "replaced");

@@ -180,9 +180,10 @@ fn prepare_account(
             password_phc,
             token_hash,
             expires_ms,
+            from,
         } => users::sign_up(
             view,
-            who,
+            &who.from_address(from),
             email,
             name,
             org_name,
@@ -213,9 +214,11 @@ fn prepare_account(
             token_hash,
             expires_ms,
         } => sessions::create_token(view, user, purpose, token_hash, expires_ms),
-        Request::ConsumeToken { token_hash, using } => {
-            sessions::consume_token(view, who, token_hash, using)
-        }
+        Request::ConsumeToken {
+            token_hash,
+            using,
+            from,
+        } => sessions::consume_token(view, &who.from_address(from), token_hash, using),
         Request::CreateSession {
             user,
             token_hash,

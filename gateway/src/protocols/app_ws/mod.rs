@@ -17,7 +17,7 @@ use super::{
 use crate::bus::{BusEvent, DeviceEvent};
 use crate::conn::CloseReason;
 use crate::guard::account_failures::AccountGate;
-use crate::guard::login_throttle::LoginGate;
+use crate::guard::login_throttle::{self, LoginGate};
 use crate::guard::security_events::ConnectionEvent;
 use portcullis_operations::devices::{self, DevicePage};
 use portcullis_operations::sessions::{self, LoginOutcome, LoginRefusal};
@@ -207,7 +207,7 @@ impl AppWsSession {
         let LoginGate::Blocked { remaining, .. } = gate else {
             return false;
         };
-        let retry_in_secs = remaining.as_secs().max(1);
+        let retry_in_secs = login_throttle::retry_after_secs(remaining);
         services.metrics.app_logins_refused.add(1);
         services.security.record(
             services.now,
@@ -258,7 +258,7 @@ impl AppWsSession {
             .app_accounts()
             .gate(&email, peer.ip(), services.now);
         if let AccountGate::Wait(wait) = account {
-            let retry_in_secs = wait.as_secs().max(1);
+            let retry_in_secs = login_throttle::retry_after_secs(wait);
             services.metrics.app_logins_refused.add(1);
             services.security.record(
                 services.now,

@@ -8,7 +8,7 @@ use super::now_ms;
 use super::views::{OrgView, UserView, permission_names};
 use super::{RestCall, RestEnv};
 use crate::guard::account_failures::AccountGate;
-use crate::guard::login_throttle::LoginGate;
+use crate::guard::login_throttle::{self, LoginGate};
 use crate::guard::security_events::ConnectionEvent;
 use crate::guard::security_log;
 use crate::protocols::WorkerStore;
@@ -83,7 +83,13 @@ pub fn anonymous(
         E::SignUp => sign_up(store, env, call),
         E::VerifyEmail => {
             let form: TokenBody = body(call)?;
-            let user = accounts::use_token(store, TokenPurpose::VerifyEmail, &form.token, None)?;
+            let user = accounts::use_token(
+                store,
+                TokenPurpose::VerifyEmail,
+                &form.token,
+                None,
+                &call.from(),
+            )?;
             reply(200, &UserView::from(user))
         }
         E::Login => login(store, env, call),
@@ -108,7 +114,8 @@ pub fn anonymous(
             } else {
                 TokenPurpose::AcceptInvite
             };
-            let user = accounts::use_token(store, purpose, &form.token, Some(&form.hash))?;
+            let user =
+                accounts::use_token(store, purpose, &form.token, Some(&form.hash), &call.from())?;
             reply(200, &UserView::from(user))
         }
         _ => Err(ApiError::new(401, "Authentication required.")),
@@ -145,7 +152,7 @@ fn sign_up(
         org_name: form.org_name,
         client_hash: form.hash,
     };
-    let (user, mail) = accounts::sign_up(store, &env.links, form, now_ms())?;
+    let (user, mail) = accounts::sign_up(store, &env.links, form, &call.from(), now_ms())?;
     if let Err(why) = env.mail.submit(mail) {
         tracing::warn!(%why, user = user.id.0, "a verification mail could not be queued");
     }
@@ -174,7 +181,7 @@ fn login(
         _ => None,
     };
     if let Some((remaining, whose)) = wait {
-        let retry_in_secs = remaining.as_secs().max(1);
+        let retry_in_secs = login_throttle::retry_after_secs(remaining);
         security_log::record(
             "rest",
             &ConnectionEvent::AppLoginThrottled {
