@@ -11,6 +11,7 @@
 pub mod app;
 pub mod device;
 pub mod hostile;
+pub mod https;
 pub mod metrics;
 pub mod store;
 
@@ -229,10 +230,7 @@ impl Gateway {
             "test devices",
         ]);
         if let Err(e) = made {
-            assert!(
-                e.contains("is taken"),
-                "creating the test template: {e}"
-            );
+            assert!(e.contains("is taken"), "creating the test template: {e}");
         }
         self.template_ready.set(true);
     }
