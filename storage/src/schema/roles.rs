@@ -8,7 +8,7 @@
 //! than the actor holds is not theirs to change. Built-in roles are never changed or deleted; a
 //! custom role only when nobody holds it.
 
-use super::acting::Who;
+use super::acting::{Target, Who, visible};
 use super::audit;
 use super::group::{Change, View};
 use super::orgs::load_path;
@@ -97,6 +97,12 @@ pub(super) fn assignable(
         None => {
             let record = find_role(view, role)?.ok_or_else(|| not_found(role))?;
             if record.org != org.0 {
+                // A role of an organization the actor cannot see reads like one that does not
+                // exist: the refusal below would name it and its organization.
+                let path = load_path(view, OrgId(record.org))?;
+                if !visible(who, &Target::org(path, String::new())) {
+                    return Err(not_found(role));
+                }
                 return Err(SchemaError::Invalid(format!(
                     "role {} is a role of org {}, not of {org}: a user holds a built-in role or one of their own organization",
                     role.0, record.org
