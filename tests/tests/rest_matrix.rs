@@ -20,13 +20,15 @@
 
 #![allow(clippy::unwrap_used)] // test: a failed unwrap is a failed test
 
+#[path = "rest_matrix/rules.rs"]
+mod rules;
 #[path = "rest_matrix/world.rs"]
 mod world;
 
 use portcullis_protocol::authz::{
     Actor, BuiltInRole, Decision, Member, OrgId, OrgPath, Permission, Resource, allows,
 };
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::collections::BTreeSet;
 use std::time::Instant;
 use world::{Kind, Slot, Target, World};
@@ -386,9 +388,9 @@ fn every_route_answers_every_role_as_its_permissions_say() {
             failures.extend(hidden_like_missing(&cases));
         }
     }
-    let grants = grants(&mut w);
-    calls += grants.0;
-    failures.extend(grants.1);
+    let (rule_calls, rule_failures) = rules::check(&mut w);
+    calls += rule_calls;
+    failures.extend(rule_failures);
     let elapsed = started.elapsed();
     eprintln!(
         "matrix: {} routes x {} roles, {calls} calls, setup {setup:?}, total {elapsed:?}, {} connections",
@@ -444,157 +446,4 @@ fn hidden_like_missing(cases: &[(Slot, Case)]) -> Vec<String> {
         }
     }
     out
-}
-
-/// Nobody grants what they lack, and the "self" half of the user routes; hand-written, since
-/// `allows` does not say it. Returns the calls made and the failures.
-fn grants(w: &mut World) -> (u32, Vec<String>) {
-    let mut failures = Vec::new();
-    let mut calls = 0;
-    let a = w.a_path.org().0;
-    let user = w.subject_user();
-    let wide = w.wide_role();
-    let me = w.caller(BuiltInRole::User).id;
-    let mut check = |w: &mut World,
-                     what: &str,
-                     role: BuiltInRole,
-                     method: &str,
-                     path: &str,
-                     body: Option<Value>,
-                     status: u16| {
-        let reply = w.call(role, method, path, body);
-        calls += 1;
-        if reply.status != status {
-            failures.push(format!(
-                "{what}: {method} {path} as {role:?}: expected {status}, got {} {}",
-                reply.status,
-                reply.text()
-            ));
-        }
-        reply
-    };
-    let invite = |role: &str| json!({"email": format!("grant-{role}@example.com"), "role": role.parse::<u32>().unwrap()});
-    let staff = BuiltInRole::Staff;
-    check(
-        w,
-        "Staff invites an Admin",
-        staff,
-        "POST",
-        &format!("/orgs/{a}/invitations"),
-        Some(invite("1")),
-        403,
-    );
-    check(
-        w,
-        "Staff invites to a role beyond its own",
-        staff,
-        "POST",
-        &format!("/orgs/{a}/invitations"),
-        Some(invite(&wide)),
-        403,
-    );
-    check(
-        w,
-        "Staff promotes to Admin",
-        staff,
-        "PATCH",
-        &format!("/users/{user}"),
-        Some(json!({"role": 1})),
-        403,
-    );
-    check(
-        w,
-        "Staff hands out a role beyond its own",
-        staff,
-        "PATCH",
-        &format!("/users/{user}"),
-        Some(json!({"role": wide.parse::<u32>().unwrap()})),
-        403,
-    );
-    check(
-        w,
-        "Staff hands out User, within its own",
-        staff,
-        "PATCH",
-        &format!("/users/{user}"),
-        Some(json!({"role": 3})),
-        200,
-    );
-    check(
-        w,
-        "Staff invites a User",
-        staff,
-        "POST",
-        &format!("/orgs/{a}/invitations"),
-        Some(invite("3")),
-        201,
-    );
-    check(
-        w,
-        "Admin hands out the wide role",
-        BuiltInRole::Admin,
-        "PATCH",
-        &format!("/users/{user}"),
-        Some(json!({"role": wide.parse::<u32>().unwrap()})),
-        200,
-    );
-    let all: Vec<&str> = Permission::ALL.iter().map(|p| p.name()).collect();
-    check(
-        w,
-        "Admin makes a key with every permission",
-        BuiltInRole::Admin,
-        "POST",
-        "/api-keys",
-        Some(json!({"name": "all", "permissions": all})),
-        201,
-    );
-    let u = BuiltInRole::User;
-    check(
-        w,
-        "a User reads itself",
-        u,
-        "GET",
-        &format!("/users/{me}"),
-        None,
-        200,
-    );
-    check(
-        w,
-        "a User renames itself",
-        u,
-        "PATCH",
-        &format!("/users/{me}"),
-        Some(json!({"name": "me"})),
-        200,
-    );
-    check(
-        w,
-        "a User cannot change its own role",
-        u,
-        "PATCH",
-        &format!("/users/{me}"),
-        Some(json!({"role": 1})),
-        403,
-    );
-    let listed = check(
-        w,
-        "a User lists its devices",
-        u,
-        "GET",
-        "/devices",
-        None,
-        200,
-    );
-    let devices = listed.json()["devices"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    let owned = w.owned_device();
-    let others: Vec<&Value> = devices.iter().filter(|d| d["owner"] != json!(me)).collect();
-    if !others.is_empty() || !devices.iter().any(|d| d["id"].to_string() == owned) {
-        failures.push(format!(
-            "a User's device list holds its device {owned} and no other's: {devices:?}"
-        ));
-    }
-    (calls, failures)
 }

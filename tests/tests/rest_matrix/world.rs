@@ -409,13 +409,40 @@ impl World {
             .call(method, &format!("{API}{path}"), Some(&token), body.as_ref())
     }
 
-    /// A user of `a` nobody signs in as (the standing subject user).
-    pub fn subject_user(&self) -> String {
-        self.standing[&(Kind::User, Slot::Own)].id.clone()
+    /// The id of the standing subject of `kind` in `slot`.
+    pub fn id(&self, kind: Kind, slot: Slot) -> String {
+        self.standing[&(kind, slot)].id.clone()
     }
 
-    pub fn owned_device(&self) -> String {
-        self.standing[&(Kind::Device, Slot::Owned)].id.clone()
+    /// The root organization's Admin (its user id; it makes the subjects).
+    pub fn root_admin(&self) -> u64 {
+        self.root.id
+    }
+
+    /// A call as the root Admin, whatever it answers.
+    pub fn call_as_root(&mut self, method: &str, path: &str, body: Option<Value>) -> Reply {
+        let token = self.root.token.clone();
+        self.client
+            .call(method, &format!("{API}{path}"), Some(&token), body.as_ref())
+    }
+
+    /// A call with any bearer (or none).
+    pub fn call_with(
+        &mut self,
+        bearer: Option<&str>,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Reply {
+        self.client
+            .call(method, &format!("{API}{path}"), bearer, body.as_ref())
+    }
+
+    /// A new active user of `a` with `role`, signed in.
+    pub fn extra_user(&mut self, role: &str) -> Caller {
+        let email = format!("{}@a.example.com", self.unique("extra"));
+        let org = self.a_path.org().0;
+        self.sign_in(&email, org, role)
     }
 
     /// A custom role of `a` holding every permission, made by the Admin.
