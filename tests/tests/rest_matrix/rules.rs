@@ -91,6 +91,8 @@ pub fn check(w: &mut World) -> (u32, Vec<String>) {
     references(w, &mut p);
     templates_above(w, &mut p);
     credentials(w, &mut p);
+    keys(w, &mut p);
+    logins(w, &mut p);
     (p.calls, p.failures)
 }
 
@@ -459,5 +461,230 @@ fn credentials(w: &mut World, p: &mut Probes) {
                 reply.text()
             ));
         }
+    }
+}
+
+impl Probes {
+    /// A call with `bearer` that must answer `status`.
+    fn with(
+        &mut self,
+        w: &mut World,
+        what: &str,
+        bearer: &str,
+        call: (&str, &str, Option<Value>),
+        status: u16,
+    ) -> Value {
+        let (method, path, body) = call;
+        let reply = w.call_with(Some(bearer), method, path, body);
+        self.calls += 1;
+        if reply.status != status {
+            self.failures.push(format!(
+                "{what}: {method} {path}: expected {status}, got {} {}",
+                reply.status,
+                reply.text()
+            ));
+        }
+        reply.json()
+    }
+}
+
+/// An API key acts with its own set cut to its creator's current role, mints nothing beyond
+/// it, and ends with its revocation or its creator's suspension or deletion.
+fn keys(w: &mut World, p: &mut Probes) {
+    let a = w.a_path.org().0;
+    let audit = format!("/audit?org={a}");
+    let key =
+        |name: &str, permissions: &[&str]| Some(json!({"name": name, "permissions": permissions}));
+    // Minting: a key holding api_keys.manage grants nothing it does not hold itself.
+    let creator = w.extra_user("admin");
+    let made = p.with(
+        w,
+        "a key-managing key",
+        &creator.token,
+        ("POST", "/api-keys", key("minter", &["api_keys.manage"])),
+        201,
+    );
+    let minter = made["secret"].as_str().unwrap_or_default().to_owned();
+    p.with(
+        w,
+        "a key mints a key beyond its own set",
+        &minter,
+        ("POST", "/api-keys", key("more", &["users.delete"])),
+        403,
+    );
+    p.with(
+        w,
+        "a key mints a key within its own set",
+        &minter,
+        ("POST", "/api-keys", key("same", &["api_keys.manage"])),
+        201,
+    );
+    // The creator's role now: demoted to User, the creator's audit key reads nothing.
+    let made = p.with(
+        w,
+        "an audit key",
+        &creator.token,
+        ("POST", "/api-keys", key("audit", &["audit_log.view"])),
+        201,
+    );
+    let secret = made["secret"].as_str().unwrap_or_default().to_owned();
+    let key_id = made["key"]["id"].as_u64().unwrap_or_default();
+    p.with(
+        w,
+        "the audit key before",
+        &secret,
+        ("GET", &audit, None),
+        200,
+    );
+    p.expect(
+        w,
+        "demote the key's creator",
+        BuiltInRole::Admin,
+        (
+            "PATCH",
+            &format!("/users/{}", creator.id),
+            Some(json!({"role": 3})),
+        ),
+        200,
+    );
+    p.with(
+        w,
+        "the audit key of a demoted creator",
+        &secret,
+        ("GET", &audit, None),
+        403,
+    );
+    p.expect(
+        w,
+        "promote the key's creator again",
+        BuiltInRole::Admin,
+        (
+            "PATCH",
+            &format!("/users/{}", creator.id),
+            Some(json!({"role": 1})),
+        ),
+        200,
+    );
+    p.with(
+        w,
+        "the audit key of a promoted creator",
+        &secret,
+        ("GET", &audit, None),
+        200,
+    );
+    p.expect(
+        w,
+        "revoke the key",
+        BuiltInRole::Admin,
+        ("DELETE", &format!("/api-keys/{key_id}"), None),
+        204,
+    );
+    p.with(w, "a revoked key", &secret, ("GET", "/me", None), 401);
+    // Suspension and deletion of the creator end the keys.
+    for (what, call) in [
+        (
+            "suspension",
+            ("PATCH", Some(json!({"status": "suspended"}))),
+        ),
+        ("deletion", ("DELETE", None)),
+    ] {
+        let owner = w.extra_user("admin");
+        let made = p.with(
+            w,
+            "a key",
+            &owner.token,
+            ("POST", "/api-keys", key(what, &["audit_log.view"])),
+            201,
+        );
+        let secret = made["secret"].as_str().unwrap_or_default().to_owned();
+        let status = if call.0 == "DELETE" { 204 } else { 200 };
+        p.expect(
+            w,
+            what,
+            BuiltInRole::Admin,
+            (call.0, &format!("/users/{}", owner.id), call.1),
+            status,
+        );
+        p.with(
+            w,
+            &format!("a key after its creator's {what}"),
+            &secret,
+            ("GET", &audit, None),
+            401,
+        );
+    }
+    // Logging out with a key is not an internal error.
+    let made = p.with(
+        w,
+        "a key",
+        &creator.token,
+        ("POST", "/api-keys", key("logout", &["audit_log.view"])),
+        201,
+    );
+    let secret = made["secret"].as_str().unwrap_or_default().to_owned();
+    let out = w.call_with(Some(&secret), "POST", "/auth/logout", None);
+    p.calls += 1;
+    if out.status >= 500 {
+        p.failures.push(format!(
+            "POST /auth/logout with an API key: {} {}",
+            out.status,
+            out.text()
+        ));
+    }
+    // A user ends their own sessions.
+    let me = w.extra_user("user");
+    p.with(
+        w,
+        "a user logs itself out everywhere",
+        &me.token,
+        ("POST", &format!("/users/{}/logout", me.id), None),
+        204,
+    );
+    p.with(
+        w,
+        "a session after logging oneself out everywhere",
+        &me.token,
+        ("GET", "/me", None),
+        401,
+    );
+}
+
+/// A refused login says only "wrong email or password", and five refusals block the address.
+/// Run last: the block holds for every later login from this address.
+fn logins(w: &mut World, p: &mut Probes) {
+    let known = w.caller(BuiltInRole::User).email.clone();
+    let mut bodies = Vec::new();
+    for email in [known.as_str(), "nobody@example.com"] {
+        let body = json!({"email": email, "hash": "d3Jvbmc="});
+        let reply = w.call_with(None, "POST", "/auth/login", Some(body));
+        p.calls += 1;
+        if reply.status != 401 {
+            p.failures.push(format!(
+                "a wrong login for {email}: {} {}",
+                reply.status,
+                reply.text()
+            ));
+        }
+        bodies.push(reply.text());
+    }
+    if bodies[0] != bodies[1] {
+        p.failures.push(format!(
+            "a wrong password and an unknown email read differently: {bodies:?}"
+        ));
+    }
+    let mut last = None;
+    for _ in 0..6 {
+        let body = json!({"email": "nobody@example.com", "hash": "d3Jvbmc="});
+        last = Some(w.call_with(None, "POST", "/auth/login", Some(body)));
+        p.calls += 1;
+    }
+    let blocked = last.expect("six attempts");
+    if blocked.status != 429 || blocked.header("retry-after").is_none() {
+        p.failures.push(format!(
+            "a login after many failures: {} (Retry-After {:?}) {}",
+            blocked.status,
+            blocked.header("retry-after"),
+            blocked.text()
+        ));
     }
 }
