@@ -124,6 +124,19 @@ impl Client {
         }
     }
 
+    /// Writes `wire` as it is (several requests, pipelined) and reads `answers` answers.
+    pub fn pipeline(&mut self, wire: &[u8], answers: usize) -> Vec<Reply> {
+        let conn = self.connect().expect("connect");
+        conn.write_all(wire).expect("write");
+        conn.flush().expect("flush");
+        (0..answers)
+            .map(|i| {
+                self.read_reply()
+                    .unwrap_or_else(|e| panic!("pipelined answer {i}: {e:?}"))
+            })
+            .collect()
+    }
+
     fn exchange(&mut self, wire: &[u8]) -> Result<Reply, Attempt> {
         let conn = self.connect().map_err(Attempt::BeforeAnswer)?;
         conn.write_all(wire).map_err(Attempt::BeforeAnswer)?;

@@ -92,6 +92,7 @@ pub fn check(w: &mut World) -> (u32, Vec<String>) {
     templates_above(w, &mut p);
     credentials(w, &mut p);
     keys(w, &mut p);
+    framing(w, &mut p);
     logins(w, &mut p);
     (p.calls, p.failures)
 }
@@ -685,6 +686,52 @@ fn logins(w: &mut World, p: &mut Probes) {
             blocked.status,
             blocked.header("retry-after"),
             blocked.text()
+        ));
+    }
+}
+
+/// REST calls pipelined on one connection are answered in order; a body may be chunked or
+/// wait for `100 Continue`.
+fn framing(w: &mut World, p: &mut Probes) {
+    let token = w.caller(BuiltInRole::Admin).token.clone();
+    let a = w.a_path.org().0;
+    let get = |path: &str| {
+        format!("GET /api/v1{path} HTTP/1.1\r\nHost: l\r\nAuthorization: Bearer {token}\r\n\r\n")
+    };
+    let body = format!(r#"{{"name":"chunked-{a}"}}"#);
+    let chunked = format!(
+        "POST /api/v1/orgs/{a}/templates HTTP/1.1\r\nHost: l\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+        body.len()
+    );
+    let wire = [
+        get("/me"),
+        get(&format!("/orgs/{a}")),
+        chunked,
+        get("/nowhere"),
+        get("/me"),
+    ]
+    .concat();
+    let replies = w.client.pipeline(wire.as_bytes(), 5);
+    p.calls += 5;
+    let statuses: Vec<u16> = replies.iter().map(|r| r.status).collect();
+    if statuses != [200, 200, 201, 404, 200] || replies[1].json()["id"] != json!(a) {
+        p.failures.push(format!(
+            "five pipelined calls: {statuses:?} {:?}",
+            replies.iter().map(|r| r.text()).collect::<Vec<_>>()
+        ));
+    }
+    let body = format!(r#"{{"name":"continued-{a}"}}"#);
+    let expecting = format!(
+        "POST /api/v1/orgs/{a}/templates HTTP/1.1\r\nHost: l\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let replies = w.client.pipeline(expecting.as_bytes(), 1);
+    p.calls += 1;
+    if replies[0].status != 201 {
+        p.failures.push(format!(
+            "a call sent with Expect: 100-continue: {} {}",
+            replies[0].status,
+            replies[0].text()
         ));
     }
 }
