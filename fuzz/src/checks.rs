@@ -424,7 +424,10 @@ pub fn rest_request(data: &[u8]) {
     let Some(call) = call else { return };
     if let Err(error) = rest::check_input(&call) {
         assert_eq!(error.status, 400, "{error:?}");
-        let limit = 1024 + 2 * (call.body.len() + call.query.as_ref().map_or(0, String::len));
+        // A message may quote the input, escaped: one byte becomes at most six (`\u{1c}`).
+        let params: usize = call.params.iter().map(|(_, v)| v.len()).sum();
+        let quoted = call.body.len() + call.query.as_ref().map_or(0, String::len) + params;
+        let limit = 1024 + 6 * quoted;
         assert!(
             error.message.len() <= limit,
             "a {}-byte message",
