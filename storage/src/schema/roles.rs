@@ -195,6 +195,8 @@ pub(super) fn update_role(
     }
     let mut role = find_role(view, id)?.ok_or_else(|| not_found(id))?;
     let org = OrgId(role.org);
+    // A role carrying more than the actor holds is not theirs to change, not even its name.
+    who.grantable(role.permissions.to_set()?)?;
     let mut detail = Vec::new();
     if let Some(name) = name {
         check_name(view, org, &name, Some(id))?;
@@ -202,7 +204,6 @@ pub(super) fn update_role(
         role.name = name;
     }
     if let Some(permissions) = permissions {
-        who.grantable(role.permissions.to_set()?)?;
         who.grantable(permissions)?;
         detail.push(format!("permissions {permissions}"));
         role.permissions = StoredPermissions::of(permissions);
@@ -226,6 +227,8 @@ pub(super) fn delete_role(view: &impl View, who: &Who, id: RoleId) -> Result<(Re
     }
     let role = find_role(view, id)?.ok_or_else(|| not_found(id))?;
     let org = OrgId(role.org);
+    // Nor to delete.
+    who.grantable(role.permissions.to_set()?)?;
     let holders = users_of(view, org)?
         .into_iter()
         .filter(|u| u.role == id.0)
