@@ -22,6 +22,8 @@
 
 #[path = "rest_matrix/rules.rs"]
 mod rules;
+#[path = "rest_matrix/sessions.rs"]
+mod sessions;
 #[path = "rest_matrix/world.rs"]
 mod world;
 

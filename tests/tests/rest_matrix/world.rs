@@ -438,7 +438,7 @@ impl World {
             .call(method, &format!("{API}{path}"), bearer, body.as_ref())
     }
 
-    /// A new active user of `a` with `role`, signed in.
+    /// A new active user of `a` with `role` (a built-in name or a custom role's id), signed in.
     pub fn extra_user(&mut self, role: &str) -> Caller {
         let email = format!("{}@a.example.com", self.unique("extra"));
         let org = self.a_path.org().0;
