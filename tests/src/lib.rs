@@ -13,6 +13,7 @@
 pub mod app;
 pub mod device;
 pub mod hostile;
+pub mod https;
 pub mod metrics;
 pub mod rest;
 pub mod store;

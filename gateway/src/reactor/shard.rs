@@ -327,9 +327,7 @@ impl Shard {
             self.services.bus.apply(message);
         }
         while let Some((id, done)) = self.worker_inbox.next() {
-            if let Some(key) = self.live(id) {
-                self.step(key, |session, step| session.on_work_done(done, step));
-            }
+            self.work_done(id, done);
         }
         while let Some(batch) = self.bus_inbox.next_events() {
             self.deliver(batch);

@@ -641,6 +641,44 @@ fn roles_templates_orgs_and_bootstrap_keep_their_rules() {
     assert_eq!(fresh.handle(bootstrap), Ok(Response::Bootstrapped(false)));
 }
 
+/// A custom role of an organization the actor cannot see, given to a user, reads like a role
+/// that does not exist; one the actor can see but of another organization says why it is refused.
+#[test]
+fn a_hidden_role_given_to_a_user_reads_like_a_missing_one() {
+    let w = world();
+    let Ok(Response::Role(role_b)) = w.s.op(Request::CreateRole {
+        org: w.b,
+        name: "B".into(),
+        permissions: Permissions::NONE,
+    }) else {
+        panic!("role of b")
+    };
+    let Ok(Response::Role(role_a1)) = w.s.op(Request::CreateRole {
+        org: w.a1,
+        name: "A1".into(),
+        permissions: Permissions::NONE,
+    }) else {
+        panic!("role of a1")
+    };
+    let admin = user(w.users[0].0);
+    let give = |role: RoleId| Request::UpdateUser {
+        user: w.users[0].2,
+        change: UserChange {
+            role: Some(role),
+            ..UserChange::default()
+        },
+    };
+    let hidden = as_(&w.s, &admin, give(role_b.id));
+    assert_eq!(
+        hidden,
+        Err(StoreError::NotFound(format!("role {}", role_b.id.0)))
+    );
+    let missing = as_(&w.s, &admin, give(RoleId(9999)));
+    assert_eq!(missing, Err(StoreError::NotFound("role 9999".into())));
+    let visible = as_(&w.s, &admin, give(role_a1.id));
+    assert!(matches!(visible, Err(StoreError::Invalid(m)) if m.contains("not of org")));
+}
+
 #[test]
 fn every_change_is_audited_in_order_without_gaps_and_filtered_by_org() {
     let w = world();

@@ -8,7 +8,7 @@
 //! than the actor holds is not theirs to change. Built-in roles are never changed or deleted; a
 //! custom role only when nobody holds it.
 
-use super::acting::Who;
+use super::acting::{Target, Who, visible};
 use super::audit;
 use super::group::{Change, View};
 use super::orgs::load_path;
@@ -97,6 +97,12 @@ pub(super) fn assignable(
         None => {
             let record = find_role(view, role)?.ok_or_else(|| not_found(role))?;
             if record.org != org.0 {
+                // A role of an organization the actor cannot see reads like one that does not
+                // exist: the refusal below would name it and its organization.
+                let path = load_path(view, OrgId(record.org))?;
+                if !visible(who, &Target::org(path, String::new())) {
+                    return Err(not_found(role));
+                }
                 return Err(SchemaError::Invalid(format!(
                     "role {} is a role of org {}, not of {org}: a user holds a built-in role or one of their own organization",
                     role.0, record.org
@@ -189,6 +195,8 @@ pub(super) fn update_role(
     }
     let mut role = find_role(view, id)?.ok_or_else(|| not_found(id))?;
     let org = OrgId(role.org);
+    // A role carrying more than the actor holds is not theirs to change, not even its name.
+    who.grantable(role.permissions.to_set()?)?;
     let mut detail = Vec::new();
     if let Some(name) = name {
         check_name(view, org, &name, Some(id))?;
@@ -196,7 +204,6 @@ pub(super) fn update_role(
         role.name = name;
     }
     if let Some(permissions) = permissions {
-        who.grantable(role.permissions.to_set()?)?;
         who.grantable(permissions)?;
         detail.push(format!("permissions {permissions}"));
         role.permissions = StoredPermissions::of(permissions);
@@ -220,6 +227,8 @@ pub(super) fn delete_role(view: &impl View, who: &Who, id: RoleId) -> Result<(Re
     }
     let role = find_role(view, id)?.ok_or_else(|| not_found(id))?;
     let org = OrgId(role.org);
+    // Nor to delete.
+    who.grantable(role.permissions.to_set()?)?;
     let holders = users_of(view, org)?
         .into_iter()
         .filter(|u| u.role == id.0)

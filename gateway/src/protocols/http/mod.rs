@@ -109,6 +109,9 @@ pub struct HttpSession {
     working: Option<WriteMode>,
     /// Requests that arrived while one was on a worker, in order.
     queued: VecDeque<Request>,
+    /// A request the reader refused while one was on a worker: answered, and the connection
+    /// closed, only after the answers of everything before it (HTTP answers go in order).
+    refused_behind: Option<(Vec<u8>, CloseReason)>,
 }
 
 impl HttpSession {
@@ -126,6 +129,7 @@ impl HttpSession {
             continued: false,
             working: None,
             queued: VecDeque::new(),
+            refused_behind: None,
         }
     }
 
@@ -135,12 +139,16 @@ impl HttpSession {
         let mut used = 0;
         let mut answers = Vec::new();
         let outcome = loop {
-            if self.working.is_some() && self.queued.len() >= MAX_QUEUED_REQUESTS {
+            if self.working.is_some()
+                && (self.queued.len() >= MAX_QUEUED_REQUESTS || self.refused_behind.is_some())
+            {
                 break Outcome::Waiting(Waiting::Request(Phase::Head));
             }
             match self.reader.read(&input[used..]) {
                 Ok(Parsed::NeedMore(phase)) => {
-                    if self.reader.awaits_continue() && !self.continued {
+                    // While an answer is on a worker, `100 Continue` waits: it would go out
+                    // before that answer.
+                    if self.reader.awaits_continue() && !self.continued && self.working.is_none() {
                         self.continued = true;
                         answers.push(Response::new(100).to_bytes(WriteMode::KEEP_ALIVE));
                     }
@@ -163,12 +171,18 @@ impl HttpSession {
                     }
                 }
                 Err(refused) => {
-                    answers.push(refused.response().to_bytes(WriteMode::CLOSE));
-                    used = input.len();
-                    break Outcome::Close(CloseReason::HttpRefused {
+                    let answer = refused.response().to_bytes(WriteMode::CLOSE);
+                    let reason = CloseReason::HttpRefused {
                         status: refused.status(),
                         why: refused.to_string(),
-                    });
+                    };
+                    used = input.len();
+                    if self.working.is_some() {
+                        self.refused_behind = Some((answer, reason));
+                        break Outcome::Waiting(Waiting::Request(Phase::Head));
+                    }
+                    answers.push(answer);
+                    break Outcome::Close(reason);
                 }
             }
         };
@@ -220,6 +234,12 @@ impl HttpSession {
                 break;
             };
             outcome = self.take(&request, &answer, &mut answers);
+        }
+        if outcome.is_none()
+            && let Some((refusal, reason)) = self.refused_behind.take()
+        {
+            answers.push(refusal);
+            outcome = Some(Outcome::Close(reason));
         }
         self.settle(
             answers,

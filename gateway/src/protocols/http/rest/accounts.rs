@@ -119,16 +119,7 @@ pub fn handle(
         }
         Endpoint::UpdateUser => {
             let form: UserChangeBody = body(call)?;
-            let status = match form.status.as_deref() {
-                None => None,
-                Some("active") => Some(UserStatus::Active),
-                Some("suspended") => Some(UserStatus::Suspended),
-                Some(other) => {
-                    return Err(ApiError::bad_request(format!(
-                        "A status can be set to active or suspended, not {other:?}."
-                    )));
-                }
-            };
+            let status = status_of(form.status.as_deref())?;
             let change = users::Change {
                 name: form.name,
                 role: form.role.map(RoleId),
@@ -180,6 +171,73 @@ pub fn handle(
         }
         _ => Err(ApiError::new(500, "Internal error.")),
     }
+}
+
+/// The status a change sets: `active` or `suspended` (the other states belong to flows).
+fn status_of(status: Option<&str>) -> Result<Option<UserStatus>, ApiError> {
+    match status {
+        None => Ok(None),
+        Some("active") => Ok(Some(UserStatus::Active)),
+        Some("suspended") => Ok(Some(UserStatus::Suspended)),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "A status can be set to active or suspended, not {other:?}."
+        ))),
+    }
+}
+
+/// Everything [`handle`] reads from the call before it asks the store (path, query, body), read
+/// the same way, with no store: what the fuzz target `rest_request` drives.
+pub fn check_input(call: &RestCall) -> Result<(), ApiError> {
+    match call.endpoint {
+        Endpoint::ListOrgs => {
+            Query::of(call, &["under"])?.number::<u32>("under")?;
+        }
+        Endpoint::CreateOrg => {
+            body::<NewOrg>(call)?;
+        }
+        Endpoint::GetOrg | Endpoint::ListRoles => {
+            org_param(call)?;
+        }
+        Endpoint::UpdateOrg => {
+            body::<OrgChange>(call)?;
+            org_param(call)?;
+        }
+        Endpoint::ListUsers => {
+            let query = Query::of(call, &["after", "limit"])?;
+            query.number::<u64>("after")?;
+            query.number::<u32>("limit")?;
+            org_param(call)?;
+        }
+        Endpoint::InviteUser => {
+            body::<Invitation>(call)?;
+            org_param(call)?;
+        }
+        Endpoint::GetUser | Endpoint::DeleteUser | Endpoint::ForceLogout => {
+            id_param::<u64>(call, "user")?;
+        }
+        Endpoint::UpdateUser => {
+            let form: UserChangeBody = body(call)?;
+            status_of(form.status.as_deref())?;
+            id_param::<u64>(call, "user")?;
+        }
+        Endpoint::CreateRole => {
+            let form: RoleBody = body(call)?;
+            form.name
+                .ok_or_else(|| ApiError::bad_request("A role needs a name."))?;
+            parse(form.permissions.unwrap_or_default())?;
+            org_param(call)?;
+        }
+        Endpoint::UpdateRole => {
+            let form: RoleBody = body(call)?;
+            form.permissions.map(parse).transpose()?;
+            id_param::<u32>(call, "role")?;
+        }
+        Endpoint::DeleteRole => {
+            id_param::<u32>(call, "role")?;
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 fn parse(names: Vec<String>) -> Result<portcullis_protocol::authz::Permissions, ApiError> {

@@ -122,6 +122,31 @@ pub fn anonymous(
     }
 }
 
+/// Everything the account flows read from the call before they ask the store (the body), read
+/// the same way, with no store: what the fuzz target `rest_request` drives.
+pub fn check_input(call: &RestCall) -> Result<(), ApiError> {
+    use super::Endpoint as E;
+    match call.endpoint {
+        E::SignUp => {
+            body::<SignUpBody>(call)?;
+        }
+        E::VerifyEmail => {
+            body::<TokenBody>(call)?;
+        }
+        E::Login => {
+            body::<LoginBody>(call)?;
+        }
+        E::RequestReset => {
+            body::<EmailBody>(call)?;
+        }
+        E::ConfirmReset | E::AcceptInvite => {
+            body::<TokenWithHash>(call)?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 /// A flow that mails refuses before writing anything while the relay is down.
 fn require_mail(env: &RestEnv) -> Result<(), ApiError> {
     env.mail.health().map_err(|why| {

@@ -175,11 +175,58 @@ pub fn handle(
     }
 }
 
-fn list_devices(
-    store: &mut WorkerStore<'_>,
-    principal: &Principal,
-    call: &RestCall,
-) -> Result<Response, ApiError> {
+/// Everything [`handle`] reads from the call before it asks the store (path, query, body), read
+/// the same way, with no store: what the fuzz target `rest_request` drives.
+pub fn check_input(call: &RestCall) -> Result<(), ApiError> {
+    match call.endpoint {
+        Endpoint::ListTemplates => {
+            id_param::<u32>(call, "org")?;
+        }
+        Endpoint::CreateTemplate => {
+            let form: TemplateBody = body(call)?;
+            id_param::<u32>(call, "org")?;
+            // A given id is checked; none is generated (the operation makes one).
+            if let Some(id) = form.id.as_deref() {
+                templates::template_id(Some(id))?;
+            }
+            form.name
+                .ok_or_else(|| ApiError::bad_request("A template needs a name."))?;
+            datastreams(form.datastreams.unwrap_or_default())?;
+        }
+        Endpoint::GetTemplate | Endpoint::DeleteTemplate => {
+            template_param(call)?;
+        }
+        Endpoint::UpdateTemplate => {
+            let form: TemplateBody = body(call)?;
+            if form.id.is_some() {
+                return Err(ApiError::bad_request("A template's id cannot change."));
+            }
+            form.datastreams.map(datastreams).transpose()?;
+            template_param(call)?;
+        }
+        Endpoint::ListDevices => {
+            device_scope(call)?;
+        }
+        Endpoint::CreateDevice => {
+            let form: DeviceBody = body(call)?;
+            TemplateId::parse(&form.template)
+                .map_err(|why| ApiError::bad_request(format!("{why}.")))?;
+        }
+        Endpoint::GetDevice | Endpoint::DeleteDevice | Endpoint::ReprovisionDevice => {
+            id_param::<u64>(call, "device")?;
+        }
+        Endpoint::TransferDevice => {
+            body::<TransferBody>(call)?;
+            id_param::<u64>(call, "device")?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The page size, the id to start after, and the scope a device listing asks for (`None`: the
+/// query names no organization, so the caller's own scope).
+fn device_scope(call: &RestCall) -> Result<(u32, Option<u64>, Option<DeviceScope>), ApiError> {
     let query = Query::of(call, &["org", "subtree", "after", "limit"])?;
     let limit = query
         .number("limit")?
@@ -187,12 +234,22 @@ fn list_devices(
         .clamp(1, MAX_LIST_PAGE);
     let after = query.number("after")?;
     let scope = match query.number("org")? {
-        Some(org) => DeviceScope::Org {
+        Some(org) => Some(DeviceScope::Org {
             org: OrgId(org),
             subtree: query.flag("subtree")?,
-        },
-        None => devices::home_scope(principal),
+        }),
+        None => None,
     };
+    Ok((limit, after, scope))
+}
+
+fn list_devices(
+    store: &mut WorkerStore<'_>,
+    principal: &Principal,
+    call: &RestCall,
+) -> Result<Response, ApiError> {
+    let (limit, after, scope) = device_scope(call)?;
+    let scope = scope.unwrap_or_else(|| devices::home_scope(principal));
     let page = devices::list_page(store, principal, scope, after, limit)?;
     reply(
         200,

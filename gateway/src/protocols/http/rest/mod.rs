@@ -22,7 +22,7 @@ mod views;
 
 use crate::guard::admission::Guards;
 use crate::protocols::{Job, Pool, WorkDone, WorkerStore};
-use json::ApiError;
+pub use json::ApiError;
 use portcullis_operations::accounts::{Links, OutgoingMail};
 use portcullis_operations::{Fault, OperationError, Principal, sessions};
 use portcullis_protocol::http::{Request, Response};
@@ -243,6 +243,17 @@ pub fn handle(store: &mut WorkerStore<'_>, env: &RestEnv, call: RestCall) -> Res
             error.response()
         }
     }
+}
+
+/// Reads everything a call's handler reads from the request before it asks the store: path
+/// parameters, the query, the JSON body, each decoded exactly as the handler decodes it. No
+/// store is needed, so the fuzz target `rest_request` drives the whole input side of the API
+/// with it; `Err` is the 400 the client would get.
+pub fn check_input(call: &RestCall) -> Result<(), ApiError> {
+    auth::check_input(call)?;
+    accounts::check_input(call)?;
+    fleet::check_input(call)?;
+    keys::check_input(call)
 }
 
 /// The principal of the bearer credential.
