@@ -16,8 +16,11 @@ use std::time::{Duration, Instant};
 /// A count starts over after this long without a failure.
 pub const ACCOUNT_FAILURE_WINDOW: Duration = Duration::from_secs(24 * 3600);
 
-/// Failures of one account before it backs off.
-pub const ACCOUNT_FREE_FAILURES: u32 = 5;
+/// Failures of one account before it backs off: twice what blocks one address (`[app]
+/// login_block_after_failures`, default 5), so a guesser on one address meets the address block
+/// and the owner elsewhere logs in, and only guesses spread over several addresses slow the
+/// account.
+pub const ACCOUNT_FREE_FAILURES: u32 = 10;
 
 /// The wait after the first failure beyond [`ACCOUNT_FREE_FAILURES`]; doubled per failure.
 pub const ACCOUNT_BACKOFF_BASE: Duration = Duration::from_secs(1);

@@ -1,21 +1,20 @@
 //! The account requests through the store, acting for real parties: the decision (hidden
 //! equals missing, a matrix of built-in roles over own, child and sibling organizations),
 //! grants, sign-up and one-time tokens, sessions and their revocation, re-provisioning,
-//! deletion, API keys, bootstrap, the audit log and the revocation feed.
+//! deletion, API keys, bootstrap and the audit log (the revocation feed: `revocations_tests.rs`).
 
 use super::tests::{AsOperator, ensure_template, hash, operator, pw, tmpl, v};
 use super::*;
 use crate::engine::memory::MemoryEngine;
 use portcullis_protocol::authz::{BuiltInRole, OrgId, Permission, Permissions, RoleId, UserId};
 use portcullis_protocol::store::{
-    ApiKeyId, DeviceId, DeviceScope, Party, REVOCATION_RETENTION_MS, Revoked, TokenPurpose,
-    TokenUse, UserChange, UserStatus,
+    ApiKeyId, DeviceId, DeviceScope, Party, TokenPurpose, TokenUse, UserChange, UserStatus,
 };
 use std::sync::Arc;
 
 const PHC: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaA";
 
-fn user(id: UserId) -> Acting {
+pub(super) fn user(id: UserId) -> Acting {
     Acting {
         party: Party::User(id),
         from: "10.0.0.9".into(),
@@ -31,16 +30,16 @@ fn key(id: ApiKeyId) -> Acting {
 
 /// The tree: root(1) > a(2) > a1(4), root > b(3); a template of the root; in each of a, a1 and
 /// b an Admin, a Staff and a User; a device of a owned by its User, one of a1, one of b.
-struct World {
-    s: Store<Arc<MemoryEngine>>,
-    a: OrgId,
-    b: OrgId,
-    a1: OrgId,
+pub(super) struct World {
+    pub(super) s: Store<Arc<MemoryEngine>>,
+    pub(super) a: OrgId,
+    pub(super) b: OrgId,
+    pub(super) a1: OrgId,
     /// (admin, staff, user) of a, a1, b.
-    users: [(UserId, UserId, UserId); 3],
-    dev_a: DeviceId,
-    dev_a1: DeviceId,
-    dev_b: DeviceId,
+    pub(super) users: [(UserId, UserId, UserId); 3],
+    pub(super) dev_a: DeviceId,
+    pub(super) dev_a1: DeviceId,
+    pub(super) dev_b: DeviceId,
 }
 
 fn org(s: &Store<impl Engine>, parent: OrgId, name: &str) -> OrgId {
@@ -81,7 +80,7 @@ fn device(s: &Store<impl Engine>, org: OrgId, owner: Option<UserId>, token: u8) 
     }
 }
 
-fn world() -> World {
+pub(super) fn world() -> World {
     let s = Store::open(Arc::new(MemoryEngine::new())).expect("open");
     ensure_template(&s, OrgId::ROOT, "TMPL1");
     let a = org(&s, OrgId::ROOT, "a");
@@ -110,7 +109,11 @@ fn world() -> World {
     }
 }
 
-fn as_(s: &Store<impl Engine>, who: &Acting, request: Request) -> Result<Response, StoreError> {
+pub(super) fn as_(
+    s: &Store<impl Engine>,
+    who: &Acting,
+    request: Request,
+) -> Result<Response, StoreError> {
     s.handle_as(Some(who), request)
 }
 
@@ -750,73 +753,4 @@ fn every_change_is_audited_in_order_without_gaps_and_filtered_by_org() {
     assert_eq!(last[0].target, format!("user {}", staff.0));
     assert_eq!(last[0].from, "10.0.0.9");
     let _ = (w.b, w.dev_b, w.dev_a1);
-}
-
-#[test]
-fn every_revocation_is_in_the_feed_in_order_and_a_missed_entry_is_a_gap() {
-    let w = world();
-    let feed = |after: u64| match w.s.handle(Request::Revocations { after }) {
-        Ok(Response::Revocations(page)) => page,
-        other => panic!("{other:?}"),
-    };
-    let baseline = feed(0);
-    assert_eq!((baseline.next, baseline.gap), (0, false));
-    assert!(baseline.revoked.is_empty());
-    let (_, staff, plain) = w.users[0];
-    let reprovision = Request::ReprovisionDevice {
-        device: w.dev_a,
-        token_hash: hash(9),
-    };
-    assert!(as_(&w.s, &user(staff), reprovision).is_ok());
-    let suspend = Request::UpdateUser {
-        user: plain,
-        change: UserChange {
-            status: Some(UserStatus::Suspended),
-            ..UserChange::default()
-        },
-    };
-    assert!(as_(&w.s, &user(staff), suspend).is_ok());
-    w.s.handle(Request::CreateSession {
-        user: staff,
-        token_hash: [60; 32],
-        expires_ms: unix_ms() + 60_000,
-    })
-    .expect("session");
-    let logout = Request::RevokeSessions {
-        user: staff,
-        only: Some([60; 32]),
-    };
-    assert!(as_(&w.s, &user(staff), logout).is_ok());
-    // A refused change revokes nothing.
-    let refused = Request::DeleteDevice { device: w.dev_b };
-    assert!(as_(&w.s, &user(staff), refused).is_err());
-    assert_eq!(
-        w.s.op(Request::DeleteDevice { device: w.dev_a1 }),
-        Ok(Response::Done)
-    );
-    let page = feed(0);
-    assert_eq!(
-        page.revoked,
-        vec![
-            Revoked::Device(w.dev_a),
-            Revoked::User(plain),
-            Revoked::Session([60; 32]),
-            Revoked::Device(w.dev_a1),
-        ]
-    );
-    assert_eq!((page.next, page.gap), (4, false));
-    let rest = feed(2);
-    assert_eq!(rest.revoked, page.revoked[2..].to_vec());
-    assert_eq!((rest.next, rest.gap), (4, false));
-    let caught_up = feed(4);
-    assert!(caught_up.revoked.is_empty() && !caught_up.gap && caught_up.next == 4);
-    // A cursor from beyond this store's feed missed everything it cannot know.
-    let foreign = feed(40);
-    assert!(foreign.gap && foreign.next == 4);
-    // Past the retention, a reader that had not read them yet learns it missed them.
-    let later = unix_ms() + REVOCATION_RETENTION_MS + 1;
-    let view = group::Committed(w.s.engine());
-    let stale = revocations::read(&view, 1, later).expect("read");
-    assert!(stale.revoked.is_empty() && stale.gap && stale.next == 4);
-    assert!(!revocations::read(&view, 0, later).expect("read").gap);
 }

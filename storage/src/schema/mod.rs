@@ -41,6 +41,8 @@ mod presence;
 mod presence_tests;
 mod records;
 mod revocations;
+#[cfg(test)]
+mod revocations_tests;
 mod roles;
 mod sealing;
 mod sessions;
