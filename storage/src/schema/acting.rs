@@ -62,7 +62,7 @@ impl Who {
 
     /// This party acting from `from`: the address a request acting for nobody names itself
     /// (sign-up, a mailed link), for its audit entry. Only ever replaces `unknown`.
-    pub(super) fn from_address(&self, from: String) -> Self {
+    pub(super) fn with_address(&self, from: String) -> Self {
         let mut who = self.clone();
         if who.actor.is_none() && !from.is_empty() {
             who.from = from;

@@ -183,7 +183,7 @@ fn prepare_account(
             from,
         } => users::sign_up(
             view,
-            &who.from_address(from),
+            &who.with_address(from),
             email,
             name,
             org_name,
@@ -218,7 +218,7 @@ fn prepare_account(
             token_hash,
             using,
             from,
-        } => sessions::consume_token(view, &who.from_address(from), token_hash, using),
+        } => sessions::consume_token(view, &who.with_address(from), token_hash, using),
         Request::CreateSession {
             user,
             token_hash,

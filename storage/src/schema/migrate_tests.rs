@@ -139,12 +139,12 @@ fn a_format_1_store_migrates_at_open() {
         Err(StoreError::NotFound("device 3".into()))
     );
     // Untouched: pins, history, the token index and the device counter.
-    assert_eq!(
-        s.op(Request::Authenticate {
-            token_hash: [3; 32]
-        })
-        .is_ok(),
-        true
+    let auth = s.op(Request::Authenticate {
+        token_hash: [3; 32],
+    });
+    assert!(
+        matches!(auth, Ok(Response::Authenticated(Some(_)))),
+        "the migrated token still logs in: {auth:?}"
     );
     assert_eq!(engine.scan_prefix(Cf::Pins, b"").expect("scan").len(), 1);
     assert_eq!(

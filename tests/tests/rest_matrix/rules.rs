@@ -12,6 +12,9 @@ use portcullis_e2e::TEST_TEMPLATE;
 use portcullis_protocol::authz::{BuiltInRole, Permission};
 use serde_json::{Value, json};
 
+/// A grant rule: what it is, who tries, (method, path, body), the status it must get.
+type GrantCase<'a> = (&'a str, BuiltInRole, (&'a str, &'a str, Option<Value>), u16);
+
 const MISSING: &str = "999999";
 const MISSING_TEMPLATE: &str = "TMPLmissing999999";
 
@@ -47,6 +50,7 @@ impl Probes {
     /// `role` sends `template` (a path and a JSON body, `@ID@` standing for the id) once with
     /// `hidden`, an id it may not see, and once with `missing`: both must be refused alike, with
     /// a 4xx, and the same body once the id is swapped.
+    #[allow(clippy::too_many_arguments)] // one call per rule reads as a table row
     pub fn like_missing(
         &mut self,
         w: &mut World,
@@ -111,7 +115,7 @@ fn grants(w: &mut World, p: &mut Probes) {
         |role: u32, n: u32| json!({"email": format!("grant-{n}@example.com"), "role": role});
     let invitations = format!("/orgs/{a}/invitations");
     let user_path = format!("/users/{user}");
-    let cases: [(&str, BuiltInRole, (&str, &str, Option<Value>), u16); 7] = [
+    let cases: [GrantCase<'_>; 7] = [
         (
             "Staff invites an Admin",
             Staff,
@@ -201,7 +205,11 @@ fn own_account(w: &mut World, p: &mut Probes) {
         let devices = listed["devices"].as_array().cloned().unwrap_or_default();
         let owned = w.id(Kind::Device, Slot::Owned);
         let others = devices.iter().any(|d| d["owner"] != json!(me));
-        if others || !devices.iter().any(|d| d["id"].to_string() == owned) {
+        if others
+            || !devices
+                .iter()
+                .any(|d| d["id"].as_u64().is_some_and(|n| n.to_string() == owned))
+        {
             p.failures.push(format!(
                 "GET /devices{query} as User holds its device {owned} and no other's: {devices:?}"
             ));
