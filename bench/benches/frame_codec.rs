@@ -60,7 +60,7 @@ fn bench(c: &mut Criterion) {
         })
     });
     group.bench_function("session_step_1000_frames", |b| {
-        let mut session = DeviceSession::new(1);
+        let mut session = DeviceSession::new(1, std::sync::Arc::from("TMPL1"));
         let mut outbox = Outbox::default();
         b.iter(|| {
             let mut pos = 0;

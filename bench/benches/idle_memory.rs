@@ -13,8 +13,11 @@
 use portcullis_e2e::Gateway;
 use portcullis_e2e::device::client_config;
 use portcullis_protocol::Command;
+use portcullis_protocol::authz::OrgId;
 use portcullis_protocol::frame;
-use portcullis_protocol::store::{ClientHello, ClientRole, NodeName, Request, Response};
+use portcullis_protocol::store::{
+    Acting, ClientHello, ClientRole, NodeName, Party, Request, Response, TemplateId,
+};
 use portcullis_protocol::token::DeviceToken;
 use portcullis_store_client::StoreClient;
 use rustls::pki_types::ServerName;
@@ -65,6 +68,21 @@ fn provision(gw: &Gateway, n: usize) -> Vec<String> {
         Duration::from_secs(10),
     )
     .unwrap();
+    let operator = Acting {
+        party: Party::Operator,
+        from: "local".into(),
+    };
+    let template = TemplateId::parse("TMPLBENCH").unwrap();
+    let made = client.call_as(
+        Some(&operator),
+        Request::CreateTemplate {
+            org: OrgId::ROOT,
+            id: template.clone(),
+            name: "bench".into(),
+            datastreams: Vec::new(),
+        },
+    );
+    assert!(matches!(made, Ok(Response::Template(_))), "{made:?}");
     let mut tokens = Vec::with_capacity(n);
     for chunk in 0..n.div_ceil(1000) {
         let count = 1000.min(n - chunk * 1000);
@@ -75,13 +93,14 @@ fn provision(gw: &Gateway, n: usize) -> Vec<String> {
             .iter()
             .enumerate()
             .map(|(i, t)| Request::CreateDevice {
-                org: "bench".into(),
-                template: "TMPLBENCH".into(),
+                org: OrgId::ROOT,
+                template: template.clone(),
+                owner: None,
                 name: format!("idle-{}", chunk * 1000 + i),
                 token_hash: t.hash(),
             })
             .collect();
-        for reply in client.call_many(requests).unwrap() {
+        for reply in client.call_many_as(Some(&operator), requests).unwrap() {
             assert!(matches!(reply, Ok(Response::Device(_))), "{reply:?}");
         }
         tokens.extend(batch.iter().map(|t| t.expose().to_string()));

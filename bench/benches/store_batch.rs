@@ -16,6 +16,7 @@ const BATCHES: [usize; 3] = [64, 1024, 4096];
 fn batch(writes: usize) -> RequestEnvelope {
     RequestEnvelope {
         id: 7,
+        acting: None,
         request: Request::WritePins {
             writes: (0..writes)
                 .map(|i| PinWrite {

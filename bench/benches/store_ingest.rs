@@ -21,10 +21,11 @@
 
 #![allow(clippy::unwrap_used)]
 
+use portcullis_protocol::authz::OrgId;
 use portcullis_protocol::body::{PinAddr, PinKind};
 use portcullis_protocol::store::{
-    ClientHello, ClientRole, NodeName, PinWrite, ReplyEnvelope, Request, RequestEnvelope,
-    ServerHello, decode_frame, encode_frame,
+    Acting, ClientHello, ClientRole, NodeName, Party, PinWrite, ReplyEnvelope, Request,
+    RequestEnvelope, ServerHello, TemplateId, decode_frame, encode_frame,
 };
 use portcullis_storage::{Cf, Durability, Engine, RocksEngine, WriteBatch};
 use std::io::{Read, Write};
@@ -153,6 +154,12 @@ fn pipeline(link: UnixStream, requests: Vec<Request>, window: usize) -> Vec<Dura
             encode_frame(
                 &RequestEnvelope {
                     id: id as u64,
+                    // Device traffic acts for nobody; provisioning acts as the operator, as the
+                    // admin CLI does.
+                    acting: needs_operator(&request).then(|| Acting {
+                        party: Party::Operator,
+                        from: "local".into(),
+                    }),
                     request,
                 },
                 &mut out,
@@ -194,12 +201,24 @@ fn run_links(store: &Store, per_link: Vec<Vec<Request>>, window: usize) -> (f64,
     (secs, all)
 }
 
+fn needs_operator(request: &Request) -> bool {
+    matches!(
+        request,
+        Request::CreateDevice { .. } | Request::CreateTemplate { .. }
+    )
+}
+
+fn template() -> TemplateId {
+    TemplateId::parse("TMPLBENCH").unwrap()
+}
+
 fn create(n: u64) -> Request {
     let mut token_hash = [0u8; 32];
     token_hash[..8].copy_from_slice(&n.to_be_bytes());
     Request::CreateDevice {
-        org: "bench".into(),
-        template: "TMPLBENCH".into(),
+        org: OrgId::ROOT,
+        template: template(),
+        owner: None,
         name: format!("dev-{n}"),
         token_hash,
     }
@@ -216,7 +235,14 @@ fn main() {
     );
 
     let store = Store::start();
-    let setup: Vec<Request> = (1..=DEVICES).map(create).collect();
+    let setup: Vec<Request> = std::iter::once(Request::CreateTemplate {
+        org: OrgId::ROOT,
+        id: template(),
+        name: "bench".into(),
+        datastreams: Vec::new(),
+    })
+    .chain((1..=DEVICES).map(create))
+    .collect();
     run_links(&store, vec![setup], 1024);
 
     let now_ms = 1_700_000_000_000u64;

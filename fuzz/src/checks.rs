@@ -9,7 +9,9 @@ use portcullis_gateway::conn::select::{Selection, select};
 use portcullis_gateway::protocols::Outbox;
 use portcullis_gateway::protocols::app_ws::session::{AppAction, AppSession};
 use portcullis_gateway::protocols::blynk::device::{DeviceSession, SessionLimits, SyncFilter};
-use portcullis_gateway::protocols::http::{HttpSession, answer};
+use portcullis_gateway::protocols::http::rest::{self, RestCall};
+use portcullis_gateway::protocols::http::routes::REST_ROUTES;
+use portcullis_gateway::protocols::http::{HttpSession, Outcome, answer};
 use portcullis_protocol::app::AppEvent;
 use portcullis_protocol::body::{self, Internal, MAX_INFO_FIELD_LEN};
 use portcullis_protocol::frame::{self, Decoded, HEADER_LEN, Payload};
@@ -69,7 +71,7 @@ pub fn device_frame(data: &[u8]) {
 /// decodes cleanly, and answers to the device respect its announced (or default) buffer size.
 pub fn session_step(data: &[u8]) {
     let limits = SessionLimits::default();
-    let mut session = DeviceSession::new(1);
+    let mut session = DeviceSession::new(1, std::sync::Arc::from("TMPL1"));
     let mut out = Outbox::default();
     let mut stream = data;
     while let Ok(Decoded::Frame { frame, consumed }) = frame::decode(stream, 4096) {
@@ -396,6 +398,77 @@ impl std::io::Write for Duplex<'_> {
     }
 }
 
+/// The REST API's input side, with no store. A first byte below 0x80: the input is a byte
+/// stream on a public port (read, routed, matched as the HTTP session does); a call routed to a
+/// worker then has its path parameters, query and JSON body decoded as its handler decodes them
+/// (`rest::check_input`). A first byte of 0x80 or more: the next byte picks an endpoint of
+/// `REST_ROUTES` and the rest, split at the first two `\n`, is its path parameter, query and body,
+/// so the fuzzer reaches every body type without having to build an HTTP head. Never panics;
+/// every refusal is a 400 in the API's error shape (`{"error":{"message":"..."}}`), framed as
+/// well-formed HTTP, and a message stays within a bound of the input's size.
+pub fn rest_request(data: &[u8]) {
+    const MAX_HEAD: usize = 4116;
+    let call = match data.split_first() {
+        Some((mode, rest)) if *mode >= 0x80 => direct_call(rest),
+        _ => {
+            let exchange = HttpSession::new(MAX_HEAD).exchange(data, answer);
+            for answer in &exchange.answers {
+                check_http_answer(answer);
+            }
+            match exchange.outcome {
+                Outcome::Working(call) => Some(*call),
+                _ => None,
+            }
+        }
+    };
+    let Some(call) = call else { return };
+    if let Err(error) = rest::check_input(&call) {
+        assert_eq!(error.status, 400, "{error:?}");
+        // A message may quote the input, escaped: one byte becomes at most six (`\u{1c}`).
+        let params: usize = call.params.iter().map(|(_, v)| v.len()).sum();
+        let quoted = call.body.len() + call.query.as_ref().map_or(0, String::len) + params;
+        let limit = 1024 + 6 * quoted;
+        assert!(
+            error.message.len() <= limit,
+            "a {}-byte message",
+            error.message.len()
+        );
+        let bytes = error
+            .response()
+            .to_bytes(portcullis_protocol::http::WriteMode::KEEP_ALIVE);
+        check_http_answer(&bytes);
+        let text = std::str::from_utf8(&bytes).unwrap();
+        let (_, body) = text.split_once("\r\n\r\n").unwrap();
+        let shape: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert!(shape["error"]["message"].is_string(), "{body}");
+    }
+}
+
+/// A call built straight from bytes: endpoint index, then `param \n query \n body`.
+fn direct_call(data: &[u8]) -> Option<RestCall> {
+    let (index, rest) = data.split_first()?;
+    let (_, pattern, endpoint) = REST_ROUTES[usize::from(*index) % REST_ROUTES.len()];
+    let mut parts = rest.splitn(3, |b| *b == b'\n');
+    let param = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+    let query = parts
+        .next()
+        .map(|q| String::from_utf8_lossy(q).into_owned());
+    let body = parts.next().unwrap_or_default().to_vec();
+    let params = pattern
+        .split('/')
+        .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'))
+        .map(|name| (name.to_owned(), param.clone()))
+        .collect();
+    Some(RestCall {
+        endpoint,
+        params,
+        query,
+        bearer: None,
+        body,
+        peer: None,
+    })
+}
+
 /// One fuzz target's invariant check.
 pub type Check = fn(&[u8]);
 
@@ -410,4 +483,5 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("tls_session", tls_session),
     ("http_head", http_head),
     ("app_session", app_session),
+    ("rest_request", rest_request),
 ];

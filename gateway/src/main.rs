@@ -1,6 +1,7 @@
 //! The `portcullis` binary: `serve` runs the gateway, `check-config` validates a configuration
-//! file, `admin` manages devices, users, history and backups through the running store, as the
-//! operator. Only this edge uses `anyhow`.
+//! file, `admin` manages organizations, users, roles, templates, devices, API keys, the audit log,
+//! history and backups through the running store, as the operator. Only this edge uses
+//! `anyhow`.
 
 use clap::{Parser, Subcommand};
 use portcullis_gateway::cli::admin::{self, AdminArgs};
@@ -29,7 +30,8 @@ enum Command {
         /// The TOML file to check.
         file: PathBuf,
     },
-    /// Manage devices through the running store (`portcullis admin device create ...`).
+    /// Manage organizations, users, roles, templates, devices, API keys, the audit log and
+    /// backups through the running store, as the operator (`portcullis admin device create ...`).
     Admin(AdminArgs),
 }
 

@@ -87,10 +87,12 @@ pub struct ProvisionArgs {
     /// CreateDevice requests per pipelined batch.
     #[arg(long, default_value_t = 5000)]
     pub batch: usize,
+    /// Template id of the devices (created in --org when it does not exist yet).
     #[arg(long, default_value = "TMPLLOADGEN")]
     pub template: String,
-    #[arg(long, default_value = "default")]
-    pub org: String,
+    /// Organization id of the devices (1 is the root organization).
+    #[arg(long, default_value_t = 1)]
+    pub org: u32,
     /// Devices are named <prefix>-<n>.
     #[arg(long, default_value = "loadgen")]
     pub prefix: String,

@@ -180,7 +180,7 @@ fn provision(args: cli::ProvisionArgs) -> anyhow::Result<()> {
         &socket,
         args.count,
         args.batch,
-        (&args.prefix, &args.template, &args.org),
+        (&args.prefix, &args.template, args.org),
         |n| {
             if last_print.elapsed() >= Duration::from_secs(1) || n == args.count {
                 eprintln!("provisioned {n}/{}", args.count);

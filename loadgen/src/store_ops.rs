@@ -7,10 +7,11 @@
 
 use crate::tokens::TokenLine;
 use portcullis_operations::devices::{NewDevice, create_many};
-use portcullis_operations::{OperationError, Principal};
+use portcullis_operations::{OperationError, Principal, templates};
+use portcullis_protocol::authz::OrgId;
 use portcullis_protocol::body::{PinAddr, PinKind};
 use portcullis_protocol::store::{
-    ClientHello, ClientRole, NodeName, Request, Response, StoreError,
+    ClientHello, ClientRole, NodeName, Request, Response, StoreError, TemplateId,
 };
 use portcullis_store_client::{StoreClient, StoreClientError};
 use std::path::Path;
@@ -63,11 +64,14 @@ pub fn provision(
     socket: &Path,
     count: usize,
     batch: usize,
-    names: (&str, &str, &str),
+    names: (&str, &str, u32),
     mut progress: impl FnMut(usize),
 ) -> Result<Provisioned, StoreOpError> {
     let (prefix, template, org) = names;
+    let org = OrgId(org);
+    let template = templates::template_id(Some(template))?;
     let mut client = StoreClient::connect(socket, admin_hello(), STORE_TIMEOUT)?;
+    ensure_template(&mut client, org, &template)?;
     let started = Instant::now();
     let mut devices = Vec::with_capacity(count);
     let batch = batch.max(1);
@@ -76,8 +80,9 @@ pub fn provision(
         let batch: Vec<NewDevice> = (0..n)
             .map(|i| NewDevice {
                 name: format!("{prefix}-{}", devices.len() + i + 1),
-                template: template.to_owned(),
-                org: org.to_owned(),
+                template: template.clone(),
+                org,
+                owner: None,
             })
             .collect();
         let answers = create_many(&mut client, &Principal::Operator, batch)?;
@@ -101,6 +106,31 @@ pub fn provision(
         devices,
         took: started.elapsed(),
     })
+}
+
+/// Creates the devices' template in `org` unless it exists (a template is a device's product:
+/// every device needs one).
+fn ensure_template(
+    client: &mut StoreClient,
+    org: OrgId,
+    id: &TemplateId,
+) -> Result<(), OperationError> {
+    match templates::get(client, &Principal::Operator, id.clone()) {
+        Ok(_) => Ok(()),
+        Err(OperationError::NotFound(_)) => {
+            let name = "Load generator devices".to_owned();
+            templates::create(
+                client,
+                &Principal::Operator,
+                org,
+                id.clone(),
+                name,
+                Vec::new(),
+            )
+            .map(|_| ())
+        }
+        Err(other) => Err(other),
+    }
 }
 
 /// The telemetry pin's stored value of each device: the number of the last write the store

@@ -391,7 +391,15 @@ fn fanout_delivers_every_write_to_every_subscriber() {
     ]);
     let created = Command::new(gateway_bin())
         .args(["admin", "--data-dir", &data, "user", "create"])
-        .args(["--email", "bench@example.com", "--org", "default", "--json"])
+        .args([
+            "--email",
+            "bench@example.com",
+            "--org",
+            "1",
+            "--role",
+            "staff",
+            "--json",
+        ])
         .output()
         .unwrap();
     assert!(created.status.success(), "{created:?}");

@@ -1,199 +1,129 @@
-//! The one decision of who may see and do what: [`decide`], a pure function of the acting
-//! principal, the action and the organization of the thing acted on. Every operation of this crate
-//! asks it (through [`require`], [`require_store_wide`] or [`device_listing`]) before it returns or
-//! changes anything, and nothing else in the workspace compares organizations.
+//! The operations layer's half of the one decision: before a request goes to the store,
+//! [`precheck`] evaluates what the request needs of its principal ([`Request::needs`], the table
+//! the store decides with too) with `authz::allows`, as far as it can without records: whether
+//! the principal holds the permission at all, whether a check on "self" names the principal, and
+//! the full decision when the subject is the principal's own organization. The store then
+//! decides again with its records (the subject's organization path and owner) and answers a
+//! hidden subject exactly like a missing one.
 //!
-//! The rule that matters most: something outside the principal's scope is [`Decision::Hidden`], and
-//! [`require`] turns that into the very error a missing thing gets ([`OperationError::NotFound`]
-//! with the same [`Missing`]), so no answer, message or status tells "exists elsewhere" from "does
-//! not exist". [`Decision::Forbidden`] is only for actions the principal may not take anywhere
-//! (today: a user creating devices or backing the store up), which reveals nothing about any
-//! particular resource.
-//!
-//! Today's rule: the operator may do everything; a user sees the devices and users of their own
-//! organization and may change nothing. Issue 13 replaces the body of [`decide`] with
-//! `allows(principal, permission, resource)` over roles and the organization tree; its callers stay
-//! as they are.
+//! Refusing here reveals nothing about any resource: it depends only on the principal and the
+//! request's kind, never on whether the named thing exists. A principal without any form of a
+//! permission is refused the same way for an existing and for a missing device.
 
-use crate::error::{Missing, OperationError};
+use crate::error::OperationError;
 use crate::principal::Principal;
-use std::fmt;
+use portcullis_protocol::authz::{Decision, Permission, Resource, allows};
+use portcullis_protocol::store::{Check, Needs, Request, Subject};
 
-/// What a principal wants to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    /// Read a device: its record, latest pins, pin history; list devices.
-    ViewDevice,
-    /// Register a device (and receive its token).
-    CreateDevice,
-    /// Read a user's account (never its password hash).
-    ViewUser,
-    /// Register a user.
-    CreateUser,
-    /// Have the store write a checkpoint of its database.
-    BackUpStore,
-    /// Reload, count or re-seal the store's encryption keys.
-    ManageKeys,
-}
-
-impl fmt::Display for Action {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Action::ViewDevice => "view devices",
-            Action::CreateDevice => "create devices",
-            Action::ViewUser => "view users",
-            Action::CreateUser => "create users",
-            Action::BackUpStore => "back the store up",
-            Action::ManageKeys => "manage the store's keys",
-        })
-    }
-}
-
-/// What the action applies to, as far as scope is concerned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Target<'a> {
-    /// A device or user of this organization, existing or about to be created.
-    Org(&'a str),
-    /// The store as a whole (backup, keys).
-    Store,
-}
-
-/// The verdict of [`decide`]: the same three answers as the permission decision it will become
-/// (`portcullis_protocol::authz::allows`).
-pub use portcullis_protocol::authz::Decision;
-
-/// The decision itself, pure.
-pub fn decide(principal: &Principal, action: Action, target: Target<'_>) -> Decision {
+/// Whether `principal` may send `request` as far as the principal alone tells.
+pub fn precheck(principal: &Principal, request: &Request) -> Result<(), OperationError> {
     let member = match principal {
-        Principal::Operator => return Decision::Allowed,
+        Principal::Operator => return Ok(()),
         Principal::Member(member) => member,
     };
-    match action {
-        Action::ViewDevice | Action::ViewUser => {}
-        Action::CreateDevice | Action::CreateUser | Action::BackUpStore | Action::ManageKeys => {
-            return Decision::Forbidden;
+    let refuse = |needs: &str| {
+        Err(OperationError::NotPermitted {
+            needs: needs.to_owned(),
+        })
+    };
+    let checks = match request.needs() {
+        Needs::Checks(checks) => checks,
+        Needs::Nobody | Needs::Operator => return refuse("the operator"),
+    };
+    let held = |permission: Permission| match permission.device_forms() {
+        Some((own, org)) => {
+            member.permissions().contains(own) || member.permissions().contains(org)
+        }
+        None => member.permissions().contains(permission),
+    };
+    for check in checks {
+        match check {
+            Check::Visible(_) => {}
+            Check::SelfOr(user, permission) => {
+                if user != member.user() && !held(permission) {
+                    return refuse(permission.name());
+                }
+            }
+            Check::Permission(permission, subject) => {
+                if !held(permission) {
+                    return refuse(permission.name());
+                }
+                let own_org = match subject {
+                    Subject::ActingOrg => true,
+                    Subject::Org(org) => org == member.org().org(),
+                    _ => false,
+                };
+                if own_org
+                    && allows(&principal.actor(), permission, Resource::Org(member.org()))
+                        == Decision::Forbidden
+                {
+                    return refuse(permission.name());
+                }
+            }
         }
     }
-    match target {
-        Target::Org(org) if org == member.org() => Decision::Allowed,
-        Target::Org(_) => Decision::Hidden,
-        Target::Store => Decision::Forbidden,
-    }
-}
-
-/// [`decide`] as a result: `Hidden` becomes the "does not exist" error of `missing`, the same
-/// value an absent resource produces.
-pub(crate) fn require(
-    principal: &Principal,
-    action: Action,
-    target: Target<'_>,
-    missing: impl FnOnce() -> Missing,
-) -> Result<(), OperationError> {
-    match decide(principal, action, target) {
-        Decision::Allowed => Ok(()),
-        Decision::Hidden => Err(OperationError::NotFound(missing())),
-        Decision::Forbidden => Err(OperationError::NotPermitted { action }),
-    }
-}
-
-/// [`decide`] for an action on the store as a whole, where nothing can be hidden.
-pub(crate) fn require_store_wide(
-    principal: &Principal,
-    action: Action,
-) -> Result<(), OperationError> {
-    match decide(principal, action, Target::Store) {
-        Decision::Allowed => Ok(()),
-        Decision::Hidden | Decision::Forbidden => Err(OperationError::NotPermitted { action }),
-    }
-}
-
-/// Whether `principal` may see a device of `org` (for filtering what a listing returned).
-pub(crate) fn sees_device(principal: &Principal, org: &str) -> bool {
-    decide(principal, Action::ViewDevice, Target::Org(org)) == Decision::Allowed
-}
-
-/// The organization filter a device listing asks the store for: `None` lists every device
-/// (the operator), `Some(org)` only that organization's. Whatever the store returns is still
-/// checked device by device with [`sees_device`].
-pub(crate) fn device_listing(principal: &Principal) -> Option<String> {
-    principal.as_member().map(|member| member.org().to_owned())
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::principal::tests::member_of;
+    use portcullis_protocol::authz::{BuiltInRole, OrgId, UserId};
+    use portcullis_protocol::store::{DeviceScope, TemplateId, UserChange};
 
-    const ALL: [Action; 6] = [
-        Action::ViewDevice,
-        Action::CreateDevice,
-        Action::ViewUser,
-        Action::CreateUser,
-        Action::BackUpStore,
-        Action::ManageKeys,
-    ];
-
-    #[test]
-    fn the_operator_may_do_everything() {
-        for action in ALL {
-            for target in [Target::Org("acme"), Target::Org(""), Target::Store] {
-                assert_eq!(
-                    decide(&Principal::Operator, action, target),
-                    Decision::Allowed
-                );
-            }
+    fn create_device(org: u32) -> Request {
+        Request::CreateDevice {
+            org: OrgId(org),
+            template: TemplateId::parse("TMPL1").expect("valid"),
+            owner: None,
+            name: "d".into(),
+            token_hash: [0; 32],
         }
-        assert_eq!(device_listing(&Principal::Operator), None);
     }
 
     #[test]
-    fn a_member_sees_its_own_org_only_and_changes_nothing() {
-        let ann = Principal::member("ann@a.example", "acme");
-        for action in [Action::ViewDevice, Action::ViewUser] {
-            assert_eq!(decide(&ann, action, Target::Org("acme")), Decision::Allowed);
-            assert_eq!(decide(&ann, action, Target::Org("other")), Decision::Hidden);
-            // Organizations are compared exactly: no case folding, no prefixes.
-            assert_eq!(decide(&ann, action, Target::Org("Acme")), Decision::Hidden);
-            assert_eq!(decide(&ann, action, Target::Org("acme2")), Decision::Hidden);
-            assert_eq!(decide(&ann, action, Target::Store), Decision::Forbidden);
-        }
-        for action in [
-            Action::CreateDevice,
-            Action::CreateUser,
-            Action::BackUpStore,
-            Action::ManageKeys,
-        ] {
-            // The same answer whatever the organization, so a refusal reveals none.
-            for target in [Target::Org("acme"), Target::Org("other"), Target::Store] {
-                assert_eq!(decide(&ann, action, target), Decision::Forbidden);
-            }
-        }
-        assert_eq!(device_listing(&ann).as_deref(), Some("acme"));
-        assert!(sees_device(&ann, "acme") && !sees_device(&ann, "other"));
+    fn a_missing_permission_is_refused_before_the_store_is_asked() {
+        let user = member_of(5, &[1, 2], BuiltInRole::User);
+        let staff = member_of(6, &[1, 2], BuiltInRole::Staff);
+        assert!(precheck(&user, &create_device(2)).is_err());
+        assert!(precheck(&staff, &create_device(2)).is_ok());
+        // Another org's id: the store decides (and hides it); nothing is refused here.
+        assert!(precheck(&staff, &create_device(9)).is_ok());
+        // Own-devices view is a form of device view: a User may ask, the store filters.
+        assert!(precheck(&user, &Request::GetDevice { device: 1 }).is_ok());
+        let list = Request::ListDevices {
+            after: None,
+            limit: 10,
+            scope: DeviceScope::All,
+        };
+        assert!(
+            precheck(&staff, &list).is_err(),
+            "every device: operator only"
+        );
+        assert!(precheck(&Principal::Operator, &list).is_ok());
+        let backup = Request::Backup { dir: "/b".into() };
+        let error = precheck(&staff, &backup).expect_err("operator only");
+        assert_eq!(error.to_string(), "not permitted: needs the operator");
     }
 
     #[test]
-    fn hidden_is_reported_as_the_missing_thing_itself() {
-        let ann = Principal::member("ann@a.example", "acme");
-        let hidden = require(&ann, Action::ViewDevice, Target::Org("other"), || {
-            Missing::Device(7)
-        })
-        .expect_err("hidden");
-        assert!(
-            matches!(hidden, OperationError::NotFound(Missing::Device(7))),
-            "{hidden:?}"
-        );
-        let forbidden = require(&ann, Action::BackUpStore, Target::Store, || {
-            Missing::Device(7)
-        })
-        .expect_err("forbidden");
-        assert!(
-            matches!(
-                forbidden,
-                OperationError::NotPermitted {
-                    action: Action::BackUpStore
-                }
-            ),
-            "{forbidden:?}"
-        );
+    fn changes_to_oneself_pass_and_to_others_need_the_permission() {
+        let user = member_of(5, &[1, 2], BuiltInRole::User);
+        let rename = |id: u64| Request::UpdateUser {
+            user: UserId(id),
+            change: UserChange {
+                name: Some("n".into()),
+                ..UserChange::default()
+            },
+        };
+        assert!(precheck(&user, &rename(5)).is_ok());
+        let error = precheck(&user, &rename(6)).expect_err("another user");
+        assert_eq!(error.to_string(), "not permitted: needs users.edit");
+        let logout_all = Request::RevokeSessions {
+            user: UserId(5),
+            only: None,
+        };
+        assert!(precheck(&user, &logout_all).is_ok());
     }
 }

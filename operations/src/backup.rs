@@ -2,10 +2,9 @@
 //! a new directory while it keeps serving. The directory is made absolute here, since the
 //! store's working directory is not the caller's.
 
-use crate::access::{self, Action};
 use crate::error::{InvalidInput, LocalFailure, OperationError};
 use crate::principal::Principal;
-use crate::store_access::{StoreAccess, ask};
+use crate::store_access::{StoreAccess, act};
 use portcullis_protocol::store::{Request, Response};
 use std::path::Path;
 
@@ -24,7 +23,6 @@ pub fn checkpoint(
     principal: &Principal,
     dir: &Path,
 ) -> Result<Backup, OperationError> {
-    access::require_store_wide(principal, Action::BackUpStore)?;
     let absolute = std::path::absolute(dir).map_err(|source| LocalFailure::AbsolutePath {
         path: dir.to_owned(),
         source,
@@ -32,8 +30,9 @@ pub fn checkpoint(
     let Some(dir) = absolute.to_str() else {
         return Err(InvalidInput::PathNotUtf8(absolute).into());
     };
-    match ask(
+    match act(
         store,
+        principal,
         Request::Backup {
             dir: dir.to_owned(),
         },
@@ -63,7 +62,7 @@ mod tests {
         assert!(Path::new(&done.dir).is_absolute() && done.dir.ends_with("/bk"));
         assert_eq!(done.bytes, 42);
 
-        let ann = Principal::member("ann@a.example", "a");
+        let ann = crate::scripted::ann();
         let error = checkpoint(&mut store, &ann, Path::new("bk")).expect_err("operator only");
         assert!(
             matches!(error, OperationError::NotPermitted { .. }),

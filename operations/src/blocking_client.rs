@@ -5,24 +5,23 @@
 //! on this side so the store client stays a transport that knows no operation.
 
 use crate::{LinkError, StoreAccess};
-use portcullis_protocol::store::{Request, Response, StoreError};
+use portcullis_protocol::store::{Acting, Request, Response, StoreError};
 use portcullis_store_client::StoreClient;
 
 impl StoreAccess for StoreClient {
     fn call_many(
         &mut self,
+        acting: Option<&Acting>,
         requests: Vec<Request>,
     ) -> Result<Vec<Result<Response, StoreError>>, LinkError> {
-        StoreClient::call_many(self, requests).map_err(LinkError::new)
+        StoreClient::call_many_as(self, acting, requests).map_err(LinkError::new)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use crate::{Fault, OperationError, Principal, devices};
-    use portcullis_protocol::store::{
-        DeviceRecord, Request, Response, ServerHello, StoreError, WIRE_VERSION,
-    };
+    use portcullis_protocol::store::{Request, Response, ServerHello, StoreError, WIRE_VERSION};
     use portcullis_store_client::StoreClient;
     use portcullis_store_client::fake_store::{admin_hello, serving, spawn};
     use std::time::Duration;
@@ -32,26 +31,16 @@ mod tests {
     #[test]
     fn operations_run_on_the_blocking_client_and_keep_its_errors() {
         let (_dir, path, server) = serving(|request| match request {
-            Request::GetDevice { device: 1 } => Ok(Response::Device(DeviceRecord {
-                id: 1,
-                org: "a".into(),
-                template: "T".into(),
-                name: "n".into(),
-                created_ms: 0,
-                sessions: 0,
-                last_seen_ms: None,
-                last_addr: None,
-                info: None,
-            })),
+            Request::GetDevice { device: 1 } => Ok(Response::Device(crate::scripted::device(1, 2))),
             _ => Err(StoreError::NotFound("device".into())),
         });
         let mut client = StoreClient::connect(&path, admin_hello(), TIMEOUT).expect("connects");
-        let ann = Principal::member("ann@a.example", "a");
+        let ann = crate::scripted::ann();
         assert_eq!(devices::get(&mut client, &ann, 1).expect("visible").id, 1);
-        let bob = Principal::member("bob@b.example", "b");
+        // What the store hides comes back as its NotFound, which is the operation's.
         assert!(matches!(
-            devices::get(&mut client, &bob, 1),
-            Err(OperationError::NotFound(_))
+            devices::get(&mut client, &ann, 2),
+            Err(OperationError::NotFound(crate::Missing::Device(2)))
         ));
         drop(client);
         server.join().expect("server ok");

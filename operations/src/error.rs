@@ -7,7 +7,6 @@
 //! refused the request: ..."), and link failures pass the client's own message through
 //! unchanged, since scripts and operators read them.
 
-use crate::access::Action;
 use crate::password::PasswordError;
 use crate::store_access::LinkError;
 use portcullis_protocol::store::{DeviceId, Response, StoreError};
@@ -17,14 +16,14 @@ use std::path::PathBuf;
 use thiserror::Error;
 
 /// Names what does not exist, or what the principal may not see: both are reported with the
-/// same value (see [`crate::access`]).
+/// same value (the store answers a hidden thing exactly like a missing one).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Missing {
     Device(DeviceId),
     /// A user, by normalized email.
     User(String),
-    /// An organization, by name.
-    Org(String),
+    /// Anything else, in the store's own words (`org 4`, `template TMPL1`, `one-time token`).
+    Named(String),
 }
 
 impl fmt::Display for Missing {
@@ -32,7 +31,7 @@ impl fmt::Display for Missing {
         match self {
             Missing::Device(id) => write!(f, "device {id} does not exist"),
             Missing::User(email) => write!(f, "no user has the email {email}"),
-            Missing::Org(org) => write!(f, "organization {org:?} does not exist"),
+            Missing::Named(what) => write!(f, "{what} does not exist"),
         }
     }
 }
@@ -57,9 +56,13 @@ pub enum OperationError {
     /// scope. One answer for both, on purpose.
     #[error("{0}")]
     NotFound(Missing),
-    /// The caller's fault: the principal may not take this action anywhere.
-    #[error("not permitted to {action}")]
-    NotPermitted { action: Action },
+    /// The caller's fault: the principal lacks a permission (named by its stable name, or
+    /// "the operator") for something it may see.
+    #[error("not permitted: needs {needs}")]
+    NotPermitted { needs: String },
+    /// The caller's fault: no valid session, key or password (one answer for every reason).
+    #[error("not authenticated: {0}")]
+    NotAuthenticated(&'static str),
     /// The caller's fault: the input breaks a rule, ours or the store's.
     #[error(transparent)]
     Invalid(#[from] InvalidInput),
@@ -80,6 +83,7 @@ impl OperationError {
         match self {
             OperationError::NotFound(_)
             | OperationError::NotPermitted { .. }
+            | OperationError::NotAuthenticated(_)
             | OperationError::Invalid(_) => Fault::Caller,
             OperationError::StoreUnavailable(_) => Fault::StoreUnavailable,
             OperationError::StoreFailure(_) => Fault::Store,
@@ -93,9 +97,10 @@ impl OperationError {
     pub(crate) fn refused(error: StoreError) -> OperationError {
         match error {
             StoreError::Storage(_) => StoreFailure::Failed(error).into(),
-            StoreError::Invalid(_) | StoreError::NotFound(_) => {
-                InvalidInput::RefusedByStore(error).into()
-            }
+            StoreError::NotPermitted(needs) => OperationError::NotPermitted { needs },
+            StoreError::Invalid(_) => InvalidInput::RefusedByStore(error).into(),
+            // The store words hidden and missing alike; keep its words.
+            StoreError::NotFound(what) => OperationError::NotFound(Missing::Named(what)),
         }
     }
 
@@ -114,6 +119,12 @@ impl OperationError {
 pub enum InvalidInput {
     #[error("the email is longer than {max} bytes")]
     EmailTooLong { max: usize },
+    #[error("{0:?} is not an email address")]
+    NotAnEmail(String),
+    #[error("{0}")]
+    BadTemplateId(String),
+    #[error("unknown permission {0:?}")]
+    UnknownPermission(String),
     #[error("the password is longer than {max} bytes")]
     PasswordTooLong { max: usize },
     #[error("the password is shorter than {min} characters")]

@@ -6,7 +6,7 @@
 use crate::devices::visible_device;
 use crate::error::{InvalidInput, Missing, OperationError, StoreFailure};
 use crate::principal::Principal;
-use crate::store_access::{Answer, StoreAccess, ask, ask_pair};
+use crate::store_access::{Answer, StoreAccess, act, act_pair};
 use portcullis_protocol::body::PinAddr;
 use portcullis_protocol::store::{
     DeviceId, History, HistoryBucket, HistoryCursor, HistoryPoint, MAX_HISTORY_POINTS, Request,
@@ -61,8 +61,9 @@ pub fn read(
         limit: MAX_HISTORY_POINTS,
         after,
     };
-    let (device_reply, mut reply) = ask_pair(store, Request::GetDevice { device }, page(None))?;
-    visible_device(principal, device, device_reply)?;
+    let (device_reply, mut reply) =
+        act_pair(store, principal, Request::GetDevice { device }, page(None))?;
+    visible_device(device, device_reply)?;
     let mut points = Vec::new();
     let mut after = None;
     loop {
@@ -88,7 +89,7 @@ pub fn read(
                 ));
             }
         }
-        reply = ask(store, page(after))?;
+        reply = act(store, principal, page(after))?;
     }
 }
 
@@ -127,7 +128,7 @@ mod tests {
                 .collect();
         let mut store = ScriptedStore::new(move |request| {
             let Request::ReadHistory { after, .. } = request else {
-                return Ok(Response::Device(device(1, "a")));
+                return Ok(Response::Device(device(1, 2)));
             };
             let rest: Vec<_> = stored
                 .iter()
@@ -164,12 +165,8 @@ mod tests {
     fn history_scope_matrix() {
         for (who, principal, sees_device_of_a) in [
             ("operator", Principal::Operator, true),
-            ("member of a", Principal::member("ann@a.example", "a"), true),
-            (
-                "member of b",
-                Principal::member("bob@b.example", "b"),
-                false,
-            ),
+            ("member of a", crate::scripted::ann(), true),
+            ("member of b", crate::scripted::bob(), false),
         ] {
             let mut store = fleet();
             match read(&mut store, &principal, query(1)) {
@@ -207,7 +204,7 @@ mod tests {
 
         let cursor = HistoryCursor { at_ms: 1, seq: 0 };
         let mut looping = ScriptedStore::new(move |request| match request {
-            Request::GetDevice { .. } => Ok(Response::Device(device(1, "a"))),
+            Request::GetDevice { .. } => Ok(Response::Device(device(1, 2))),
             _ => Ok(Response::History(History::Points {
                 points: Vec::new(),
                 next: Some(cursor),

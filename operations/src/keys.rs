@@ -4,10 +4,9 @@
 //! `reseal` send today; they are here so every interface that offers them goes through one
 //! permission check.
 
-use crate::access::{self, Action};
 use crate::error::OperationError;
 use crate::principal::Principal;
-use crate::store_access::{StoreAccess, ask};
+use crate::store_access::{StoreAccess, act};
 use portcullis_protocol::store::{KeyStatus, Request, ResealProgress, Response};
 
 /// Has the store re-read its key file (a broken file is refused and the store keeps its keys).
@@ -15,8 +14,7 @@ pub fn reload(
     store: &mut impl StoreAccess,
     principal: &Principal,
 ) -> Result<KeyStatus, OperationError> {
-    access::require_store_wide(principal, Action::ManageKeys)?;
-    keys_answer("ReloadKeys", ask(store, Request::ReloadKeys)?)
+    keys_answer("ReloadKeys", act(store, principal, Request::ReloadKeys)?)
 }
 
 /// Counts the stored values sealed with each key id (a full read-only scan).
@@ -24,8 +22,7 @@ pub fn usage(
     store: &mut impl StoreAccess,
     principal: &Principal,
 ) -> Result<KeyStatus, OperationError> {
-    access::require_store_wide(principal, Action::ManageKeys)?;
-    keys_answer("KeyUsage", ask(store, Request::KeyUsage)?)
+    keys_answer("KeyUsage", act(store, principal, Request::KeyUsage)?)
 }
 
 /// Re-seals one batch of values of older keys, from `after` (the previous step's `next`;
@@ -35,8 +32,7 @@ pub fn reseal_step(
     principal: &Principal,
     after: Option<Vec<u8>>,
 ) -> Result<ResealProgress, OperationError> {
-    access::require_store_wide(principal, Action::ManageKeys)?;
-    match ask(store, Request::Reseal { after })? {
+    match act(store, principal, Request::Reseal { after })? {
         Ok(Response::Resealed(progress)) => Ok(progress),
         Ok(other) => Err(OperationError::unexpected("Reseal", &other)),
         Err(error) => Err(OperationError::refused(error)),
@@ -87,7 +83,7 @@ mod tests {
                 .resealed,
             2
         );
-        let ann = Principal::member("ann@a.example", "a");
+        let ann = crate::scripted::ann();
         assert!(reload(&mut store, &ann).is_err());
         assert!(usage(&mut store, &ann).is_err());
         assert!(reseal_step(&mut store, &ann, None).is_err());

@@ -5,7 +5,7 @@
 use crate::devices::visible_device;
 use crate::error::OperationError;
 use crate::principal::Principal;
-use crate::store_access::{StoreAccess, ask_pair};
+use crate::store_access::{StoreAccess, act_pair};
 use portcullis_protocol::body::PinAddr;
 use portcullis_protocol::store::{DeviceId, PinValue, Request, Response};
 
@@ -17,12 +17,13 @@ pub fn read_latest(
     device: DeviceId,
     pins: Option<Vec<PinAddr>>,
 ) -> Result<Vec<PinValue>, OperationError> {
-    let (device_reply, pins_reply) = ask_pair(
+    let (device_reply, pins_reply) = act_pair(
         store,
+        principal,
         Request::GetDevice { device },
         Request::ReadPins { device, pins },
     )?;
-    visible_device(principal, device, device_reply)?;
+    visible_device(device, device_reply)?;
     match pins_reply {
         Ok(Response::Pins(values)) => Ok(values),
         Ok(other) => Err(OperationError::unexpected("ReadPins", &other)),
@@ -41,12 +42,8 @@ mod tests {
     fn pins_scope_matrix() {
         for (who, principal, sees_device_of_a) in [
             ("operator", Principal::Operator, true),
-            ("member of a", Principal::member("ann@a.example", "a"), true),
-            (
-                "member of b",
-                Principal::member("bob@b.example", "b"),
-                false,
-            ),
+            ("member of a", crate::scripted::ann(), true),
+            ("member of b", crate::scripted::bob(), false),
         ] {
             let mut store = fleet();
             match read_latest(&mut store, &principal, 1, None) {
@@ -66,7 +63,7 @@ mod tests {
     #[test]
     fn a_device_without_pins_is_not_a_missing_device() {
         let mut store = ScriptedStore::new(|request| match request {
-            Request::GetDevice { .. } => Ok(Response::Device(crate::scripted::device(2, "a"))),
+            Request::GetDevice { .. } => Ok(Response::Device(crate::scripted::device(2, 2))),
             Request::ReadPins { .. } => Ok(Response::Pins(Vec::new())),
             _ => Err(StoreError::Invalid("unexpected".into())),
         });

@@ -7,8 +7,10 @@
 //! store's own answer to one request. The helpers here turn both into
 //! [`OperationError`]s for the operations.
 
+use crate::access::precheck;
 use crate::error::{OperationError, StoreFailure};
-use portcullis_protocol::store::{Request, Response, StoreError};
+use crate::principal::Principal;
+use portcullis_protocol::store::{Acting, Request, Response, StoreError};
 use std::error::Error;
 use std::fmt;
 
@@ -17,13 +19,18 @@ pub type Answer = Result<Response, StoreError>;
 
 /// A link to the store that operations run against.
 pub trait StoreAccess {
-    /// Sends `requests` pipelined and returns the store's answers in the same order, one per
-    /// request. An `Err` means the link failed and answers may be missing.
-    fn call_many(&mut self, requests: Vec<Request>) -> Result<Vec<Answer>, LinkError>;
+    /// Sends `requests` pipelined, each acting for `acting`, and returns the store's answers in
+    /// the same order, one per request. An `Err` means the link failed and answers may be
+    /// missing.
+    fn call_many(
+        &mut self,
+        acting: Option<&Acting>,
+        requests: Vec<Request>,
+    ) -> Result<Vec<Answer>, LinkError>;
 
     /// Sends one request and returns the store's answer to it.
-    fn call(&mut self, request: Request) -> Result<Answer, LinkError> {
-        self.call_many(vec![request])?
+    fn call(&mut self, acting: Option<&Acting>, request: Request) -> Result<Answer, LinkError> {
+        self.call_many(acting, vec![request])?
             .pop()
             .ok_or_else(|| LinkError::new(NoReply))
     }
@@ -75,21 +82,69 @@ impl fmt::Display for NoReply {
 
 impl Error for NoReply {}
 
-/// One request; the store's refusal is left for the operation to classify.
+/// One request acting for nobody (the login steps); the store's refusal is left for the
+/// operation to classify.
 pub(crate) fn ask(
     store: &mut impl StoreAccess,
     request: Request,
 ) -> Result<Answer, OperationError> {
-    Ok(store.call(request)?)
+    Ok(store.call(None, request)?)
 }
 
-/// Many requests pipelined, with exactly one answer each.
-pub(crate) fn ask_many(
+/// One request on behalf of `principal`: checked by [`precheck`] first, then sent naming the
+/// principal, so the store decides again.
+pub(crate) fn act(
     store: &mut impl StoreAccess,
+    principal: &Principal,
+    request: Request,
+) -> Result<Answer, OperationError> {
+    precheck(principal, &request)?;
+    Ok(store.call(Some(&principal.acting()), request)?)
+}
+
+/// [`act`] and the one response it should bring: `pick` takes it apart, anything else is the
+/// store breaking the contract; a refusal is classified by [`OperationError::refused`].
+pub(crate) fn act_for<T>(
+    store: &mut impl StoreAccess,
+    principal: &Principal,
+    request: Request,
+    pick: impl FnOnce(Response) -> Result<T, Box<Response>>,
+) -> Result<T, OperationError> {
+    let name = request.name();
+    answer(name, act(store, principal, request)?, pick)
+}
+
+/// The one response `pick` wants out of an answer to the request called `name`.
+pub(crate) fn answer<T>(
+    name: &'static str,
+    answer: Answer,
+    pick: impl FnOnce(Response) -> Result<T, Box<Response>>,
+) -> Result<T, OperationError> {
+    match answer {
+        Ok(response) => pick(response).map_err(|other| OperationError::unexpected(name, &other)),
+        Err(error) => Err(OperationError::refused(error)),
+    }
+}
+
+/// Many requests pipelined on behalf of `principal`, each checked first.
+pub(crate) fn act_many(
+    store: &mut impl StoreAccess,
+    principal: &Principal,
+    requests: Vec<Request>,
+) -> Result<Vec<Answer>, OperationError> {
+    for request in &requests {
+        precheck(principal, request)?;
+    }
+    many(store, Some(&principal.acting()), requests)
+}
+
+fn many(
+    store: &mut impl StoreAccess,
+    acting: Option<&Acting>,
     requests: Vec<Request>,
 ) -> Result<Vec<Answer>, OperationError> {
     let asked = requests.len();
-    let replies = store.call_many(requests)?;
+    let replies = store.call_many(acting, requests)?;
     if replies.len() != asked {
         return Err(StoreFailure::MissingReplies {
             asked,
@@ -100,13 +155,14 @@ pub(crate) fn ask_many(
     Ok(replies)
 }
 
-/// Two requests pipelined, with their two answers.
-pub(crate) fn ask_pair(
+/// Two requests pipelined on behalf of `principal`, with their two answers.
+pub(crate) fn act_pair(
     store: &mut impl StoreAccess,
+    principal: &Principal,
     first: Request,
     second: Request,
 ) -> Result<(Answer, Answer), OperationError> {
-    let mut replies = ask_many(store, vec![first, second])?.into_iter();
+    let mut replies = act_many(store, principal, vec![first, second])?.into_iter();
     match (replies.next(), replies.next()) {
         (Some(first), Some(second)) => Ok((first, second)),
         _ => Err(StoreFailure::MissingReplies {
@@ -146,7 +202,7 @@ mod tests {
     #[test]
     fn short_answers_are_the_stores_fault() {
         let mut store = ScriptedStore::new(|_| Ok(Response::Pong)).dropping_answers();
-        let error = ask_many(&mut store, vec![Request::Ping, Request::Ping]).expect_err("short");
+        let error = many(&mut store, None, vec![Request::Ping, Request::Ping]).expect_err("short");
         assert!(
             matches!(
                 error,
@@ -157,7 +213,7 @@ mod tests {
             ),
             "{error:?}"
         );
-        let error = store.call(Request::Ping).expect_err("none");
+        let error = store.call(None, Request::Ping).expect_err("none");
         assert!(error.to_string().contains("no reply"), "{error}");
     }
 }

@@ -1,19 +1,29 @@
-//! User accounts: create one and get one. The password never leaves this crate in any
-//! reversible form: it becomes the Blynk client hash an app would compute at login
+//! User accounts as an administrator manages them: create one with a password (the admin CLI,
+//! first start), invite one (a single-use link to set a password), find, list, change (role,
+//! suspension, name, password), force their logout, delete. The password never leaves this crate
+//! in any reversible form: it becomes the Blynk client hash an app would compute at login
 //! ([`portcullis_protocol::app::client_hash`], over the lower-cased email), that becomes an
 //! argon2id PHC string ([`crate::password`]), and only the PHC string goes to the store. A
-//! generated password comes back once for whoever created the user; [`get`] never returns the
-//! hash. Checking a login is in [`crate::login`].
+//! generated password comes back once for whoever created the user; nothing here ever returns a
+//! hash. Sign-up, verification and password reset are in [`crate::accounts`]; logins in
+//! [`crate::sessions`].
 
-use crate::access::{self, Action, Target};
 use crate::error::{InvalidInput, LocalFailure, Missing, OperationError};
 use crate::password::hash_client_hash;
 use crate::principal::Principal;
-use crate::store_access::{StoreAccess, ask};
+use crate::secrets::Secret;
+use crate::store_access::{StoreAccess, act, act_for};
 use base64::Engine as _;
-use portcullis_protocol::app::{MAX_EMAIL_LEN, client_hash, normalize_email};
-use portcullis_protocol::store::{Request, Response, StoreError};
+use portcullis_protocol::app::{client_hash, normalize_email};
+use portcullis_protocol::authz::{OrgId, RoleId, UserId};
+use portcullis_protocol::store::{
+    MAX_EMAIL_LEN, Request, Response, StoreError, UserChange, UserRecord, UserStatus,
+};
 use std::fmt;
+use std::time::Duration;
+
+/// How long an invitation link stays valid.
+pub const INVITE_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// Random bytes of a generated password: 18 bytes are 144 bits, 24 base64url characters.
 pub const GENERATED_PASSWORD_BYTES: usize = 18;
@@ -43,13 +53,14 @@ impl fmt::Debug for PasswordChoice {
     }
 }
 
-/// A user to register.
+/// A user to register with a password, active at once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewUser {
     /// The login name; stored normalized (trimmed, lower case).
     pub email: String,
-    /// The organization whose devices the user sees.
-    pub org: String,
+    pub name: String,
+    pub org: OrgId,
+    pub role: RoleId,
     pub password: PasswordChoice,
 }
 
@@ -70,25 +81,21 @@ impl fmt::Debug for GeneratedPassword {
     }
 }
 
-/// A user as operations show it: never the password hash.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct User {
-    pub email: String,
-    pub org: String,
-    pub created_ms: u64,
-}
-
 /// A registered user, and the password when it was generated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CreatedUser {
-    /// Normalized.
-    pub email: String,
-    pub org: String,
+    pub user: UserRecord,
     pub generated_password: Option<GeneratedPassword>,
 }
 
-/// Registers a user. Checks run in this order: the password, then the email; the store then
-/// refuses an address that is not one, or one already registered.
+/// An invited user and the secret of their invitation link (mail it; it exists nowhere else).
+#[derive(Debug, Clone)]
+pub struct Invited {
+    pub user: UserRecord,
+    pub token: Secret,
+}
+
+/// Registers an active user with a password.
 pub fn create(
     store: &mut impl StoreAccess,
     principal: &Principal,
@@ -96,12 +103,11 @@ pub fn create(
 ) -> Result<CreatedUser, OperationError> {
     let NewUser {
         email,
+        name,
         org,
+        role,
         password,
     } = user;
-    access::require(principal, Action::CreateUser, Target::Org(&org), || {
-        Missing::Org(org.clone())
-    })?;
     let (plain, generated) = match password {
         PasswordChoice::Generate => {
             let password = generate_password()?;
@@ -109,30 +115,106 @@ pub fn create(
         }
         PasswordChoice::Given(password) => (check_password(password)?, None),
     };
-    let email = normalize_email(&email);
+    let email = check_email(&email)?;
+    let phc = password_phc(&plain, &email)?;
+    let request = Request::CreateUser {
+        email: email.clone(),
+        name,
+        org,
+        role,
+        status: UserStatus::Active,
+        password_phc: Some(phc),
+        invite: None,
+    };
+    let user = created_user(&email, act(store, principal, request)?)?;
+    Ok(CreatedUser {
+        user,
+        generated_password: generated,
+    })
+}
+
+/// Invites a user: an `Invited` account and a single-use link secret to set a password, valid
+/// for [`INVITE_TTL`]. The caller mails it (see [`crate::accounts::invite_mail`]).
+pub fn invite(
+    store: &mut impl StoreAccess,
+    principal: &Principal,
+    email: &str,
+    name: String,
+    org: OrgId,
+    role: RoleId,
+    now_ms: u64,
+) -> Result<Invited, OperationError> {
+    let email = check_email(email)?;
+    let token = Secret::generate()?;
+    let expires_ms = now_ms.saturating_add(INVITE_TTL.as_millis() as u64);
+    let request = Request::CreateUser {
+        email: email.clone(),
+        name,
+        org,
+        role,
+        status: UserStatus::Invited,
+        password_phc: None,
+        invite: Some((token.hash(), expires_ms)),
+    };
+    let user = created_user(&email, act(store, principal, request)?)?;
+    Ok(Invited { user, token })
+}
+
+fn created_user(
+    email: &str,
+    answer: Result<Response, StoreError>,
+) -> Result<UserRecord, OperationError> {
+    match answer {
+        Ok(Response::User(Some(user))) => Ok(user),
+        Ok(other) => Err(OperationError::unexpected("CreateUser", &other)),
+        // The store says so in words only; this is the one place that reads them.
+        Err(StoreError::Invalid(why)) if why.contains("already") => Err(InvalidInput::UserExists {
+            email: email.to_owned(),
+            why,
+        }
+        .into()),
+        Err(error) => Err(OperationError::refused(error)),
+    }
+}
+
+/// The normalized email, if it is one: text on both sides of one `@`, a dot in the domain, no
+/// spaces or control characters, at most [`MAX_EMAIL_LEN`] bytes.
+pub fn check_email(email: &str) -> Result<String, OperationError> {
+    let email = normalize_email(email);
     if email.len() > MAX_EMAIL_LEN {
         return Err(InvalidInput::EmailTooLong { max: MAX_EMAIL_LEN }.into());
     }
-    // The same hash an app computes at login from what the user types (the email lower-cased).
-    let phc = hash_client_hash(&client_hash(&plain, &email)).map_err(LocalFailure::Password)?;
-    let request = Request::CreateUser {
-        email: email.clone(),
-        org: org.clone(),
-        password_phc: phc,
-    };
-    match ask(store, request)? {
-        Ok(Response::Done) => Ok(CreatedUser {
-            email,
-            org,
-            generated_password: generated,
-        }),
-        Ok(other) => Err(OperationError::unexpected("CreateUser", &other)),
-        // The store says so in words only; this is the one place that reads them.
-        Err(StoreError::Invalid(why)) if why.contains("already exists") => {
-            Err(InvalidInput::UserExists { email, why }.into())
+    let shaped = match email.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && !domain.contains('@')
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
         }
-        Err(error) => Err(OperationError::refused(error)),
+        None => false,
+    };
+    if !shaped || email.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(InvalidInput::NotAnEmail(email).into());
     }
+    Ok(email)
+}
+
+/// The PHC string the store keeps for `password` of `email` (normalized): argon2id of the
+/// client hash an app computes from what the user types.
+pub fn password_phc(password: &str, email: &str) -> Result<String, OperationError> {
+    Ok(hash_client_hash(&client_hash(password, email)).map_err(LocalFailure::Password)?)
+}
+
+/// The PHC string for a client hash an app or the console computed (the password never seen).
+pub fn client_hash_phc(client_hash: &str) -> Result<String, OperationError> {
+    if client_hash.is_empty() || client_hash.len() > MAX_PASSWORD_BYTES {
+        return Err(InvalidInput::PasswordTooShort {
+            min: MIN_PASSWORD_CHARS,
+        }
+        .into());
+    }
+    Ok(hash_client_hash(client_hash).map_err(LocalFailure::Password)?)
 }
 
 /// A fresh password: [`GENERATED_PASSWORD_BYTES`] from the OS CSPRNG, base64url.
@@ -158,28 +240,141 @@ fn check_password(password: String) -> Result<String, OperationError> {
     Ok(password)
 }
 
-/// A user by email (any case), if the principal sees it.
-pub fn get(
+/// First start: when the store has no user yet, creates the root organization's first Admin
+/// with `email` and a generated password, returned once (print it, store it nowhere). `None`
+/// when users existed already (nothing was written).
+pub fn bootstrap(
+    store: &mut impl StoreAccess,
+    email: &str,
+) -> Result<Option<GeneratedPassword>, OperationError> {
+    let email = check_email(email)?;
+    let password = generate_password()?;
+    let request = Request::Bootstrap {
+        password_phc: password_phc(&password, &email)?,
+        email,
+    };
+    let created = crate::store_access::answer(
+        "Bootstrap",
+        crate::store_access::ask(store, request)?,
+        |r| match r {
+            Response::Bootstrapped(created) => Ok(created),
+            other => Err(Box::new(other)),
+        },
+    )?;
+    Ok(created.then_some(GeneratedPassword(password)))
+}
+
+/// A user by id, if the principal may see them (themselves, or with "view users").
+pub fn find(
+    store: &mut impl StoreAccess,
+    principal: &Principal,
+    user: UserId,
+) -> Result<UserRecord, OperationError> {
+    let missing = || OperationError::NotFound(Missing::Named(format!("user {}", user.0)));
+    match act(store, principal, Request::FindUser { user })? {
+        Ok(Response::User(Some(found))) => Ok(found),
+        Ok(Response::User(None)) | Err(StoreError::NotFound(_)) => Err(missing()),
+        Ok(other) => Err(OperationError::unexpected("FindUser", &other)),
+        Err(error) => Err(OperationError::refused(error)),
+    }
+}
+
+/// A user by email (any case), for the operator (the admin CLI).
+pub fn find_by_email(
     store: &mut impl StoreAccess,
     principal: &Principal,
     email: &str,
-) -> Result<User, OperationError> {
-    let missing = || Missing::User(normalize_email(email));
+) -> Result<UserRecord, OperationError> {
+    let missing = || OperationError::NotFound(Missing::User(normalize_email(email)));
     let request = Request::GetUser {
         email: email.to_owned(),
     };
-    match ask(store, request)? {
-        Ok(Response::User(Some(user))) => {
-            access::require(principal, Action::ViewUser, Target::Org(&user.org), missing)?;
-            Ok(User {
-                email: user.email,
-                org: user.org,
-                created_ms: user.created_ms,
-            })
-        }
-        Ok(Response::User(None)) => Err(OperationError::NotFound(missing())),
+    match act(store, principal, request)? {
+        Ok(Response::Credentials(Some(credentials))) => Ok(credentials.user),
+        Ok(Response::Credentials(None)) => Err(missing()),
         Ok(other) => Err(OperationError::unexpected("GetUser", &other)),
         Err(error) => Err(OperationError::refused(error)),
+    }
+}
+
+/// The users of `org`, by id after `after`, at most `limit`.
+pub fn list(
+    store: &mut impl StoreAccess,
+    principal: &Principal,
+    org: OrgId,
+    after: Option<UserId>,
+    limit: u32,
+) -> Result<Vec<UserRecord>, OperationError> {
+    let request = Request::ListUsers { org, after, limit };
+    act_for(store, principal, request, |r| match r {
+        Response::Users(users) => Ok(users),
+        other => Err(Box::new(other)),
+    })
+}
+
+/// A change an administrator or the user makes; a new password is given in plain here and
+/// hashed before it leaves.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Change {
+    pub name: Option<String>,
+    pub role: Option<RoleId>,
+    pub status: Option<UserStatus>,
+    pub password: Option<String>,
+}
+
+/// Applies `change` to `user`. Suspension and a new password revoke the user's sessions.
+pub fn update(
+    store: &mut impl StoreAccess,
+    principal: &Principal,
+    user: UserId,
+    change: Change,
+) -> Result<UserRecord, OperationError> {
+    let password_phc = match change.password {
+        None => None,
+        Some(password) => {
+            let password = check_password(password)?;
+            let current = find(store, principal, user)?;
+            Some(password_phc(&password, &current.email)?)
+        }
+    };
+    let request = Request::UpdateUser {
+        user,
+        change: UserChange {
+            name: change.name,
+            role: change.role,
+            status: change.status,
+            password_phc,
+        },
+    };
+    act_for(store, principal, request, |r| match r {
+        Response::User(Some(user)) => Ok(user),
+        other => Err(Box::new(other)),
+    })
+}
+
+/// Deletes a user with their sessions and keys.
+pub fn delete(
+    store: &mut impl StoreAccess,
+    principal: &Principal,
+    user: UserId,
+) -> Result<(), OperationError> {
+    act_for(store, principal, Request::DeleteUser { user }, done)
+}
+
+/// Ends every session of `user` (their own logout everywhere, or an admin's force logout).
+pub fn force_logout(
+    store: &mut impl StoreAccess,
+    principal: &Principal,
+    user: UserId,
+) -> Result<(), OperationError> {
+    let request = Request::RevokeSessions { user, only: None };
+    act_for(store, principal, request, done)
+}
+
+pub(crate) fn done(response: Response) -> Result<(), Box<Response>> {
+    match response {
+        Response::Done => Ok(()),
+        other => Err(Box::new(other)),
     }
 }
 
@@ -187,185 +382,125 @@ pub fn get(
 mod tests {
     use super::*;
     use crate::password::{PasswordCheck, verify};
-    use crate::scripted::{ScriptedStore, fleet};
-    use crate::store_access::Answer;
-    use portcullis_protocol::store::UserRecord;
-    use std::cell::RefCell;
-    use std::rc::Rc;
-
-    /// The users a test store holds, shared with the test.
-    type Users = Rc<RefCell<Vec<UserRecord>>>;
-
-    /// A store keeping users in a list, refusing duplicates like the real one.
-    fn store() -> (ScriptedStore<impl FnMut(&Request) -> Answer>, Users) {
-        let users = Users::default();
-        let seen = Rc::clone(&users);
-        let store = ScriptedStore::new(move |request| {
-            let mut users = seen.borrow_mut();
-            match request {
-                Request::CreateUser {
-                    email,
-                    org,
-                    password_phc,
-                } => {
-                    if users.iter().any(|u| &u.email == email) {
-                        return Err(StoreError::Invalid(format!(
-                            "a user with the email {email} already exists"
-                        )));
-                    }
-                    users.push(UserRecord {
-                        email: email.clone(),
-                        org: org.clone(),
-                        password_phc: password_phc.clone(),
-                        created_ms: 1_700_000_000_000,
-                    });
-                    Ok(Response::Done)
-                }
-                Request::GetUser { email } => Ok(Response::User(
-                    users
-                        .iter()
-                        .find(|u| u.email == normalize_email(email))
-                        .cloned(),
-                )),
-                _ => Err(StoreError::Invalid("unexpected".into())),
-            }
-        });
-        (store, users)
-    }
-
-    fn new_user(email: &str, password: PasswordChoice) -> NewUser {
-        NewUser {
-            email: email.into(),
-            org: "acme".into(),
-            password,
-        }
-    }
+    use crate::scripted::ScriptedStore;
+    use portcullis_protocol::authz::BuiltInRole;
 
     #[test]
-    fn a_generated_password_comes_back_once_and_only_its_hash_is_stored() {
-        let (mut store, users) = store();
-        let created = create(
-            &mut store,
-            &Principal::Operator,
-            new_user(" Ann@Example.com", PasswordChoice::Generate),
-        )
-        .expect("creates");
-        assert_eq!(created.email, "ann@example.com");
-        let password = created.generated_password.expect("generated");
-        assert_eq!(password.expose().len(), 24);
-        assert!(!format!("{password:?}").contains(password.expose()));
-        let stored = users.borrow()[0].clone();
-        let hash = client_hash(password.expose(), "Ann@Example.com");
-        assert!(!stored.password_phc.contains(password.expose()));
-        assert!(!stored.password_phc.contains(&hash));
-        assert_eq!(verify(&stored.password_phc, &hash), PasswordCheck::Matches);
-
-        let shown = get(&mut store, &Principal::Operator, "ANN@example.com").expect("gets");
+    fn emails_are_normalized_and_non_addresses_refused() {
         assert_eq!(
-            shown,
-            User {
-                email: "ann@example.com".into(),
-                org: "acme".into(),
-                created_ms: 1_700_000_000_000
-            }
+            check_email("  Ann@Example.COM ").expect("valid"),
+            "ann@example.com"
         );
-    }
-
-    #[test]
-    fn given_passwords_are_bounded_and_duplicates_are_named() {
-        let (mut store, _) = store();
-        let operator = Principal::Operator;
-        let given = |p: &str| PasswordChoice::Given(p.into());
-        let created = create(
-            &mut store,
-            &operator,
-            new_user("b@c.d", given("correct horse")),
-        )
-        .expect("creates");
-        assert!(created.generated_password.is_none());
-        for (password, want_short) in [("", true), ("short", true), (&"x".repeat(1025), false)] {
-            let error = create(&mut store, &operator, new_user("e@f.g", given(password)))
-                .expect_err("refused");
-            match error {
-                OperationError::Invalid(InvalidInput::PasswordTooShort { min: 8 })
-                    if want_short => {}
-                OperationError::Invalid(InvalidInput::PasswordTooLong { max: 1024 })
-                    if !want_short => {}
-                other => panic!("{password:?}: {other:?}"),
-            }
-        }
-        create(
-            &mut store,
-            &operator,
-            new_user("max@f.g", given(&"x".repeat(1024))),
-        )
-        .expect("at the limit");
-        let error = create(
-            &mut store,
-            &operator,
-            new_user("B@C.D", given("another one")),
-        )
-        .expect_err("duplicate");
-        match error {
-            OperationError::Invalid(InvalidInput::UserExists { email, why }) => {
-                assert_eq!(email, "b@c.d");
-                assert!(why.contains("already exists"), "{why}");
-            }
-            other => panic!("{other:?}"),
-        }
-        let long = format!("{}@x.example", "a".repeat(MAX_EMAIL_LEN));
-        let error = create(
-            &mut store,
-            &operator,
-            new_user(&long, PasswordChoice::Generate),
-        )
-        .expect_err("long email");
-        assert_eq!(
-            error.to_string(),
-            format!("the email is longer than {MAX_EMAIL_LEN} bytes")
-        );
-    }
-
-    /// Who × (a user of org a, an email nobody has): hidden and missing answer alike.
-    #[test]
-    fn get_scope_matrix() {
-        for (who, principal, sees_user_of_a) in [
-            ("operator", Principal::Operator, true),
-            ("member of a", Principal::member("ann@a.example", "a"), true),
-            (
-                "member of b",
-                Principal::member("bob@b.example", "b"),
-                false,
-            ),
+        for bad in [
+            "",
+            "ann",
+            "@example.com",
+            "ann@",
+            "ann@example",
+            "a b@c.d",
+            "a@b@c.d",
+            "a@.c",
         ] {
-            let mut store = fleet();
-            match get(&mut store, &principal, "ann@a.example") {
-                Ok(user) if sees_user_of_a => assert_eq!(user.org, "a", "{who}"),
-                Err(OperationError::NotFound(Missing::User(email)))
-                    if !sees_user_of_a && email == "ann@a.example" => {}
-                other => panic!("{who}: {other:?}"),
-            }
-            let missing = get(&mut store, &principal, "Nobody@X.example").expect_err("missing");
-            assert_eq!(
-                missing.to_string(),
-                "no user has the email nobody@x.example",
-                "{who}"
+            assert!(
+                matches!(
+                    check_email(bad),
+                    Err(OperationError::Invalid(InvalidInput::NotAnEmail(_)))
+                ),
+                "{bad:?}"
             );
         }
-        let bob = Principal::member("bob@b.example", "b");
-        let error = create(
-            &mut fleet(),
-            &bob,
-            NewUser {
-                email: "c@b.example".into(),
-                org: "b".into(),
-                password: PasswordChoice::Generate,
-            },
+        let long = format!("{}@example.com", "a".repeat(MAX_EMAIL_LEN));
+        assert!(matches!(
+            check_email(&long),
+            Err(OperationError::Invalid(InvalidInput::EmailTooLong { .. }))
+        ));
+    }
+
+    #[test]
+    fn a_created_user_sends_only_the_phc_of_the_client_hash() {
+        let mut store = ScriptedStore::new(|request| match request {
+            Request::CreateUser {
+                email, org, role, ..
+            } => Ok(Response::User(Some(UserRecord {
+                id: UserId(3),
+                email: email.clone(),
+                name: "n".into(),
+                org: *org,
+                role: *role,
+                status: UserStatus::Active,
+                created_ms: 1,
+            }))),
+            _ => Err(StoreError::Invalid("unexpected".into())),
+        });
+        let new = NewUser {
+            email: "Ann@Example.com".into(),
+            name: "Ann".into(),
+            org: OrgId(2),
+            role: BuiltInRole::Staff.id(),
+            password: PasswordChoice::Given("correct horse".into()),
+        };
+        let created = create(&mut store, &Principal::Operator, new).expect("created");
+        assert_eq!(created.user.email, "ann@example.com");
+        assert!(created.generated_password.is_none());
+        let Request::CreateUser {
+            password_phc: Some(phc),
+            status,
+            ..
+        } = &store.requests[0]
+        else {
+            panic!("{:?}", store.requests[0]);
+        };
+        assert_eq!(*status, UserStatus::Active);
+        let hash = client_hash("correct horse", "ann@example.com");
+        assert_eq!(verify(phc, &hash), PasswordCheck::Matches);
+        assert!(!format!("{:?}", store.requests).contains("correct horse"));
+
+        let short = NewUser {
+            email: "b@example.com".into(),
+            name: "B".into(),
+            org: OrgId(2),
+            role: BuiltInRole::User.id(),
+            password: PasswordChoice::Given("short".into()),
+        };
+        assert!(create(&mut store, &Principal::Operator, short).is_err());
+        assert_eq!(store.requests.len(), 1, "refused before asking");
+    }
+
+    #[test]
+    fn an_invitation_carries_a_token_hash_and_no_password() {
+        let mut store = ScriptedStore::new(|request| match request {
+            Request::CreateUser { email, .. } => Ok(Response::User(Some(UserRecord {
+                id: UserId(4),
+                email: email.clone(),
+                name: "n".into(),
+                org: OrgId(2),
+                role: RoleId(3),
+                status: UserStatus::Invited,
+                created_ms: 1,
+            }))),
+            _ => Err(StoreError::Invalid("unexpected".into())),
+        });
+        let invited = invite(
+            &mut store,
+            &crate::scripted::ann(),
+            "c@example.com",
+            "C".into(),
+            OrgId(2),
+            RoleId(3),
+            1000,
         )
-        .expect_err("members create no users");
-        assert!(
-            matches!(error, OperationError::NotPermitted { .. }),
-            "{error:?}"
-        );
+        .expect("invited");
+        let Request::CreateUser {
+            password_phc,
+            invite: Some((hash, expires)),
+            status,
+            ..
+        } = &store.requests[0]
+        else {
+            panic!("{:?}", store.requests[0]);
+        };
+        assert_eq!((password_phc, *status), (&None, UserStatus::Invited));
+        assert_eq!(*hash, invited.token.hash());
+        assert_eq!(*expires, 1000 + INVITE_TTL.as_millis() as u64);
     }
 }

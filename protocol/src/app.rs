@@ -24,6 +24,10 @@ pub const MAX_EMAIL_LEN: usize = 254;
 /// Length of a client hash: Base64 (with padding) of a SHA-256 digest.
 pub const CLIENT_HASH_LEN: usize = 44;
 
+/// Longest session token a `login_token` may carry (they are 43 characters today; the bound
+/// only keeps garbage off the store link).
+pub const MAX_SESSION_TOKEN_LEN: usize = 128;
+
 /// What an app sends.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -34,6 +38,9 @@ pub enum AppRequest {
         email: String,
         hash: String,
     },
+    /// Logs in with a session token that `POST /api/v1/auth/login` returned. The connection lasts
+    /// as long as the session: a logout, password change, suspension or force-logout ends it.
+    LoginToken { id: u32, token: String },
     /// The devices of the user's organization, ordered by id, starting after `after`.
     Devices {
         id: u32,
@@ -50,6 +57,7 @@ impl AppRequest {
     pub fn id(&self) -> u32 {
         match self {
             AppRequest::Login { id, .. }
+            | AppRequest::LoginToken { id, .. }
             | AppRequest::Devices { id, .. }
             | AppRequest::Subscribe { id, .. }
             | AppRequest::Unsubscribe { id, .. } => *id,
@@ -91,7 +99,7 @@ pub enum AppErrorCode {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum AppEvent {
-    /// Answer to `login`.
+    /// Answer to `login` and `login_token`.
     LoggedIn { id: u32, email: String, org: String },
     /// Answer to `devices`; `next` is the `after` of the following page, absent on the last one.
     Devices {
@@ -168,6 +176,16 @@ mod tests {
                 id: 1,
                 email: "a@b.c".into(),
                 hash: "h".into()
+            }
+        );
+        let resume: AppRequest =
+            serde_json::from_str(r#"{"type":"login_token","id":4,"token":"t"}"#)
+                .expect("a token login");
+        assert_eq!(
+            resume,
+            AppRequest::LoginToken {
+                id: 4,
+                token: "t".into()
             }
         );
         let devices: AppRequest =

@@ -3,7 +3,8 @@
 //! A store's data directory holds the RocksDB files and a marker file, [`MARKER`], naming the
 //! data format version. Before opening anything the store decides what the directory is
 //! ([`inspect`]): new (missing or empty: created and stamped), ours (marker with our format
-//! version and a database behind it), an unmarked database from before markers existed (opened,
+//! version and a database behind it), older (a format this build migrates: opened, migrated by
+//! the schema, then re-stamped), an unmarked database from before markers existed (opened,
 //! checked by the schema, then stamped), or something else — another format version, a marker
 //! without a database, or files that are not a database — which is refused with the reason and
 //! the command that recovers. RocksDB is opened with `create_if_missing` only for a new
@@ -15,6 +16,7 @@
 use crate::engine::rocks::RocksEngine;
 use crate::engine::sealed::{Keyring, SEALING_KEY, Sealed};
 use crate::engine::{Cf, Engine, EngineError, EngineOptions};
+use crate::schema::migrate::OLDEST_MIGRATED;
 use crate::schema::{FORMAT_VERSION, SchemaError, Store};
 use std::fs;
 use std::io::{self, Write};
@@ -93,6 +95,9 @@ pub enum DirState {
     New,
     /// Marked with our format version, database present.
     Ours,
+    /// Marked with an older format version this build migrates (the schema does it at open;
+    /// the marker is rewritten after).
+    Older(u32),
     /// A database without a marker (written before markers existed); the schema decides.
     Unmarked,
 }
@@ -131,6 +136,9 @@ pub fn inspect(dir: &Path) -> Result<DirState, DataDirError> {
                 ),
                 supported: FORMAT_VERSION,
             })?;
+            if (OLDEST_MIGRATED..FORMAT_VERSION).contains(&found) && has_db {
+                return Ok(DirState::Older(found));
+            }
             if found != FORMAT_VERSION {
                 return Err(DataDirError::OtherVersion {
                     dir: dir.to_owned(),
@@ -320,15 +328,47 @@ pub fn restore(backup: &Path, dir: &Path) -> Result<(), DataDirError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use portcullis_protocol::store::{Request, Response};
+    use portcullis_protocol::authz::OrgId;
+    use portcullis_protocol::store::{Acting, Party, Request, Response, TemplateId};
+
+    fn tmpl(id: &str) -> TemplateId {
+        TemplateId::parse(id).expect("valid")
+    }
+
+    fn operator() -> Acting {
+        Acting {
+            party: Party::Operator,
+            from: "local".into(),
+        }
+    }
 
     fn create(store: &Store<impl Engine>, token: u8) -> u64 {
-        match store.handle(Request::CreateDevice {
-            org: "o".into(),
-            template: "T".into(),
-            name: format!("d{token}"),
-            token_hash: [token; 32],
-        }) {
+        let op = Some(operator());
+        if store
+            .handle_as(op.as_ref(), Request::GetTemplate { id: tmpl("TMPL1") })
+            .is_err()
+        {
+            let made = store.handle_as(
+                op.as_ref(),
+                Request::CreateTemplate {
+                    org: OrgId::ROOT,
+                    id: tmpl("TMPL1"),
+                    name: "t".into(),
+                    datastreams: Vec::new(),
+                },
+            );
+            assert!(made.is_ok(), "{made:?}");
+        }
+        match store.handle_as(
+            op.as_ref(),
+            Request::CreateDevice {
+                org: OrgId::ROOT,
+                template: tmpl("TMPL1"),
+                owner: None,
+                name: format!("d{token}"),
+                token_hash: [token; 32],
+            },
+        ) {
             Ok(Response::Device(d)) => d.id,
             other => panic!("{other:?}"),
         }

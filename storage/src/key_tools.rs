@@ -2,8 +2,11 @@
 //! admin link: telling it to reload its key file after `rotate-key`, re-sealing every value of an
 //! older key with the current one (`reseal`, with progress), and saying which key ids the stored
 //! values use (`key-usage`), so the operator knows when an old key may leave the key file.
+//! Every request acts as the operator (`Party::Operator`, which only an admin link may claim).
 
-use portcullis_protocol::store::{ClientHello, ClientRole, KeyStatus, NodeName, Request, Response};
+use portcullis_protocol::store::{
+    Acting, ClientHello, ClientRole, KeyStatus, NodeName, Party, Request, Response,
+};
 use portcullis_store_client::{StoreClient, StoreClientError};
 use std::io::Write;
 use std::path::Path;
@@ -43,6 +46,19 @@ fn connect(socket: &Path) -> Result<StoreClient, StoreClientError> {
     StoreClient::connect(socket, hello, CALL_TIMEOUT)
 }
 
+/// The operator at this machine: whom every key command acts for.
+fn operator() -> Acting {
+    Acting {
+        party: Party::Operator,
+        from: "local".into(),
+    }
+}
+
+/// One request acting as the operator.
+fn call(link: &mut StoreClient, request: Request) -> Result<Response, StoreClientError> {
+    link.call_as(Some(&operator()), request)
+}
+
 fn keys(request: &'static str, response: Response) -> Result<KeyStatus, KeyToolError> {
     match response {
         Response::Keys(status) => Ok(status),
@@ -56,13 +72,13 @@ fn keys(request: &'static str, response: Response) -> Result<KeyStatus, KeyToolE
 /// Tells the store at `socket` to reload its key file.
 pub fn reload(socket: &Path) -> Result<KeyStatus, KeyToolError> {
     let mut link = connect(socket)?;
-    keys("ReloadKeys", link.call(Request::ReloadKeys)?)
+    keys("ReloadKeys", call(&mut link, Request::ReloadKeys)?)
 }
 
 /// Counts the stored values per key id.
 pub fn usage(socket: &Path) -> Result<KeyStatus, KeyToolError> {
     let mut link = connect(socket)?;
-    keys("KeyUsage", link.call(Request::KeyUsage)?)
+    keys("KeyUsage", call(&mut link, Request::KeyUsage)?)
 }
 
 /// Writes which key ids are in use and which may be removed.
@@ -107,7 +123,7 @@ pub fn report(status: &KeyStatus, out: &mut dyn Write) -> std::io::Result<()> {
 /// every step is committed on its own, and a rerun skips what is already re-sealed.
 pub fn reseal(socket: &Path, out: &mut dyn Write) -> Result<KeyStatus, KeyToolError> {
     let mut link = connect(socket)?;
-    let before = keys("KeyUsage", link.call(Request::KeyUsage)?)?;
+    let before = keys("KeyUsage", call(&mut link, Request::KeyUsage)?)?;
     let total: u64 = before
         .in_use
         .iter()
@@ -123,7 +139,7 @@ pub fn reseal(socket: &Path, out: &mut dyn Write) -> Result<KeyStatus, KeyToolEr
     let mut after = None;
     let mut last_line = Instant::now();
     loop {
-        let step = match link.call(Request::Reseal { after })? {
+        let step = match call(&mut link, Request::Reseal { after })? {
             Response::Resealed(step) => step,
             other => {
                 return Err(KeyToolError::Unexpected {
@@ -148,7 +164,7 @@ pub fn reseal(socket: &Path, out: &mut dyn Write) -> Result<KeyStatus, KeyToolEr
             break;
         }
     }
-    let status = keys("KeyUsage", link.call(Request::KeyUsage)?)?;
+    let status = keys("KeyUsage", call(&mut link, Request::KeyUsage)?)?;
     report(&status, out)?;
     Ok(status)
 }

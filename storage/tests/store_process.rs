@@ -4,10 +4,11 @@
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use portcullis_protocol::authz::OrgId;
 use portcullis_protocol::body::{PinAddr, PinKind};
 use portcullis_protocol::store::{
-    ClientHello, ClientRole, DeviceAuth, NodeName, PinWrite, ReplyEnvelope, Request,
-    RequestEnvelope, Response, ServerHello, SessionTag, StoreError, TokenHash, TrafficLink,
+    Acting, ClientHello, ClientRole, DeviceAuth, NodeName, Party, PinWrite, ReplyEnvelope, Request,
+    RequestEnvelope, Response, ServerHello, SessionTag, StoreError, TemplateId, TokenHash,
     WIRE_VERSION, decode_frame, encode_frame,
 };
 use sha2::{Digest, Sha256};
@@ -88,9 +89,11 @@ impl Store {
 
     fn hello(&self) -> Client {
         let mut c = Client::connect(&self.socket);
+        // An admin link: the tests make devices (acting as the operator) and send their
+        // traffic (acting for nobody) on one link.
         c.send(&ClientHello::new(
             NodeName::from_static("gw1"),
-            ClientRole::DeviceTraffic(TrafficLink::Shard(0)),
+            ClientRole::Admin,
         ));
         assert_eq!(
             c.recv::<ServerHello>(),
@@ -182,7 +185,11 @@ impl Client {
     }
 
     fn call(&mut self, id: u64, request: Request) -> Result<Response, StoreError> {
-        self.send(&RequestEnvelope { id, request });
+        self.send(&RequestEnvelope {
+            id,
+            acting: acting_for(&request),
+            request,
+        });
         let reply: ReplyEnvelope = self.recv().expect("a reply");
         assert_eq!(reply.id, id, "reply echoes the request id");
         reply.result
@@ -193,10 +200,38 @@ fn token_hash(token: &str) -> TokenHash {
     Sha256::digest(token.as_bytes()).into()
 }
 
+/// Management requests act as the operator; device traffic acts for nobody.
+fn acting_for(request: &Request) -> Option<Acting> {
+    (!request.acts_for_nobody()).then(|| Acting {
+        party: Party::Operator,
+        from: "local".into(),
+    })
+}
+
+fn template() -> TemplateId {
+    TemplateId::parse("TMPL0001").expect("valid")
+}
+
+/// Creates a device of the root (with template `TMPL0001`, made first if it is not there yet).
 fn create(c: &mut Client, id: u64, name: &str, token: &str) -> u64 {
+    let made = c.call(
+        id + 1_000_000,
+        Request::CreateTemplate {
+            org: OrgId::ROOT,
+            id: template(),
+            name: "greenhouse sensor".into(),
+            datastreams: Vec::new(),
+        },
+    );
+    assert!(
+        matches!(&made, Ok(Response::Template(_)))
+            || matches!(&made, Err(StoreError::Invalid(m)) if m.contains("taken")),
+        "{made:?}"
+    );
     let request = Request::CreateDevice {
-        org: "acme".into(),
-        template: "TMPL0001".into(),
+        org: OrgId::ROOT,
+        template: template(),
+        owner: None,
         name: name.into(),
         token_hash: token_hash(token),
     };
@@ -226,8 +261,8 @@ fn speaks_the_wire_end_to_end() {
     );
     let expected = DeviceAuth {
         device,
-        org: "acme".into(),
-        template: "TMPL0001".into(),
+        org: OrgId::ROOT,
+        template: template(),
     };
     assert_eq!(auth, Ok(Response::Authenticated(Some(expected))));
     let wrong = c.call(
@@ -238,8 +273,9 @@ fn speaks_the_wire_end_to_end() {
     );
     assert_eq!(wrong, Ok(Response::Authenticated(None)));
     let dup = Request::CreateDevice {
-        org: "acme".into(),
-        template: "TMPL0001".into(),
+        org: OrgId::ROOT,
+        template: template(),
+        owner: None,
         name: "copy".into(),
         token_hash: token_hash("tok-greenhouse-0123456789abcdef"),
     };
@@ -295,7 +331,15 @@ fn speaks_the_wire_end_to_end() {
                 pins: Some(vec![v(10)]),
             }
         };
-        encode_frame(&RequestEnvelope { id, request }, &mut batch).expect("encode");
+        encode_frame(
+            &RequestEnvelope {
+                id,
+                acting: acting_for(&request),
+                request,
+            },
+            &mut batch,
+        )
+        .expect("encode");
     }
     c.stream.write_all(&batch).expect("pipelined write");
     for (i, &id) in ids.iter().enumerate() {

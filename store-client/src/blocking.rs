@@ -8,8 +8,8 @@
 use crate::endpoint::{RemoteStore, StoreEndpoint};
 use crate::hello::{self, HelloError, mismatch_text};
 use portcullis_protocol::store::{
-    ClientHello, ReplyEnvelope, Request, RequestEnvelope, Response, ServerHello, StoreError,
-    WireError, decode_frame, encode_frame,
+    Acting, ClientHello, ReplyEnvelope, Request, RequestEnvelope, Response, ServerHello,
+    StoreError, WireError, decode_frame, encode_frame,
 };
 use rustls::{ClientConnection, StreamOwned};
 use serde::Serialize;
@@ -185,7 +185,16 @@ impl StoreClient {
     /// Sends one request and waits for its reply; a store-side refusal becomes
     /// [`StoreClientError::Store`].
     pub fn call(&mut self, request: Request) -> Result<Response, StoreClientError> {
-        let mut replies = self.call_many(vec![request])?;
+        self.call_as(None, request)
+    }
+
+    /// [`StoreClient::call`] acting for `acting` (see `RequestEnvelope::acting`).
+    pub fn call_as(
+        &mut self,
+        acting: Option<&Acting>,
+        request: Request,
+    ) -> Result<Response, StoreClientError> {
+        let mut replies = self.call_many_as(acting, vec![request])?;
         match replies.pop() {
             Some(reply) => Ok(reply?),
             None => Err(self.protocol_error("no reply for a single request".into())),
@@ -197,6 +206,15 @@ impl StoreClient {
     /// answers to individual requests.
     pub fn call_many(
         &mut self,
+        requests: Vec<Request>,
+    ) -> Result<Vec<Result<Response, StoreError>>, StoreClientError> {
+        self.call_many_as(None, requests)
+    }
+
+    /// [`StoreClient::call_many`], every request acting for `acting`.
+    pub fn call_many_as(
+        &mut self,
+        acting: Option<&Acting>,
         requests: Vec<Request>,
     ) -> Result<Vec<Result<Response, StoreError>>, StoreClientError> {
         if let Some(why) = &self.broken {
@@ -211,7 +229,12 @@ impl StoreClient {
         for request in requests {
             let id = self.next_id;
             self.next_id += 1;
-            self.encode(&RequestEnvelope { id, request }, &mut pending_bytes)?;
+            let envelope = RequestEnvelope {
+                id,
+                acting: acting.cloned(),
+                request,
+            };
+            self.encode(&envelope, &mut pending_bytes)?;
             in_flight.push_back(id);
             if in_flight.len() >= MAX_PIPELINED_REQUESTS
                 || pending_bytes.len() >= MAX_PIPELINED_BYTES

@@ -258,8 +258,10 @@ impl<W> StoreLink<W> {
                 self.queued_writes -= writes;
                 let id = self.next_id;
                 self.next_id += 1;
+                // Shards send device traffic, which acts for nobody.
                 let envelope = RequestEnvelope {
                     id,
+                    acting: None,
                     request: call.request,
                 };
                 match store::encode_frame(&envelope, &mut self.out) {

@@ -88,6 +88,28 @@ impl App {
         }
     }
 
+    /// Waits for the gateway to close the WebSocket; returns the close frame's code (`None`
+    /// when the connection ended without one). Panics if a message arrives first or the read
+    /// times out.
+    pub fn close_code(&mut self) -> Option<u16> {
+        loop {
+            match self.ws.read() {
+                Ok(Message::Close(frame)) => return frame.map(|f| u16::from(f.code)),
+                Ok(Message::Text(text)) => panic!("expected the close, got {text}"),
+                Ok(_) => {}
+                Err(tungstenite::Error::Io(e))
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    panic!("the gateway did not close within {APP_READ_TIMEOUT:?}")
+                }
+                Err(_) => return None,
+            }
+        }
+    }
+
     /// Logs in; returns the answer (`logged_in` or an error).
     pub fn login(&mut self, email: &str, password: &str) -> AppEvent {
         let hash = client_hash(password, email);

@@ -4,14 +4,18 @@
 //! plain TCP or TLS. Every wait is bounded.
 //!
 //! The binaries are looked up next to the test executable's target directory, so run
-//! `cargo build --bins` before `cargo test` (`.ci/run` does).
+//! `cargo build --bins` before `cargo test` (`.ci/run` does), or in `PORTCULLIS_E2E_BIN_DIR`
+//! when set (a copy taken right after the build, for a target directory that another checkout
+//! of the workspace builds into as well: its next build replaces `target/debug/portcullis`).
 
 #![allow(clippy::unwrap_used)] // test harness: a failed unwrap is a failed test
 
 pub mod app;
 pub mod device;
 pub mod hostile;
+pub mod https;
 pub mod metrics;
+pub mod rest;
 pub mod store;
 
 use serde_json::Value;
@@ -23,8 +27,12 @@ use std::time::{Duration, Instant};
 /// How long the gateway may take to start and write ports.json.
 pub const START_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The directory holding the workspace binaries (`target/<profile>`).
+/// The directory holding the workspace binaries: `PORTCULLIS_E2E_BIN_DIR` when set, else
+/// `target/<profile>`.
 pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("PORTCULLIS_E2E_BIN_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
     let exe = std::env::current_exe().unwrap();
     // target/<profile>/deps/<test-binary>
     exe.parent().and_then(Path::parent).unwrap().to_path_buf()
@@ -88,7 +96,12 @@ pub struct Gateway {
     /// The metrics port (0 when `[metrics] enabled = false`).
     pub metrics_port: u16,
     log_path: PathBuf,
+    /// Whether [`TEST_TEMPLATE`] is known to exist in this gateway's store.
+    template_ready: std::cell::Cell<bool>,
 }
+
+/// The template of the devices the harness creates (in the root organization).
+pub const TEST_TEMPLATE: &str = "TMPL0001";
 
 impl Gateway {
     /// Starts a gateway with the default configuration plus `extra_toml` (whole sections).
@@ -171,6 +184,7 @@ impl Gateway {
             plain_port: 0,
             metrics_port: 0,
             log_path,
+            template_ready: std::cell::Cell::new(false),
         };
         let (tls, plain, metrics) = wait_for("ports.json", START_TIMEOUT, || {
             if let Some(status) = gw.child.as_mut().unwrap().try_wait().unwrap() {
@@ -206,15 +220,69 @@ impl Gateway {
         admin_json(&["--data-dir".as_ref(), self.data_dir.as_os_str()], args)
     }
 
-    /// Creates a device; returns its id and token.
+    /// Creates [`TEST_TEMPLATE`] in the root organization unless it exists already (a gateway
+    /// restarted on the same data directory has it).
+    pub fn ensure_template(&self) {
+        if self.template_ready.get() {
+            return;
+        }
+        let made = self.admin(&[
+            "template",
+            "create",
+            "--org",
+            "1",
+            "--id",
+            TEST_TEMPLATE,
+            "--name",
+            "test devices",
+        ]);
+        if let Err(e) = made {
+            assert!(e.contains("is taken"), "creating the test template: {e}");
+        }
+        self.template_ready.set(true);
+    }
+
+    /// Creates a device of [`TEST_TEMPLATE`] in the root organization; returns its id and
+    /// token.
     pub fn create_device(&self, name: &str) -> (u64, String) {
+        self.create_device_in(name, 1)
+    }
+
+    /// Creates a device of [`TEST_TEMPLATE`] in organization `org`; returns its id and token.
+    pub fn create_device_in(&self, name: &str, org: u32) -> (u64, String) {
+        self.ensure_template();
+        let org = org.to_string();
         let v = self
-            .admin(&["device", "create", "--name", name, "--template", "TMPL0001"])
+            .admin(&[
+                "device",
+                "create",
+                "--name",
+                name,
+                "--template",
+                TEST_TEMPLATE,
+                "--org",
+                &org,
+            ])
             .unwrap();
         (
             v["id"].as_u64().unwrap(),
             v["token"].as_str().unwrap().to_string(),
         )
+    }
+
+    /// Creates an organization below `parent`; returns its id.
+    pub fn create_org(&self, parent: u32, name: &str) -> u32 {
+        let v = self
+            .admin(&[
+                "org",
+                "create",
+                "--parent",
+                &parent.to_string(),
+                "--name",
+                name,
+            ])
+            .unwrap();
+        v["id"].as_u64().unwrap() as u32
     }
 
     /// The stored value of `pin` (e.g. "V5") of `device`, if any.

@@ -15,10 +15,14 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpStream};
 use std::time::Duration;
 
-/// Creates a user with the admin CLI; returns the one-time password it printed.
-fn create_user(gw: &Gateway, email: &str, org: &str) -> String {
+/// Creates a Staff user (who sees every device of their organization and below) with the admin
+/// CLI; returns the one-time password it printed.
+fn create_user(gw: &Gateway, email: &str, org: u32) -> String {
+    let org = org.to_string();
     let created = gw
-        .admin(&["user", "create", "--email", email, "--org", org])
+        .admin(&[
+            "user", "create", "--email", email, "--org", &org, "--role", "staff",
+        ])
         .unwrap();
     created["password"]
         .as_str()
@@ -55,24 +59,13 @@ fn device_shards(log: &str) -> HashMap<u64, u64> {
 #[test]
 fn an_app_sees_the_writes_of_its_organizations_devices_on_every_shard() {
     let gw = Gateway::start("");
-    let password = create_user(&gw, "Ops@Example.com", "default");
+    let ops = gw.create_org(1, "ops");
+    let rival = gw.create_org(1, "rival");
+    let password = create_user(&gw, "Ops@Example.com", ops);
     let devices: Vec<(u64, String)> = (0..16)
-        .map(|n| gw.create_device(&format!("pump-{n}")))
+        .map(|n| gw.create_device_in(&format!("pump-{n}"), ops))
         .collect();
-    let stranger = gw
-        .admin(&[
-            "device",
-            "create",
-            "--name",
-            "other",
-            "--template",
-            "TMPL0001",
-            "--org",
-            "rival",
-        ])
-        .unwrap()["id"]
-        .as_u64()
-        .unwrap();
+    let stranger = gw.create_device_in("other", rival).0;
 
     let mut app = App::plain(gw.plain_port);
     // Requests before login are refused; a wrong password is told apart from nothing.
@@ -89,7 +82,7 @@ fn an_app_sees_the_writes_of_its_organizations_devices_on_every_shard() {
     match app.login("OPS@example.com", &password) {
         AppEvent::LoggedIn { email, org, .. } => {
             assert_eq!(email, "ops@example.com");
-            assert_eq!(org, "default");
+            assert_eq!(org, ops.to_string());
         }
         other => panic!("login failed: {other:?}"),
     }
@@ -194,7 +187,7 @@ fn a_source_guessing_passwords_is_blocked_and_logged_by_account() {
             security.display().to_string()
         ),
     );
-    let password = create_user(&gw, "ops@example.com", "default");
+    let password = create_user(&gw, "ops@example.com", 1);
     let from = |last: u8| {
         let tcp = connect_from(Ipv4Addr::new(127, 0, 0, last), gw.plain_port).unwrap();
         App::over(tcp, None)
@@ -248,7 +241,7 @@ fn a_source_guessing_passwords_is_blocked_and_logged_by_account() {
 #[test]
 fn the_app_api_works_over_tls_and_other_http_is_refused() {
     let gw = Gateway::start("");
-    let password = create_user(&gw, "ops@example.com", "default");
+    let password = create_user(&gw, "ops@example.com", 1);
     let ca = gw.data_dir.join("tls").join("ca.pem");
     let mut app = App::tls(gw.tls_port, client_config(&ca, &rustls::version::TLS13));
     assert!(matches!(
@@ -300,7 +293,7 @@ fn the_app_api_works_over_tls_and_other_http_is_refused() {
 #[test]
 fn an_idle_app_is_closed_and_bad_messages_are_answered() {
     let gw = Gateway::start("[app]\nidle_timeout_secs = 1\n");
-    let password = create_user(&gw, "ops@example.com", "default");
+    let password = create_user(&gw, "ops@example.com", 1);
     let mut app = App::plain(gw.plain_port);
     app.send_text("not json");
     assert_eq!(
@@ -321,7 +314,7 @@ fn an_idle_app_is_closed_and_bad_messages_are_answered() {
 #[test]
 fn a_reloaded_app_idle_timeout_reaches_the_shards() {
     let gw = Gateway::start("");
-    let password = create_user(&gw, "ops@example.com", "default");
+    let password = create_user(&gw, "ops@example.com", 1);
     let mut app = App::plain(gw.plain_port);
     assert!(matches!(
         app.login("ops@example.com", &password),

@@ -79,6 +79,13 @@ fn a_gateway_uses_a_remote_store_over_mutual_tls_and_survives_its_restart() {
         "a remote store must not be started as a child"
     );
 
+    admin(
+        &gw,
+        &[
+            "template", "create", "--org", "1", "--id", "TMPL0001", "--name", "far",
+        ],
+    )
+    .unwrap();
     let created = admin(
         &gw,
         &[

@@ -32,8 +32,15 @@ fn online(gw: &Gateway, id: u64) -> bool {
 }
 
 fn create_device(gw: &Gateway, name: &str) -> (u64, String) {
+    let how = ["--config".as_ref(), gw.config_path.as_os_str()];
+    let template = [
+        "template", "create", "--org", "1", "--id", "TMPL0001", "--name", "t",
+    ];
+    if let Err(e) = admin_json(&how, &template) {
+        assert!(e.contains("is taken"), "{e}");
+    }
     let v = admin_json(
-        &["--config".as_ref(), gw.config_path.as_os_str()],
+        &how,
         &["device", "create", "--name", name, "--template", "TMPL0001"],
     )
     .unwrap();

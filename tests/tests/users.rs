@@ -39,10 +39,10 @@ fn users_are_created_shown_refused_twice_and_never_stored_in_clear() {
     let mut gw = Gateway::start("");
     let email = "Ops.Lead@Example.COM";
     let created = gw
-        .admin(&["user", "create", "--email", email, "--org", "acme"])
+        .admin(&["user", "create", "--email", email, "--org", "1"])
         .unwrap();
     assert_eq!(created["email"], "ops.lead@example.com");
-    assert_eq!(created["org"], "acme");
+    assert_eq!(created["org"], 1);
     let password = created["password"].as_str().unwrap().to_owned();
     assert!(password.len() >= 16, "generated password: {password}");
 
@@ -50,7 +50,7 @@ fn users_are_created_shown_refused_twice_and_never_stored_in_clear() {
         .admin(&["user", "show", "--email", "OPS.LEAD@example.com"])
         .unwrap();
     assert_eq!(shown["email"], "ops.lead@example.com");
-    assert_eq!(shown["org"], "acme");
+    assert_eq!(shown["org"], 1);
     assert!(shown["created_ms"].as_u64().unwrap() > 0);
     assert!(shown.get("password_phc").is_none() && shown.get("password").is_none());
 

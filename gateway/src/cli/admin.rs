@@ -5,11 +5,16 @@
 //! `portcullis_operations` as the operator and prints either a short human-readable report or,
 //! with `--json`, one JSON document on stdout for scripts.
 
-use super::user::UserCommand;
-use super::{backup, device, user};
+use super::apikey::{self, ApikeyCommand};
+use super::audit::{self, AuditArgs};
+use super::backup;
+use super::device::{self, DeviceCommand};
+use super::org::{self, OrgCommand};
+use super::role::{self, RoleCommand};
+use super::template::{self, TemplateCommand};
+use super::user::{self, UserCommand};
 use crate::config::Config;
 use anyhow::Context;
-use device::DeviceCommand;
 use portcullis_operations::StoreAccess;
 use portcullis_protocol::store::{ClientHello, ClientRole};
 use portcullis_store_client::{StoreClient, StoreEndpoint};
@@ -30,7 +35,8 @@ pub struct AdminArgs {
     /// the store is.
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Print one JSON document instead of text.
+    /// Print one JSON document instead of text (`audit`: one JSON object per line). Secrets
+    /// appear only where they are shown once (a new token, password or invitation secret).
     #[arg(long, global = true)]
     pub json: bool,
     #[command(subcommand)]
@@ -39,12 +45,38 @@ pub struct AdminArgs {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum AdminCommand {
-    /// Create, list and inspect devices.
+    /// The organization tree: create, list, show, rename and move organizations.
     #[command(subcommand)]
-    Device(DeviceCommand),
-    /// Create and show user accounts (email, org, password).
+    Org(OrgCommand),
+    /// User accounts: create, invite, list, show, change role, suspend, activate, log out,
+    /// delete, set a password.
     #[command(subcommand)]
     User(UserCommand),
+    /// Roles and their permissions: list, create, update and delete custom roles; list every
+    /// permission name.
+    #[command(subcommand)]
+    Role(RoleCommand),
+    /// Templates (products) and their datastreams: create, list, show, delete.
+    #[command(subcommand)]
+    Template(TemplateCommand),
+    /// Devices: create, list, inspect, read pins and history, re-provision, delete, transfer.
+    #[command(subcommand)]
+    Device(DeviceCommand),
+    /// List and revoke API keys (users create them with the REST API, not here).
+    ///
+    /// An API key acts as the user who created it, limited to the permissions chosen for it,
+    /// so only a logged-in user can create one: the operator running this CLI is no user.
+    /// Create keys with the REST API, `POST /api/v1/api-keys`, logged in as the user the key
+    /// should act for. Revoking one here refuses every request made with it from then on.
+    #[command(subcommand)]
+    Apikey(ApikeyCommand),
+    /// Read the audit log: who changed what, when and from where (with --json, one JSON object
+    /// per line, for export).
+    ///
+    /// Entries come in sequence order. To export incrementally, pass the last `seq` read as
+    /// --after next time. The store writes each entry with the change it records; nothing
+    /// removes one.
+    Audit(AuditArgs),
     /// Write a consistent checkpoint of the running store's database into DIR (a new directory).
     Backup {
         /// Where to write it; must not exist yet, its parent must.
@@ -75,10 +107,15 @@ pub fn execute(
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     match command {
-        AdminCommand::Device(command) => device::execute(store, command, json, out),
+        AdminCommand::Org(command) => org::execute(store, command, json, out),
         AdminCommand::User(command) => {
             user::execute(store, command, json, &mut std::io::stdin().lock(), out)
         }
+        AdminCommand::Role(command) => role::execute(store, command, json, out),
+        AdminCommand::Template(command) => template::execute(store, command, json, out),
+        AdminCommand::Device(command) => device::execute(store, command, json, out),
+        AdminCommand::Apikey(command) => apikey::execute(store, command, json, out),
+        AdminCommand::Audit(args) => audit::execute(store, args, json, out),
         AdminCommand::Backup { dir } => backup::execute(store, &dir, json, out),
     }
 }

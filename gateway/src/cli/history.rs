@@ -3,6 +3,7 @@
 //! `portcullis_operations::history` as the operator. Times are RFC 3339 or Unix milliseconds;
 //! steps are durations such as `30s`, `5m`, `1h`, `1d` or plain milliseconds.
 
+use super::args::now_ms;
 use super::render::{self, failure, format_ms, pin_values, printable, write_table};
 use anyhow::anyhow;
 use portcullis_operations::error::InvalidInput;
@@ -78,12 +79,6 @@ pub fn parse_step(text: &str) -> Result<u64, String> {
         Some(ms) => Ok(ms),
         None => Err(format!("{text:?} is too long")),
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 #[derive(Serialize)]

@@ -1,40 +1,130 @@
-//! `portcullis admin user create|show`: creating a user account and showing one, through
-//! `portcullis_operations::users` as the operator. The password never leaves this process in
-//! clear: the operations layer turns it into the Blynk client hash and that into an argon2id
-//! PHC string, and only the PHC string goes to the store. This file reads a given password from
-//! standard input, prints a generated one once, and never prints the PHC string.
+//! `portcullis admin user create|invite|list|show|set-role|suspend|activate|logout|delete|set-password`:
+//! user accounts, through `portcullis_operations::users` as the operator. A password never leaves
+//! this process in clear: the operations layer turns it into the Blynk client hash and that into an
+//! argon2id PHC string, and only the PHC string goes to the store. This file reads a given password
+//! from standard input, prints a generated password or an invitation secret once, and never prints
+//! a hash.
 
-use super::render::{self, failure, format_ms, printable};
+use super::args::{now_ms, parse_org, parse_role, parse_user, role_label};
+use super::events::AdminEvent;
+use super::render::{self, failure, format_ms, printable, write_table};
 use anyhow::{Context, anyhow};
 use portcullis_operations::error::InvalidInput;
-use portcullis_operations::users::{self, MAX_PASSWORD_BYTES, NewUser, PasswordChoice};
+use portcullis_operations::users::{
+    self, Change, INVITE_TTL, MAX_PASSWORD_BYTES, NewUser, PasswordChoice,
+};
 use portcullis_operations::{Missing, OperationError, Principal, StoreAccess};
-use portcullis_protocol::store::StoreError;
+use portcullis_protocol::authz::{OrgId, RoleId, UserId};
+use portcullis_protocol::store::{MAX_ACCOUNT_PAGE, StoreError, UserRecord, UserStatus};
 use serde::Serialize;
 use std::io::{BufRead, Read, Write};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum UserCommand {
-    /// Create a user. Without --password-stdin a password is generated and shown only once.
+    /// Create an active user with a password. Without --password-stdin a password is generated
+    /// and shown only once.
     Create {
         /// Email address; the login name (stored in lower case).
         #[arg(long)]
         email: String,
-        /// Organization whose devices the user sees.
-        #[arg(long, default_value = "default")]
-        org: String,
+        /// Display name (the email when left out).
+        #[arg(long)]
+        name: Option<String>,
+        /// Organization id the user belongs to (see `org list`; 1 is the root).
+        #[arg(long, value_name = "ID", default_value = "1", value_parser = parse_org)]
+        org: OrgId,
+        /// Role: admin, staff, user, or a custom role's id (see `role list --org ID`).
+        #[arg(long, default_value = "user", value_parser = parse_role)]
+        role: RoleId,
         /// Read the password from the first line of standard input instead of generating one.
         #[arg(long)]
         password_stdin: bool,
     },
-    /// Show a user's email, organization and creation time (never the password hash).
-    Show {
+    /// Invite a user: an account without a password and the secret of a single-use link to
+    /// choose one (valid 24 hours), printed only this once. This command sends no mail; mailing
+    /// invitations is the gateway's job (its REST API mails those it makes). Hand the link to
+    /// the user yourself.
+    Invite {
+        /// Email address; the login name (stored in lower case).
         #[arg(long)]
         email: String,
+        /// Organization id the user will belong to (see `org list`).
+        #[arg(long, value_name = "ID", value_parser = parse_org)]
+        org: OrgId,
+        /// Role: admin, staff, user, or a custom role's id (see `role list --org ID`).
+        #[arg(long, value_parser = parse_role)]
+        role: RoleId,
+        /// Display name (the email when left out).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List the users of an organization (not those of the organizations below it).
+    List {
+        /// Organization id (see `org list`).
+        #[arg(long, value_name = "ID", value_parser = parse_org)]
+        org: OrgId,
+    },
+    /// Show one user: email, name, organization, role, status, creation time (never a hash).
+    #[command(group = clap::ArgGroup::new("who").required(true).args(["email", "id"]))]
+    Show {
+        /// The user's email address (any case).
+        #[arg(long)]
+        email: Option<String>,
+        /// The user's id.
+        #[arg(long, value_name = "ID", value_parser = parse_user)]
+        id: Option<UserId>,
+    },
+    /// Give a user another role (of their organization, or a built-in one).
+    SetRole {
+        /// User id (see `user list --org ID`).
+        #[arg(value_parser = parse_user)]
+        id: UserId,
+        /// Role: admin, staff, user, or a custom role's id (see `role list --org ID`).
+        #[arg(long, value_parser = parse_role)]
+        role: RoleId,
+    },
+    /// Suspend a user: they cannot log in, and every session of theirs is revoked.
+    Suspend {
+        /// User id (see `user list --org ID`).
+        #[arg(value_parser = parse_user)]
+        id: UserId,
+    },
+    /// Re-activate a suspended user: they may log in again.
+    Activate {
+        /// User id (see `user list --org ID`).
+        #[arg(value_parser = parse_user)]
+        id: UserId,
+    },
+    /// Force a logout: end every session of a user (they may log in again).
+    Logout {
+        /// User id (see `user list --org ID`).
+        #[arg(value_parser = parse_user)]
+        id: UserId,
+    },
+    /// Delete a user with their sessions and API keys; devices they owned keep no owner.
+    Delete {
+        /// User id (see `user list --org ID`).
+        #[arg(value_parser = parse_user)]
+        id: UserId,
+    },
+    /// Set a user's password, read from the first line of standard input; every session of
+    /// theirs is revoked.
+    SetPassword {
+        /// User id (see `user list --org ID`).
+        #[arg(value_parser = parse_user)]
+        id: UserId,
+        /// Read the new password from the first line of standard input (required: a password
+        /// is never an argument, which other local users could see).
+        #[arg(long, required = true)]
+        password_stdin: bool,
     },
 }
 
-/// Runs a user command; `stdin` is read only by `create --password-stdin`.
+/// Where a revoked session ends: the note every command that revokes sessions prints.
+pub const SESSIONS_CLOSE: &str =
+    "the running gateway closes their live app connections within a second";
+
+/// Runs a user command; `stdin` is read only by `--password-stdin`.
 pub fn execute(
     store: &mut impl StoreAccess,
     command: UserCommand,
@@ -42,10 +132,13 @@ pub fn execute(
     stdin: &mut dyn BufRead,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
+    let operator = &Principal::Operator;
     match command {
         UserCommand::Create {
             email,
+            name,
             org,
+            role,
             password_stdin,
         } => {
             let password = if password_stdin {
@@ -54,13 +147,138 @@ pub fn execute(
                 PasswordChoice::Generate
             };
             let user = NewUser {
+                name: name.unwrap_or_else(|| email.clone()),
                 email,
                 org,
+                role,
                 password,
             };
             create_user(store, user, json, out)
         }
-        UserCommand::Show { email } => show_user(store, &email, json, out),
+        UserCommand::Invite {
+            email,
+            org,
+            role,
+            name,
+        } => {
+            let name = name.unwrap_or_else(|| email.clone());
+            let now = now_ms();
+            let invited = users::invite(store, operator, &email, name, org, role, now)
+                .map_err(create_failure)?;
+            AdminEvent::new(
+                "admin_user_invited",
+                format!("user {}", invited.user.email),
+                format!("invited to {org} as {}", role_label(role)),
+            )
+            .record();
+            let secret = invited.token.expose();
+            let expires_ms = now.saturating_add(INVITE_TTL.as_millis() as u64);
+            if json {
+                return render::json(
+                    out,
+                    &InvitedView {
+                        user: UserView::from(&invited.user),
+                        invite_token: secret,
+                        invite_expires_ms: expires_ms,
+                    },
+                );
+            }
+            describe(out, "Invited", &invited.user)?;
+            writeln!(out, "Invitation secret: {secret}")?;
+            writeln!(
+                out,
+                "It is shown only this once and works once, until {}. The CLI sends no mail: give the user the link <gateway public URL>/#/accept-invite?token={secret}",
+                format_ms(expires_ms)
+            )?;
+            Ok(())
+        }
+        UserCommand::List { org } => list(store, org, json, out),
+        UserCommand::Show { email, id } => {
+            let user = match (id, email) {
+                (Some(id), _) => users::find(store, operator, id).map_err(failure)?,
+                (None, Some(email)) => find_by_email(store, &email)?,
+                (None, None) => return Err(anyhow!("give --email EMAIL or --id ID")),
+            };
+            show(&user, json, out)
+        }
+        UserCommand::SetRole { id, role } => {
+            let change = Change {
+                role: Some(role),
+                ..Change::default()
+            };
+            let what = format!("role set to {}", role_label(role));
+            let user = change_user(store, id, change, ("admin_user_role_set", what))?;
+            report(
+                &user,
+                json,
+                out,
+                &format!("now has role {}.", role_label(role)),
+            )
+        }
+        UserCommand::Suspend { id } => {
+            let change = Change {
+                status: Some(UserStatus::Suspended),
+                ..Change::default()
+            };
+            let event = ("admin_user_suspended", "suspended".to_owned());
+            let user = change_user(store, id, change, event)?;
+            let note = format!(
+                "is suspended: they cannot log in, and every session of theirs was revoked ({SESSIONS_CLOSE})."
+            );
+            report(&user, json, out, &note)
+        }
+        UserCommand::Activate { id } => {
+            let change = Change {
+                status: Some(UserStatus::Active),
+                ..Change::default()
+            };
+            let event = ("admin_user_activated", "activated".to_owned());
+            let user = change_user(store, id, change, event)?;
+            report(&user, json, out, "is active: they may log in again.")
+        }
+        UserCommand::SetPassword { id, .. } => {
+            let change = Change {
+                password: Some(read_password(stdin)?),
+                ..Change::default()
+            };
+            let event = ("admin_user_password_set", "password set".to_owned());
+            let user = change_user(store, id, change, event)?;
+            let note = format!(
+                "has a new password; every session of theirs was revoked ({SESSIONS_CLOSE})."
+            );
+            report(&user, json, out, &note)
+        }
+        UserCommand::Logout { id } => {
+            users::force_logout(store, operator, id).map_err(failure)?;
+            AdminEvent::new(
+                "admin_user_logged_out",
+                format!("user {}", id.0),
+                "every session revoked",
+            )
+            .record();
+            if json {
+                return render::json(out, &serde_json::json!({"logged_out": id.0}));
+            }
+            writeln!(
+                out,
+                "Ended every session of user {} ({SESSIONS_CLOSE}); they may log in again.",
+                id.0
+            )?;
+            Ok(())
+        }
+        UserCommand::Delete { id } => {
+            users::delete(store, operator, id).map_err(failure)?;
+            AdminEvent::new("admin_user_deleted", format!("user {}", id.0), "deleted").record();
+            if json {
+                return render::json(out, &serde_json::json!({"deleted": id.0}));
+            }
+            writeln!(
+                out,
+                "Deleted user {} with their sessions and API keys; devices they owned have no owner now.",
+                id.0
+            )?;
+            Ok(())
+        }
     }
 }
 
@@ -80,57 +298,109 @@ fn read_password(input: &mut dyn BufRead) -> anyhow::Result<String> {
     Ok(password.to_owned())
 }
 
-#[derive(Serialize)]
-struct CreatedUser<'a> {
-    email: &'a str,
-    org: &'a str,
-    /// Only when generated here: shown this once.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    password: Option<&'a str>,
-}
-
-/// Security event of a user created with the admin CLI, with the operator's uid.
-struct UserCreated<'a> {
-    email: &'a str,
-    org: &'a str,
-}
-
-impl crate::guard::security_log::SecurityEvent for UserCreated<'_> {
-    fn kind(&self) -> &'static str {
-        "admin_user_created"
-    }
-    fn source(&self) -> Option<std::net::IpAddr> {
-        None
-    }
-    fn subject(&self) -> String {
-        format!("user {}", self.email)
-    }
-    fn reason(&self) -> String {
-        format!(
-            "created by uid {} with the admin CLI in org {:?}",
-            nix::unistd::getuid(),
-            self.org
-        )
-    }
-    fn message(&self) -> &'static str {
-        "admin action"
-    }
-}
-
-/// A refused `user create` with what to do about it.
+/// A refused `user create`, `invite` or `set-password` with what to do about it.
 fn create_failure(error: OperationError) -> anyhow::Error {
     match error {
         OperationError::Invalid(InvalidInput::PasswordTooShort { min }) => anyhow!(
-            "the password on standard input is shorter than {min} characters (or missing); pipe one line, e.g. `printf '%s\\n' \"$PW\" | portcullis admin user create ... --password-stdin`"
+            "the password on standard input is shorter than {min} characters (or missing); pipe one line, e.g. `printf '%s\\n' \"$PW\" | portcullis admin user ... --password-stdin`"
         ),
         OperationError::Invalid(InvalidInput::UserExists { email, why }) => anyhow!(
-            "{why}; choose another email, or see the existing account with `portcullis admin user show --email {email}`"
+            "{why}; choose another email, or see the existing account with `portcullis admin user show --email {}`",
+            printable(&email)
         ),
         OperationError::Invalid(InvalidInput::RefusedByStore(StoreError::Invalid(why))) => {
             anyhow!("the store refused the user: {why}")
         }
         other => failure(other),
     }
+}
+
+fn find_by_email(store: &mut impl StoreAccess, email: &str) -> anyhow::Result<UserRecord> {
+    users::find_by_email(store, &Principal::Operator, email).map_err(|error| match error {
+        OperationError::NotFound(Missing::User(email)) => anyhow!(
+            "no user has the email {} (create one with `portcullis admin user create --email EMAIL --org ORG`)",
+            printable(&email)
+        ),
+        other => failure(other),
+    })
+}
+
+/// Applies a change and records it in the security log.
+fn change_user(
+    store: &mut impl StoreAccess,
+    id: UserId,
+    change: Change,
+    (kind, what): (&'static str, String),
+) -> anyhow::Result<UserRecord> {
+    let user = users::update(store, &Principal::Operator, id, change).map_err(create_failure)?;
+    AdminEvent::new(kind, format!("user {}", id.0), what).record();
+    Ok(user)
+}
+
+/// A user as the admin CLI shows it: never a password hash.
+#[derive(Serialize)]
+struct UserView<'a> {
+    id: u64,
+    email: &'a str,
+    name: &'a str,
+    org: u32,
+    role: u32,
+    status: &'static str,
+    created_ms: u64,
+}
+
+impl<'a> From<&'a UserRecord> for UserView<'a> {
+    fn from(user: &'a UserRecord) -> Self {
+        Self {
+            id: user.id.0,
+            email: &user.email,
+            name: &user.name,
+            org: user.org.0,
+            role: user.role.0,
+            status: user.status.name(),
+            created_ms: user.created_ms,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct CreatedView<'a> {
+    #[serde(flatten)]
+    user: UserView<'a>,
+    /// Only when generated here: shown this once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    password: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct InvitedView<'a> {
+    #[serde(flatten)]
+    user: UserView<'a>,
+    /// The invitation link's secret: shown this once.
+    invite_token: &'a str,
+    invite_expires_ms: u64,
+}
+
+/// `Created user 4 a@b.c (org 2, role User (3), active).`
+fn describe(out: &mut dyn Write, verb: &str, user: &UserRecord) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{verb} user {} {} (org {}, role {}, {}).",
+        user.id.0,
+        printable(&user.email),
+        user.org.0,
+        role_label(user.role),
+        user.status.name()
+    )
+}
+
+/// After a change: the user as JSON, or `User 4 a@b.c <note>`.
+fn report(user: &UserRecord, json: bool, out: &mut dyn Write, note: &str) -> anyhow::Result<()> {
+    if json {
+        return render::json(out, &UserView::from(user));
+    }
+    writeln!(out, "User {} {} {note}", user.id.0, printable(&user.email))?;
+    Ok(())
 }
 
 fn create_user(
@@ -140,31 +410,28 @@ fn create_user(
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     let created = users::create(store, &Principal::Operator, user).map_err(create_failure)?;
-    crate::guard::security_log::record(
-        "admin",
-        &UserCreated {
-            email: &created.email,
-            org: &created.org,
-        },
-    );
+    AdminEvent::new(
+        "admin_user_created",
+        format!("user {}", created.user.email),
+        format!(
+            "created in org {} as {}",
+            created.user.org.0,
+            role_label(created.user.role)
+        ),
+    )
+    .record();
     let password = created
         .generated_password
         .as_ref()
         .map(|password| password.expose());
-    let shown = CreatedUser {
-        email: &created.email,
-        org: &created.org,
-        password,
-    };
     if json {
-        return render::json(out, &shown);
+        let view = CreatedView {
+            user: UserView::from(&created.user),
+            password,
+        };
+        return render::json(out, &view);
     }
-    writeln!(
-        out,
-        "Created user {} (org {}).",
-        printable(shown.email),
-        printable(shown.org)
-    )?;
+    describe(out, "Created", &created.user)?;
     if let Some(password) = password {
         writeln!(out, "Password: {password}")?;
         writeln!(
@@ -175,188 +442,82 @@ fn create_user(
     Ok(())
 }
 
-/// A user as `user show` prints it: never the password hash.
-#[derive(Serialize)]
-struct UserView<'a> {
-    email: &'a str,
-    org: &'a str,
-    created_ms: u64,
-}
-
-fn show_user(
-    store: &mut impl StoreAccess,
-    email: &str,
-    json: bool,
-    out: &mut dyn Write,
-) -> anyhow::Result<()> {
-    let user = users::get(store, &Principal::Operator, email).map_err(|error| match error {
-        OperationError::NotFound(Missing::User(email)) => anyhow!(
-            "no user has the email {} (create one with `portcullis admin user create --email EMAIL --org ORG`)",
-            printable(&email)
-        ),
-        other => failure(other),
-    })?;
-    let view = UserView {
-        email: &user.email,
-        org: &user.org,
-        created_ms: user.created_ms,
-    };
+fn show(user: &UserRecord, json: bool, out: &mut dyn Write) -> anyhow::Result<()> {
+    let view = UserView::from(user);
     if json {
         return render::json(out, &view);
     }
-    writeln!(out, "{:<9} {}", "email:", printable(view.email))?;
-    writeln!(out, "{:<9} {}", "org:", printable(view.org))?;
-    writeln!(out, "{:<9} {}", "created:", format_ms(view.created_ms))?;
+    render::write_fields(
+        out,
+        &[
+            ("id", view.id.to_string()),
+            ("email", printable(view.email)),
+            ("name", printable(view.name)),
+            ("org", view.org.to_string()),
+            ("role", role_label(user.role)),
+            ("status", view.status.to_owned()),
+            ("created", format_ms(view.created_ms)),
+        ],
+    )?;
+    Ok(())
+}
+
+/// Every user of `org`, page by page until the store has no more.
+fn list(
+    store: &mut impl StoreAccess,
+    org: OrgId,
+    json: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let mut all: Vec<UserRecord> = Vec::new();
+    let mut after = None;
+    loop {
+        let page = users::list(store, &Principal::Operator, org, after, MAX_ACCOUNT_PAGE)
+            .map_err(failure)?;
+        let Some(last) = page.last() else { break };
+        // Ids must grow, or a buggy store could keep us paging forever.
+        if after.is_some_and(|after| last.id <= after) {
+            return Err(anyhow!(
+                "the store returned a user page that does not advance (last id {}); stopping",
+                last.id.0
+            ));
+        }
+        after = Some(last.id);
+        all.extend(page);
+    }
+    if json {
+        let views: Vec<UserView<'_>> = all.iter().map(UserView::from).collect();
+        return render::json(out, &views);
+    }
+    if all.is_empty() {
+        writeln!(
+            out,
+            "Org {} has no users. Add one with `portcullis admin user create --email EMAIL --org {}` or `user invite`.",
+            org.0, org.0
+        )?;
+        return Ok(());
+    }
+    let rows: Vec<[String; 6]> = all
+        .iter()
+        .map(|u| {
+            [
+                u.id.0.to_string(),
+                printable(&u.email),
+                printable(&u.name),
+                role_label(u.role),
+                u.status.name().to_owned(),
+                format_ms(u.created_ms),
+            ]
+        })
+        .collect();
+    write_table(
+        out,
+        ["ID", "EMAIL", "NAME", "ROLE", "STATUS", "CREATED"],
+        &rows,
+    )?;
     Ok(())
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use portcullis_operations::password::{PasswordCheck, verify};
-    use portcullis_protocol::app::client_hash;
-    use portcullis_protocol::store::{Request, Response, UserRecord};
-    use portcullis_store_client::StoreClient;
-    use portcullis_store_client::fake_store::{admin_hello, serving};
-    use std::sync::{Arc, Mutex};
-    use std::time::Duration;
-
-    /// A fake store keeping users in a list, refusing duplicates like the real one.
-    fn store() -> (tempfile::TempDir, StoreClient, Arc<Mutex<Vec<UserRecord>>>) {
-        let users = Arc::new(Mutex::new(Vec::<UserRecord>::new()));
-        let seen = Arc::clone(&users);
-        let (dir, path, _server) = serving(move |request| {
-            let mut users = seen.lock().expect("lock");
-            match request {
-                Request::CreateUser {
-                    email,
-                    org,
-                    password_phc,
-                } => {
-                    if users.iter().any(|u| u.email == email) {
-                        return Err(StoreError::Invalid(format!(
-                            "a user with the email {email} already exists"
-                        )));
-                    }
-                    users.push(UserRecord {
-                        email,
-                        org,
-                        password_phc,
-                        created_ms: 1_700_000_000_000,
-                    });
-                    Ok(Response::Done)
-                }
-                Request::GetUser { email } => Ok(Response::User(
-                    users.iter().find(|u| u.email == email).cloned(),
-                )),
-                other => Err(StoreError::Invalid(format!("unexpected {other:?}"))),
-            }
-        });
-        let client =
-            StoreClient::connect(&path, admin_hello(), Duration::from_secs(5)).expect("connects");
-        (dir, client, users)
-    }
-
-    fn run(
-        client: &mut StoreClient,
-        command: UserCommand,
-        json: bool,
-        stdin: &[u8],
-    ) -> anyhow::Result<String> {
-        let mut out = Vec::new();
-        execute(client, command, json, &mut &stdin[..], &mut out)?;
-        Ok(String::from_utf8(out).expect("utf-8"))
-    }
-
-    fn create(email: &str, password_stdin: bool) -> UserCommand {
-        UserCommand::Create {
-            email: email.into(),
-            org: "acme".into(),
-            password_stdin,
-        }
-    }
-
-    #[test]
-    fn a_generated_password_is_shown_once_and_only_its_hash_is_sent() {
-        let (_dir, mut client, users) = store();
-        let out = run(&mut client, create(" Ann@Example.com", false), true, b"").expect("creates");
-        let created: serde_json::Value = serde_json::from_str(&out).expect("json");
-        let password = created["password"].as_str().expect("password");
-        assert!(password.len() >= 16, "{password}");
-        assert_eq!(created["email"], "ann@example.com");
-        let stored = users.lock().expect("lock")[0].clone();
-        assert!(!stored.password_phc.contains(password));
-        let hash = client_hash(password, "Ann@Example.com");
-        assert!(!stored.password_phc.contains(&hash));
-        assert_eq!(verify(&stored.password_phc, &hash), PasswordCheck::Matches);
-
-        let shown = run(
-            &mut client,
-            UserCommand::Show {
-                email: "ann@example.com".into(),
-            },
-            true,
-            b"",
-        )
-        .expect("shows");
-        let shown: serde_json::Value = serde_json::from_str(&shown).expect("json");
-        assert_eq!(
-            shown,
-            serde_json::json!({"email": "ann@example.com", "org": "acme", "created_ms": 1_700_000_000_000u64})
-        );
-    }
-
-    #[test]
-    fn a_password_from_stdin_is_used_and_never_printed() {
-        let (_dir, mut client, users) = store();
-        let out = run(
-            &mut client,
-            create("b@c.d", true),
-            false,
-            b"correct horse\r\nignored",
-        )
-        .expect("creates");
-        assert!(
-            out.contains("Created user b@c.d") && !out.contains("Password"),
-            "{out}"
-        );
-        let stored = users.lock().expect("lock")[0].clone();
-        let hash = client_hash("correct horse", "b@c.d");
-        assert_eq!(verify(&stored.password_phc, &hash), PasswordCheck::Matches);
-        for short in [&b""[..], b"short\n"] {
-            let err = run(&mut client, create("e@f.g", true), false, short).expect_err("short");
-            assert!(err.to_string().contains("shorter than"), "{err}");
-        }
-        let mut exact = vec![b'x'; MAX_PASSWORD_BYTES];
-        exact.extend(b"\r\n");
-        run(&mut client, create("max@f.g", true), false, &exact).expect("at the limit");
-        let long = vec![b'x'; MAX_PASSWORD_BYTES + 3];
-        let err = run(&mut client, create("e@f.g", true), false, &long).expect_err("long");
-        assert!(err.to_string().contains("longer than"), "{err}");
-    }
-
-    #[test]
-    fn duplicates_and_unknown_users_say_what_to_do() {
-        let (_dir, mut client, _) = store();
-        run(&mut client, create("a@b.c", false), true, b"").expect("creates");
-        let err = run(&mut client, create("A@B.C", false), true, b"").expect_err("duplicate");
-        let err = err.to_string();
-        assert!(
-            err.contains("already exists") && err.contains("user show --email a@b.c"),
-            "{err}"
-        );
-        let err = run(
-            &mut client,
-            UserCommand::Show {
-                email: "x@y.z".into(),
-            },
-            false,
-            b"",
-        )
-        .expect_err("unknown");
-        assert!(
-            err.to_string().contains("no user has the email x@y.z"),
-            "{err}"
-        );
-    }
-}
+#[path = "user_tests.rs"]
+mod tests;

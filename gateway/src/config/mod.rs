@@ -66,6 +66,10 @@ pub struct Config {
     pub metrics: MetricsSection,
     pub shutdown: ShutdownSection,
     pub app: AppSection,
+    pub accounts: AccountsSection,
+    /// `[mail]`: where the mails of sign-up, invitations and password resets go (the default
+    /// writes them to `<data_dir>/outbox/` as `.eml` files; `transport = "smtp"` sends them).
+    pub mail: portcullis_mail::MailConfig,
 }
 
 /// `[server]`: shards and listening sockets.
@@ -326,6 +330,40 @@ pub struct AppSection {
     pub login_block_secs: u64,
 }
 
+/// `[accounts]`: the REST management API (`/api/v1`), sign-up, sessions and the links mailed
+/// for verification, invitations and password resets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AccountsSection {
+    /// Whether anyone may sign up (each sign-up gets an organization of its own below the
+    /// root). Default false: accounts come from invitations and the admin CLI.
+    pub signup: bool,
+    /// The address people reach the gateway at, for the links in mails (e.g.
+    /// `https://iot.example.com`). Default: `https://localhost:<tls port>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
+    /// How long a login session lasts, in seconds (60 to 31536000). Default 604800 (a week).
+    pub session_ttl_secs: u64,
+    /// Whether the plain port serves the REST API too (bearer tokens in the clear: only behind
+    /// a TLS-terminating proxy). Default false.
+    pub rest_on_plain_port: bool,
+    /// The email of the Admin account created on the first start of an empty data directory
+    /// (its one-time password is printed once). Default `"admin@localhost.localdomain"`.
+    pub first_admin_email: String,
+}
+
+impl Default for AccountsSection {
+    fn default() -> Self {
+        Self {
+            signup: false,
+            public_url: None,
+            session_ttl_secs: 7 * 24 * 3600,
+            rest_on_plain_port: false,
+            first_admin_email: "admin@localhost.localdomain".to_owned(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -347,6 +385,8 @@ impl Default for Config {
             metrics: MetricsSection::default(),
             shutdown: ShutdownSection::default(),
             app: AppSection::default(),
+            accounts: AccountsSection::default(),
+            mail: portcullis_mail::MailConfig::default(),
         }
     }
 }
@@ -560,6 +600,14 @@ impl Config {
     }
 
     /// Where the generated development certificate lives.
+    /// Where the links in mails point: `accounts.public_url`, or the TLS port on localhost.
+    pub fn public_url(&self, tls_port: u16) -> String {
+        self.accounts
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("https://localhost:{tls_port}"))
+    }
+
     pub fn tls_dir(&self) -> PathBuf {
         self.data_dir.join("tls")
     }

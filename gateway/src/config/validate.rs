@@ -343,6 +343,30 @@ impl Config {
             };
             return invalid(key, "must be at most 86400 (a day)".into());
         }
+        let accounts = &self.accounts;
+        if !(60..=31_536_000).contains(&accounts.session_ttl_secs) {
+            return invalid(
+                "accounts.session_ttl_secs",
+                "must be between 60 (a minute) and 31536000 (a year)".into(),
+            );
+        }
+        if let Some(url) = &accounts.public_url
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            return invalid(
+                "accounts.public_url",
+                format!("{url:?} must start with https:// (or http:// behind a proxy)"),
+            );
+        }
+        if let Err(e) = self.mail.validate() {
+            return invalid("mail", e.to_string());
+        }
+        if portcullis_operations::users::check_email(&accounts.first_admin_email).is_err() {
+            return invalid(
+                "accounts.first_admin_email",
+                format!("{:?} is not an email address", accounts.first_admin_email),
+            );
+        }
         Ok(())
     }
 }

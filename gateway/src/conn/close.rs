@@ -72,6 +72,50 @@ pub enum CloseReason {
     Shutdown,
     /// The exchange is over in good order (an HTTP client that asked to close).
     Finished(&'static str),
+    /// A logged-in device announced (in its info message) a template other than its own: its
+    /// token is valid, but it is not the kind of device the token was provisioned for. Boxed:
+    /// rare, and every connection's stage is as large as the largest reason.
+    TemplateMismatch(Box<TemplateMismatch>),
+    /// The store's revocation feed named this connection's device, user or session (the device
+    /// was re-provisioned or deleted, the user suspended or logged out): its credential no
+    /// longer holds. `what` says which kind of revocation it was. A device is closed without a
+    /// word; its next login meets the store's answer (status 9 for a replaced token).
+    Revoked {
+        what: &'static str,
+    },
+}
+
+/// Longest part of a peer's announced template shown in logs: a real template id is at most
+/// `MAX_TEMPLATE_ID_LEN` (32) characters, so anything beyond is cut and marked.
+pub const MAX_LOGGED_TEMPLATE_CHARS: usize = 40;
+
+/// What a device announced and what its token's template is, for the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateMismatch {
+    /// The `tmpl` of the info message: peer input, made printable and cut to
+    /// [`MAX_LOGGED_TEMPLATE_CHARS`] when built ([`TemplateMismatch::new`]).
+    pub announced: String,
+    /// The template the store holds for the device.
+    pub expected: String,
+}
+
+impl TemplateMismatch {
+    /// Keeps at most [`MAX_LOGGED_TEMPLATE_CHARS`] of `announced`, escaped (quotes, backslashes
+    /// and anything unprintable), with `…` when it was longer.
+    pub fn new(announced: &str, expected: &str) -> Self {
+        let mut shown: String = announced
+            .chars()
+            .take(MAX_LOGGED_TEMPLATE_CHARS)
+            .flat_map(char::escape_debug)
+            .collect();
+        if announced.chars().nth(MAX_LOGGED_TEMPLATE_CHARS).is_some() {
+            shown.push('…');
+        }
+        Self {
+            announced: shown,
+            expected: expected.escape_debug().collect(),
+        }
+    }
 }
 
 impl fmt::Display for CloseReason {
@@ -121,6 +165,29 @@ impl fmt::Display for CloseReason {
             CloseReason::StoreUnavailable => f.write_str("store could not check the login"),
             CloseReason::Shutdown => f.write_str("gateway shutting down"),
             CloseReason::Finished(what) => write!(f, "done: {what}"),
+            CloseReason::TemplateMismatch(m) => write!(
+                f,
+                "device announced template \"{}\", but its token belongs to template {}",
+                m.announced, m.expected
+            ),
+            CloseReason::Revoked { what } => write!(f, "credential revoked: {what}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_announced_template_is_logged_printable_and_bounded() {
+        let m = TemplateMismatch::new("TMPLother\"\u{1b}[2J", "TMPLmine");
+        assert_eq!(m.announced, "TMPLother\\\"\\u{1b}[2J");
+        let long = "X".repeat(10_000);
+        let m = TemplateMismatch::new(&long, "TMPLmine");
+        assert_eq!(m.announced.chars().count(), MAX_LOGGED_TEMPLATE_CHARS + 1);
+        assert!(m.announced.ends_with('…'));
+        let reason = CloseReason::TemplateMismatch(Box::new(m));
+        assert!(reason.to_string().contains("TMPLmine"));
     }
 }

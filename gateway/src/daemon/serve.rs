@@ -1,12 +1,14 @@
 //! `portcullis serve`: brings the pieces up in order — data directory, TLS certificate (and its
-//! watcher), metrics port, store (child or external), this node's presence reset, listeners,
-//! shards — then tells systemd it is ready. SIGHUP reloads the certificate and the live parts of the
-//! configuration. SIGINT/SIGTERM take it down in reverse: listeners close, connections are
-//! disconnected over the drain period, pending writes are flushed to the store, the child store
-//! exits, and the process exits 0.
+//! watcher), metrics port, store (child or external), this node's presence reset and the
+//! revocation feed's starting point, listeners, shards, the revocation poller — then tells
+//! systemd it is ready. SIGHUP reloads the certificate and the live parts of the configuration.
+//! SIGINT/SIGTERM take it down in reverse: the revocation poller stops, listeners close,
+//! connections are disconnected over the drain period, pending writes are flushed to the store,
+//! the child store exits, and the process exits 0.
 
 use super::config_reload;
 use super::logging::LogControl;
+use super::revocation_poller::{self, FeedState};
 use super::store_supervisor::{StoreSupervisor, locate_store_binary};
 use super::systemd;
 use crate::config::limits::{guards, shard_limits};
@@ -15,11 +17,14 @@ use crate::metrics::http::{self, BearerToken};
 use crate::metrics::shard::{LoginResult, Rejection};
 use crate::metrics::store::StoreStatsSource;
 use crate::metrics::{GatewayMetrics, GlobalMetrics};
+use crate::protocols::http::rest::RestEnv;
 use crate::reactor::{Reactor, ReactorSetup, listener};
 use crate::tls;
 use crate::tls::cert_reload::{CertReloader, Trigger};
 use anyhow::Context;
 use arc_swap::ArcSwapOption;
+use portcullis_operations::accounts::Links;
+use portcullis_operations::users;
 use portcullis_protocol::store::{ClientHello, ClientRole, Request, TrafficLink};
 use portcullis_store_client::{StoreClient, StoreEndpoint};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -144,9 +149,27 @@ pub fn serve(config: Config, context: ServeContext) -> anyhow::Result<()> {
         node.clone(),
         ClientRole::DeviceTraffic(TrafficLink::Control),
     );
-    StoreClient::connect_to(&store, control, STORE_STARTUP_TIMEOUT)
-        .and_then(|mut client| client.call(Request::ResetPresence { node: node.clone() }))
+    let mut control_client = StoreClient::connect_to(&store, control, STORE_STARTUP_TIMEOUT)
+        .context("connecting to the store")?;
+    control_client
+        .call(Request::ResetPresence { node: node.clone() })
         .context("resetting this node's device presence in the store")?;
+    first_start(&mut control_client, &config.accounts.first_admin_email)?;
+    // The revocation feed starts from the store's newest entry, taken before any session exists
+    // (see `revocation_poller.rs`). A store that cannot answer it yet does not stop the start.
+    let feed = match revocation_poller::baseline(&mut control_client) {
+        Ok(feed) => feed,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot take the revocation feed's starting point at start-up; the poller takes it once the store answers");
+            FeedState::new()
+        }
+    };
+    drop(control_client);
+    let mailer = Arc::new(
+        portcullis_mail::Mailer::start(&config.mail, &config.data_dir)
+            .context("starting the mailer (see [mail] in the configuration)")?,
+    );
+    let guards = Arc::new(guards(&config));
 
     let shards = config.effective_shards();
     let backlog = config.server.listen_backlog as i32;
@@ -170,6 +193,7 @@ pub fn serve(config: Config, context: ServeContext) -> anyhow::Result<()> {
 
     let mut signals =
         Signals::new([SIGINT, SIGTERM, SIGHUP]).context("installing signal handlers")?;
+    let public_url = config.public_url(tls_ports.port);
     let reactor = Reactor::start(ReactorSetup {
         tls_listeners: tls_ports.listeners,
         plain_listeners: plain_ports.listeners,
@@ -177,9 +201,25 @@ pub fn serve(config: Config, context: ServeContext) -> anyhow::Result<()> {
         store: store.clone(),
         node: node.clone(),
         limits: shard_limits(&config),
-        guards: Arc::new(guards(&config)),
+        guards: guards.clone(),
         password_workers: usize::from(config.app.password_workers),
+        rest: Arc::new(RestEnv {
+            guards,
+            mail: mailer.clone(),
+            links: Links { public_url },
+            signup: config.accounts.signup,
+            session_ttl: Duration::from_secs(config.accounts.session_ttl_secs),
+            on_plain_port: config.accounts.rest_on_plain_port,
+        }),
     })?;
+    let poller = revocation_poller::spawn(
+        store.clone(),
+        node.clone(),
+        feed,
+        reactor.commands.clone(),
+        global.clone(),
+    )
+    .context("starting the revocation poller")?;
     let bearer_token: BearerToken = Arc::new(ArcSwapOption::new(
         config.metrics.bearer_token.clone().map(Arc::new),
     ));
@@ -225,6 +265,8 @@ pub fn serve(config: Config, context: ServeContext) -> anyhow::Result<()> {
     }
     global.draining.store(true, Ordering::Relaxed);
     systemd::stopping("draining connections");
+    // Draining ends every session anyway; the feed stops before the store does.
+    poller.stop();
     reactor.request_shutdown(Duration::from_millis(config.shutdown.drain_ms));
     // Read after the shards stopped, so the shutdown flush is counted too.
     let counters = GatewayMetrics {
@@ -233,6 +275,14 @@ pub fn serve(config: Config, context: ServeContext) -> anyhow::Result<()> {
         store: None,
     };
     let joined = reactor.join();
+    // Mail queued before the stop still goes out, within a grace period.
+    match Arc::try_unwrap(mailer) {
+        Ok(mailer) => {
+            let outcome = mailer.shutdown(portcullis_mail::SHUTDOWN_GRACE);
+            tracing::info!(?outcome, "mailer stopped");
+        }
+        Err(_) => tracing::warn!("the mailer is still in use by a worker; queued mail may be lost"),
+    }
     if let Some(supervisor) = supervisor {
         supervisor.stop();
     }
@@ -337,4 +387,22 @@ fn raise_descriptor_limit() {
         }
         Err(e) => tracing::warn!(error = %e, "cannot read the file descriptor limit"),
     }
+}
+
+/// On an empty data directory: the root organization's first Admin, whose one-time password is
+/// printed here once (on standard output, not in the log) and written nowhere.
+fn first_start(client: &mut StoreClient, email: &str) -> anyhow::Result<()> {
+    match users::bootstrap(client, email).context("creating the first Admin account")? {
+        Some(password) => {
+            tracing::info!(%email, "first start: created the Admin account of the root organization; its password is printed once on standard output");
+            println!(
+                "\nFirst start: the Admin account of the root organization is {email}\n\
+                 Its password, shown only this once, is: {}\n\
+                 Log in with it and change it; it is stored only as a hash.\n",
+                password.expose()
+            );
+        }
+        None => tracing::debug!("accounts exist; no first Admin created"),
+    }
+    Ok(())
 }

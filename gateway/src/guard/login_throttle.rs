@@ -65,6 +65,19 @@ pub enum LoginGate {
     },
 }
 
+/// Whole seconds a refused client should wait before trying again (`Retry-After`, "retry in N
+/// s"): rounded up, at least 1, so a client that waits exactly that long finds the block over
+/// (rounding down sends it back while the address is still blocked).
+pub fn retry_after_secs(remaining: Duration) -> u64 {
+    let whole = remaining.as_secs();
+    let up = if remaining.subsec_nanos() > 0 {
+        whole.saturating_add(1)
+    } else {
+        whole
+    };
+    up.max(1)
+}
+
 impl LoginGate {
     /// A stable, short name for logs.
     pub fn name(self) -> &'static str {
@@ -191,6 +204,14 @@ impl LoginThrottle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_rounds_up_to_a_whole_second_of_at_least_one() {
+        assert_eq!(retry_after_secs(Duration::from_millis(2960)), 3);
+        assert_eq!(retry_after_secs(Duration::from_secs(3)), 3);
+        assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
+        assert_eq!(retry_after_secs(Duration::ZERO), 1);
+    }
     use std::net::Ipv4Addr;
 
     fn limits() -> ThrottleLimits {

@@ -161,6 +161,14 @@ pub enum ConnectionEvent {
         email: String,
         retry_in_secs: u64,
     },
+    /// A device with a valid token announced a template other than its own and was closed
+    /// (`announced` is already printable and bounded: `conn::close::TemplateMismatch`).
+    TemplateMismatch {
+        peer: SocketAddr,
+        device: portcullis_protocol::store::DeviceId,
+        announced: String,
+        expected: String,
+    },
     /// More events of a class than the shard's per-second budget: this many were counted, not
     /// written.
     Suppressed {
@@ -178,7 +186,8 @@ impl ConnectionEvent {
             | ConnectionEvent::MalformedToken { .. }
             | ConnectionEvent::LoginThrottled { .. }
             | ConnectionEvent::AppLoginFailed { .. }
-            | ConnectionEvent::AppLoginThrottled { .. } => EventClass::Login,
+            | ConnectionEvent::AppLoginThrottled { .. }
+            | ConnectionEvent::TemplateMismatch { .. } => EventClass::Login,
             ConnectionEvent::TlsRefused { .. }
             | ConnectionEvent::TlsBroken { .. }
             | ConnectionEvent::PreAuthRejected { .. }
@@ -200,6 +209,7 @@ impl SecurityEvent for ConnectionEvent {
             ConnectionEvent::RefusedAtAccept { .. } => "connection_refused",
             ConnectionEvent::AppLoginFailed { .. } => "app_login_failed",
             ConnectionEvent::AppLoginThrottled { .. } => "app_login_throttled",
+            ConnectionEvent::TemplateMismatch { .. } => "device_template_mismatch",
             ConnectionEvent::Suppressed { .. } => "events_suppressed",
         }
     }
@@ -214,7 +224,8 @@ impl SecurityEvent for ConnectionEvent {
             | ConnectionEvent::LoginThrottled { peer, .. }
             | ConnectionEvent::RefusedAtAccept { peer, .. }
             | ConnectionEvent::AppLoginFailed { peer, .. }
-            | ConnectionEvent::AppLoginThrottled { peer, .. } => Some(peer.ip()),
+            | ConnectionEvent::AppLoginThrottled { peer, .. }
+            | ConnectionEvent::TemplateMismatch { peer, .. } => Some(peer.ip()),
             ConnectionEvent::Suppressed { .. } => None,
         }
     }
@@ -233,6 +244,9 @@ impl SecurityEvent for ConnectionEvent {
             ConnectionEvent::AppLoginFailed { peer, email, .. }
             | ConnectionEvent::AppLoginThrottled { peer, email, .. } => {
                 format!("app login as {email:?} from {peer}")
+            }
+            ConnectionEvent::TemplateMismatch { peer, device, .. } => {
+                format!("device {device} from {peer}")
             }
             ConnectionEvent::Suppressed { shard, .. } => format!("shard {shard}"),
         }
@@ -265,6 +279,15 @@ impl SecurityEvent for ConnectionEvent {
                 "too many failed app logins from this address; refused without checking, retry \
                  in {retry_in_secs} s"
             ),
+            ConnectionEvent::TemplateMismatch {
+                announced,
+                expected,
+                ..
+            } => format!(
+                "its info announced template \"{announced}\", but its token belongs to template \
+                 {expected}; closed, its info not stored (firmware built for another template, \
+                 or a token copied onto another kind of device)"
+            ),
             ConnectionEvent::Suppressed { events, class, .. } => format!(
                 "{events} more {} events in one second than the {PRE_LOGIN_EVENTS_PER_SEC} \
                  written in full (the rejection metrics count every one)",
@@ -284,7 +307,32 @@ impl SecurityEvent for ConnectionEvent {
             ConnectionEvent::RefusedAtAccept { .. } => "connection refused at accept",
             ConnectionEvent::AppLoginFailed { .. } => "app login refused",
             ConnectionEvent::AppLoginThrottled { .. } => "app login throttled",
+            ConnectionEvent::TemplateMismatch { .. } => "device refused: not its template",
             ConnectionEvent::Suppressed { .. } => "security events summarised",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_template_mismatch_names_the_device_and_both_templates() {
+        let event = ConnectionEvent::TemplateMismatch {
+            peer: "192.0.2.7:4000".parse().expect("test fixture"),
+            device: 42,
+            announced: "TMPLother".into(),
+            expected: "TMPLmine".into(),
+        };
+        assert_eq!(event.kind(), "device_template_mismatch");
+        assert_eq!(event.class(), EventClass::Login);
+        assert_eq!(event.source(), "192.0.2.7".parse().ok());
+        assert_eq!(event.subject(), "device 42 from 192.0.2.7:4000");
+        let reason = event.reason();
+        assert!(
+            reason.contains("\"TMPLother\"") && reason.contains("TMPLmine"),
+            "{reason}"
+        );
     }
 }

@@ -33,6 +33,11 @@ pub mod names {
     pub const TELEMETRY_QUEUE: &str = "portcullis_telemetry_queue_writes";
     pub const TELEMETRY_DROPPED: &str = "portcullis_telemetry_dropped";
     pub const FRAMES_OVER_QUOTA: &str = "portcullis_device_frames_over_quota";
+    pub const TEMPLATE_MISMATCHES: &str = "portcullis_device_template_mismatches";
+    pub const SESSIONS_REVOKED: &str = "portcullis_sessions_revoked";
+    pub const REVOCATIONS_RECEIVED: &str = "portcullis_revocations_received";
+    pub const REVOCATION_GAPS: &str = "portcullis_revocation_feed_gaps";
+    pub const REVOCATION_FEED_UP: &str = "portcullis_revocation_feed_up";
     pub const APP_LOGINS_OK: &str = "portcullis_app_logins_ok";
     pub const APP_LOGINS_REFUSED: &str = "portcullis_app_logins_refused";
     pub const APP_EVENTS_SENT: &str = "portcullis_app_events_sent";
@@ -69,6 +74,42 @@ pub struct GlobalMetrics {
     pub listeners_bound: AtomicBool,
     /// Set when shutdown starts: the instance stops being ready.
     pub draining: AtomicBool,
+    /// Revocations the feed poller received, by [`RevokedKind`].
+    pub revocations_received: [AtomicU64; 3],
+    /// Answers of the revocation feed saying entries were already dropped (`gap`).
+    pub revocation_gaps: AtomicU64,
+    /// Set while the revocation feed poller's last poll succeeded.
+    pub revocation_feed_up: AtomicBool,
+}
+
+/// The kinds of revocation, for the `kind` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevokedKind {
+    Device = 0,
+    User = 1,
+    Session = 2,
+}
+
+impl RevokedKind {
+    pub const ALL: [RevokedKind; 3] =
+        [RevokedKind::Device, RevokedKind::User, RevokedKind::Session];
+
+    pub fn of(revoked: &portcullis_protocol::store::Revoked) -> RevokedKind {
+        use portcullis_protocol::store::Revoked;
+        match revoked {
+            Revoked::Device(_) => RevokedKind::Device,
+            Revoked::User(_) => RevokedKind::User,
+            Revoked::Session(_) => RevokedKind::Session,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            RevokedKind::Device => "device",
+            RevokedKind::User => "user",
+            RevokedKind::Session => "session",
+        }
+    }
 }
 
 impl GlobalMetrics {
@@ -313,6 +354,12 @@ impl GatewayMetrics {
             names::FRAMES_OVER_QUOTA,
             "Frames from logged-in devices dropped because the connection was over its message quota",
             self.total(|m| &m.frames_over_quota),
+        )?;
+        counter(
+            e,
+            names::TEMPLATE_MISMATCHES,
+            "Logged-in devices closed because their info announced another template than their token's",
+            self.total(|m| &m.template_mismatches),
         )
     }
 
@@ -448,6 +495,7 @@ impl GatewayMetrics {
     /// Configuration reloads, loop turns and shutdown.
     fn encode_process(&self, e: &mut DescriptorEncoder) -> fmt::Result {
         let g = &self.global;
+        self.encode_revocations(e)?;
         counter_family(
             e,
             names::CONFIG_RELOADS,
@@ -479,6 +527,45 @@ impl GatewayMetrics {
                 NoLabels,
                 f64::from(u8::from(g.draining.load(Ordering::Relaxed))),
             )],
+        )
+    }
+}
+
+impl GatewayMetrics {
+    /// The revocation feed: what it brought, its gaps, whether it is polled, what it closed.
+    fn encode_revocations(&self, e: &mut DescriptorEncoder) -> fmt::Result {
+        let g = &self.global;
+        counter_family(
+            e,
+            names::REVOCATIONS_RECEIVED,
+            "Revocations received from the store's feed, by kind",
+            RevokedKind::ALL.iter().map(|&k| {
+                (
+                    [("kind", k.label())],
+                    g.revocations_received[k as usize].load(Ordering::Relaxed),
+                )
+            }),
+        )?;
+        counter(
+            e,
+            names::REVOCATION_GAPS,
+            "Revocation feed answers saying entries were lost (the gateway was cut off longer than the store keeps them)",
+            g.revocation_gaps.load(Ordering::Relaxed),
+        )?;
+        gauge_family(
+            e,
+            names::REVOCATION_FEED_UP,
+            "1 while the revocation feed is polled successfully",
+            [(
+                NoLabels,
+                f64::from(u8::from(g.revocation_feed_up.load(Ordering::Relaxed))),
+            )],
+        )?;
+        counter(
+            e,
+            names::SESSIONS_REVOKED,
+            "Connections closed because the revocation feed named their device, user or session",
+            self.total(|m| &m.sessions_revoked),
         )
     }
 }
@@ -560,6 +647,9 @@ mod tests {
         m.shards[0].frames_over_quota.add(2);
         m.shards[1].frames_over_quota.add(3);
         m.shards[1].app_events_sent.add(4);
+        m.shards[0].template_mismatches.add(1);
+        m.shards[1].sessions_revoked.add(2);
+        m.global.revocations_received[RevokedKind::User as usize].fetch_add(3, Ordering::Relaxed);
         let text = m.render();
         for line in [
             "portcullis_device_logins_total{result=\"ok\"} 2",
@@ -570,6 +660,11 @@ mod tests {
             "portcullis_pins_stored_total 7",
             "portcullis_device_frames_over_quota_total 5",
             "portcullis_app_events_sent_total 4",
+            "portcullis_device_template_mismatches_total 1",
+            "portcullis_sessions_revoked_total 2",
+            "portcullis_revocations_received_total{kind=\"user\"} 3",
+            "portcullis_revocation_feed_gaps_total 0",
+            "portcullis_revocation_feed_up 0",
             "portcullis_store_request_duration_seconds_bucket{shard=\"1\",le=\"0.001\"} 1",
             "portcullis_store_request_duration_seconds_count{shard=\"1\"} 1",
             "# TYPE portcullis_connections gauge",

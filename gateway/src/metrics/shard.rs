@@ -290,6 +290,11 @@ pub struct ShardMetrics {
     pub app_events_sent: Counter,
     /// Events dropped because the app's shard had fallen too far behind.
     pub app_events_dropped: Counter,
+    /// Logged-in devices closed because their info announced another template than theirs.
+    pub template_mismatches: Counter,
+    /// Connections closed because the store's revocation feed named their device, user or
+    /// session.
+    pub sessions_revoked: Counter,
 }
 
 impl ShardMetrics {
@@ -320,6 +325,8 @@ impl ShardMetrics {
             app_logins_refused: Counter::default(),
             app_events_sent: Counter::default(),
             app_events_dropped: Counter::default(),
+            template_mismatches: Counter::default(),
+            sessions_revoked: Counter::default(),
         }
     }
 

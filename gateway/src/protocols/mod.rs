@@ -14,6 +14,7 @@ pub mod app_ws;
 pub mod blynk;
 pub mod http;
 pub mod outbox;
+pub mod revocation;
 
 use crate::bus::{Bus, BusEvent};
 use crate::conn::select::Protocol;
@@ -65,6 +66,10 @@ pub struct Services {
     pub metrics: Arc<ShardMetrics>,
     /// Who watches which device, and this turn's events for them.
     pub bus: Bus,
+    /// What the REST API's calls need (mail, links, the session lifetime).
+    pub rest: Arc<http::rest::RestEnv>,
+    /// The template ids the shard's device sessions share.
+    pub template_names: blynk::template_names::TemplateNames,
 }
 
 impl Services {
@@ -160,6 +165,8 @@ pub enum Continuation {
 #[derive(Debug)]
 pub enum WorkDone {
     AppWs(Box<app_ws::Done>),
+    /// A REST call's answer.
+    Http(Box<http::rest::Done>),
 }
 
 impl Session {
@@ -199,6 +206,7 @@ impl Session {
     pub fn on_work_done(&mut self, done: WorkDone, step: &mut Step<'_>) {
         match (self, done) {
             (Session::AppWs(s), WorkDone::AppWs(done)) => s.on_work_done(*done, step),
+            (Session::Http(s), WorkDone::Http(done)) => s.on_work_done(*done, step),
             (_, done) => tracing::debug!(?done, "worker answer for a session that moved on"),
         }
     }

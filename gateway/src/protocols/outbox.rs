@@ -9,7 +9,7 @@ use super::{Continuation, Session, WorkDone};
 use crate::conn::CloseReason;
 use portcullis_operations::{LinkError, StoreAccess};
 use portcullis_protocol::frame::{self, EncodeError};
-use portcullis_protocol::store::{DeviceId, PinWrite, Request, Response, StoreError};
+use portcullis_protocol::store::{Acting, DeviceId, PinWrite, Request, Response, StoreError};
 use portcullis_protocol::{Command, Status};
 use std::time::Duration;
 
@@ -49,9 +49,10 @@ pub struct WorkerStore<'a>(pub &'a mut dyn StoreAccess);
 impl StoreAccess for WorkerStore<'_> {
     fn call_many(
         &mut self,
+        acting: Option<&Acting>,
         requests: Vec<Request>,
     ) -> Result<Vec<Result<Response, StoreError>>, LinkError> {
-        self.0.call_many(requests)
+        self.0.call_many(acting, requests)
     }
 }
 

@@ -43,6 +43,8 @@ impl TestShard {
             security: SecurityEvents::new(0, now),
             metrics: Arc::new(ShardMetrics::new(0)),
             bus: Bus::new(0, hub),
+            rest: Arc::new(test_rest_env(guards(config))),
+            template_names: Default::default(),
         };
         Self {
             _poll: poll,
@@ -67,5 +69,47 @@ impl TestShard {
             services: &mut self.services,
             out: &mut self.out,
         }
+    }
+}
+
+/// Mail a test's REST calls sent, kept in memory; `failing` makes the relay look down.
+#[derive(Default)]
+pub(crate) struct TestMail {
+    pub sent: std::sync::Mutex<Vec<portcullis_operations::accounts::OutgoingMail>>,
+    pub failing: std::sync::atomic::AtomicBool,
+}
+
+impl crate::protocols::http::rest::MailSink for TestMail {
+    fn health(&self) -> Result<(), String> {
+        if self.failing.load(std::sync::atomic::Ordering::Relaxed) {
+            Err("connection refused".into())
+        } else {
+            Ok(())
+        }
+    }
+
+    fn submit(&self, mail: portcullis_operations::accounts::OutgoingMail) -> Result<(), String> {
+        self.health()?;
+        self.sent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(mail);
+        Ok(())
+    }
+}
+
+/// The REST API's services for unit tests: sign-up on, mail kept in memory.
+pub(crate) fn test_rest_env(
+    guards: crate::guard::admission::Guards,
+) -> crate::protocols::http::rest::RestEnv {
+    crate::protocols::http::rest::RestEnv {
+        guards: Arc::new(guards),
+        mail: Arc::new(TestMail::default()),
+        links: portcullis_operations::accounts::Links {
+            public_url: "https://gw.test".into(),
+        },
+        signup: true,
+        session_ttl: std::time::Duration::from_secs(3600),
+        on_plain_port: false,
     }
 }

@@ -288,8 +288,22 @@ impl Shard {
         self.step(key, |session, step| {
             session.on_store_reply(then, reply, step)
         });
-        // Bytes that arrived while the session waited for the store (a device's info right
-        // after its login): its state may let them through now.
+        self.feed_held(key);
+    }
+
+    /// A worker's answer for the session of connection `id`, if it is still there.
+    pub(super) fn work_done(&mut self, id: ConnId, done: crate::protocols::WorkDone) {
+        let Some(key) = self.live(id) else { return };
+        self.step(key, |session, step| session.on_work_done(done, step));
+        // Requests pipelined behind the one on the worker that arrived in the same read are
+        // still held: the answer lets the next one through.
+        self.feed_held(key);
+    }
+
+    /// Feeds the bytes held for connection `key` again: they arrived while its session waited
+    /// (for the store, as a device's info right after its login, or for a worker, as requests
+    /// pipelined behind a REST call), and its state may let them through now.
+    fn feed_held(&mut self, key: usize) {
         if self
             .conns
             .get(key)

@@ -6,6 +6,7 @@
 //! needs to stop them: a waker per shard and a shared shutdown flag.
 
 pub mod accept;
+pub mod commands;
 pub mod connection;
 mod dispatch;
 pub mod drain;
@@ -20,6 +21,8 @@ use crate::bus::Hub;
 use crate::guard::admission::Guards;
 use crate::metrics::shard::ShardMetrics;
 use crate::protocols::ProtocolLimits;
+use crate::protocols::http::rest::RestEnv;
+use commands::ShardCommands;
 use live_limits::LiveLimits;
 use mio::{Poll, Waker};
 use portcullis_store_client::StoreEndpoint;
@@ -58,6 +61,8 @@ pub struct ReactorSetup {
     pub guards: Arc<Guards>,
     /// Threads checking app passwords (`app.password_workers`).
     pub password_workers: usize,
+    /// What the REST API's calls need, shared by every shard.
+    pub rest: Arc<RestEnv>,
 }
 
 /// Running shards.
@@ -70,27 +75,32 @@ pub struct Reactor {
     /// Each shard's counters, read by the metrics port and at exit.
     pub metrics: Vec<Arc<ShardMetrics>>,
     pub live_limits: Arc<LiveLimits>,
+    /// Commands for every shard from other threads (the revocation feed).
+    pub commands: ShardCommands,
 }
 
 impl Reactor {
     pub fn start(setup: ReactorSetup) -> io::Result<Self> {
         let shutdown = Arc::new(AtomicBool::new(false));
+        // Every shard's waker exists before any shard starts: the bus, the workers and the
+        // command channels need all of them.
+        let mut polls = Vec::new();
+        let mut wakers = Vec::new();
+        for _ in 0..setup.tls_listeners.len() {
+            let poll = Poll::new()?;
+            wakers.push(Arc::new(shard::new_waker(&poll)?));
+            polls.push(poll);
+        }
+        let (commands, command_inboxes) = ShardCommands::new(&wakers);
         let mut reactor = Reactor {
-            wakers: Vec::new(),
+            wakers,
             threads: Vec::new(),
             shutdown: shutdown.clone(),
             drain_ms: Arc::new(AtomicU64::new(0)),
             metrics: Vec::new(),
             live_limits: Arc::new(LiveLimits::new(setup.limits.clone())),
+            commands,
         };
-        // Every shard's waker exists before any shard starts: the bus and the workers need all
-        // of them.
-        let mut polls = Vec::new();
-        for _ in 0..setup.tls_listeners.len() {
-            let poll = Poll::new()?;
-            reactor.wakers.push(Arc::new(shard::new_waker(&poll)?));
-            polls.push(poll);
-        }
         let (hub, bus_inboxes) = Hub::new(&reactor.wakers);
         let (workers, worker_inboxes) = workers::Workers::start(
             setup.password_workers,
@@ -98,13 +108,17 @@ impl Reactor {
             &setup.node,
             &reactor.wakers,
         )?;
-        for (index, ((((tls_listener, plain_listener), poll), bus_inbox), worker_inbox)) in setup
+        for (
+            index,
+            (((((tls_listener, plain_listener), poll), bus_inbox), worker_inbox), command_inbox),
+        ) in setup
             .tls_listeners
             .into_iter()
             .zip(setup.plain_listeners)
             .zip(polls)
             .zip(bus_inboxes)
             .zip(worker_inboxes)
+            .zip(command_inboxes)
             .enumerate()
         {
             let metrics = Arc::new(ShardMetrics::new(index as u16));
@@ -119,6 +133,7 @@ impl Reactor {
                 node: setup.node.clone(),
                 limits: setup.limits.clone(),
                 guards: setup.guards.clone(),
+                rest: setup.rest.clone(),
                 metrics,
                 live_limits: reactor.live_limits.clone(),
                 shutdown: shutdown.clone(),
@@ -127,6 +142,7 @@ impl Reactor {
                 bus_inbox,
                 workers: workers.clone(),
                 worker_inbox,
+                command_inbox,
             };
             let thread = std::thread::Builder::new()
                 .name(format!("shard-{index}"))

@@ -10,6 +10,7 @@
 
 use super::ShardLimits;
 use super::accept::{AcceptContext, Accepted, Acceptor};
+use super::commands::CommandInbox;
 use super::connection::{Conn, Flush};
 use super::dispatch::ReadDepth;
 use super::drain::DrainPlan;
@@ -25,6 +26,7 @@ use crate::guard::admission::Guards;
 use crate::guard::log_budget::Budgeted;
 use crate::guard::security_events::{ConnectionEvent, SecurityEvents};
 use crate::metrics::shard::{ConnState, Rejection, ShardMetrics};
+use crate::protocols::http::rest::RestEnv;
 use crate::protocols::{Outbox, Services, StoreFailure};
 use mio::{Events, Interest, Poll, Token, Waker};
 use portcullis_protocol::store::NodeName;
@@ -65,6 +67,7 @@ pub struct ShardSetup {
     pub node: NodeName,
     pub limits: ShardLimits,
     pub guards: Arc<Guards>,
+    pub rest: Arc<RestEnv>,
     pub metrics: Arc<ShardMetrics>,
     pub live_limits: Arc<LiveLimits>,
     pub shutdown: Arc<AtomicBool>,
@@ -73,6 +76,7 @@ pub struct ShardSetup {
     pub bus_inbox: HubInbox,
     pub workers: Arc<Workers>,
     pub worker_inbox: WorkerInbox,
+    pub command_inbox: CommandInbox,
 }
 
 pub struct Shard {
@@ -109,6 +113,8 @@ pub struct Shard {
     bus_inbox: HubInbox,
     pub(super) workers: Arc<Workers>,
     worker_inbox: WorkerInbox,
+    /// Commands from other threads (`commands.rs`).
+    command_inbox: CommandInbox,
     /// Connections given events but not yet flushed, during one delivery.
     touched: Vec<usize>,
     /// Admitted connections of one accept pass.
@@ -141,6 +147,8 @@ impl Shard {
             security: SecurityEvents::new(setup.index, now),
             metrics: setup.metrics.clone(),
             bus: Bus::new(setup.index, setup.hub),
+            rest: setup.rest,
+            template_names: Default::default(),
         };
         Ok(Self {
             index: setup.index,
@@ -175,6 +183,7 @@ impl Shard {
             bus_inbox: setup.bus_inbox,
             workers: setup.workers,
             worker_inbox: setup.worker_inbox,
+            command_inbox: setup.command_inbox,
             touched: Vec::new(),
             accepted: Vec::new(),
         })
@@ -308,15 +317,17 @@ impl Shard {
             .then_some(key)
     }
 
-    /// Subscription changes, worker answers and device events from other threads.
+    /// Commands (revocations first: nothing more is done for a revoked session), subscription
+    /// changes, worker answers and device events from other threads.
     fn drain_inboxes(&mut self) {
+        while let Some(command) = self.command_inbox.next() {
+            self.on_command(command);
+        }
         while let Some(message) = self.bus_inbox.next_control() {
             self.services.bus.apply(message);
         }
         while let Some((id, done)) = self.worker_inbox.next() {
-            if let Some(key) = self.live(id) {
-                self.step(key, |session, step| session.on_work_done(done, step));
-            }
+            self.work_done(id, done);
         }
         while let Some(batch) = self.bus_inbox.next_events() {
             self.deliver(batch);
@@ -597,7 +608,9 @@ impl Shard {
             | CloseReason::HeartbeatTimeout { .. }
             | CloseReason::IdleTimeout { .. }
             | CloseReason::InputBufferFull { .. }
-            | CloseReason::SlowReader { .. } => return,
+            | CloseReason::SlowReader { .. }
+            | CloseReason::TemplateMismatch(_)
+            | CloseReason::Revoked { .. } => return,
         };
         self.services.metrics.reject(rejection);
         // TLS refusals and token failures have their own, more specific events.

@@ -14,7 +14,7 @@ use crate::protocols::{Job, Pool, WorkDone, WorkerStore};
 use mio::Waker;
 use portcullis_operations::{LinkError, StoreAccess};
 use portcullis_protocol::store::{
-    ClientHello, ClientRole, NodeName, Request, Response, StoreError, TrafficLink,
+    Acting, ClientHello, ClientRole, NodeName, Request, Response, StoreError, TrafficLink,
 };
 use portcullis_store_client::{StoreClient, StoreEndpoint};
 use std::io;
@@ -185,6 +185,7 @@ impl WorkerLink {
 impl StoreAccess for WorkerLink {
     fn call_many(
         &mut self,
+        acting: Option<&Acting>,
         requests: Vec<Request>,
     ) -> Result<Vec<Result<Response, StoreError>>, LinkError> {
         let client = match &mut self.client {
@@ -194,7 +195,7 @@ impl StoreAccess for WorkerLink {
                     .map_err(LinkError::new)?,
             ),
         };
-        client.call_many(requests).map_err(|e| {
+        client.call_many_as(acting, requests).map_err(|e| {
             // The link is out of step after any failure: the next call reconnects.
             self.client = None;
             LinkError::new(e)

@@ -86,10 +86,12 @@ mod tests {
         let msgs = vec![
             RequestEnvelope {
                 id: 1,
+                acting: None,
                 request: Request::Ping,
             },
             RequestEnvelope {
                 id: 2,
+                acting: None,
                 request: Request::WritePins {
                     writes: vec![PinWrite {
                         device: 7,

@@ -17,8 +17,9 @@ use super::framing::{WireError, frame_payload};
 /// Version of this wire format; both sides refuse a peer that speaks another one. Version 2
 /// added users (`CreateUser`, `GetUser`) and the org filter of `ListDevices`; version 3 named
 /// the gateway node and the client's role in the hello, and the node in session tags and in
-/// `ResetPresence`.
-pub const WIRE_VERSION: u16 = 3;
+/// `ResetPresence`; version 4 added accounts (organizations, roles, users by id, sessions,
+/// templates, API keys, the audit log) and the acting party of each request.
+pub const WIRE_VERSION: u16 = 4;
 
 /// Longest gateway node name, in bytes.
 pub const MAX_NODE_NAME_LEN: usize = 32;

@@ -1,7 +1,9 @@
 //! The values the store wire carries inside requests and replies: devices, pins, properties,
-//! users, presence and its session tags, history, key status and the store's counters.
+//! presence and its session tags, history, key status and the store's counters.
 
+use super::accounts::TemplateId;
 use super::hello::NodeName;
+use crate::authz::{OrgId, UserId};
 use crate::body::{DeviceInfo, PinAddr};
 use serde::{Deserialize, Serialize};
 
@@ -38,24 +40,14 @@ pub struct PropertyValue {
     pub at_ms: u64,
 }
 
-/// A user as the store knows it. `password_phc` is the argon2id PHC string of the client hash:
-/// only the gateway's login check should ever look at it, and nothing should print it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UserRecord {
-    /// Normalized ([`crate::app::normalize_email`]); the user's key.
-    pub email: String,
-    /// The organization whose devices the user sees.
-    pub org: String,
-    pub password_phc: String,
-    pub created_ms: u64,
-}
-
 /// A device as the store knows it. Never contains the token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceRecord {
     pub id: DeviceId,
-    pub org: String,
-    pub template: String,
+    pub org: OrgId,
+    pub template: TemplateId,
+    /// The user it belongs to, for "own devices" permissions; `None`: nobody's in particular.
+    pub owner: Option<UserId>,
     pub name: String,
     pub created_ms: u64,
     /// Live sessions the gateway reported; the device is online while this is above zero.
@@ -78,8 +70,9 @@ impl DeviceRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceAuth {
     pub device: DeviceId,
-    pub org: String,
-    pub template: String,
+    pub org: OrgId,
+    /// The device is admitted only if the template its info announces (if any) is this one.
+    pub template: TemplateId,
 }
 
 /// Names one device session for presence: the gateway node that holds it, and a number unique

@@ -2,11 +2,17 @@
 //! client, each answered by a [`ReplyEnvelope`] echoing its id, in the order the requests arrived.
 //! What each role may send is the store's rule (see [`super::ClientRole`]).
 
+use super::accounts::{
+    Acting, ApiKeyId, ApiKeyRecord, AuditEntry, Credentials, Datastream, DeviceScope, KeySubject,
+    OrgRecord, RevocationPage, RoleRecord, SecretHash, SessionSubject, TemplateId, TemplateRecord,
+    TokenPurpose, TokenUse, UserChange, UserRecord, UserStatus,
+};
 use super::hello::NodeName;
 use super::records::{
     DeviceAuth, DeviceId, DeviceRecord, History, HistoryCursor, KeyStatus, PinValue, PinWrite,
-    Presence, PropertyValue, ResealProgress, StoreStats, TokenHash, UserRecord,
+    Presence, PropertyValue, ResealProgress, StoreStats, TokenHash,
 };
+use crate::authz::{OrgId, Permissions, RoleId, UserId};
 use crate::body::{DeviceInfo, PinAddr};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -20,9 +26,14 @@ pub const MAX_HISTORY_POINTS: u32 = 10_000;
 /// Most buckets one downsampled `ReadHistory` may ask for ((to - from) / step).
 pub const MAX_HISTORY_BUCKETS: u64 = 10_000;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+// Not `Eq`: templates carry floats (datastream bounds).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RequestEnvelope {
     pub id: u64,
+    /// Whom the request acts for. Device traffic and the login steps act for nobody; every
+    /// account and management request must name its party, which the store resolves and
+    /// decides on again ([`Request::needs`]).
+    pub acting: Option<Acting>,
     pub request: Request,
 }
 
@@ -32,23 +43,25 @@ pub struct ReplyEnvelope {
     pub result: Result<Response, StoreError>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Request {
     /// Liveness check; answered with `Pong`.
     Ping,
-    /// Registers a device; the caller generated the token and sends only its hash.
+    /// Registers a device of `template` (which must belong to `org` or an organization above
+    /// it); the caller generated the token and sends only its hash.
     CreateDevice {
-        org: String,
-        template: String,
+        org: OrgId,
+        template: TemplateId,
+        owner: Option<UserId>,
         name: String,
         token_hash: TokenHash,
     },
-    /// Devices ordered by id, starting after `after`, at most `limit` (capped at [`MAX_LIST_PAGE`]).
-    /// With `org`, only the devices of that organization (what a user of it may see).
+    /// Devices ordered by id, starting after `after`, at most `limit` (capped at [`MAX_LIST_PAGE`]),
+    /// within `scope`, and of those only the ones the acting party may see.
     ListDevices {
         after: Option<DeviceId>,
         limit: u32,
-        org: Option<String>,
+        scope: DeviceScope,
     },
     GetDevice {
         device: DeviceId,
@@ -129,18 +142,211 @@ pub enum Request {
     Reseal {
         after: Option<Vec<u8>>,
     },
-    /// Registers a user. `email` is stored normalized ([`crate::app::normalize_email`]);
-    /// `password_phc` is the argon2id PHC string of the user's client hash (the store refuses
-    /// anything else, so it never holds a plain or weakly hashed password). Answered with `Done`;
-    /// an email already registered is `Invalid`.
+    /// Registers a user of `org` with `role`. `email` is stored normalized
+    /// ([`crate::app::normalize_email`]); `password_phc`, when given, is the argon2id PHC string
+    /// of the user's client hash (the store refuses anything else, so it never holds a plain or
+    /// weakly hashed password). An `Invited` user has none and gets an `AcceptInvite` token
+    /// (`invite`: its hash and expiry) in the same write. Answered with `User`; an email already
+    /// registered is `Invalid`.
     CreateUser {
         email: String,
-        org: String,
-        password_phc: String,
+        name: String,
+        org: OrgId,
+        role: RoleId,
+        status: UserStatus,
+        password_phc: Option<String>,
+        invite: Option<(SecretHash, u64)>,
     },
-    /// Looks a user up by email (normalized by the store, so any case finds it).
+    /// The login check's input for an email (normalized by the store, so any case finds it):
+    /// answered with `Credentials`, `None` when nobody has it. Acts for nobody.
     GetUser {
         email: String,
+    },
+    /// Creates an organization below `parent` (at most [`crate::authz::MAX_ORG_DEPTH`] deep).
+    CreateOrg {
+        parent: OrgId,
+        name: String,
+    },
+    GetOrg {
+        org: OrgId,
+    },
+    /// `org` and every organization below it the acting party may see, in id order.
+    ListOrgs {
+        org: OrgId,
+    },
+    /// Renames an organization and/or moves it below another (never below itself, never past
+    /// the depth limit). Nothing that refers to it is rewritten: everything holds its id.
+    UpdateOrg {
+        org: OrgId,
+        name: Option<String>,
+        parent: Option<OrgId>,
+    },
+    /// A custom role of `org`; only permissions the acting party holds may be granted.
+    CreateRole {
+        org: OrgId,
+        name: String,
+        permissions: Permissions,
+    },
+    /// The built-in roles and the custom roles of `org`.
+    ListRoles {
+        org: OrgId,
+    },
+    UpdateRole {
+        role: RoleId,
+        name: Option<String>,
+        permissions: Option<Permissions>,
+    },
+    /// Deletes a custom role nobody holds (built-in roles are never deleted).
+    DeleteRole {
+        role: RoleId,
+    },
+    /// A user by id; `None` when there is none (or the acting party may not see them).
+    FindUser {
+        user: UserId,
+    },
+    /// The users of `org`, by id after `after`, at most `limit` (capped at [`MAX_ACCOUNT_PAGE`]).
+    ListUsers {
+        org: OrgId,
+        after: Option<UserId>,
+        limit: u32,
+    },
+    /// Changes a user (role, status, name, password); suspension and a new password revoke the
+    /// user's sessions in the same write.
+    UpdateUser {
+        user: UserId,
+        change: UserChange,
+    },
+    /// Deletes a user, their sessions and their keys; the devices they owned keep no owner.
+    DeleteUser {
+        user: UserId,
+    },
+    /// Sign-up, acting for nobody: a new organization `org_name` below the root, its first user
+    /// (`Unverified`, role Admin) and a `VerifyEmail` token, in one write.
+    SignUp {
+        email: String,
+        name: String,
+        org_name: String,
+        password_phc: String,
+        token_hash: SecretHash,
+        expires_ms: u64,
+        /// The client's address as the gateway saw it, for the audit entry (a request acting
+        /// for nobody has no `Acting` to carry it).
+        from: String,
+    },
+    /// A one-time token for `user` (a password reset, a new verification mail), replacing any
+    /// earlier token of the same purpose. Acts for nobody: the caller proved nothing, and the
+    /// token goes only to the user's own address.
+    CreateToken {
+        user: UserId,
+        purpose: TokenPurpose,
+        token_hash: SecretHash,
+        expires_ms: u64,
+    },
+    /// Uses a one-time token once: an unknown, expired or already used token, or one of
+    /// another purpose, is `NotFound`. Answered with the `User` it was for.
+    ConsumeToken {
+        token_hash: SecretHash,
+        using: TokenUse,
+        /// The client's address as the gateway saw it, for the audit entry.
+        from: String,
+    },
+    /// Records a new session of an active user (the token's hash, never the token).
+    CreateSession {
+        user: UserId,
+        token_hash: SecretHash,
+        expires_ms: u64,
+    },
+    /// The session with this hash, if it exists, has not expired and its user is active.
+    ResolveSession {
+        token_hash: SecretHash,
+    },
+    /// Revokes one session (`only`: logout) or every session of `user` (force logout).
+    RevokeSessions {
+        user: UserId,
+        only: Option<SecretHash>,
+    },
+    /// Creates a template of `org` with its datastreams; the id is unique store-wide.
+    CreateTemplate {
+        org: OrgId,
+        id: TemplateId,
+        name: String,
+        datastreams: Vec<Datastream>,
+    },
+    GetTemplate {
+        id: TemplateId,
+    },
+    /// The templates of `org` and of the organizations above it (which its devices may use).
+    ListTemplates {
+        org: OrgId,
+    },
+    UpdateTemplate {
+        id: TemplateId,
+        name: Option<String>,
+        datastreams: Option<Vec<Datastream>>,
+    },
+    /// Deletes a template no device uses.
+    DeleteTemplate {
+        id: TemplateId,
+    },
+    /// Gives the device a new token: the old hash leaves the index in the same write, so the
+    /// old token stops authenticating at once. Answered with the `Device`.
+    ReprovisionDevice {
+        device: DeviceId,
+        token_hash: TokenHash,
+    },
+    /// Deletes a device with its token, pins, properties and history.
+    DeleteDevice {
+        device: DeviceId,
+    },
+    /// Moves a device to another organization of the acting party's subtree and/or gives it
+    /// another owner (a user of its new organization).
+    TransferDevice {
+        device: DeviceId,
+        org: Option<OrgId>,
+        owner: Option<Option<UserId>>,
+    },
+    /// A key of the acting user, in their organization, with a subset of their permissions.
+    CreateApiKey {
+        name: String,
+        permissions: Permissions,
+        secret_hash: SecretHash,
+        expires_ms: Option<u64>,
+    },
+    /// Finds a key by its id and secret hash for a request, acting for nobody: `None` when
+    /// either is wrong or the key is revoked or expired. Touches `last_used_ms` (see
+    /// [`super::accounts::API_KEY_TOUCH_INTERVAL_MS`]).
+    UseApiKey {
+        key: ApiKeyId,
+        secret_hash: SecretHash,
+    },
+    ListApiKeys {
+        org: OrgId,
+    },
+    RevokeApiKey {
+        key: ApiKeyId,
+    },
+    /// Audit entries of `org` (with `subtree`, of the organizations below it too), by sequence
+    /// after `after`, at most `limit`.
+    ReadAudit {
+        org: OrgId,
+        subtree: bool,
+        after: Option<u64>,
+        limit: u32,
+    },
+    /// First start, acting as the operator: when no user exists yet, creates the root's first
+    /// Admin with this email and password. Answered with `Bootstrapped(true)` when it did,
+    /// `Bootstrapped(false)` when users already existed (nothing written).
+    Bootstrap {
+        email: String,
+        password_phc: String,
+    },
+    /// What was revoked after sequence `after` (0: from the start of what is kept): devices
+    /// re-provisioned or deleted, users suspended, deleted or logged out everywhere, single
+    /// sessions ended. Every gateway polls this on its control link and closes the live sessions
+    /// it holds of what is named, so a revocation reaches every shard of every node within a
+    /// poll interval. Acts for nobody.
+    Revocations {
+        after: u64,
     },
 }
 
@@ -168,6 +374,39 @@ impl Request {
             Request::Reseal { .. } => "Reseal",
             Request::CreateUser { .. } => "CreateUser",
             Request::GetUser { .. } => "GetUser",
+            Request::CreateOrg { .. } => "CreateOrg",
+            Request::GetOrg { .. } => "GetOrg",
+            Request::ListOrgs { .. } => "ListOrgs",
+            Request::UpdateOrg { .. } => "UpdateOrg",
+            Request::CreateRole { .. } => "CreateRole",
+            Request::ListRoles { .. } => "ListRoles",
+            Request::UpdateRole { .. } => "UpdateRole",
+            Request::DeleteRole { .. } => "DeleteRole",
+            Request::FindUser { .. } => "FindUser",
+            Request::ListUsers { .. } => "ListUsers",
+            Request::UpdateUser { .. } => "UpdateUser",
+            Request::DeleteUser { .. } => "DeleteUser",
+            Request::SignUp { .. } => "SignUp",
+            Request::CreateToken { .. } => "CreateToken",
+            Request::ConsumeToken { .. } => "ConsumeToken",
+            Request::CreateSession { .. } => "CreateSession",
+            Request::ResolveSession { .. } => "ResolveSession",
+            Request::RevokeSessions { .. } => "RevokeSessions",
+            Request::CreateTemplate { .. } => "CreateTemplate",
+            Request::GetTemplate { .. } => "GetTemplate",
+            Request::ListTemplates { .. } => "ListTemplates",
+            Request::UpdateTemplate { .. } => "UpdateTemplate",
+            Request::DeleteTemplate { .. } => "DeleteTemplate",
+            Request::ReprovisionDevice { .. } => "ReprovisionDevice",
+            Request::DeleteDevice { .. } => "DeleteDevice",
+            Request::TransferDevice { .. } => "TransferDevice",
+            Request::CreateApiKey { .. } => "CreateApiKey",
+            Request::UseApiKey { .. } => "UseApiKey",
+            Request::ListApiKeys { .. } => "ListApiKeys",
+            Request::RevokeApiKey { .. } => "RevokeApiKey",
+            Request::ReadAudit { .. } => "ReadAudit",
+            Request::Bootstrap { .. } => "Bootstrap",
+            Request::Revocations { .. } => "Revocations",
         }
     }
 }
@@ -201,7 +440,25 @@ pub enum Response {
     Keys(KeyStatus),
     Resealed(ResealProgress),
     /// The answer to `GetUser`: `None` when no user has that email.
+    Credentials(Option<Box<Credentials>>),
+    /// A user (`FindUser`: `None` when there is none or it is hidden).
     User(Option<UserRecord>),
+    Users(Vec<UserRecord>),
+    Org(OrgRecord),
+    Orgs(Vec<OrgRecord>),
+    Role(RoleRecord),
+    Roles(Vec<RoleRecord>),
+    /// `ResolveSession`: `None` when the session is unknown, expired or its user inactive.
+    Session(Option<Box<SessionSubject>>),
+    Template(TemplateRecord),
+    Templates(Vec<TemplateRecord>),
+    ApiKey(ApiKeyRecord),
+    ApiKeys(Vec<ApiKeyRecord>),
+    /// `UseApiKey`: `None` when the id or secret is wrong, or the key revoked or expired.
+    KeyUse(Option<Box<KeySubject>>),
+    Audit(Vec<AuditEntry>),
+    Bootstrapped(bool),
+    Revocations(RevocationPage),
 }
 
 /// Why the store refused or failed a request, saying whose fault it is.
@@ -216,6 +473,10 @@ pub enum StoreError {
     /// The store's disk or engine failed; the request had no effect.
     #[error("storage failure: {0}")]
     Storage(String),
+    /// The acting party may see the thing but lacks this permission (never said of something
+    /// hidden from it: that is `NotFound`).
+    #[error("not permitted: {0}")]
+    NotPermitted(String),
 }
 
 #[cfg(test)]
@@ -231,8 +492,12 @@ mod tests {
         assert_eq!(first_byte(&Request::Reseal { after: None }), 17);
         let create = Request::CreateUser {
             email: "a@b.c".into(),
-            org: "o".into(),
-            password_phc: "$argon2id$".into(),
+            name: "A".into(),
+            org: crate::authz::OrgId(1),
+            role: crate::authz::RoleId(1),
+            status: UserStatus::Active,
+            password_phc: Some("$argon2id$".into()),
+            invite: None,
         };
         assert_eq!(first_byte(&create), 18);
         assert_eq!(
@@ -241,7 +506,12 @@ mod tests {
             }),
             19
         );
-        let user = postcard::to_stdvec(&Response::User(None)).expect("encodes");
+        let user = postcard::to_stdvec(&Response::Credentials(None)).expect("encodes");
         assert_eq!(user, [12, 0]);
+        let bootstrap = Request::Bootstrap {
+            email: "a@b.c".into(),
+            password_phc: "$argon2id$".into(),
+        };
+        assert_eq!(first_byte(&bootstrap), 51);
     }
 }

@@ -73,6 +73,28 @@ fn batch_spans_column_families(e: &impl Engine) {
     );
 }
 
+fn delete_range_removes_only_its_range(e: &impl Engine) {
+    for k in [&b"a"[..], b"b", b"b\x00", b"b\xff", b"c", b"d"] {
+        put(e, Cf::History, k, b"v");
+    }
+    put(e, Cf::Pins, b"b", b"other family");
+    let mut b = WriteBatch::new();
+    b.put(Cf::History, b"bz", b"written before the range delete");
+    b.delete_range(Cf::History, b"b", b"c");
+    b.put(Cf::History, b"b\x01", b"written after it");
+    e.write(b, Durability::Sync).expect("write");
+    assert_eq!(
+        keys(e.scan_prefix(Cf::History, b"").expect("scan")),
+        vec![
+            b"a".to_vec(),
+            b"b\x01".to_vec(),
+            b"c".to_vec(),
+            b"d".to_vec()
+        ]
+    );
+    assert!(e.get(Cf::Pins, b"b").expect("get").is_some());
+}
+
 fn empty_batch_is_a_no_op(e: &impl Engine) {
     e.write(WriteBatch::new(), Durability::Sync)
         .expect("empty sync batch");
@@ -262,6 +284,7 @@ conformance!(
     empty_values_are_stored,
     batch_ops_apply_in_order,
     batch_spans_column_families,
+    delete_range_removes_only_its_range,
     empty_batch_is_a_no_op,
     keys_order_bytewise,
     scan_range_bounds_and_limit,

@@ -69,6 +69,13 @@ impl Engine for MemoryEngine {
                         t.remove(&key);
                     }
                 }
+                Op::DeleteRange { cf, start, end } => {
+                    if let Some(t) = tables.get_mut(&cf) {
+                        t.retain(|k, _| {
+                            !(start.as_slice() <= k.as_slice() && k.as_slice() < end.as_slice())
+                        });
+                    }
+                }
             }
         }
         self.writes

@@ -1,6 +1,6 @@
 //! The key-value engine boundary: what the schema layer may ask of a storage engine, with no
 //! RocksDB type in sight. It owns the column-family list ([`Cf`]), our own owned write batch
-//! ([`WriteBatch`]), the two durability classes ([`Durability`]) and the [`Engine`] trait.
+//! ([`WriteBatch`]: puts, deletes and range deletes), the two durability classes ([`Durability`]) and the [`Engine`] trait.
 //!
 //! `rocks` is the real engine; `memory` is a `BTreeMap` engine for unit tests (and, behind the
 //! `test-util` feature, for other crates' tests). `conformance` holds one generic test per
@@ -33,15 +33,42 @@ pub enum Cf {
     /// (device id, pin kind, pin, time ms, sequence) -> one historic pin value. An expiring
     /// family: see [`Cf::expires`].
     History,
-    /// Normalized email (UTF-8) -> user record. Account data: sealed like every other family
-    /// when the store encrypts at rest.
+    /// User id (u64 BE) -> user record (format 1: normalized email -> user record). Account
+    /// data, like every family below: sealed like every other family when the store encrypts at
+    /// rest.
     Users,
+    /// Organization id (u32 BE) -> organization record.
+    Orgs,
+    /// What belongs to an organization: org id (u32 BE) · kind · member id -> empty (child
+    /// organizations, users, roles, devices, templates, API keys; see `schema::keys`).
+    OrgIndex,
+    /// Custom role id (u32 BE) -> role record.
+    Roles,
+    /// Normalized email (UTF-8) -> user id (u64 BE).
+    UserEmails,
+    /// What belongs to a user: user id (u64 BE) · kind · rest (sessions, one-time tokens).
+    UserIndex,
+    /// SHA-256 of a session token -> session record.
+    Sessions,
+    /// SHA-256 of a one-time token -> token record.
+    Tokens,
+    /// Template id (UTF-8) -> template record.
+    Templates,
+    /// Template id length (u8) · template id · device id (u64 BE) -> empty: who uses a template.
+    TemplateDevices,
+    /// API key id (u64 BE) -> key record.
+    ApiKeys,
+    /// Audit sequence (u64 BE) -> audit entry. Append-only.
+    Audit,
+    /// Revocation sequence (u64 BE) -> expiry · revoked device, user or session (the feed
+    /// gateways poll). An expiring family: see [`Cf::expires`].
+    Revocations,
 }
 
 impl Cf {
     /// Every column family, in a fixed order. New families go at the end: a family's index
     /// here is part of the `Reseal` cursor a client may hold across an upgrade.
-    pub const ALL: [Cf; 7] = [
+    pub const ALL: [Cf; 19] = [
         Cf::Meta,
         Cf::Devices,
         Cf::TokenIndex,
@@ -49,6 +76,18 @@ impl Cf {
         Cf::Properties,
         Cf::History,
         Cf::Users,
+        Cf::Orgs,
+        Cf::OrgIndex,
+        Cf::Roles,
+        Cf::UserEmails,
+        Cf::UserIndex,
+        Cf::Sessions,
+        Cf::Tokens,
+        Cf::Templates,
+        Cf::TemplateDevices,
+        Cf::ApiKeys,
+        Cf::Audit,
+        Cf::Revocations,
     ];
 
     /// The on-disk name. Never change one: it is part of the data format.
@@ -61,6 +100,18 @@ impl Cf {
             Cf::Properties => "properties",
             Cf::History => "pin_history",
             Cf::Users => "users",
+            Cf::Orgs => "orgs",
+            Cf::OrgIndex => "org_index",
+            Cf::Roles => "roles",
+            Cf::UserEmails => "user_emails",
+            Cf::UserIndex => "user_index",
+            Cf::Sessions => "sessions",
+            Cf::Tokens => "one_time_tokens",
+            Cf::Templates => "templates",
+            Cf::TemplateDevices => "template_devices",
+            Cf::ApiKeys => "api_keys",
+            Cf::Audit => "audit",
+            Cf::Revocations => "revocations",
         }
     }
 
@@ -69,7 +120,7 @@ impl Cf {
     /// background maintenance (RocksDB: a compaction filter), so retention never needs a scan;
     /// until it does, readers skip expired entries themselves ([`expired`]).
     pub const fn expires(self) -> bool {
-        matches!(self, Cf::History)
+        matches!(self, Cf::History | Cf::Revocations)
     }
 }
 
@@ -137,6 +188,12 @@ pub enum Op {
         cf: Cf,
         key: Vec<u8>,
     },
+    /// Deletes every key with `start <= key < end` (`start <= end`, or RocksDB refuses it).
+    DeleteRange {
+        cf: Cf,
+        start: Vec<u8>,
+        end: Vec<u8>,
+    },
 }
 
 /// An owned list of puts and deletes applied atomically, in order (a later op on the same key
@@ -163,6 +220,16 @@ impl WriteBatch {
         self.ops.push(Op::Delete {
             cf,
             key: key.into(),
+        });
+    }
+
+    /// Deletes every key of `cf` in `[start, end)` (a device's pins or history), at the cost of
+    /// one operation whatever the number of keys.
+    pub fn delete_range(&mut self, cf: Cf, start: impl Into<Vec<u8>>, end: impl Into<Vec<u8>>) {
+        self.ops.push(Op::DeleteRange {
+            cf,
+            start: start.into(),
+            end: end.into(),
         });
     }
 

@@ -151,6 +151,9 @@ impl Engine for RocksEngine {
             match op {
                 Op::Put { cf, key, value } => rb.put_cf(self.handle(cf)?, key, value),
                 Op::Delete { cf, key } => rb.delete_cf(self.handle(cf)?, key),
+                Op::DeleteRange { cf, start, end } => {
+                    rb.delete_range_cf(self.handle(cf)?, start, end);
+                }
             }
         }
         let mut wo = WriteOptions::default();

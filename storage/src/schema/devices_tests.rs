@@ -1,7 +1,7 @@
 //! Device state through the store: the device info record and pin properties, with their
 //! validation (presence is `presence_tests.rs`).
 
-use super::tests::{create, get, invalid, store, v};
+use super::tests::{AsOperator, create, get, invalid, store, v};
 use super::*;
 
 #[test]
@@ -15,7 +15,7 @@ fn info_is_recorded_and_validated() {
         ..DeviceInfo::default()
     };
     assert_eq!(
-        s.handle(Request::SetInfo {
+        s.op(Request::SetInfo {
             device: id,
             info: info.clone(),
             at_ms: 9
@@ -29,7 +29,7 @@ fn info_is_recorded_and_validated() {
         ..DeviceInfo::default()
     };
     assert!(
-        invalid(s.handle(Request::SetInfo {
+        invalid(s.op(Request::SetInfo {
             device: id,
             info: long,
             at_ms: 1
@@ -41,7 +41,7 @@ fn info_is_recorded_and_validated() {
         ..DeviceInfo::default()
     };
     assert_eq!(
-        s.handle(Request::SetInfo {
+        s.op(Request::SetInfo {
             device: id,
             info: lossy,
             at_ms: 1
@@ -57,7 +57,7 @@ fn properties_write_read_and_validate() {
     let a = create(&s, "a", 1).id;
     let b = create(&s, "b", 2).id;
     let prop = |device, pin, property: &str, value: &str, at_ms| {
-        s.handle(Request::WriteProperty {
+        s.op(Request::WriteProperty {
             device,
             pin,
             property: property.into(),
@@ -69,7 +69,7 @@ fn properties_write_read_and_validate() {
     assert_eq!(prop(a, v(1), "color", "#ff0000", 2), Ok(Response::Done));
     assert_eq!(prop(a, v(1), "color", "#00ff00", 3), Ok(Response::Done));
     assert_eq!(prop(b, v(1), "label", "B", 4), Ok(Response::Done));
-    let Ok(Response::Properties(props)) = s.handle(Request::ReadProperties { device: a }) else {
+    let Ok(Response::Properties(props)) = s.op(Request::ReadProperties { device: a }) else {
         panic!("read")
     };
     let got: Vec<_> = props
@@ -101,7 +101,7 @@ fn properties_write_read_and_validate() {
         Err(StoreError::NotFound(_))
     ));
     assert!(matches!(
-        s.handle(Request::ReadProperties { device: 9 }),
+        s.op(Request::ReadProperties { device: 9 }),
         Err(StoreError::NotFound(_))
     ));
 }

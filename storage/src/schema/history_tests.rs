@@ -2,8 +2,10 @@
 //! downsampling, retention per template, and expiry without a scan (compaction drops it).
 
 use super::history::Retention;
+use super::tests::{AsOperator, ensure_template, tmpl};
 use super::*;
 use crate::engine::memory::MemoryEngine;
+use portcullis_protocol::authz::OrgId;
 use portcullis_protocol::body::{PinAddr, PinKind};
 use portcullis_protocol::store::{
     DeviceId, History, HistoryBucket, HistoryCursor, HistoryPoint, PinWrite,
@@ -20,9 +22,12 @@ fn store_with(retention: Retention) -> (Store<Arc<MemoryEngine>>, Arc<MemoryEngi
 }
 
 fn create(s: &Store<impl Engine>, template: &str, token: u8) -> DeviceId {
-    match s.handle(Request::CreateDevice {
-        org: "o".into(),
-        template: template.into(),
+    let template = format!("TMPL{template}");
+    ensure_template(s, OrgId::ROOT, &template);
+    match s.op(Request::CreateDevice {
+        org: OrgId::ROOT,
+        template: tmpl(&template),
+        owner: None,
         name: "d".into(),
         token_hash: [token; 32],
     }) {
@@ -44,7 +49,7 @@ fn write(s: &Store<impl Engine>, device: DeviceId, pin: PinAddr, at_ms: u64, val
             at_ms,
         }],
     };
-    assert_eq!(s.handle(req), Ok(Response::Done));
+    assert_eq!(s.op(req), Ok(Response::Done));
 }
 
 fn history(
@@ -67,7 +72,7 @@ fn history_after(
     limit: u32,
     after: Option<HistoryCursor>,
 ) -> Result<History, StoreError> {
-    s.handle(Request::ReadHistory {
+    s.op(Request::ReadHistory {
         device,
         pin: v(1),
         from_ms,
@@ -135,7 +140,7 @@ fn every_write_is_kept_in_time_order_and_ranges_page() {
     assert_eq!((rest.len(), more), (7, false));
     // The latest value is still the plain pin value.
     assert!(matches!(
-        s.handle(Request::ReadPins { device: d, pins: Some(vec![v(1)]) }),
+        s.op(Request::ReadPins { device: d, pins: Some(vec![v(1)]) }),
         Ok(Response::Pins(p)) if p[0].value == b"again"
     ));
 }
@@ -240,8 +245,8 @@ fn retention_applies_per_template_and_compaction_drops_expired_points() {
     let retention = Retention {
         default: Duration::from_secs(3 * 86_400),
         by_template: [
-            ("SHORT".to_owned(), Duration::from_secs(86_400)),
-            ("NONE".to_owned(), Duration::ZERO),
+            ("TMPLSHORT".to_owned(), Duration::from_secs(86_400)),
+            ("TMPLNONE".to_owned(), Duration::ZERO),
         ]
         .into(),
     };

@@ -1,24 +1,49 @@
-//! Key layouts of every column family. Keys are built so that the scans the store needs are
-//! prefix or range scans: device ids are big-endian (numeric order is key order), and a device's
-//! pins and properties all start with its id.
+//! Key layouts of every column family (format version 2). Keys are built so that the scans the
+//! store needs are prefix or range scans: ids are big-endian (numeric order is key order), a
+//! device's pins and properties all start with its id, and what belongs to one organization or
+//! one user starts with its id and a kind byte.
 //!
-//! | family        | key                                                   |
-//! |---------------|-------------------------------------------------------|
-//! | `meta`        | ASCII name (`format_version`, `next_device_id`, …), `node_presence/` · node · `/` · id, `presence/` · id (before wire version 3) |
-//! | `devices`     | id (u64 BE)                                           |
-//! | `token_index` | SHA-256 of the token (32 bytes)                       |
-//! | `pins`        | id (u64 BE) · kind (`a`/`d`/`v`) · pin (u8)            |
-//! | `properties`  | id (u64 BE) · kind · pin · property name (UTF-8)      |
-//! | `pin_history` | id (u64 BE) · kind · pin · time ms (u64 BE) · seq (u32 BE) |
-//! | `users`       | normalized email (UTF-8)                              |
+//! | family             | key -> value                                                   |
+//! |--------------------|----------------------------------------------------------------|
+//! | `meta`             | ASCII name (`format_version`, `next_device_id`, `next_org_id`, `next_role_id`, `next_user_id`, `next_key_id`, `next_audit_seq`, …) -> counter; `node_presence/` · node · `/` · id; `presence/` · id (before wire version 3) |
+//! | `devices`          | device id (u64 BE) -> device                                   |
+//! | `token_index`      | SHA-256 of the device token (32 bytes) -> device id            |
+//! | `pins`             | device id (u64 BE) · kind (`a`/`d`/`v`) · pin (u8) -> value     |
+//! | `properties`       | device id (u64 BE) · kind · pin · property name (UTF-8) -> value |
+//! | `pin_history`      | device id (u64 BE) · kind · pin · time ms (u64 BE) · seq (u32 BE) -> point |
+//! | `users`            | user id (u64 BE) -> user (format 1: normalized email -> user)  |
+//! | `orgs`             | org id (u32 BE) -> organization                                |
+//! | `org_index`        | org id (u32 BE) · kind · member -> empty: `c` child org (u32 BE), `d` device (u64 BE), `k` API key (u64 BE), `r` custom role (u32 BE), `t` template (id, UTF-8), `u` user (u64 BE) |
+//! | `roles`            | custom role id (u32 BE) -> role                                |
+//! | `user_emails`      | normalized email (UTF-8) -> user id (u64 BE)                   |
+//! | `user_index`       | user id (u64 BE) · `s` · session hash (32) -> empty; user id · `t` · purpose (u8) -> one-time token hash |
+//! | `sessions`         | SHA-256 of the session token -> session                        |
+//! | `one_time_tokens`  | SHA-256 of the one-time token -> token                         |
+//! | `templates`        | template id (UTF-8) -> template                                |
+//! | `template_devices` | id length (u8) · template id · device id (u64 BE) -> empty     |
+//! | `api_keys`         | key id (u64 BE) -> API key                                     |
+//! | `audit`            | sequence (u64 BE, from 1, no gaps) -> audit entry              |
 
+use portcullis_protocol::authz::{OrgId, RoleId, UserId};
 use portcullis_protocol::body::{PinAddr, PinKind};
-use portcullis_protocol::store::{DeviceId, NodeName};
+use portcullis_protocol::store::{ApiKeyId, DeviceId, NodeName, TemplateId, TokenPurpose};
 
 /// Meta key of the data format version (u32 BE).
 pub(crate) const FORMAT_VERSION: &[u8] = b"format_version";
 /// Meta key of the next device id to hand out (u64 BE). Absent means 1.
 pub(crate) const NEXT_DEVICE_ID: &[u8] = b"next_device_id";
+/// Meta key of the next organization id (u64 BE). Absent means 2 (the root is 1).
+pub(crate) const NEXT_ORG_ID: &[u8] = b"next_org_id";
+/// Meta key of the next custom role id (u64 BE). Absent means `RoleId::FIRST_CUSTOM`.
+pub(crate) const NEXT_ROLE_ID: &[u8] = b"next_role_id";
+/// Meta key of the next user id (u64 BE). Absent means 1.
+pub(crate) const NEXT_USER_ID: &[u8] = b"next_user_id";
+/// Meta key of the next API key id (u64 BE). Absent means 1.
+pub(crate) const NEXT_KEY_ID: &[u8] = b"next_key_id";
+/// Meta key of the next audit sequence number (u64 BE). Absent means 1.
+pub(crate) const NEXT_AUDIT_SEQ: &[u8] = b"next_audit_seq";
+/// Meta key of the next revocation sequence number (u64 BE). Absent means 1.
+pub(crate) const NEXT_REVOCATION_SEQ: &[u8] = b"next_revocation_seq";
 /// Meta keys `node_presence/<node>/<device id BE>`: the live sessions one gateway node has on
 /// one device (the `local` parts of their tags, postcard `Vec<u64>`). Node names hold no `/`, so
 /// a node's prefix covers exactly its own keys, and its reset visits only them.
@@ -83,10 +108,136 @@ pub(crate) fn legacy_presence(id: DeviceId) -> Vec<u8> {
     key
 }
 
-/// The key of a user: the normalized email itself, so a lookup in any case finds it and two
-/// spellings of one address can never be two users.
-pub(crate) fn user(normalized_email: &str) -> &[u8] {
+/// The `user_emails` key of a user: the normalized email itself, so a lookup in any case finds
+/// it and two spellings of one address can never be two users.
+pub(crate) fn email(normalized_email: &str) -> &[u8] {
     normalized_email.as_bytes()
+}
+
+pub(crate) fn org(id: OrgId) -> [u8; 4] {
+    id.0.to_be_bytes()
+}
+
+pub(crate) fn parse_org(key: &[u8]) -> Option<OrgId> {
+    key.try_into().ok().map(u32::from_be_bytes).map(OrgId)
+}
+
+pub(crate) fn role(id: RoleId) -> [u8; 4] {
+    id.0.to_be_bytes()
+}
+
+pub(crate) fn user(id: UserId) -> [u8; 8] {
+    id.0.to_be_bytes()
+}
+
+pub(crate) fn parse_user(key: &[u8]) -> Option<UserId> {
+    key.try_into().ok().map(u64::from_be_bytes).map(UserId)
+}
+
+pub(crate) fn api_key(id: ApiKeyId) -> [u8; 8] {
+    id.0.to_be_bytes()
+}
+
+pub(crate) fn audit(seq: u64) -> [u8; 8] {
+    seq.to_be_bytes()
+}
+
+pub(crate) fn revocation(seq: u64) -> [u8; 8] {
+    seq.to_be_bytes()
+}
+
+pub(crate) fn template(id: &TemplateId) -> &[u8] {
+    id.as_str().as_bytes()
+}
+
+/// Kinds of `org_index` entries.
+pub(crate) const ORG_CHILD: u8 = b'c';
+pub(crate) const ORG_DEVICE: u8 = b'd';
+pub(crate) const ORG_KEY: u8 = b'k';
+pub(crate) const ORG_ROLE: u8 = b'r';
+pub(crate) const ORG_TEMPLATE: u8 = b't';
+pub(crate) const ORG_USER: u8 = b'u';
+
+/// The prefix of every `org_index` entry of one kind of `org`.
+pub(crate) fn org_index_prefix(org: OrgId, kind: u8) -> [u8; 5] {
+    let mut key = [0; 5];
+    key[..4].copy_from_slice(&org.0.to_be_bytes());
+    key[4] = kind;
+    key
+}
+
+/// An `org_index` entry: `member` is the member's own key (an id BE, a template id).
+pub(crate) fn org_index(org: OrgId, kind: u8, member: &[u8]) -> Vec<u8> {
+    let mut key = org_index_prefix(org, kind).to_vec();
+    key.extend_from_slice(member);
+    key
+}
+
+/// The member part of an `org_index` key.
+pub(crate) fn org_index_member(key: &[u8]) -> &[u8] {
+    key.get(5..).unwrap_or_default()
+}
+
+/// Kinds of `user_index` entries.
+pub(crate) const USER_SESSION: u8 = b's';
+pub(crate) const USER_TOKEN: u8 = b't';
+
+pub(crate) fn user_index_prefix(user: UserId, kind: u8) -> [u8; 9] {
+    let mut key = [0; 9];
+    key[..8].copy_from_slice(&user.0.to_be_bytes());
+    key[8] = kind;
+    key
+}
+
+/// A user's session entry in `user_index`.
+pub(crate) fn user_session(user: UserId, hash: &[u8; 32]) -> Vec<u8> {
+    let mut key = user_index_prefix(user, USER_SESSION).to_vec();
+    key.extend_from_slice(hash);
+    key
+}
+
+/// The session hash of a `user_index` session key.
+pub(crate) fn parse_user_session(key: &[u8]) -> Option<[u8; 32]> {
+    key.get(9..).and_then(|h| h.try_into().ok())
+}
+
+fn purpose_byte(purpose: TokenPurpose) -> u8 {
+    match purpose {
+        TokenPurpose::VerifyEmail => b'v',
+        TokenPurpose::AcceptInvite => b'i',
+        TokenPurpose::ResetPassword => b'r',
+    }
+}
+
+/// Where a user's one token of `purpose` is named (the value is its hash).
+pub(crate) fn user_token(user: UserId, purpose: TokenPurpose) -> Vec<u8> {
+    let mut key = user_index_prefix(user, USER_TOKEN).to_vec();
+    key.push(purpose_byte(purpose));
+    key
+}
+
+/// The prefix of every `template_devices` entry of a template.
+pub(crate) fn template_devices_prefix(id: &TemplateId) -> Vec<u8> {
+    let bytes = id.as_str().as_bytes();
+    let mut key = Vec::with_capacity(1 + bytes.len() + ID_LEN);
+    // Template ids are at most MAX_TEMPLATE_ID_LEN (32) bytes.
+    key.push(u8::try_from(bytes.len()).unwrap_or(u8::MAX));
+    key.extend_from_slice(bytes);
+    key
+}
+
+pub(crate) fn template_device(id: &TemplateId, device: DeviceId) -> Vec<u8> {
+    let mut key = template_devices_prefix(id);
+    key.extend_from_slice(&device.to_be_bytes());
+    key
+}
+
+/// The range `[start, end)` of every key of device `id` in `pins`, `properties` and
+/// `pin_history`.
+pub(crate) fn device_range(id: DeviceId) -> (Vec<u8>, Vec<u8>) {
+    let start = device(id).to_vec();
+    let end = prefix_end(&start);
+    (start, end)
 }
 
 const ID_LEN: usize = 8;
@@ -261,6 +412,28 @@ mod tests {
         // Old and new presence keys never share a prefix, nor does the indexed marker.
         assert!(!NODE_PRESENCE_PREFIX.starts_with(LEGACY_PRESENCE_PREFIX));
         assert!(!PRESENCE_INDEXED.starts_with(LEGACY_PRESENCE_PREFIX));
+    }
+
+    #[test]
+    fn account_keys_sort_by_id_and_stay_within_their_owner() {
+        let a = org_index(OrgId(1), ORG_DEVICE, &device(300));
+        let b = org_index(OrgId(1), ORG_DEVICE, &device(2));
+        assert!(b < a && a.starts_with(&org_index_prefix(OrgId(1), ORG_DEVICE)));
+        assert!(!org_index(OrgId(256), ORG_DEVICE, &device(1)).starts_with(&org(OrgId(1))));
+        assert_eq!(parse_device(org_index_member(&a)), Some(300));
+        let t1 = TemplateId::parse("TMPL1").expect("id");
+        let t12 = TemplateId::parse("TMPL12").expect("id");
+        assert!(!template_device(&t12, 1).starts_with(&template_devices_prefix(&t1)));
+        let session = user_session(UserId(7), &[3; 32]);
+        assert_eq!(parse_user_session(&session), Some([3; 32]));
+        assert!(session.starts_with(&user_index_prefix(UserId(7), USER_SESSION)));
+        assert_ne!(
+            user_token(UserId(7), TokenPurpose::VerifyEmail),
+            user_token(UserId(7), TokenPurpose::ResetPassword)
+        );
+        let (start, end) = device_range(u64::MAX);
+        assert!(start < end || end.is_empty());
+        assert_eq!(device_range(1).1, device(2).to_vec());
     }
 
     #[test]

@@ -1,57 +1,75 @@
 //! The domain layer: [`Store`] turns every `portcullis_protocol::store::Request` into reads and
 //! write batches on an [`Engine`], and owns the schema (key layouts in `keys`, value formats in
-//! `records`), input validation and the durability class of each request.
+//! `records`, the migration from older formats in `migrate`), input validation, the permission
+//! decision (`acting`: every request that acts for someone is decided again here, against the
+//! store's own records) and the durability class of each request.
 //!
 //! Reads ([`Store::read`]) go straight to the engine from any thread. Writes go through
 //! [`Store::commit_group`], one group at a time (a mutex makes the group writer the only writer,
 //! so read-modify-write requests need no per-device locks): every request of a group is
-//! validated and turned into a `group::Change`, the changes become one engine batch, and the
-//! group is synced once if any request in it is of the sync class.
+//! decided, validated and turned into a `group::Change`, the changes become one engine batch, and
+//! the group is synced once if any request in it is of the sync class. `dispatch` maps each
+//! request to the module of its concept (`devices`, `orgs`, `roles`, `users`, `sessions`,
+//! `templates`, `apikeys`, `audit`, `pins`, `presence`, `history`).
 //!
-//! Durability classes: device and user creation, presence, info and property writes are
-//! `Durability::Sync` (WAL fsynced before the reply); `WritePins` (pin values and their history)
-//! is `Durability::Buffered` (in the WAL, so a process crash loses nothing; fsynced by the
-//! server's periodic WAL sync).
+//! Durability classes: device creation and every device or account change, presence, info and
+//! property writes are `Durability::Sync` (WAL fsynced before the reply); `WritePins` (pin values
+//! and their history) and an API key's `last_used_ms` touch are `Durability::Buffered` (in the
+//! WAL, so a process crash loses nothing; fsynced by the server's periodic WAL sync).
 
+#[cfg(test)]
+mod account_tests;
+mod acting;
+mod apikeys;
+mod audit;
 mod devices;
 #[cfg(test)]
 mod devices_tests;
+mod dispatch;
 mod group;
 pub mod history;
 #[cfg(test)]
 mod history_tests;
 mod keys;
+pub mod migrate;
+#[cfg(test)]
+mod migrate_tests;
+mod orgs;
 mod pins;
 mod presence;
 #[cfg(test)]
 mod presence_tests;
 mod records;
+mod revocations;
+#[cfg(test)]
+mod revocations_tests;
+mod roles;
 mod sealing;
+mod sessions;
 pub mod stats;
+mod templates;
 #[cfg(test)]
 mod tests;
+mod user_changes;
 mod users;
 #[cfg(test)]
 mod users_tests;
 
-use crate::engine::{Cf, Durability, Engine, EngineError, WriteBatch, unix_ms};
-use devices::{find_device, list_devices, load_device, require_device, set_info, write_property};
-use group::{Change, Committed, Group, View};
+use crate::engine::{Cf, Durability, Engine, EngineError, unix_ms};
+use group::{Change, Group, View};
 use history::Retention;
 use portcullis_protocol::body::{DeviceInfo, MAX_INFO_FIELD_LEN};
 use portcullis_protocol::frame::MAX_WIRE_BODY_LEN;
 use portcullis_protocol::store::{
-    DeviceAuth, DeviceRecord, MAX_FRAME_LEN, Request, Response, StoreError, TokenHash,
+    Acting, MAX_FRAME_LEN, Request, RequestEnvelope, Response, StoreError,
 };
-use presence::set_presence;
-use records::{StoredDevice, encode};
 use std::path::Path;
 use std::sync::atomic::AtomicU32;
 use std::sync::{Mutex, PoisonError};
 use thiserror::Error;
 
 /// The data format this build reads and writes, stored under `meta/format_version`.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// Longest org, template or device name, in bytes.
 pub const MAX_NAME_LEN: usize = 128;
 /// Longest property name, in bytes.
@@ -79,6 +97,10 @@ pub enum SchemaError {
     /// Peer: the request breaks a rule.
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// Peer: the acting party may see the subject but lacks this permission (or the request
+    /// names no party, or one that cannot act).
+    #[error("not permitted: {0}")]
+    NotPermitted(String),
     /// Store: the engine failed; the request had no effect.
     #[error(transparent)]
     Engine(#[from] EngineError),
@@ -89,9 +111,9 @@ pub enum SchemaError {
         key: String,
         reason: String,
     },
-    /// Store: the data directory was written by another format version.
+    /// Store: the data directory was written by a newer (or unknown) format version.
     #[error(
-        "the data directory has format version {found}; this build reads only version {supported}"
+        "the data directory has format version {found}; this build reads version {supported} and migrates older ones. A newer format needs a newer portcullis-store build"
     )]
     UnknownFormat { found: String, supported: u32 },
     /// Internal: a bug or an exhausted counter.
@@ -104,6 +126,7 @@ impl From<SchemaError> for StoreError {
         match err {
             SchemaError::NotFound(what) => StoreError::NotFound(what),
             SchemaError::Invalid(why) => StoreError::Invalid(why),
+            SchemaError::NotPermitted(what) => StoreError::NotPermitted(what),
             other => StoreError::Storage(other.to_string()),
         }
     }
@@ -132,7 +155,8 @@ pub struct Store<E: Engine> {
     counters: stats::StoreCounters,
 }
 
-/// Whether a request writes (and so must go through [`Store::commit_group`]).
+/// Whether a request writes (and so must go through [`Store::commit_group`]). `UseApiKey` is a
+/// write: it may touch the key's `last_used_ms`.
 pub fn is_write(request: &Request) -> bool {
     match request {
         Request::CreateDevice { .. }
@@ -142,7 +166,29 @@ pub fn is_write(request: &Request) -> bool {
         | Request::SetInfo { .. }
         | Request::ResetPresence { .. }
         | Request::Reseal { .. }
-        | Request::CreateUser { .. } => true,
+        | Request::CreateUser { .. }
+        | Request::CreateOrg { .. }
+        | Request::UpdateOrg { .. }
+        | Request::CreateRole { .. }
+        | Request::UpdateRole { .. }
+        | Request::DeleteRole { .. }
+        | Request::UpdateUser { .. }
+        | Request::DeleteUser { .. }
+        | Request::SignUp { .. }
+        | Request::CreateToken { .. }
+        | Request::ConsumeToken { .. }
+        | Request::CreateSession { .. }
+        | Request::RevokeSessions { .. }
+        | Request::CreateTemplate { .. }
+        | Request::UpdateTemplate { .. }
+        | Request::DeleteTemplate { .. }
+        | Request::ReprovisionDevice { .. }
+        | Request::DeleteDevice { .. }
+        | Request::TransferDevice { .. }
+        | Request::CreateApiKey { .. }
+        | Request::UseApiKey { .. }
+        | Request::RevokeApiKey { .. }
+        | Request::Bootstrap { .. } => true,
         Request::Ping
         | Request::ListDevices { .. }
         | Request::GetDevice { .. }
@@ -154,7 +200,49 @@ pub fn is_write(request: &Request) -> bool {
         | Request::Stats
         | Request::ReloadKeys
         | Request::KeyUsage
-        | Request::GetUser { .. } => false,
+        | Request::GetUser { .. }
+        | Request::GetOrg { .. }
+        | Request::ListOrgs { .. }
+        | Request::ListRoles { .. }
+        | Request::FindUser { .. }
+        | Request::ListUsers { .. }
+        | Request::ResolveSession { .. }
+        | Request::GetTemplate { .. }
+        | Request::ListTemplates { .. }
+        | Request::ListApiKeys { .. }
+        | Request::ReadAudit { .. }
+        | Request::Revocations { .. } => false,
+    }
+}
+
+/// One request with the party it acts for, as the store executes it (the envelope without its
+/// id).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Call {
+    pub acting: Option<Acting>,
+    pub request: Request,
+}
+
+impl Call {
+    /// A request acting for nobody (device traffic, the login steps).
+    pub fn nobody(request: Request) -> Self {
+        Self {
+            acting: None,
+            request,
+        }
+    }
+
+    pub fn new(acting: Option<Acting>, request: Request) -> Self {
+        Self { acting, request }
+    }
+}
+
+impl From<RequestEnvelope> for Call {
+    fn from(envelope: RequestEnvelope) -> Self {
+        Self {
+            acting: envelope.acting,
+            request: envelope.request,
+        }
     }
 }
 
@@ -228,45 +316,51 @@ fn check_info(info: &DeviceInfo) -> Result<()> {
     Ok(())
 }
 
+/// The counter under meta `key` as `view` sees it (absent: `first`).
+fn counter(view: &impl View, key: &'static [u8], first: u64) -> Result<u64> {
+    match view.get(Cf::Meta, key)? {
+        None => Ok(first),
+        Some(bytes) => <[u8; 8]>::try_from(bytes.as_slice())
+            .map(u64::from_be_bytes)
+            .map_err(|_| SchemaError::Corrupt {
+                what: "counter",
+                key: keys::hex(key),
+                reason: "not 8 bytes".into(),
+            }),
+    }
+}
+
+/// Hands out the next value of the counter under meta `key` (absent: `first`): returns it and
+/// puts its successor into `change`. Read through the group's view, so two requests of one
+/// group never get the same value. One request takes at most one value of each counter.
+fn next_id(view: &impl View, change: &mut Change, key: &'static [u8], first: u64) -> Result<u64> {
+    let id = counter(view, key, first)?;
+    let next = id.checked_add(1).ok_or_else(|| {
+        SchemaError::Internal(format!(
+            "the counter {} is exhausted",
+            String::from_utf8_lossy(key)
+        ))
+    })?;
+    change.batch.put(Cf::Meta, key, next.to_be_bytes());
+    Ok(id)
+}
+
+/// An account change: synced before the reply.
+fn synced() -> Change {
+    Change::new(Durability::Sync)
+}
+
 impl<E: Engine> Store<E> {
     /// Opens the store over `engine` with default options; see [`Store::open_with`].
     pub fn open(engine: E) -> Result<Self> {
         Self::open_with(engine, StoreOptions::default())
     }
 
-    /// Opens the store over `engine`: stamps a fresh database with [`FORMAT_VERSION`] (synced),
-    /// and refuses one whose version is missing (with data present) or not ours.
+    /// Opens the store over `engine`: stamps a fresh database with [`FORMAT_VERSION`] and the
+    /// root organization (synced), migrates one of an older format (`migrate`), and refuses one
+    /// whose version is missing (with data present), unreadable or newer than ours.
     pub fn open_with(engine: E, options: StoreOptions) -> Result<Self> {
-        match engine.get(Cf::Meta, keys::FORMAT_VERSION)? {
-            Some(bytes) => {
-                let found = <[u8; 4]>::try_from(bytes.as_slice())
-                    .ok()
-                    .map(u32::from_be_bytes);
-                if found != Some(FORMAT_VERSION) {
-                    let found = found.map_or_else(
-                        || format!("<unreadable: {}>", keys::hex(&bytes)),
-                        |v| v.to_string(),
-                    );
-                    return Err(SchemaError::UnknownFormat {
-                        found,
-                        supported: FORMAT_VERSION,
-                    });
-                }
-            }
-            None => {
-                for cf in Cf::ALL {
-                    if !engine.scan_range(cf, b"", None, 1)?.is_empty() {
-                        return Err(SchemaError::UnknownFormat {
-                            found: format!("none (but the {} family holds data)", cf.name()),
-                            supported: FORMAT_VERSION,
-                        });
-                    }
-                }
-                let mut batch = WriteBatch::new();
-                batch.put(Cf::Meta, keys::FORMAT_VERSION, FORMAT_VERSION.to_be_bytes());
-                engine.write(batch, Durability::Sync)?;
-            }
-        }
+        migrate::prepare(&engine)?;
         Ok(Self {
             engine,
             options,
@@ -288,21 +382,33 @@ impl<E: Engine> Store<E> {
         Ok(synced?)
     }
 
-    /// Executes one request on its own: a read directly, a write as a group of one. The server
-    /// batches writes through [`Store::commit_group`] instead; tests and tools use this.
+    /// Executes one request acting for nobody (device traffic, the login steps); see
+    /// [`Store::handle_as`].
     pub fn handle(&self, request: Request) -> Result<Response, StoreError> {
+        self.handle_as(None, request)
+    }
+
+    /// Executes one request on its own, acting for `acting`: a read directly, a write as a group
+    /// of one. The server batches writes through [`Store::commit_group`] instead; tests and
+    /// tools use this.
+    pub fn handle_as(
+        &self,
+        acting: Option<&Acting>,
+        request: Request,
+    ) -> Result<Response, StoreError> {
         if is_write(&request) {
-            self.commit_group(vec![request], || {})
+            self.commit_group(vec![Call::new(acting.cloned(), request)], || {})
                 .pop()
                 .unwrap_or_else(|| Err(StoreError::Storage("a group lost its request".into())))
         } else {
-            self.read(request)
+            self.read(acting, request)
         }
     }
 
-    /// Answers a request that writes nothing (see [`is_write`]); never waits for a writer.
-    pub fn read(&self, request: Request) -> Result<Response, StoreError> {
-        self.execute_read(request).map_err(report)
+    /// Answers a request that writes nothing (see [`is_write`]) for `acting`, after deciding
+    /// whether that party may ask it; never waits for a writer.
+    pub fn read(&self, acting: Option<&Acting>, request: Request) -> Result<Response, StoreError> {
+        self.execute_read(acting, request).map_err(report)
     }
 
     /// Commits write requests as one group: [`Store::apply_group`], then the group's WAL sync if
@@ -310,13 +416,13 @@ impl<E: Engine> Store<E> {
     /// per request, in order; a sync-class result is only returned once its sync is done.
     pub fn commit_group(
         &self,
-        requests: Vec<Request>,
+        calls: Vec<Call>,
         on_applied: impl FnOnce(),
     ) -> Vec<Result<Response, StoreError>> {
         let Applied {
             mut results,
             needs_sync,
-        } = self.apply_group(requests);
+        } = self.apply_group(calls);
         on_applied();
         if needs_sync {
             let synced = self.engine.sync_wal().map_err(SchemaError::from);
@@ -325,40 +431,32 @@ impl<E: Engine> Store<E> {
         results
     }
 
-    /// Validates and writes a group of write requests as one engine batch, without a WAL sync (a
-    /// `ResetPresence`, which pages over a node's sessions, splits the group around itself). The
-    /// writes are visible to readers when this returns; the caller must sync the WAL before
-    /// handing out any result when [`Applied::needs_sync`] says so.
-    pub fn apply_group(&self, requests: Vec<Request>) -> Applied {
+    /// Decides, validates and writes a group of write requests as one engine batch, without a
+    /// WAL sync (a `ResetPresence`, which pages over a node's sessions, and a `Reseal` step split
+    /// the group around themselves). The writes are visible to readers when this returns; the
+    /// caller must sync the WAL before handing out any result when [`Applied::needs_sync`] says
+    /// so.
+    pub fn apply_group(&self, calls: Vec<Call>) -> Applied {
         let _writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        self.counters.group(requests.len());
-        let mut results: Vec<Result<Response, StoreError>> = Vec::with_capacity(requests.len());
+        self.counters.group(calls.len());
+        let mut results: Vec<Result<Response, StoreError>> = Vec::with_capacity(calls.len());
         let mut group = Group::new(&self.engine);
         let mut members: Vec<usize> = Vec::new();
         let mut needs_sync = false;
-        for request in requests {
-            if let Request::ResetPresence { node } = &request {
+        for Call { acting, request } in calls {
+            if matches!(
+                request,
+                Request::ResetPresence { .. } | Request::Reseal { .. }
+            ) {
                 needs_sync |= finish(group, &mut members, &mut results);
                 group = Group::new(&self.engine);
-                results.push(
-                    self.reset_presence(node)
-                        .map(|()| Response::Done)
-                        .map_err(report),
-                );
+                let step = self.apart_from_groups(acting.as_ref(), &request);
+                // A reset syncs the WAL itself; a reseal step is synced with the group.
+                needs_sync |= step.is_ok() && matches!(request, Request::Reseal { .. });
+                results.push(step.map_err(report));
                 continue;
             }
-            if let Request::Reseal { after } = &request {
-                // Alone between groups, under the writer lock: nothing writes while a step reads
-                // and rewrites its values. Synced before its reply, so a key the reseal reports
-                // unused is unused on disk too.
-                needs_sync |= finish(group, &mut members, &mut results);
-                group = Group::new(&self.engine);
-                let step = self.reseal_step(after.as_deref());
-                needs_sync |= step.is_ok();
-                results.push(step.map(Response::Resealed).map_err(report));
-                continue;
-            }
-            match self.prepare(&group, request) {
+            match self.prepare(&group, acting.as_ref(), request) {
                 Ok((response, change)) => {
                     group.absorb(change);
                     members.push(results.len());
@@ -374,172 +472,20 @@ impl<E: Engine> Store<E> {
         }
     }
 
-    fn execute_read(&self, request: Request) -> Result<Response> {
-        let view = Committed(&self.engine);
+    /// A `ResetPresence` or a `Reseal` step: alone between groups, under the writer lock, so
+    /// nothing writes while it reads and rewrites. A reset pages over a node's sessions and
+    /// syncs once at its end; a reseal step is synced before its reply (a key the reseal reports
+    /// unused is unused on disk too).
+    fn apart_from_groups(&self, acting: Option<&Acting>, request: &Request) -> Result<Response> {
+        acting::decide(&group::Committed(&self.engine), acting, request, now_ms())?;
         match request {
-            Request::Ping => Ok(Response::Pong),
-            Request::ListDevices { after, limit, org } => {
-                list_devices(&self.engine, after, limit, org.as_deref()).map(Response::Devices)
-            }
-            Request::GetDevice { device } => Ok(Response::Device(
-                load_device(&view, device)?.to_wire(device),
-            )),
-            Request::Authenticate { token_hash } => {
-                self.authenticate(&token_hash).map(Response::Authenticated)
-            }
-            Request::ReadPins { device, pins } => self.read_pins(device, pins).map(Response::Pins),
-            Request::ReadProperties { device } => {
-                self.read_properties(device).map(Response::Properties)
-            }
-            Request::ReadHistory {
-                device,
-                pin,
-                from_ms,
-                to_ms,
-                step_ms,
-                limit,
-                after,
-            } => {
-                require_device(&view, device)?;
-                let query = history::Query {
-                    device,
-                    pin,
-                    from_ms,
-                    to_ms,
-                    step_ms,
-                    limit,
-                    after,
-                };
-                history::read(&self.engine, query, now_ms()).map(Response::History)
-            }
-            Request::Backup { dir } => self.backup(&dir),
-            Request::Stats => Ok(Response::Stats(self.counters.snapshot())),
-            Request::ReloadKeys => self.reload_keys().map(Response::Keys),
-            Request::KeyUsage => self.key_usage().map(Response::Keys),
-            Request::GetUser { email } => users::get_user(&view, &email).map(Response::User),
-            write => Err(SchemaError::Internal(format!(
-                "a write reached the read path: {write:?}"
+            Request::ResetPresence { node } => self.reset_presence(node).map(|()| Response::Done),
+            Request::Reseal { after } => self.reseal_step(after.as_deref()).map(Response::Resealed),
+            other => Err(SchemaError::Internal(format!(
+                "{} is not a step apart from groups",
+                other.name()
             ))),
         }
-    }
-
-    /// Validates one write request against `view` and says what it would write.
-    fn prepare(&self, view: &Group<'_, E>, request: Request) -> Result<(Response, Change)> {
-        match request {
-            Request::CreateDevice {
-                org,
-                template,
-                name,
-                token_hash,
-            } => self
-                .create_device(view, org, template, name, token_hash)
-                .map(|(record, change)| (Response::Device(record), change)),
-            Request::WritePins { writes } => {
-                self.write_pins(view, writes).map(|c| (Response::Done, c))
-            }
-            Request::WriteProperty {
-                device,
-                pin,
-                property,
-                value,
-                at_ms,
-            } => write_property(view, device, pin, &property, value, at_ms)
-                .map(|c| (Response::Done, c)),
-            Request::SetPresence {
-                device,
-                presence,
-                at_ms,
-            } => set_presence(view, device, presence, at_ms).map(|c| (Response::Done, c)),
-            Request::SetInfo {
-                device,
-                info,
-                at_ms,
-            } => set_info(view, device, info, at_ms).map(|c| (Response::Done, c)),
-            Request::CreateUser {
-                email,
-                org,
-                password_phc,
-            } => users::create_user(view, &email, org, password_phc).map(|c| (Response::Done, c)),
-            read => Err(SchemaError::Internal(format!(
-                "a read reached the write path: {read:?}"
-            ))),
-        }
-    }
-
-    fn create_device(
-        &self,
-        view: &impl View,
-        org: String,
-        template: String,
-        name: String,
-        token_hash: TokenHash,
-    ) -> Result<(DeviceRecord, Change)> {
-        check_text("org", &org, MAX_NAME_LEN)?;
-        check_text("template", &template, MAX_NAME_LEN)?;
-        check_text("device name", &name, MAX_NAME_LEN)?;
-        if view.get(Cf::TokenIndex, &token_hash)?.is_some() {
-            return Err(SchemaError::Invalid(
-                "the token hash already belongs to a device".into(),
-            ));
-        }
-        let id = match view.get(Cf::Meta, keys::NEXT_DEVICE_ID)? {
-            None => 1,
-            Some(bytes) => <[u8; 8]>::try_from(bytes.as_slice())
-                .map(u64::from_be_bytes)
-                .map_err(|_| SchemaError::Corrupt {
-                    what: "device id counter",
-                    key: keys::hex(keys::NEXT_DEVICE_ID),
-                    reason: "not 8 bytes".into(),
-                })?,
-        };
-        let next = id
-            .checked_add(1)
-            .ok_or_else(|| SchemaError::Internal("device ids are exhausted".into()))?;
-        let record = StoredDevice {
-            org,
-            template,
-            name,
-            token_hash,
-            created_ms: now_ms(),
-            sessions: 0,
-            last_seen_ms: None,
-            last_addr: None,
-            info: None,
-        };
-        let mut change = Change::new(Durability::Sync);
-        change
-            .batch
-            .put(Cf::Devices, keys::device(id), encode(&record)?);
-        change
-            .batch
-            .put(Cf::TokenIndex, token_hash, keys::device(id));
-        change
-            .batch
-            .put(Cf::Meta, keys::NEXT_DEVICE_ID, next.to_be_bytes());
-        tracing::debug!(device = id, org = %record.org, template = %record.template, "device created");
-        Ok((record.to_wire(id), change))
-    }
-
-    fn authenticate(&self, token_hash: &TokenHash) -> Result<Option<DeviceAuth>> {
-        let Some(bytes) = self.engine.get(Cf::TokenIndex, token_hash)? else {
-            return Ok(None);
-        };
-        let id = keys::parse_device(&bytes).ok_or_else(|| SchemaError::Corrupt {
-            what: "token index",
-            key: keys::hex(token_hash),
-            reason: "value is not a device id".into(),
-        })?;
-        let device =
-            find_device(&Committed(&self.engine), id)?.ok_or_else(|| SchemaError::Corrupt {
-                what: "token index",
-                key: keys::hex(token_hash),
-                reason: format!("points at missing device {id}"),
-            })?;
-        Ok(Some(DeviceAuth {
-            device: id,
-            org: device.org,
-            template: device.template,
-        }))
     }
 
     /// Writes a checkpoint of the database into `dir` (absolute, new, parent existing).
@@ -602,7 +548,10 @@ pub fn finish_sync(synced: &Result<()>, results: &mut [Result<Response, StoreErr
 
 /// Logs store-side failures (the peer's own mistakes are not news) and converts for the wire.
 fn report(err: SchemaError) -> StoreError {
-    if !matches!(err, SchemaError::NotFound(_) | SchemaError::Invalid(_)) {
+    if !matches!(
+        err,
+        SchemaError::NotFound(_) | SchemaError::Invalid(_) | SchemaError::NotPermitted(_)
+    ) {
         tracing::error!(%err, "request failed on the store side");
     }
     StoreError::from(err)

@@ -4,9 +4,12 @@
 //! the node-less sets of wire version 2, cleared by the first reset of any node.
 
 use super::presence::{MAX_LIVE_SESSIONS, RESET_CHUNK};
-use super::tests::{create, get, invalid, store};
+use super::tests::{AsOperator, create, get, invalid, store, tmpl};
 use super::*;
+use crate::engine::WriteBatch;
 use crate::engine::memory::MemoryEngine;
+use portcullis_protocol::authz::OrgId;
+use portcullis_protocol::store::DeviceScope;
 use portcullis_protocol::store::{DeviceId, MAX_LIST_PAGE, NodeName, Presence, SessionTag};
 use std::sync::Arc;
 
@@ -34,7 +37,7 @@ fn online(s: &Store<impl Engine>, device: DeviceId, name: &str, local: u64) {
         },
         at_ms: 1,
     };
-    assert_eq!(s.handle(request), Ok(Response::Done));
+    assert_eq!(s.op(request), Ok(Response::Done));
 }
 
 fn offline(s: &Store<impl Engine>, device: DeviceId, name: &str, local: u64) {
@@ -45,7 +48,7 @@ fn offline(s: &Store<impl Engine>, device: DeviceId, name: &str, local: u64) {
         },
         at_ms: 2,
     };
-    assert_eq!(s.handle(request), Ok(Response::Done));
+    assert_eq!(s.op(request), Ok(Response::Done));
 }
 
 #[test]
@@ -54,7 +57,7 @@ fn presence_counts_sessions_and_reset_clears_them() {
     let a = create(&s, "a", 1).id;
     let b = create(&s, "b", 2).id;
     let online = |d, session, addr: &str, at| {
-        s.handle(Request::SetPresence {
+        s.op(Request::SetPresence {
             device: d,
             presence: Presence::Online {
                 addr: addr.into(),
@@ -64,7 +67,7 @@ fn presence_counts_sessions_and_reset_clears_them() {
         })
     };
     let offline = |d, session, at| {
-        s.handle(Request::SetPresence {
+        s.op(Request::SetPresence {
             device: d,
             presence: Presence::Offline {
                 session: tag("gw1", session),
@@ -100,7 +103,7 @@ fn presence_counts_sessions_and_reset_clears_them() {
     online(a, 3, "x", 500).expect("online");
     online(b, 4, "y", 500).expect("online");
     online(b, 5, "y", 501).expect("online");
-    assert_eq!(s.handle(reset("gw1")), Ok(Response::Done));
+    assert_eq!(s.op(reset("gw1")), Ok(Response::Done));
     assert_eq!((get(&s, a).sessions, get(&s, b).sessions), (0, 0));
     assert_eq!(get(&s, b).last_seen_ms, Some(501), "reset keeps last_seen");
     // The live sets went with the reset: an offline for an old session changes nothing, and a
@@ -123,12 +126,13 @@ fn reset_presence_covers_more_than_one_chunk() {
         let mut token = [0u8; 32];
         token[..8].copy_from_slice(&i.to_be_bytes());
         let req = Request::CreateDevice {
-            org: "o".into(),
-            template: "t".into(),
+            org: OrgId::ROOT,
+            template: tmpl("TMPL1"),
+            owner: None,
             name: "n".into(),
             token_hash: token,
         };
-        let Ok(Response::Device(d)) = s.handle(req) else {
+        let Ok(Response::Device(d)) = s.op(req) else {
             panic!("create")
         };
         let req = Request::SetPresence {
@@ -139,13 +143,13 @@ fn reset_presence_covers_more_than_one_chunk() {
             },
             at_ms: 1,
         };
-        s.handle(req).expect("online");
+        s.op(req).expect("online");
     }
     let all_offline = |s: &Store<_>| {
-        let Ok(Response::Devices(all)) = s.handle(Request::ListDevices {
+        let Ok(Response::Devices(all)) = s.op(Request::ListDevices {
             after: None,
             limit: MAX_LIST_PAGE,
-            org: None,
+            scope: DeviceScope::All,
         }) else {
             panic!("list")
         };
@@ -154,10 +158,10 @@ fn reset_presence_covers_more_than_one_chunk() {
     };
     // The first reset scans every device; the second (indexed) visits the live session sets,
     // here also more than one chunk of them.
-    s.handle(reset("gw1")).expect("reset");
+    s.op(reset("gw1")).expect("reset");
     all_offline(&s);
     for id in 1..=n {
-        s.handle(Request::SetPresence {
+        s.op(Request::SetPresence {
             device: id,
             presence: Presence::Online {
                 addr: "a".into(),
@@ -167,7 +171,7 @@ fn reset_presence_covers_more_than_one_chunk() {
         })
         .expect("online again");
     }
-    s.handle(reset("gw1")).expect("indexed reset");
+    s.op(reset("gw1")).expect("indexed reset");
     all_offline(&s);
 }
 
@@ -193,7 +197,7 @@ fn the_first_reset_scans_every_device_and_later_ones_only_the_live_sets() {
         engine.write(batch, Durability::Sync).expect("write");
     };
     set_legacy_count(3);
-    s.handle(Request::SetPresence {
+    s.op(Request::SetPresence {
         device: online,
         presence: Presence::Online {
             addr: "a".into(),
@@ -202,7 +206,7 @@ fn the_first_reset_scans_every_device_and_later_ones_only_the_live_sets() {
         at_ms: 1,
     })
     .expect("online");
-    s.handle(reset("gw1")).expect("first reset");
+    s.op(reset("gw1")).expect("first reset");
     assert_eq!(
         get(&s, legacy).sessions,
         0,
@@ -217,7 +221,7 @@ fn the_first_reset_scans_every_device_and_later_ones_only_the_live_sets() {
     );
     // Once indexed, a count without a set is not visited: proof the reset no longer scans.
     set_legacy_count(5);
-    s.handle(Request::SetPresence {
+    s.op(Request::SetPresence {
         device: online,
         presence: Presence::Online {
             addr: "a".into(),
@@ -226,7 +230,7 @@ fn the_first_reset_scans_every_device_and_later_ones_only_the_live_sets() {
         at_ms: 2,
     })
     .expect("online");
-    s.handle(reset("gw1")).expect("indexed reset");
+    s.op(reset("gw1")).expect("indexed reset");
     assert_eq!(
         get(&s, online).sessions,
         0,
@@ -252,7 +256,7 @@ fn concurrent_presence_updates_are_not_lost() {
                         },
                         at_ms: i,
                     };
-                    assert_eq!(s.handle(req), Ok(Response::Done));
+                    assert_eq!(s.op(req), Ok(Response::Done));
                 }
             });
         }
@@ -279,7 +283,7 @@ fn a_nodes_reset_ends_only_its_own_sessions() {
     // The same local number on another node is another session.
     assert_eq!(get(&s, on_both).sessions, 2);
 
-    assert_eq!(s.handle(reset("gw-a")), Ok(Response::Done));
+    assert_eq!(s.op(reset("gw-a")), Ok(Response::Done));
     assert_eq!(get(&s, on_a).sessions, 0, "gw-a's device went offline");
     assert_eq!(get(&s, on_b).sessions, 1, "gw-b's device stays online");
     assert_eq!(get(&s, on_both).sessions, 1, "still online through gw-b");
@@ -292,9 +296,9 @@ fn a_nodes_reset_ends_only_its_own_sessions() {
 
     // A node whose name prefixes another's ("gw" of "gw-b") resets only its own.
     online(&s, on_a, "gw", 5);
-    assert_eq!(s.handle(reset("gw")), Ok(Response::Done));
+    assert_eq!(s.op(reset("gw")), Ok(Response::Done));
     assert_eq!((get(&s, on_a).sessions, get(&s, on_b).sessions), (0, 1));
-    assert_eq!(s.handle(reset("gw-b")), Ok(Response::Done));
+    assert_eq!(s.op(reset("gw-b")), Ok(Response::Done));
     assert_eq!(get(&s, on_b).sessions, 0);
 }
 
@@ -307,12 +311,12 @@ fn a_reset_visits_only_the_nodes_sets() {
     let mine = create(&s, "mine", 1).id;
     let other = create(&s, "other", 2).id;
     let unvisited = create(&s, "unvisited", 3).id;
-    s.handle(reset("gw-a"))
+    s.op(reset("gw-a"))
         .expect("first reset marks the store indexed");
     online(&s, mine, "gw-a", 1);
     online(&s, other, "gw-b", 1);
     set_count(&engine, unvisited, 5);
-    s.handle(reset("gw-a")).expect("reset");
+    s.op(reset("gw-a")).expect("reset");
     assert_eq!((get(&s, mine).sessions, get(&s, other).sessions), (0, 1));
     assert_eq!(get(&s, unvisited).sessions, 5, "not visited");
 }
@@ -333,11 +337,11 @@ fn presence_refuses_a_malformed_node_name() {
         },
         at_ms: 1,
     };
-    assert!(invalid(s.handle(request)).contains("node name"));
+    assert!(invalid(s.op(request)).contains("node name"));
     let request = Request::ResetPresence {
         node: serde_roundtrip_node(""),
     };
-    assert!(invalid(s.handle(request)).contains("node name"));
+    assert!(invalid(s.op(request)).contains("node name"));
 }
 
 /// A node name as a peer could send it: decoded from the wire, so not checked by the type.
@@ -356,7 +360,7 @@ fn the_first_reset_after_an_upgrade_clears_the_node_less_sets() {
     let old_a = create(&s, "old-a", 1).id;
     let old_b = create(&s, "old-b", 2).id;
     let newer = create(&s, "newer", 3).id;
-    s.handle(reset("gw-a")).expect("indexed");
+    s.op(reset("gw-a")).expect("indexed");
     write_legacy_set(&engine, old_a, &[1, 2]);
     write_legacy_set(&engine, old_b, &[(1 << 32) | 7]);
     // A gateway of this version already reported a session on one of them, and on another.
@@ -364,14 +368,13 @@ fn the_first_reset_after_an_upgrade_clears_the_node_less_sets() {
     online(&s, newer, "gw-b", 9);
     assert_eq!((get(&s, old_a).sessions, get(&s, old_b).sessions), (2, 2));
 
-    s.handle(reset("gw-a"))
-        .expect("first reset after the upgrade");
+    s.op(reset("gw-a")).expect("first reset after the upgrade");
     assert_eq!(get(&s, old_a).sessions, 0, "the old sessions ended");
     assert_eq!(get(&s, old_b).sessions, 1, "gw-b's session stays");
     assert_eq!(get(&s, newer).sessions, 1);
     assert!(legacy_sets(&engine).is_empty(), "no node-less set is left");
 
-    s.handle(reset("gw-b")).expect("gw-b restarts");
+    s.op(reset("gw-b")).expect("gw-b restarts");
     assert_eq!((get(&s, old_b).sessions, get(&s, newer).sessions), (0, 0));
 }
 
@@ -388,7 +391,7 @@ fn the_first_reset_of_an_unindexed_store_recounts_from_the_node_sets() {
     write_legacy_set(&engine, legacy, &[1]);
     online(&s, elsewhere, "gw-b", 1);
     online(&s, counted, "gw-a", 1);
-    s.handle(reset("gw-a")).expect("first reset");
+    s.op(reset("gw-a")).expect("first reset");
     assert_eq!(get(&s, counted).sessions, 0);
     assert_eq!(get(&s, legacy).sessions, 0);
     assert_eq!(
@@ -413,9 +416,10 @@ fn a_nodes_reset_covers_more_than_one_chunk_of_its_devices() {
     for i in 0..n {
         let mut token = [0u8; 32];
         token[..8].copy_from_slice(&i.to_be_bytes());
-        let Ok(Response::Device(d)) = s.handle(Request::CreateDevice {
-            org: "o".into(),
-            template: "t".into(),
+        let Ok(Response::Device(d)) = s.op(Request::CreateDevice {
+            org: OrgId::ROOT,
+            template: tmpl("TMPL1"),
+            owner: None,
             name: "n".into(),
             token_hash: token,
         }) else {
@@ -423,7 +427,7 @@ fn a_nodes_reset_covers_more_than_one_chunk_of_its_devices() {
         };
         online(&s, d.id, if i % 3 == 0 { "gw-b" } else { "gw-a" }, i);
     }
-    s.handle(reset("gw-a")).expect("reset");
+    s.op(reset("gw-a")).expect("reset");
     for id in 1..=n {
         let expected = u32::from((id - 1) % 3 == 0);
         assert_eq!(get(&s, id).sessions, expected, "device {id}");
@@ -439,7 +443,7 @@ fn each_node_keeps_at_most_its_cap_of_sessions_per_device() {
     }
     online(&s, id, "gw-b", 1);
     assert_eq!(get(&s, id).sessions, MAX_LIVE_SESSIONS as u32 + 1);
-    s.handle(reset("gw-a")).expect("reset");
+    s.op(reset("gw-a")).expect("reset");
     assert_eq!(get(&s, id).sessions, 1);
 }
 

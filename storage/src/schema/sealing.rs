@@ -117,9 +117,11 @@ impl<E: Engine> Store<E> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::{AsOperator, ensure_template, tmpl};
     use super::*;
     use crate::engine::memory::MemoryEngine;
     use crate::engine::sealed::{Keyring, Sealed, rotate_key};
+    use portcullis_protocol::authz::OrgId;
     use portcullis_protocol::body::{PinAddr, PinKind};
     use portcullis_protocol::store::{History, PinWrite, Request, Response, StoreError};
     use std::sync::Arc;
@@ -153,7 +155,7 @@ mod tests {
     }
 
     fn latest(s: &SealedStore, device: u64) -> Vec<u8> {
-        match s.handle(Request::ReadPins { device, pins: None }) {
+        match s.op(Request::ReadPins { device, pins: None }) {
             Ok(Response::Pins(p)) => p[0].value.clone(),
             other => panic!("{other:?}"),
         }
@@ -163,7 +165,7 @@ mod tests {
         let mut after = None;
         let mut resealed = 0;
         loop {
-            match s.handle(Request::Reseal { after }) {
+            match s.op(Request::Reseal { after }) {
                 Ok(Response::Resealed(p)) => {
                     resealed += p.resealed;
                     after = p.next;
@@ -182,9 +184,11 @@ mod tests {
     fn reseal_never_puts_back_an_older_value_of_a_concurrent_write() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (s, path) = sealed_store(dir.path());
-        let device = match s.handle(Request::CreateDevice {
-            org: "o".into(),
-            template: "t".into(),
+        ensure_template(&s, OrgId::ROOT, "TMPL1");
+        let device = match s.op(Request::CreateDevice {
+            org: OrgId::ROOT,
+            template: tmpl("TMPL1"),
+            owner: None,
             name: "d".into(),
             token_hash: [1; 32],
         }) {
@@ -192,7 +196,7 @@ mod tests {
             other => panic!("{other:?}"),
         };
         for i in 0..2000 {
-            assert_eq!(s.handle(write(device, i)), Ok(Response::Done));
+            assert_eq!(s.op(write(device, i)), Ok(Response::Done));
         }
         rotate_key(&path).expect("rotate");
         assert_eq!(s.reload_keys().expect("reload").current, 2);
@@ -201,7 +205,7 @@ mod tests {
             let s = Arc::clone(&s);
             std::thread::spawn(move || {
                 for i in 2000..2000 + WRITES {
-                    assert_eq!(s.handle(write(device, i)), Ok(Response::Done));
+                    assert_eq!(s.op(write(device, i)), Ok(Response::Done));
                     assert_eq!(latest(&s, device), i.to_string().into_bytes());
                 }
             })
@@ -228,7 +232,7 @@ mod tests {
                 values: usage.in_use[0].values
             }]
         );
-        match s.handle(Request::ReadHistory {
+        match s.op(Request::ReadHistory {
             device,
             pin: pin(),
             from_ms: 0,
@@ -252,14 +256,14 @@ mod tests {
             Request::KeyUsage,
             Request::Reseal { after: None },
         ] {
-            let err = s.handle(request).expect_err("not sealed");
+            let err = s.op(request).expect_err("not sealed");
             assert!(
                 matches!(&err, StoreError::Invalid(m) if m.contains("does not encrypt")),
                 "{err}"
             );
         }
         let err = s
-            .handle(Request::Reseal {
+            .op(Request::Reseal {
                 after: Some(vec![99]),
             })
             .expect_err("bad cursor");

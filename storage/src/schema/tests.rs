@@ -2,17 +2,60 @@
 //! and, for the persistence and format-version rules, on RocksDB.
 
 use super::*;
+use crate::engine::WriteBatch;
 use crate::engine::memory::MemoryEngine;
 use crate::engine::rocks::RocksEngine;
+use portcullis_protocol::authz::OrgId;
 use portcullis_protocol::body::{PinAddr, PinKind};
 use portcullis_protocol::store::{
-    DeviceId, MAX_LIST_PAGE, NodeName, PinWrite, Presence, ReplyEnvelope, SessionTag, encode_frame,
+    DeviceAuth, DeviceId, DeviceRecord, DeviceScope, MAX_LIST_PAGE, NodeName, Party, PinWrite,
+    Presence, ReplyEnvelope, SessionTag, TemplateId, TokenHash, encode_frame,
 };
 use std::sync::Arc;
 
+/// The local operator, whom the tests of device and store behaviour act for.
+pub(super) fn operator() -> Acting {
+    Acting {
+        party: Party::Operator,
+        from: "local".into(),
+    }
+}
+
+/// Requests acting as the operator (who may send anything, device traffic included).
+pub(super) trait AsOperator {
+    fn op(&self, request: Request) -> Result<Response, StoreError>;
+}
+
+impl<E: Engine> AsOperator for Store<E> {
+    fn op(&self, request: Request) -> Result<Response, StoreError> {
+        self.handle_as(Some(&operator()), request)
+    }
+}
+
+pub(super) fn tmpl(id: &str) -> TemplateId {
+    TemplateId::parse(id).expect("a valid template id")
+}
+
+/// Creates template `id` of `org` as the operator, unless it exists.
+pub(super) fn ensure_template(s: &Store<impl Engine>, org: OrgId, id: &str) {
+    if s.op(Request::GetTemplate { id: tmpl(id) }).is_ok() {
+        return;
+    }
+    let created = s.op(Request::CreateTemplate {
+        org,
+        id: tmpl(id),
+        name: id.into(),
+        datastreams: Vec::new(),
+    });
+    assert!(matches!(created, Ok(Response::Template(_))), "{created:?}");
+}
+
+/// A store on the in-memory engine with template `TMPL1` of the root.
 pub(super) fn store() -> (Store<Arc<MemoryEngine>>, Arc<MemoryEngine>) {
     let engine = Arc::new(MemoryEngine::new());
-    (Store::open(Arc::clone(&engine)).expect("open"), engine)
+    let s = Store::open(Arc::clone(&engine)).expect("open");
+    ensure_template(&s, OrgId::ROOT, "TMPL1");
+    (s, engine)
 }
 
 pub(super) fn hash(n: u8) -> TokenHash {
@@ -20,20 +63,22 @@ pub(super) fn hash(n: u8) -> TokenHash {
 }
 
 pub(super) fn create(s: &Store<impl Engine>, name: &str, token: u8) -> DeviceRecord {
+    ensure_template(s, OrgId::ROOT, "TMPL1");
     let req = Request::CreateDevice {
-        org: "acme".into(),
-        template: "TMPL1".into(),
+        org: OrgId::ROOT,
+        template: tmpl("TMPL1"),
+        owner: None,
         name: name.into(),
         token_hash: hash(token),
     };
-    match s.handle(req) {
+    match s.op(req) {
         Ok(Response::Device(d)) => d,
         other => panic!("create {name}: {other:?}"),
     }
 }
 
 pub(super) fn get(s: &Store<impl Engine>, id: DeviceId) -> DeviceRecord {
-    match s.handle(Request::GetDevice { device: id }) {
+    match s.op(Request::GetDevice { device: id }) {
         Ok(Response::Device(d)) => d,
         other => panic!("get {id}: {other:?}"),
     }
@@ -57,7 +102,7 @@ pub(super) fn read_pins(
     device: DeviceId,
     pins: Option<Vec<PinAddr>>,
 ) -> Vec<(PinAddr, String, u64)> {
-    match s.handle(Request::ReadPins { device, pins }) {
+    match s.op(Request::ReadPins { device, pins }) {
         Ok(Response::Pins(p)) => p
             .into_iter()
             .map(|p| {
@@ -89,7 +134,7 @@ pub(super) fn invalid(result: Result<Response, StoreError>) -> String {
 
 #[test]
 fn ping_pongs() {
-    assert_eq!(store().0.handle(Request::Ping), Ok(Response::Pong));
+    assert_eq!(store().0.op(Request::Ping), Ok(Response::Pong));
 }
 
 #[test]
@@ -100,34 +145,35 @@ fn devices_get_consecutive_ids_and_authenticate_by_hash() {
     assert_eq!((a.id, b.id), (1, 2));
     assert_eq!(
         (
-            a.org.as_str(),
+            a.org,
             a.template.as_str(),
+            a.owner,
             a.name.as_str(),
             a.sessions
         ),
-        ("acme", "TMPL1", "kitchen", 0)
+        (OrgId::ROOT, "TMPL1", None, "kitchen", 0)
     );
     assert!(a.created_ms > 0 && !a.online() && a.last_seen_ms.is_none());
     assert_eq!(get(&s, 2), b);
-    let auth = s.handle(Request::Authenticate {
+    let auth = s.op(Request::Authenticate {
         token_hash: hash(2),
     });
     assert_eq!(
         auth,
         Ok(Response::Authenticated(Some(DeviceAuth {
             device: 2,
-            org: "acme".into(),
-            template: "TMPL1".into()
+            org: OrgId::ROOT,
+            template: tmpl("TMPL1")
         })))
     );
     assert_eq!(
-        s.handle(Request::Authenticate {
+        s.op(Request::Authenticate {
             token_hash: hash(9)
         }),
         Ok(Response::Authenticated(None))
     );
     assert!(matches!(
-        s.handle(Request::GetDevice { device: 3 }),
+        s.op(Request::GetDevice { device: 3 }),
         Err(StoreError::NotFound(_))
     ));
 }
@@ -137,55 +183,64 @@ fn a_reused_token_hash_is_refused_and_consumes_no_id() {
     let (s, _) = store();
     create(&s, "first", 1);
     let req = Request::CreateDevice {
-        org: "o".into(),
-        template: "t".into(),
+        org: OrgId::ROOT,
+        template: tmpl("TMPL1"),
+        owner: None,
         name: "dup".into(),
         token_hash: hash(1),
     };
-    assert!(invalid(s.handle(req)).contains("token hash"));
+    assert!(invalid(s.op(req)).contains("token hash"));
     assert_eq!(create(&s, "second", 2).id, 2);
 }
 
 #[test]
 fn names_are_validated() {
     let (s, _) = store();
-    let try_create = |org: &str, template: &str, name: &str| {
-        s.handle(Request::CreateDevice {
-            org: org.into(),
-            template: template.into(),
+    let try_create = |org: OrgId, template: &str, name: &str| {
+        s.op(Request::CreateDevice {
+            org,
+            template: tmpl(template),
+            owner: None,
             name: name.into(),
             token_hash: hash(7),
         })
     };
-    assert!(invalid(try_create("o", "t", "")).contains("device name must not be empty"));
-    assert!(invalid(try_create("o", "t", "  \t")).contains("blank"));
-    assert!(invalid(try_create("", "t", "n")).contains("org"));
-    assert!(invalid(try_create("o", "", "n")).contains("template"));
+    let root = OrgId::ROOT;
+    assert!(invalid(try_create(root, "TMPL1", "")).contains("device name must not be empty"));
+    assert!(invalid(try_create(root, "TMPL1", "  \t")).contains("blank"));
+    assert_eq!(
+        try_create(OrgId(77), "TMPL1", "n"),
+        Err(StoreError::NotFound("org 77".into()))
+    );
+    assert_eq!(
+        try_create(root, "TMPL9", "n"),
+        Err(StoreError::NotFound("template TMPL9".into()))
+    );
     assert!(
-        invalid(try_create("o", "t", &"x".repeat(129)))
+        invalid(try_create(root, "TMPL1", &"x".repeat(129)))
             .contains("129 bytes long; the limit is 128")
     );
-    assert!(invalid(try_create("o", "t", "bell\x07")).contains("control character at byte 4"));
-    assert!(invalid(try_create("o\n", "t", "n")).contains("org contains a control character"));
+    assert!(invalid(try_create(root, "TMPL1", "bell\x07")).contains("control character at byte 4"));
     assert_eq!(
         s.engine().get(Cf::Meta, keys::NEXT_DEVICE_ID).expect("get"),
         None,
         "refusals write nothing"
     );
     assert!(matches!(
-        try_create("o", "t", &"x".repeat(128)),
+        try_create(root, "TMPL1", &"x".repeat(128)),
         Ok(Response::Device(_))
     ));
     assert!(
         matches!(
-            try_create("Zürich", "t", "Küche 🌡"),
+            try_create(root, "TMPL1", "Küche 🌡"),
             Err(StoreError::Invalid(_))
         ),
         "same token again"
     );
-    let ok = s.handle(Request::CreateDevice {
-        org: "Zürich".into(),
-        template: "t".into(),
+    let ok = s.op(Request::CreateDevice {
+        org: root,
+        template: tmpl("TMPL1"),
+        owner: None,
         name: "Küche 🌡".into(),
         token_hash: hash(8),
     });
@@ -201,10 +256,10 @@ fn listing_pages_by_id() {
     for i in 1..=5 {
         create(&s, &format!("d{i}"), i);
     }
-    let list = |after, limit| match s.handle(Request::ListDevices {
+    let list = |after, limit| match s.op(Request::ListDevices {
         after,
         limit,
-        org: None,
+        scope: DeviceScope::All,
     }) {
         Ok(Response::Devices(d)) => d.into_iter().map(|d| d.id).collect::<Vec<_>>(),
         other => panic!("list: {other:?}"),
@@ -226,17 +281,36 @@ fn listing_caps_the_page_and_always_fits_a_frame() {
         let mut token = [0u8; 32];
         token[..4].copy_from_slice(&i.to_be_bytes());
         let req = Request::CreateDevice {
-            org: long.clone(),
-            template: long.clone(),
+            org: OrgId::ROOT,
+            template: tmpl("TMPL1"),
+            owner: None,
             name: long.clone(),
             token_hash: token,
         };
-        assert!(matches!(s.handle(req), Ok(Response::Device(_))));
+        let Ok(Response::Device(d)) = s.op(req) else {
+            panic!("create")
+        };
+        // Large records: the byte budget, not the count, must end the page.
+        let text = Some("i".repeat(MAX_INFO_STRING_LEN));
+        let info = DeviceInfo {
+            heartbeat_secs: None,
+            buff_in: None,
+            template: text.clone(),
+            firmware: text.clone(),
+            lib_version: text.clone(),
+            device_type: text,
+        };
+        let set = Request::SetInfo {
+            device: d.id,
+            info,
+            at_ms: 1,
+        };
+        assert_eq!(s.op(set), Ok(Response::Done));
     }
-    let Ok(Response::Devices(page)) = s.handle(Request::ListDevices {
+    let Ok(Response::Devices(page)) = s.op(Request::ListDevices {
         after: None,
         limit: u32::MAX,
-        org: None,
+        scope: DeviceScope::All,
     }) else {
         panic!("list failed")
     };
@@ -260,17 +334,18 @@ fn listing_caps_the_page_and_always_fits_a_frame() {
         let mut token = [0u8; 32];
         token[..4].copy_from_slice(&i.to_be_bytes());
         let req = Request::CreateDevice {
-            org: "o".into(),
-            template: "t".into(),
+            org: OrgId::ROOT,
+            template: tmpl("TMPL1"),
+            owner: None,
             name: "n".into(),
             token_hash: token,
         };
-        assert!(matches!(small.handle(req), Ok(Response::Device(_))));
+        assert!(matches!(small.op(req), Ok(Response::Device(_))));
     }
-    let Ok(Response::Devices(page)) = small.handle(Request::ListDevices {
+    let Ok(Response::Devices(page)) = small.op(Request::ListDevices {
         after: None,
         limit: u32::MAX,
-        org: None,
+        scope: DeviceScope::All,
     }) else {
         panic!("list failed")
     };
@@ -291,7 +366,7 @@ fn pins_write_read_and_overwrite() {
         pw(a, v(5), "2", 13),
         pw(a, a0, "1\x003", 14),
     ];
-    assert_eq!(s.handle(Request::WritePins { writes }), Ok(Response::Done));
+    assert_eq!(s.op(Request::WritePins { writes }), Ok(Response::Done));
     let all = read_pins(&s, a, None);
     assert_eq!(
         all,
@@ -312,7 +387,7 @@ fn pins_write_read_and_overwrite() {
     assert!(read_pins(&s, a, Some(vec![])).is_empty());
     for pins in [None, Some(vec![v(5)])] {
         assert!(matches!(
-            s.handle(Request::ReadPins { device: 99, pins }),
+            s.op(Request::ReadPins { device: 99, pins }),
             Err(StoreError::NotFound(_))
         ));
     }
@@ -328,7 +403,7 @@ fn a_pin_batch_naming_an_unknown_device_has_no_effect() {
     let a = create(&s, "a", 1).id;
     let writes = vec![pw(a, v(1), "kept?", 1), pw(42, v(1), "x", 1)];
     assert!(
-        matches!(s.handle(Request::WritePins { writes }), Err(StoreError::NotFound(m)) if m.contains("42"))
+        matches!(s.op(Request::WritePins { writes }), Err(StoreError::NotFound(m)) if m.contains("42"))
     );
     assert!(read_pins(&s, a, None).is_empty());
     let big = PinWrite {
@@ -338,7 +413,7 @@ fn a_pin_batch_naming_an_unknown_device_has_no_effect() {
         at_ms: 1,
     };
     assert!(
-        invalid(s.handle(Request::WritePins {
+        invalid(s.op(Request::WritePins {
             writes: vec![pw(a, v(2), "ok", 1), big]
         }))
         .contains("limit")
@@ -346,7 +421,7 @@ fn a_pin_batch_naming_an_unknown_device_has_no_effect() {
     assert!(read_pins(&s, a, None).is_empty());
     let before = engine.write_log().len();
     assert_eq!(
-        s.handle(Request::WritePins { writes: vec![] }),
+        s.op(Request::WritePins { writes: vec![] }),
         Ok(Response::Done)
     );
     assert_eq!(
@@ -361,18 +436,23 @@ fn a_pin_batch_naming_an_unknown_device_has_no_effect() {
 #[test]
 fn each_request_uses_its_durability_class() {
     let (s, engine) = store();
-    assert_eq!(engine.write_log(), vec![Durability::Sync], "format stamp");
+    assert_eq!(
+        engine.write_log(),
+        vec![Durability::Sync, Durability::Buffered],
+        "format stamp, then the group that made the template (synced after it)"
+    );
     let class_of = |req: Request| {
         let (writes, syncs) = (engine.write_log().len(), engine.sync_count());
-        assert!(s.handle(req.clone()).is_ok(), "{req:?}");
+        assert!(s.op(req.clone()).is_ok(), "{req:?}");
         (
             engine.write_log().len() - writes,
             engine.sync_count() - syncs,
         )
     };
     let create = Request::CreateDevice {
-        org: "acme".into(),
-        template: "TMPL1".into(),
+        org: OrgId::ROOT,
+        template: tmpl("TMPL1"),
+        owner: None,
         name: "a".into(),
         token_hash: hash(1),
     };
@@ -409,7 +489,7 @@ fn each_request_uses_its_durability_class() {
     assert_eq!(class_of(prop), (1, 1));
     let syncs = engine.sync_count();
     assert!(
-        s.handle(Request::ResetPresence {
+        s.op(Request::ResetPresence {
             node: NodeName::new("gw1").expect("valid name")
         })
         .is_ok()
@@ -429,8 +509,9 @@ fn each_request_uses_its_durability_class() {
 fn a_group_is_one_batch_and_one_sync() {
     let (s, engine) = store();
     let create = |token: u8, name: &str| Request::CreateDevice {
-        org: "o".into(),
-        template: "T".into(),
+        org: OrgId::ROOT,
+        template: tmpl("TMPL1"),
+        owner: None,
         name: name.into(),
         token_hash: hash(token),
     };
@@ -453,7 +534,11 @@ fn a_group_is_one_batch_and_one_sync() {
     ];
     let (writes, syncs) = (engine.write_log().len(), engine.sync_count());
     let mut syncs_when_applied = None;
-    let results = s.commit_group(requests, || syncs_when_applied = Some(engine.sync_count()));
+    let calls = requests
+        .into_iter()
+        .map(|r| Call::new(Some(operator()), r))
+        .collect();
+    let results = s.commit_group(calls, || syncs_when_applied = Some(engine.sync_count()));
     assert_eq!(engine.write_log().len() - writes, 1, "one batch");
     assert_eq!(engine.sync_count() - syncs, 1, "one sync");
     assert_eq!(syncs_when_applied, Some(syncs), "applied before the sync");
@@ -486,12 +571,12 @@ fn a_failed_group_write_fails_its_members() {
     engine.set_fail_writes(true);
     let results = s.commit_group(
         vec![
-            Request::WritePins {
+            Call::nobody(Request::WritePins {
                 writes: vec![pw(1, v(1), "x", 5)],
-            },
-            Request::WritePins {
+            }),
+            Call::nobody(Request::WritePins {
                 writes: vec![pw(99, v(1), "x", 5)],
-            },
+            }),
         ],
         || {},
     );
@@ -506,15 +591,16 @@ fn an_engine_failure_is_a_storage_error_with_no_effect() {
     let (s, engine) = store();
     engine.set_fail_writes(true);
     let req = Request::CreateDevice {
-        org: "o".into(),
-        template: "t".into(),
+        org: OrgId::ROOT,
+        template: tmpl("TMPL1"),
+        owner: None,
         name: "n".into(),
         token_hash: hash(1),
     };
-    assert!(matches!(s.handle(req), Err(StoreError::Storage(m)) if m.contains("injected")));
+    assert!(matches!(s.op(req), Err(StoreError::Storage(m)) if m.contains("injected")));
     engine.set_fail_writes(false);
     assert_eq!(
-        s.handle(Request::Authenticate {
+        s.op(Request::Authenticate {
             token_hash: hash(1)
         }),
         Ok(Response::Authenticated(None))
@@ -531,12 +617,12 @@ fn corrupt_records_are_reported_as_storage_errors() {
     engine
         .write(batch, Durability::Sync)
         .expect("plant garbage");
-    let err = s.handle(Request::GetDevice { device: 5 });
+    let err = s.op(Request::GetDevice { device: 5 });
     assert!(
         matches!(&err, Err(StoreError::Storage(m)) if m.contains("corrupt device record")),
         "{err:?}"
     );
-    let err = s.handle(Request::Authenticate {
+    let err = s.op(Request::Authenticate {
         token_hash: hash(3),
     });
     assert!(
@@ -551,17 +637,17 @@ fn format_version_is_stamped_and_checked() {
     drop(Store::open(Arc::clone(&engine)).expect("fresh"));
     assert_eq!(
         engine.get(Cf::Meta, keys::FORMAT_VERSION).expect("get"),
-        Some(1u32.to_be_bytes().to_vec())
+        Some(2u32.to_be_bytes().to_vec())
     );
     drop(Store::open(Arc::clone(&engine)).expect("same version reopens"));
 
     let mut batch = WriteBatch::new();
-    batch.put(Cf::Meta, keys::FORMAT_VERSION, 2u32.to_be_bytes());
+    batch.put(Cf::Meta, keys::FORMAT_VERSION, 3u32.to_be_bytes());
     engine.write(batch, Durability::Sync).expect("write");
     let err = Store::open(Arc::clone(&engine)).err().expect("refused");
     assert_eq!(
         err.to_string(),
-        "the data directory has format version 2; this build reads only version 1"
+        "the data directory has format version 3; this build reads version 2 and migrates older ones. A newer format needs a newer portcullis-store build"
     );
 
     let unversioned = Arc::new(MemoryEngine::new());
@@ -582,7 +668,7 @@ fn rocksdb_store_persists_and_refuses_unknown_versions() {
     {
         let s = Store::open(RocksEngine::open(dir.path()).expect("open")).expect("store");
         create(&s, "kept", 1);
-        s.handle(Request::WritePins {
+        s.op(Request::WritePins {
             writes: vec![pw(1, v(3), "7", 5)],
         })
         .expect("pins");

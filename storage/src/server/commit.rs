@@ -13,8 +13,8 @@
 //! it (released right after its fsync) even when they need no fsync themselves.
 
 use crate::engine::Engine;
-use crate::schema::{Applied, Store, finish_sync};
-use portcullis_protocol::store::{Request, Response, StoreError};
+use crate::schema::{Applied, Call, Store, finish_sync};
+use portcullis_protocol::store::{Response, StoreError};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
@@ -28,7 +28,7 @@ pub const MAX_COMMIT_WINDOW: Duration =
 pub(crate) type Outcome = Result<Response, StoreError>;
 
 struct Job {
-    request: Request,
+    call: Call,
     reply: Sender<Outcome>,
 }
 
@@ -118,11 +118,11 @@ impl Committer {
     }
 
     /// Queues a write; its result will arrive on `reply`. Returns the job's sequence number.
-    pub(crate) fn submit(&self, request: Request, reply: &Sender<Outcome>) -> u64 {
+    pub(crate) fn submit(&self, call: Call, reply: &Sender<Outcome>) -> u64 {
         let mut queue = lock(&self.shared.queue);
         queue.submitted += 1;
         queue.jobs.push(Job {
-            request,
+            call,
             reply: reply.clone(),
         });
         let seq = queue.submitted;
@@ -187,9 +187,9 @@ fn apply_loop<E: Engine>(shared: &Shared, store: &Store<E>, window: Duration) {
             }
             (std::mem::take(&mut queue.jobs), queue.submitted)
         };
-        let (requests, replies): (Vec<Request>, Vec<Sender<Outcome>>) =
-            jobs.into_iter().map(|j| (j.request, j.reply)).unzip();
-        let applied = store.apply_group(requests);
+        let (calls, replies): (Vec<Call>, Vec<Sender<Outcome>>) =
+            jobs.into_iter().map(|j| (j.call, j.reply)).unzip();
+        let applied = store.apply_group(calls);
         *lock(&shared.applied) = last_seq;
         shared.applied_changed.notify_all();
         let held = Held { applied, replies };

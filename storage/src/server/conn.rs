@@ -1,7 +1,8 @@
 //! One client link, whatever carries it (a Unix socket or a mutually authenticated TLS stream, see
 //! [`LinkStream`]): the hello exchange (the client's version, role and gateway node, logged when
 //! the link opens), then the pipelined request loop on two threads, every request checked against
-//! what the hello's role may send (`permissions`). The reader (the link's thread) decodes every
+//! what the hello's role may send and which acting party it may claim (`permissions`; the schema
+//! then decides on the party itself). The reader (the link's thread) decodes every
 //! complete request already buffered, in order, and never waits for the disk: a write goes to the
 //! group committer; a read is answered from the engine once this link's own earlier writes are
 //! applied (visible), which takes an apply, never an fsync, and keeps the read from seeing the
@@ -14,7 +15,7 @@ use super::ServerConfig;
 use super::commit::{Committer, Outcome};
 use super::permissions;
 use crate::engine::Engine;
-use crate::schema::{Store, is_write};
+use crate::schema::{Call, Store, is_write};
 use portcullis_protocol::store::{
     ClientHello, ClientHelloFrame, NodeNameError, ReplyEnvelope, RequestEnvelope, ServerHello,
     StoreError, WIRE_VERSION, WireError, decode_client_hello, decode_frame, encode_frame,
@@ -283,15 +284,17 @@ fn read_requests<E: Engine, R: Read>(
                 Ok(Some((envelope, len))) => {
                     used += len;
                     let id = envelope.id;
-                    let next = if let Err(refusal) = permissions::check(hello, &envelope.request) {
+                    let next = if let Err(refusal) =
+                        permissions::check(hello, envelope.acting.as_ref(), &envelope.request)
+                    {
                         tracing::debug!(id, %refusal, "request refused by the link's role");
                         Owed::Ready(id, Box::new(Err(StoreError::Invalid(refusal.to_string()))))
                     } else if is_write(&envelope.request) {
-                        last_write = committer.submit(envelope.request, outcomes);
+                        last_write = committer.submit(Call::from(envelope), outcomes);
                         Owed::Committed(id)
                     } else {
                         committer.wait_applied(last_write);
-                        Owed::Ready(id, Box::new(read(store, id, envelope.request)))
+                        Owed::Ready(id, Box::new(read(store, id, envelope)))
                     };
                     owed.send(next).map_err(|_| writer_gone())?;
                 }
@@ -317,12 +320,8 @@ fn read_requests<E: Engine, R: Read>(
     }
 }
 
-fn read<E: Engine>(
-    store: &Store<E>,
-    id: u64,
-    request: portcullis_protocol::store::Request,
-) -> Outcome {
-    let result = store.read(request);
+fn read<E: Engine>(store: &Store<E>, id: u64, envelope: RequestEnvelope) -> Outcome {
+    let result = store.read(envelope.acting.as_ref(), envelope.request);
     if let Err(err) = &result {
         tracing::debug!(id, %err, "request refused");
     }

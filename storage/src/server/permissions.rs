@@ -1,5 +1,5 @@
 //! What a link may send, decided by the role and the gateway node its hello named: the store's
-//! one rule, applied to every request before it reaches the schema ([`check`]).
+//! one rule about links, applied to every request before it reaches the schema ([`check`]).
 //!
 //! | request | device traffic | admin | metrics |
 //! |---|---|---|---|
@@ -7,6 +7,16 @@
 //! | key and backup requests ([`admin_only`]) | no | yes | no |
 //! | `SetPresence`, `ResetPresence` | its own node's sessions only | yes | no |
 //! | everything else | yes | yes | no |
+//!
+//! | acting party claimed | device traffic | admin | metrics |
+//! |---|---|---|---|
+//! | none | yes | yes | yes |
+//! | `Party::Operator` | no | yes | no |
+//! | `Party::User`, `Party::ApiKey` | yes | yes | no |
+//!
+//! The link only bounds which party a request may claim; whether that party may do what it asks
+//! is the schema's decision (`schema::acting`), from the store's own records: a gateway claims
+//! the user or key it authenticated, and the store resolves and checks it again.
 //!
 //! A presence change names its node in the request (the session tag, `ResetPresence { node }`)
 //! rather than taking it from the link: the schema runs requests without knowing which link sent
@@ -16,7 +26,7 @@
 //! clearing the sessions of a gateway that is gone for good).
 
 use crate::schema::admin_only;
-use portcullis_protocol::store::{ClientHello, ClientRole, NodeName, Request};
+use portcullis_protocol::store::{Acting, ClientHello, ClientRole, NodeName, Party, Request};
 use thiserror::Error;
 
 /// Why a link may not send a request. All are the caller's: its role does not allow it (a
@@ -34,6 +44,15 @@ pub(crate) enum Refusal {
     /// A metrics link asked for more than a liveness check and the store's counters.
     #[error("a metrics link may send only Ping and Stats, not {request}")]
     MetricsOnly { request: &'static str },
+    /// A link that may not claim the operator did.
+    #[error("only an admin link may act as the operator ({request} on a {role} link)")]
+    OperatorClaim {
+        request: &'static str,
+        role: ClientRole,
+    },
+    /// A metrics link claimed an acting party.
+    #[error("a metrics link acts for nobody ({request} named an acting party)")]
+    MetricsActing { request: &'static str },
     /// A device-traffic link named another node's sessions.
     #[error(
         "a link of gateway node {link} may change only its own node's presence, not node {named}'s"
@@ -41,8 +60,27 @@ pub(crate) enum Refusal {
     OtherNode { link: NodeName, named: NodeName },
 }
 
-/// Whether the link that said `hello` may send `request`.
-pub(crate) fn check(hello: &ClientHello, request: &Request) -> Result<(), Refusal> {
+/// Whether the link that said `hello` may send `request` acting for `acting`.
+pub(crate) fn check(
+    hello: &ClientHello,
+    acting: Option<&Acting>,
+    request: &Request,
+) -> Result<(), Refusal> {
+    match (&hello.role, acting.map(|a| a.party)) {
+        (_, None) | (ClientRole::Admin, Some(_)) => {}
+        (ClientRole::Metrics, Some(_)) => {
+            return Err(Refusal::MetricsActing {
+                request: request.name(),
+            });
+        }
+        (role @ ClientRole::DeviceTraffic(_), Some(Party::Operator)) => {
+            return Err(Refusal::OperatorClaim {
+                request: request.name(),
+                role: role.clone(),
+            });
+        }
+        (ClientRole::DeviceTraffic(_), Some(Party::User(_) | Party::ApiKey(_))) => {}
+    }
     let named_node = match request {
         Request::SetPresence { presence, .. } => Some(&presence.session().node),
         Request::ResetPresence { node } => Some(node),
@@ -122,7 +160,7 @@ mod tests {
         let hello = ClientHello::new(node("gw1"), role);
         requests(named)
             .iter()
-            .filter(|r| check(&hello, r).is_ok())
+            .filter(|r| check(&hello, None, r).is_ok())
             .map(Request::name)
             .collect()
     }
@@ -159,9 +197,40 @@ mod tests {
     }
 
     #[test]
+    fn which_party_each_role_may_claim() {
+        let acting = |party| Acting {
+            party,
+            from: "local".into(),
+        };
+        let parties = [
+            Party::Operator,
+            Party::User(portcullis_protocol::authz::UserId(7)),
+            Party::ApiKey(portcullis_protocol::store::ApiKeyId(3)),
+        ];
+        let claims = |role: ClientRole| -> Vec<bool> {
+            let hello = ClientHello::new(node("gw1"), role);
+            parties
+                .iter()
+                .map(|p| check(&hello, Some(&acting(*p)), &Request::Ping).is_ok())
+                .collect()
+        };
+        assert_eq!(claims(ClientRole::Admin), [true, true, true]);
+        let shard = ClientRole::DeviceTraffic(TrafficLink::Shard(0));
+        assert_eq!(claims(shard.clone()), [false, true, true]);
+        assert_eq!(claims(ClientRole::Metrics), [false, false, false]);
+        let hello = ClientHello::new(node("gw1"), shard);
+        let err = check(&hello, Some(&acting(Party::Operator)), &Request::Stats).expect_err("no");
+        assert!(
+            err.to_string()
+                .starts_with("only an admin link may act as the operator"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn refusals_say_what_the_role_allows() {
         let metrics = ClientHello::new(node("gw1"), ClientRole::Metrics);
-        let err = check(&metrics, &Request::GetDevice { device: 1 }).expect_err("refused");
+        let err = check(&metrics, None, &Request::GetDevice { device: 1 }).expect_err("refused");
         assert_eq!(
             err.to_string(),
             "a metrics link may send only Ping and Stats, not GetDevice"
@@ -170,7 +239,7 @@ mod tests {
             node("gw1"),
             ClientRole::DeviceTraffic(TrafficLink::Shard(2)),
         );
-        let err = check(&shard, &Request::KeyUsage).expect_err("refused");
+        let err = check(&shard, None, &Request::KeyUsage).expect_err("refused");
         assert!(
             err.to_string().starts_with("only an admin link may"),
             "{err}"
@@ -179,7 +248,8 @@ mod tests {
             err.to_string().contains("device traffic (shard 2)"),
             "{err}"
         );
-        let err = check(&shard, &Request::ResetPresence { node: node("gw2") }).expect_err("other");
+        let err =
+            check(&shard, None, &Request::ResetPresence { node: node("gw2") }).expect_err("other");
         assert_eq!(
             err.to_string(),
             "a link of gateway node gw1 may change only its own node's presence, not node gw2's"

@@ -3,11 +3,26 @@
 
 use super::*;
 use crate::engine::memory::MemoryEngine;
+use portcullis_protocol::authz::OrgId;
 use portcullis_protocol::body::{PinAddr, PinKind};
 use portcullis_protocol::store::{
-    ClientHello, ClientRole, NodeName, PinWrite, ReplyEnvelope, Request, RequestEnvelope, Response,
-    ServerHello, StoreError, TrafficLink, WIRE_VERSION, decode_frame, encode_frame,
+    Acting, ClientHello, ClientRole, DeviceScope, NodeName, Party, PinWrite, ReplyEnvelope,
+    Request, RequestEnvelope, Response, ServerHello, StoreError, TemplateId, TrafficLink,
+    WIRE_VERSION, decode_frame, encode_frame,
 };
+
+/// Management requests act as the operator (these tests' links are admin links); device
+/// traffic acts for nobody.
+fn acting_for(request: &Request) -> Option<Acting> {
+    (!request.acts_for_nobody()).then(|| Acting {
+        party: Party::Operator,
+        from: "local".into(),
+    })
+}
+
+fn template() -> TemplateId {
+    TemplateId::parse("TMPL1").expect("valid")
+}
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 
@@ -27,6 +42,20 @@ impl Running {
         let path = dir.path().join("store.sock");
         let engine = Arc::new(MemoryEngine::new());
         let store = Arc::new(Store::open(Arc::clone(&engine)).expect("store"));
+        let operator = Acting {
+            party: Party::Operator,
+            from: "local".into(),
+        };
+        let made = store.handle_as(
+            Some(&operator),
+            Request::CreateTemplate {
+                org: OrgId::ROOT,
+                id: template(),
+                name: "t".into(),
+                datastreams: Vec::new(),
+            },
+        );
+        assert!(made.is_ok(), "{made:?}");
         let server = Server::bind(&path).expect("bind");
         let shutdown = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&shutdown);
@@ -95,7 +124,11 @@ impl Client {
     }
 
     fn request(&mut self, id: u64, request: Request) {
-        self.send(&RequestEnvelope { id, request });
+        self.send(&RequestEnvelope {
+            id,
+            acting: acting_for(&request),
+            request,
+        });
     }
 
     /// The next message, or `None` once the server closed the link.
@@ -135,8 +168,9 @@ impl Client {
 
 fn create_request(token: u8) -> Request {
     Request::CreateDevice {
-        org: "o".into(),
-        template: "t".into(),
+        org: OrgId::ROOT,
+        template: template(),
+        owner: None,
         name: format!("d{token}"),
         token_hash: [token; 32],
     }
@@ -154,7 +188,15 @@ fn pipelined_requests_are_answered_in_order_with_their_ids() {
         (5, Request::GetDevice { device: 2 }),
     ];
     for (id, request) in requests {
-        encode_frame(&RequestEnvelope { id, request }, &mut batch).expect("encode");
+        encode_frame(
+            &RequestEnvelope {
+                id,
+                acting: acting_for(&request),
+                request,
+            },
+            &mut batch,
+        )
+        .expect("encode");
     }
     c.stream
         .write_all(&batch)
@@ -178,6 +220,7 @@ fn a_request_split_across_writes_is_reassembled() {
     encode_frame(
         &RequestEnvelope {
             id: 3,
+            acting: acting_for(&create_request(4)),
             request: create_request(4),
         },
         &mut frame,
@@ -252,6 +295,7 @@ fn an_oversize_frame_closes_only_its_link_after_answering_what_came_before() {
     encode_frame(
         &RequestEnvelope {
             id: 1,
+            acting: acting_for(&Request::Ping),
             request: Request::Ping,
         },
         &mut bytes,
@@ -399,8 +443,9 @@ fn create_request_n(n: u32) -> Request {
     let mut token_hash = [0u8; 32];
     token_hash[..4].copy_from_slice(&n.to_be_bytes());
     Request::CreateDevice {
-        org: "o".into(),
-        template: "t".into(),
+        org: OrgId::ROOT,
+        template: template(),
+        owner: None,
         name: format!("d{n}"),
         token_hash,
     }
@@ -422,6 +467,7 @@ fn pipelined_writes_share_syncs() {
         encode_frame(
             &RequestEnvelope {
                 id: u64::from(n),
+                acting: acting_for(&request),
                 request,
             },
             &mut batch,
@@ -459,6 +505,7 @@ fn reads_see_exactly_the_writes_before_them() {
         encode_frame(
             &RequestEnvelope {
                 id,
+                acting: acting_for(&create_request_n(n)),
                 request: create_request_n(n),
             },
             &mut batch,
@@ -467,11 +514,12 @@ fn reads_see_exactly_the_writes_before_them() {
         let request = Request::ListDevices {
             after: None,
             limit: 10_000,
-            org: None,
+            scope: DeviceScope::All,
         };
         encode_frame(
             &RequestEnvelope {
                 id: id + 1,
+                acting: acting_for(&request),
                 request,
             },
             &mut batch,
@@ -512,6 +560,7 @@ fn writes_from_many_links_are_all_answered() {
                     encode_frame(
                         &RequestEnvelope {
                             id: u64::from(n),
+                            acting: acting_for(&create_request_n(n)),
                             request: create_request_n(n),
                         },
                         &mut batch,
@@ -533,7 +582,7 @@ fn writes_from_many_links_are_all_answered() {
         Request::ListDevices {
             after: None,
             limit: 10_000,
-            org: None,
+            scope: DeviceScope::All,
         },
     ) else {
         panic!("list");

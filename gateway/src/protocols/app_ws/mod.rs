@@ -1,5 +1,5 @@
 //! The app WebSocket API (`/api/ws`, docs/app-api.md): people's apps log in with email and
-//! password hash, page through the devices they may see and watch them live. This file is the
+//! password hash (or a session token of the REST login), page through the devices they may see and watch them live. This file is the
 //! adapter the reactor calls: it turns what the sans-IO [`session::AppSession`] decided into jobs
 //! for the worker pools (the password check, device pages and lookups, each an operation on
 //! behalf of the logged-in principal, so the visibility rule is the operations layer's), the
@@ -16,18 +16,22 @@ use super::{
 };
 use crate::bus::{BusEvent, DeviceEvent};
 use crate::conn::CloseReason;
-use crate::guard::login_throttle::LoginGate;
+use crate::guard::account_failures::AccountGate;
+use crate::guard::login_throttle::{self, LoginGate};
 use crate::guard::security_events::ConnectionEvent;
 use portcullis_operations::devices::{self, DevicePage};
-use portcullis_operations::login::{self, LoginOutcome, LoginRefusal};
-use portcullis_operations::{OperationError, Principal};
+use portcullis_operations::sessions::{self, LoginOutcome, LoginRefusal};
+use portcullis_operations::{Credential, OperationError, Principal, secrets};
 use portcullis_protocol::app::{AppDevice, AppErrorCode, AppEvent, normalize_email};
-use portcullis_protocol::store::{DeviceId, DeviceRecord};
+use portcullis_protocol::store::{DeviceId, DeviceRecord, SecretHash};
 
 use session::{AppAction, AppSession};
 
 /// Devices per `devices` answer.
 pub const APP_DEVICE_PAGE: u32 = 100;
+
+/// What the security log names as the account of a token login (the token itself is a secret).
+const SESSION_TOKEN_ACCOUNT: &str = "(session token)";
 
 /// An app connection: its sans-IO session, who logged in, and the actions of the last step.
 #[derive(Debug)]
@@ -35,6 +39,9 @@ pub struct AppWsSession {
     session: AppSession,
     /// The logged-in user, on whose behalf every operation runs.
     principal: Option<Principal>,
+    /// The hash of the session token it logged in with (`login_token`), so a logout of that
+    /// session ends this connection.
+    session_hash: Option<SecretHash>,
     /// Decisions of one session step (kept to reuse the allocation).
     actions: Vec<AppAction>,
 }
@@ -47,6 +54,11 @@ pub enum Done {
         id: u32,
         email: String,
         outcome: Result<LoginOutcome, OperationError>,
+    },
+    /// The session lookup of token login request `id`.
+    LoginToken {
+        id: u32,
+        outcome: Result<Principal, OperationError>,
     },
     /// A page of devices for request `id`.
     Devices {
@@ -82,12 +94,27 @@ impl AppWsSession {
         Self {
             session: AppSession::new(),
             principal: None,
+            session_hash: None,
             actions: Vec::new(),
         }
     }
 
     pub fn is_logged_in(&self) -> bool {
         self.session.is_logged_in()
+    }
+
+    /// The user this app logged in as (`None` before login, or for the operator), so the shard
+    /// can end the sessions of a user the store revoked.
+    pub fn user(&self) -> Option<portcullis_protocol::authz::UserId> {
+        self.principal
+            .as_ref()
+            .and_then(|p| p.as_member())
+            .map(|m| m.user())
+    }
+
+    /// The hash of the session token this app logged in with, if it used one.
+    pub fn session_hash(&self) -> Option<&SecretHash> {
+        self.session_hash.as_ref()
     }
 
     pub fn on_deadline(&self, limits: &ProtocolLimits) -> CloseReason {
@@ -134,12 +161,15 @@ impl AppWsSession {
             AppAction::Close(reason) => step.out.close(reason),
             AppAction::Unsubscribe { device } => step.out.watch.push(Watch::Unsubscribe(device)),
             AppAction::Login { id, email, hash } => self.login(id, email, hash, step),
+            AppAction::LoginToken { id, token } => self.login_token(id, token, step),
             AppAction::ListDevices { id, after, .. } => {
                 let Some(principal) = principal else { return };
                 step.out.jobs.push(Job {
                     pool: Pool::Operations,
                     run: Box::new(move |store| {
-                        let page = devices::list_page(store, &principal, after, APP_DEVICE_PAGE);
+                        let scope = devices::home_scope(&principal);
+                        let page =
+                            devices::list_page(store, &principal, scope, after, APP_DEVICE_PAGE);
                         answer(Done::Devices { id, page })
                     }),
                     refused: answer(Done::Busy {
@@ -165,17 +195,70 @@ impl AppWsSession {
         }
     }
 
-    /// A login request: refused at once from a blocked address, otherwise checked on a password
-    /// worker (argon2id never runs on a shard).
-    fn login(&mut self, id: u32, email: String, hash: String, step: &mut Step<'_>) {
+    /// Whether the peer's address is blocked from logging in; if so the pending login is
+    /// answered `throttled` and the security log says so. `who` names the account tried.
+    fn throttled(&mut self, who: String, step: &mut Step<'_>) -> bool {
         let services = &mut *step.services;
         let peer = step.conn.peer;
         let gate = services
             .guards
             .app_throttle()
             .check(peer.ip(), services.now);
-        if let LoginGate::Blocked { remaining, .. } = gate {
-            let retry_in_secs = remaining.as_secs().max(1);
+        let LoginGate::Blocked { remaining, .. } = gate else {
+            return false;
+        };
+        let retry_in_secs = login_throttle::retry_after_secs(remaining);
+        services.metrics.app_logins_refused.add(1);
+        services.security.record(
+            services.now,
+            &ConnectionEvent::AppLoginThrottled {
+                peer,
+                email: who,
+                retry_in_secs,
+            },
+        );
+        let message =
+            format!("too many failed logins from this address; retry in {retry_in_secs} s");
+        self.session.login_failed(AppErrorCode::Throttled, &message);
+        true
+    }
+
+    /// A token login: throttled like a password login, then the session resolved on an
+    /// operations worker (a lookup, no argon2id).
+    fn login_token(&mut self, id: u32, token: String, step: &mut Step<'_>) {
+        if self.throttled(SESSION_TOKEN_ACCOUNT.into(), step) {
+            return;
+        }
+        let from = step.conn.peer.ip().to_string();
+        self.session_hash = Some(secrets::hash(&token));
+        step.out.jobs.push(Job {
+            pool: Pool::Operations,
+            run: Box::new(move |store| {
+                let outcome = sessions::authenticate(store, &token, &from);
+                answer(Done::LoginToken { id, outcome })
+            }),
+            refused: answer(Done::Busy {
+                id,
+                what: BusyJob::Login,
+            }),
+        });
+    }
+
+    /// A login request: refused at once from a blocked address, otherwise checked on a password
+    /// worker (argon2id never runs on a shard).
+    fn login(&mut self, id: u32, email: String, hash: String, step: &mut Step<'_>) {
+        if self.throttled(email.clone(), step) {
+            return;
+        }
+        let peer = step.conn.peer;
+        let email = normalize_email(&email);
+        let services = &mut *step.services;
+        let account = services
+            .guards
+            .app_accounts()
+            .gate(&email, peer.ip(), services.now);
+        if let AccountGate::Wait(wait) = account {
+            let retry_in_secs = login_throttle::retry_after_secs(wait);
             services.metrics.app_logins_refused.add(1);
             services.security.record(
                 services.now,
@@ -186,16 +269,16 @@ impl AppWsSession {
                 },
             );
             let message =
-                format!("too many failed logins from this address; retry in {retry_in_secs} s");
+                format!("too many failed logins of this account; retry in {retry_in_secs} s");
             self.session.login_failed(AppErrorCode::Throttled, &message);
             return;
         }
-        let email = normalize_email(&email);
         let checked = email.clone();
+        let from = peer.ip().to_string();
         step.out.jobs.push(Job {
             pool: Pool::Passwords,
             run: Box::new(move |store| {
-                let outcome = login::verify(store, &checked, &hash);
+                let outcome = sessions::verify(store, &checked, &hash, &from);
                 answer(Done::Login {
                     id,
                     email: checked,
@@ -213,6 +296,7 @@ impl AppWsSession {
     pub fn on_work_done(&mut self, done: Done, step: &mut Step<'_>) {
         match done {
             Done::Login { email, outcome, .. } => self.login_checked(email, outcome, step),
+            Done::LoginToken { outcome, .. } => self.token_checked(outcome, step),
             Done::Devices { id, page: Ok(page) } => {
                 let DevicePage { devices, next } = page;
                 let devices = devices
@@ -221,7 +305,7 @@ impl AppWsSession {
                         online: d.online(),
                         id: d.id,
                         name: d.name,
-                        template: d.template,
+                        template: d.template.to_string(),
                     })
                     .collect();
                 self.session.send(&AppEvent::Devices { id, devices, next });
@@ -274,6 +358,71 @@ impl AppWsSession {
         self.flush(step);
     }
 
+    /// The verdict of a token login. Only a session token logs an app in: an API key is for
+    /// scripts calling REST, and a connection could outlive its revocation.
+    fn token_checked(&mut self, outcome: Result<Principal, OperationError>, step: &mut Step<'_>) {
+        match outcome {
+            Ok(principal)
+                if principal
+                    .as_member()
+                    .is_some_and(|m| m.credential() == Credential::Session) =>
+            {
+                let email = principal
+                    .as_member()
+                    .map(|m| m.email().to_owned())
+                    .unwrap_or_default();
+                self.logged_in(email, principal, step);
+            }
+            Ok(_) | Err(OperationError::NotAuthenticated(_)) => {
+                self.session_hash = None;
+                self.session.login_failed(
+                    AppErrorCode::Unauthorized,
+                    "unknown, expired or revoked session",
+                );
+                let services = &mut *step.services;
+                let peer = step.conn.peer;
+                services.metrics.app_logins_refused.add(1);
+                let gate = services
+                    .guards
+                    .app_throttle()
+                    .record_failure(peer.ip(), services.now);
+                services.security.record(
+                    services.now,
+                    &ConnectionEvent::AppLoginFailed {
+                        peer,
+                        email: SESSION_TOKEN_ACCOUNT.into(),
+                        why: "unknown, expired or revoked session token",
+                        next: gate.name(),
+                        account_failures: None,
+                    },
+                );
+            }
+            Err(e) => {
+                self.session_hash = None;
+                tracing::error!(error = %e, "store failed an app session lookup");
+                self.session
+                    .login_failed(AppErrorCode::Busy, "store unavailable; retry");
+            }
+        }
+    }
+
+    /// A login succeeded: the session answers, and every later operation acts for `principal`.
+    fn logged_in(&mut self, email: String, principal: Principal, step: &mut Step<'_>) {
+        let services = &mut *step.services;
+        let peer = step.conn.peer;
+        let org = principal
+            .as_member()
+            .map(|member| member.org().org().0.to_string())
+            .unwrap_or_default();
+        tracing::info!(shard = services.shard, %peer, %email, %org, "app logged in");
+        services.guards.app_accounts().succeeded(&email, peer.ip());
+        self.session.logged_in(email, org);
+        self.principal = Some(principal);
+        services.metrics.app_logins_ok.add(1);
+        step.out.authenticated = true;
+        step.out.deadline = Some(services.limits.app_idle_timeout);
+    }
+
     /// The verdict of a password check.
     fn login_checked(
         &mut self,
@@ -281,21 +430,9 @@ impl AppWsSession {
         outcome: Result<LoginOutcome, OperationError>,
         step: &mut Step<'_>,
     ) {
-        let services = &mut *step.services;
-        let peer = step.conn.peer;
         let refusal = match outcome {
             Ok(LoginOutcome::Verified(principal)) => {
-                let org = principal
-                    .as_member()
-                    .map(|member| member.org().to_owned())
-                    .unwrap_or_default();
-                tracing::info!(shard = services.shard, %peer, %email, %org, "app logged in");
-                services.guards.app_accounts().clear(&email);
-                self.session.logged_in(email, org);
-                self.principal = Some(principal);
-                services.metrics.app_logins_ok.add(1);
-                step.out.authenticated = true;
-                step.out.deadline = Some(services.limits.app_idle_timeout);
+                self.logged_in(email, principal, step);
                 return;
             }
             Ok(LoginOutcome::Refused(refusal)) => refusal,
@@ -306,14 +443,14 @@ impl AppWsSession {
                 return;
             }
         };
+        let services = &mut *step.services;
+        let peer = step.conn.peer;
         if refusal == LoginRefusal::UnusableHash {
             tracing::error!(%email, "stored password hash unreadable; reset this user's password");
         }
         self.session
             .login_failed(AppErrorCode::Unauthorized, "wrong email or password");
-        let account_failures = refusal
-            .known_user()
-            .then(|| services.guards.app_accounts().record(&email, services.now));
+        let account_failures = Some(services.guards.app_accounts().record(&email, services.now));
         services.metrics.app_logins_refused.add(1);
         let gate = services
             .guards

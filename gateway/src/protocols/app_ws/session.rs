@@ -13,6 +13,7 @@ use crate::conn::CloseReason;
 use crate::conn::ws::{WsLayer, WsLimits, WsRead};
 use portcullis_protocol::app::{
     AppErrorCode, AppEvent, AppRequest, CLIENT_HASH_LEN, MAX_APP_MESSAGE_BYTES, MAX_EMAIL_LEN,
+    MAX_SESSION_TOKEN_LEN,
 };
 use portcullis_protocol::store::DeviceId;
 use std::collections::HashSet;
@@ -29,6 +30,11 @@ pub enum AppAction {
         id: u32,
         email: String,
         hash: String,
+    },
+    /// Resolve a session token (store, on an operations worker).
+    LoginToken {
+        id: u32,
+        token: String,
     },
     /// Read a page of the organization's devices.
     ListDevices {
@@ -178,6 +184,13 @@ impl AppSession {
                 self.state = AppState::Authenticating { id };
                 actions.push(AppAction::Login { id, email, hash });
             }
+            (AppState::Anonymous, AppRequest::LoginToken { id, token }) => {
+                if token.is_empty() || token.len() > MAX_SESSION_TOKEN_LEN {
+                    return self.error(Some(id), AppErrorCode::BadRequest, "token length");
+                }
+                self.state = AppState::Authenticating { id };
+                actions.push(AppAction::LoginToken { id, token });
+            }
             (AppState::Authenticating { .. }, _) => self.error(
                 Some(id),
                 AppErrorCode::LoginFirst,
@@ -186,7 +199,7 @@ impl AppSession {
             (AppState::Anonymous, _) => {
                 self.error(Some(id), AppErrorCode::LoginFirst, "log in first")
             }
-            (AppState::LoggedIn(_), AppRequest::Login { .. }) => {
+            (AppState::LoggedIn(_), AppRequest::Login { .. } | AppRequest::LoginToken { .. }) => {
                 self.error(Some(id), AppErrorCode::BadRequest, "already logged in")
             }
             (AppState::LoggedIn(user), AppRequest::Devices { id, after }) => {

@@ -5,10 +5,12 @@
 
 use super::*;
 use crate::conn::ws_test_client::WsTestClient;
+use crate::guard::account_failures::ACCOUNT_FREE_FAILURES;
 use crate::protocols::testkit::TestShard;
 use crate::protocols::{Outbox, WorkerStore};
-use portcullis_operations::{LinkError, StoreAccess};
-use portcullis_protocol::store::{Request, Response, StoreError};
+use portcullis_operations::{Credential, LinkError, StoreAccess};
+use portcullis_protocol::authz::{self, BuiltInRole, OrgId, OrgPath, UserId};
+use portcullis_protocol::store::{Acting, Party, Request, Response, StoreError, TemplateId};
 
 const PEER: &str = "127.0.0.9:5000";
 const HASH: &str = "sarIrBXpL1J9u4eyaVI2t3+dc1TVYXbDGJjLzjY8+rw=";
@@ -36,22 +38,37 @@ impl App {
     }
 }
 
-/// A store with one user-less world and one device, 7, in organization "acme".
+/// A store with one user-less world and one device, 7, in organization 2 ("acme"), which
+/// only user 1 (ann, a member of it) sees: it hides like the real store.
 struct Scripted;
+
+/// A member of organization `org` (below the root) with the Staff role.
+fn member(user: u64, org: u32, email: &str) -> Principal {
+    let path = OrgPath::new(vec![OrgId::ROOT, OrgId(org)]).expect("a path");
+    let actor = authz::Member {
+        user: UserId(user),
+        org: path,
+        permissions: BuiltInRole::Staff.default_permissions(),
+    };
+    Principal::member(actor, email, Credential::Session, "127.0.0.9")
+}
 
 impl StoreAccess for Scripted {
     fn call_many(
         &mut self,
+        acting: Option<&Acting>,
         requests: Vec<Request>,
     ) -> Result<Vec<Result<Response, StoreError>>, LinkError> {
+        let ann = acting.is_some_and(|a| a.party == Party::User(UserId(1)));
         Ok(requests
             .into_iter()
             .map(|request| match request {
-                Request::GetUser { .. } => Ok(Response::User(None)),
-                Request::GetDevice { device: 7 } => Ok(Response::Device(DeviceRecord {
+                Request::GetUser { .. } => Ok(Response::Credentials(None)),
+                Request::GetDevice { device: 7 } if ann => Ok(Response::Device(DeviceRecord {
                     id: 7,
-                    org: "acme".into(),
-                    template: "T".into(),
+                    org: OrgId(2),
+                    template: TemplateId::parse("TMPL1").expect("valid"),
+                    owner: None,
                     name: "pump".into(),
                     created_ms: 0,
                     sessions: 1,
@@ -59,7 +76,10 @@ impl StoreAccess for Scripted {
                     last_addr: None,
                     info: None,
                 })),
-                _ => Err(StoreError::NotFound("device".into())),
+                Request::GetDevice { device } => {
+                    Err(StoreError::NotFound(format!("device {device}")))
+                }
+                _ => Err(StoreError::Invalid("unexpected".into())),
             })
             .collect())
     }
@@ -71,7 +91,9 @@ fn run_jobs(out: &mut Outbox) -> Vec<(Pool, Done)> {
         .drain(..)
         .map(|job| {
             let pool = job.pool;
-            let WorkDone::AppWs(done) = (job.run)(&mut WorkerStore(&mut Scripted));
+            let WorkDone::AppWs(done) = (job.run)(&mut WorkerStore(&mut Scripted)) else {
+                panic!("an app job answers the app session");
+            };
             (pool, *done)
         })
         .collect()
@@ -93,17 +115,14 @@ fn logged_in(shard: &mut TestShard, app: &mut App) -> AppWsSession {
     let done = Done::Login {
         id: 1,
         email: "ann@acme.example".into(),
-        outcome: Ok(LoginOutcome::Verified(Principal::member(
-            "ann@acme.example",
-            "acme",
-        ))),
+        outcome: Ok(LoginOutcome::Verified(member(1, 2, "ann@acme.example"))),
     };
     session.on_work_done(done, &mut shard.step(1, PEER));
     assert!(shard.out.authenticated, "a verified login authenticates");
     assert!(session.is_logged_in());
     let events = app.events(&shard.out);
     assert!(
-        matches!(&events[..], [AppEvent::LoggedIn { id: 1, org, .. }] if org == "acme"),
+        matches!(&events[..], [AppEvent::LoggedIn { id: 1, org, .. }] if org == "2"),
         "{events:?}"
     );
     session
@@ -180,8 +199,29 @@ fn an_address_with_too_many_failures_is_refused_without_a_password_check() {
         ),
         "{events:?}"
     );
-    // Another address is not blocked.
+    // Another address may still try ann's account, until the failures from all addresses reach
+    // the account's own bound…
+    for id in 0..ACCOUNT_FREE_FAILURES - block_after {
+        let bytes = login_request(&mut app, 200 + id, "ann@acme.example");
+        session.receive(&bytes, &mut shard.step(1, "127.0.0.11:5000"));
+        let [(_, done)] = <[_; 1]>::try_from(run_jobs(&mut shard.out)).expect("one job");
+        session.on_work_done(done, &mut shard.step(1, "127.0.0.11:5000"));
+    }
+    // …then, from a third address, the account itself backs off (ann never logged in there)…
     let bytes = login_request(&mut app, 100, "ann@acme.example");
+    session.receive(&bytes, &mut shard.step(1, "127.0.0.10:5000"));
+    assert!(shard.out.jobs.is_empty(), "the account backs off");
+    let events = app.events(&shard.out);
+    assert!(
+        matches!(
+            events.last(),
+            Some(AppEvent::Error { code: AppErrorCode::Throttled, message, .. })
+                if message.contains("of this account")
+        ),
+        "{events:?}"
+    );
+    // …while that address logs in to other accounts.
+    let bytes = login_request(&mut app, 101, "bob@acme.example");
     session.receive(&bytes, &mut shard.step(1, "127.0.0.10:5000"));
     assert_eq!(shard.out.jobs.len(), 1);
 }
@@ -221,7 +261,7 @@ fn a_device_outside_the_organization_answers_like_one_that_does_not_exist() {
     session.receive(&bytes, &mut shard.step(1, PEER));
     let [(_, missing)] = <[_; 1]>::try_from(run_jobs(&mut shard.out)).expect("one");
     let missing = answer(&mut shard, &mut app, &mut session, missing);
-    let bob = Principal::member("bob@other.example", "other");
+    let bob = member(2, 3, "bob@other.example");
     let hidden = Done::Subscribe {
         id: 3,
         device: 7,
@@ -257,7 +297,9 @@ fn a_full_pool_is_answered_busy_and_the_session_goes_on() {
     let bytes = login_request(&mut app, 5, "ann@acme.example");
     session.receive(&bytes, &mut shard.step(1, PEER));
     let job = shard.out.jobs.pop().expect("a login job");
-    let WorkDone::AppWs(refused) = job.refused;
+    let WorkDone::AppWs(refused) = job.refused else {
+        panic!("an app job answers the app session");
+    };
     let refused = *refused;
     assert!(matches!(
         refused,

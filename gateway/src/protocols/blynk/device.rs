@@ -8,6 +8,8 @@
 //! need is returned for the adapter (`blynk/mod.rs`) to turn into a store request.
 
 use super::quota::{MessageQuota, QuotaLimits, QuotaVerdict};
+use crate::conn::CloseReason;
+use crate::conn::close::TemplateMismatch;
 use crate::protocols::Outbox;
 use portcullis_protocol::body::{
     self, DeviceInfo, Hardware, Internal, PinAddr, PinKind, SyncRequest,
@@ -15,6 +17,7 @@ use portcullis_protocol::body::{
 use portcullis_protocol::frame::{Frame, Payload};
 use portcullis_protocol::store::{DeviceId, PinValue};
 use portcullis_protocol::{Command, Status};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A store operation one device frame needs.
@@ -84,6 +87,10 @@ const MIN_BUFF_IN: u16 = 32;
 #[derive(Debug, Clone)]
 pub struct DeviceSession {
     pub device: DeviceId,
+    /// The template the store holds for the device (`DeviceAuth::template`): an info message
+    /// announcing another one closes the connection. Shared text rather than a `TemplateId`
+    /// (a `String`), so an idle session holds 16 bytes and one small allocation for it.
+    template: Arc<str>,
     /// Heartbeat from the info message, 0 until it arrives.
     heartbeat_secs: u16,
     /// Largest frame the device accepts, 0 until announced.
@@ -92,9 +99,11 @@ pub struct DeviceSession {
 }
 
 impl DeviceSession {
-    pub fn new(device: DeviceId) -> Self {
+    /// The session of `device`, admitted for `template` (its template's id, from the store).
+    pub fn new(device: DeviceId, template: Arc<str>) -> Self {
         Self {
             device,
+            template,
             heartbeat_secs: 0,
             buff_in: 0,
             quota: MessageQuota::default(),
@@ -206,9 +215,25 @@ impl DeviceSession {
         }
     }
 
+    /// The template the device was admitted for.
+    pub fn template(&self) -> &str {
+        &self.template
+    }
+
     fn on_internal(&mut self, id: u16, body: &[u8], out: &mut Outbox) -> Option<StoreCall> {
         match body::parse_internal(body) {
             Internal::Info(info) => {
+                // A device is admitted only as its own template's kind (an info without `tmpl`,
+                // or with an empty one, announces none): otherwise it is refused, unanswered,
+                // and its info is not stored.
+                if let Some(announced) = info.template.as_deref().filter(|t| !t.is_empty())
+                    && announced != &*self.template
+                {
+                    out.close(CloseReason::TemplateMismatch(Box::new(
+                        TemplateMismatch::new(announced, &self.template),
+                    )));
+                    return None;
+                }
                 if let Some(beat) = info.heartbeat_secs.filter(|&b| b > 0) {
                     self.heartbeat_secs = beat;
                 }
@@ -267,6 +292,11 @@ mod tests {
     use super::*;
     use portcullis_protocol::frame::{Decoded, decode};
 
+    /// A device session admitted for template `TMPL1`.
+    fn session(device: DeviceId) -> DeviceSession {
+        DeviceSession::new(device, Arc::from("TMPL1"))
+    }
+
     /// The answers of one frame, and the store calls it needs (at most one).
     struct Stepped {
         out: Outbox,
@@ -323,7 +353,7 @@ mod tests {
 
     #[test]
     fn ping_info_and_second_login() {
-        let mut s = DeviceSession::new(1);
+        let mut s = session(1);
         let out = step(&mut s, Command::Ping, 5, b"");
         assert_eq!(
             frames(&out),
@@ -362,7 +392,7 @@ mod tests {
 
     #[test]
     fn hardware_writes_are_stored_silently_and_errors_answered() {
-        let mut s = DeviceSession::new(1);
+        let mut s = session(1);
         let out = step(&mut s, Command::Hardware, 3, b"vw\x005\x0042");
         assert!(!out.has_frames());
         assert_eq!(
@@ -395,7 +425,7 @@ mod tests {
 
     #[test]
     fn sync_replays_values_with_the_request_id_within_buff_in() {
-        let mut s = DeviceSession::new(1);
+        let mut s = session(1);
         let out = step(&mut s, Command::HardwareSync, 9, b"vr\x005");
         let StoreCall::Sync {
             msg_id: 9, filter, ..
@@ -429,7 +459,7 @@ mod tests {
 
     #[test]
     fn property_is_stored_and_bad_property_answered() {
-        let mut s = DeviceSession::new(1);
+        let mut s = session(1);
         let out = step(&mut s, Command::Property, 7, b"1\x00label\x00Temp");
         assert!(
             matches!(&out.store[0], StoreCall::WriteProperty { msg_id: 7, property, .. } if property == "label")
@@ -451,7 +481,7 @@ mod tests {
             max_heartbeat_secs: 3600,
             ..SessionLimits::default()
         };
-        let mut s = DeviceSession::new(1);
+        let mut s = session(1);
         step(&mut s, Command::Internal, 1, b"h-beat\x0065535");
         // 3600 × 2.3, not the ~42 hours 65535 would give.
         assert_eq!(s.heartbeat_timeout(&limits), Duration::from_secs(8280));
@@ -467,10 +497,12 @@ mod tests {
     }
 
     #[test]
-    fn the_quota_adds_no_memory_per_connection() {
-        // A connection's stage is as large as its largest variant (a close reason with a String,
-        // 32 bytes); the session with its 12-byte quota fits inside it, so `Conn` does not grow.
-        assert!(std::mem::size_of::<DeviceSession>() <= 24);
+    fn an_idle_device_session_stays_small() {
+        // Device id 8, template 16 (`Arc<str>`), heartbeat and buffer 4, quota 12: 40 bytes.
+        // With the template the Blynk session went from 32 to 48 bytes and `Conn` from 152 to
+        // 160 (plus the template's one allocation of 16 + its length bytes); keep it there.
+        assert!(std::mem::size_of::<DeviceSession>() <= 40);
+        assert!(std::mem::size_of::<super::super::BlynkSession>() <= 48);
     }
 
     #[test]
@@ -483,7 +515,7 @@ mod tests {
             ..SessionLimits::default()
         };
         let now = 1_790_000_000_000;
-        let mut s = DeviceSession::new(1);
+        let mut s = session(1);
         let sync = |id| Frame {
             command: Command::HardwareSync,
             msg_id: id,

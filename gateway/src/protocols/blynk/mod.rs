@@ -9,6 +9,7 @@
 pub mod device;
 pub mod login;
 pub mod quota;
+pub mod template_names;
 
 use super::{Continuation, InputLimit, Progress, ProtocolLimits, Step, StoreFailure, StoreReply};
 use super::{Services, StoreRequest};
@@ -23,6 +24,7 @@ use portcullis_protocol::frame::{self, Decoded, Frame};
 use portcullis_protocol::store::{DeviceId, PinWrite, Presence, Request, Response, StoreError};
 use quota::QuotaVerdict;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A Blynk device connection's state machine, advanced only through [`BlynkSession::upgrade`].
@@ -218,7 +220,8 @@ impl BlynkSession {
     pub fn on_store_reply(&mut self, pending: Pending, reply: StoreReply, step: &mut Step<'_>) {
         match (pending, reply) {
             (Pending::Login { msg_id }, Ok(Response::Authenticated(Some(auth)))) => {
-                self.logged_in(auth.device, msg_id, step)
+                let template = step.services.template_names.intern(auth.template.as_str());
+                self.logged_in(auth.device, template, msg_id, step)
             }
             (Pending::Login { msg_id }, Ok(Response::Authenticated(None))) => {
                 let services = &mut *step.services;
@@ -280,8 +283,14 @@ impl BlynkSession {
     }
 
     /// The store knows the token: the device session starts, and the device is online.
-    fn logged_in(&mut self, device: DeviceId, msg_id: u16, step: &mut Step<'_>) {
-        let session = DeviceSession::new(device);
+    fn logged_in(
+        &mut self,
+        device: DeviceId,
+        template: Arc<str>,
+        msg_id: u16,
+        step: &mut Step<'_>,
+    ) {
+        let session = DeviceSession::new(device, template);
         let timeout = session.heartbeat_timeout(&step.services.limits.device);
         self.advance(BlynkTransition::Authenticated(session), step);
         if !self.is_logged_in() {
@@ -323,6 +332,18 @@ fn on_device_frame(session: &mut DeviceSession, frame: &Frame<'_>, step: &mut St
         session.receive(frame, services.now_ms, &services.limits.device, step.out);
     if verdict != QuotaVerdict::Allow {
         over_quota(services, session.device, step.conn.peer, verdict);
+    }
+    if let Some(CloseReason::TemplateMismatch(mismatch)) = &step.out.close {
+        services.metrics.template_mismatches.add(1);
+        services.security.record(
+            services.now,
+            &ConnectionEvent::TemplateMismatch {
+                peer: step.conn.peer,
+                device: session.device,
+                announced: mismatch.announced.clone(),
+                expected: mismatch.expected.clone(),
+            },
+        );
     }
     let Some(call) = call else { return };
     let device = session.device;

@@ -1,5 +1,6 @@
 //! The Blynk adapter: the device connection's state machine, the login policy, store replies
-//! (refusals of a full store queue included) and presence.
+//! (refusals of a full store queue included), presence, and the template admission of a device's
+//! info message.
 
 use super::*;
 use crate::conn::ConnId;
@@ -7,10 +8,12 @@ use crate::protocols::testkit::TestShard;
 use crate::protocols::{Outbox, StoreRequest};
 use portcullis_protocol::Command;
 use portcullis_protocol::frame::{Payload, decode};
-use portcullis_protocol::store::DeviceAuth;
+use portcullis_protocol::store::{DeviceAuth, TemplateId};
 
 const TOKEN: &[u8; 32] = b"0123456789abcdef0123456789abcdef";
 const PEER: &str = "192.0.2.7:4000";
+/// The template the store holds for the test device.
+const TEMPLATE: &str = "TMPL1";
 
 fn login_frame(msg_id: u16) -> Vec<u8> {
     let mut bytes = Vec::new();
@@ -33,8 +36,8 @@ fn statuses(out: &Outbox) -> Vec<(u16, Status)> {
 fn authenticated(device: DeviceId) -> StoreReply {
     Ok(Response::Authenticated(Some(DeviceAuth {
         device,
-        org: "default".into(),
-        template: "TMPL1".into(),
+        org: portcullis_protocol::authz::OrgId::ROOT,
+        template: TemplateId::parse(TEMPLATE).expect("test fixture"),
     })))
 }
 
@@ -58,7 +61,10 @@ fn device_states_only_move_forward() {
         .expect("a login leaves Login");
     assert!(matches!(s, BlynkSession::Authenticating { msg_id: 1 }));
     let s = s
-        .upgrade(BlynkTransition::Authenticated(DeviceSession::new(4)))
+        .upgrade(BlynkTransition::Authenticated(DeviceSession::new(
+            4,
+            Arc::from("TMPL1"),
+        )))
         .expect("the store's answer leaves Authenticating");
     assert!(s.is_logged_in());
     assert_eq!(s.device(), Some(4));
@@ -69,7 +75,10 @@ fn device_states_only_move_forward() {
     ));
     assert!(
         BlynkSession::new()
-            .upgrade(BlynkTransition::Authenticated(DeviceSession::new(4)))
+            .upgrade(BlynkTransition::Authenticated(DeviceSession::new(
+                4,
+                Arc::from("TMPL1")
+            )))
             .is_err(),
         "no device session without a login"
     );
@@ -278,6 +287,88 @@ fn frames_become_store_requests_by_class_and_the_close_takes_presence_away() {
         &shard.out.store[..],
         [StoreRequest::Record(Request::SetPresence {
             device: 42,
+            presence: Presence::Offline { .. },
+            ..
+        })]
+    ));
+}
+
+/// An info message announcing `args` (key, value, ...), as frame `msg_id`, then a PING.
+fn info_then_ping(msg_id: u16, args: &[&[u8]]) -> Vec<u8> {
+    let mut input = Vec::new();
+    frame::encode_args(&mut input, Command::Internal, msg_id, args).expect("test fixture");
+    frame::encode(&mut input, Command::Ping, msg_id + 1, b"").expect("test fixture");
+    input
+}
+
+fn stores_info(out: &Outbox) -> bool {
+    out.store
+        .iter()
+        .any(|r| matches!(r, StoreRequest::BestEffort(Request::SetInfo { .. })))
+}
+
+#[test]
+fn an_info_announcing_the_devices_own_template_is_admitted() {
+    let mut shard = TestShard::new();
+    let mut session = logged_in(&mut shard);
+    let input = info_then_ping(5, &[b"ver", b"1.3.2", b"tmpl", TEMPLATE.as_bytes()]);
+    session.receive(&input, &mut shard.step(3, PEER));
+    assert_eq!(shard.out.close, None);
+    assert_eq!(statuses(&shard.out), vec![(5, Status::Ok), (6, Status::Ok)]);
+    assert!(stores_info(&shard.out));
+    assert_eq!(shard.services.metrics.template_mismatches.get(), 0);
+}
+
+#[test]
+fn an_info_announcing_no_template_is_admitted() {
+    let mut shard = TestShard::new();
+    let mut session = logged_in(&mut shard);
+    for args in [
+        &[&b"ver"[..], b"0.6.1", b"h-beat", b"10"][..],
+        // An empty `tmpl` announces none either.
+        &[&b"ver"[..], b"0.6.1", b"tmpl", b""][..],
+    ] {
+        session.receive(&info_then_ping(5, args), &mut shard.step(3, PEER));
+        assert_eq!(shard.out.close, None);
+        assert_eq!(statuses(&shard.out), vec![(5, Status::Ok), (6, Status::Ok)]);
+        assert!(stores_info(&shard.out));
+    }
+    assert_eq!(shard.services.metrics.template_mismatches.get(), 0);
+}
+
+#[test]
+fn an_info_announcing_another_template_closes_without_storing_it() {
+    let mut shard = TestShard::new();
+    let mut session = logged_in(&mut shard);
+    let input = info_then_ping(5, &[b"h-beat", b"60", b"tmpl", b"TMPLother\"\x1b[2J"]);
+    let progress = session.receive(&input, &mut shard.step(3, PEER));
+    assert_eq!(
+        progress.used,
+        input.len(),
+        "nothing after the refusal is read"
+    );
+    match &shard.out.close {
+        Some(CloseReason::TemplateMismatch(m)) => {
+            // Control characters are gone already (the info parser drops them); quotes escaped.
+            assert_eq!(m.announced, r#"TMPLother\"[2J"#, "peer text is escaped");
+            assert_eq!(m.expected, TEMPLATE);
+        }
+        other => panic!("expected a template mismatch, got {other:?}"),
+    }
+    assert!(
+        !stores_info(&shard.out),
+        "the refused device's info is not stored"
+    );
+    assert!(
+        statuses(&shard.out).is_empty(),
+        "neither the info nor the PING after it is answered"
+    );
+    assert_eq!(shard.services.metrics.template_mismatches.get(), 1);
+    // The close then takes the device's presence away as for any other close.
+    session.on_close(&mut shard.step(3, PEER));
+    assert!(matches!(
+        &shard.out.store[..],
+        [StoreRequest::Record(Request::SetPresence {
             presence: Presence::Offline { .. },
             ..
         })]

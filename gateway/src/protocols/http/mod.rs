@@ -14,15 +14,19 @@
 //! connection idle between requests for [`KEEP_ALIVE_IDLE`] is closed. A deadline moves only
 //! when the phase changes, so a client trickling bytes cannot keep extending it.
 
+pub mod rest;
 pub mod routes;
 pub mod upgrade;
 
 use super::{InputLimit, Progress, ProtocolLimits, Session, Step};
 use crate::conn::CloseReason;
+use crate::conn::Transport;
 use portcullis_protocol::http::{
     CHUNKED_OVERHEAD_ALLOWANCE, Limits, Parsed, Phase, Request, RequestReader, Response, WriteMode,
 };
+use rest::RestCall;
 use routes::Route;
+use std::collections::VecDeque;
 use std::time::Duration;
 
 /// A later request's head must be complete this long after its first byte.
@@ -36,6 +40,9 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Requests for paths (or methods) not served that one connection gets answered; the last of
 /// them closes it.
 pub const MAX_MISSES_PER_CONNECTION: u32 = 8;
+/// Requests a client may pipeline behind one that is being worked on (a REST call on a
+/// worker); beyond them the connection's input waits unread.
+pub const MAX_QUEUED_REQUESTS: usize = 16;
 
 /// What a route makes of one complete request.
 #[derive(Debug)]
@@ -49,6 +56,9 @@ pub enum Answer {
     Upgrade(Response, Route),
     /// Refused by its route: answered, then closed.
     Refused { response: Response, why: String },
+    /// Answered by a worker (a REST call): the connection waits for it, and requests pipelined
+    /// behind it wait their turn.
+    Work(Box<RestCall>),
 }
 
 /// Where the connection stands between two reads, for its deadline.
@@ -69,6 +79,8 @@ pub enum Outcome {
     Upgrade(Route),
     /// The last answer closes the connection, for this reason.
     Close(CloseReason),
+    /// This call goes to a worker; its answer comes back through [`HttpSession::on_work_done`].
+    Working(Box<RestCall>),
 }
 
 /// The answers of one pass and how far it got.
@@ -93,6 +105,13 @@ pub struct HttpSession {
     armed: Option<Waiting>,
     /// `100 Continue` was sent for the current request.
     continued: bool,
+    /// How the answer of the request on a worker is framed, while one is.
+    working: Option<WriteMode>,
+    /// Requests that arrived while one was on a worker, in order.
+    queued: VecDeque<Request>,
+    /// A request the reader refused while one was on a worker: answered, and the connection
+    /// closed, only after the answers of everything before it (HTTP answers go in order).
+    refused_behind: Option<(Vec<u8>, CloseReason)>,
 }
 
 impl HttpSession {
@@ -108,6 +127,9 @@ impl HttpSession {
             misses: 0,
             armed: None,
             continued: false,
+            working: None,
+            queued: VecDeque::new(),
+            refused_behind: None,
         }
     }
 
@@ -117,9 +139,16 @@ impl HttpSession {
         let mut used = 0;
         let mut answers = Vec::new();
         let outcome = loop {
+            if self.working.is_some()
+                && (self.queued.len() >= MAX_QUEUED_REQUESTS || self.refused_behind.is_some())
+            {
+                break Outcome::Waiting(Waiting::Request(Phase::Head));
+            }
             match self.reader.read(&input[used..]) {
                 Ok(Parsed::NeedMore(phase)) => {
-                    if self.reader.awaits_continue() && !self.continued {
+                    // While an answer is on a worker, `100 Continue` waits: it would go out
+                    // before that answer.
+                    if self.reader.awaits_continue() && !self.continued && self.working.is_none() {
                         self.continued = true;
                         answers.push(Response::new(100).to_bytes(WriteMode::KEEP_ALIVE));
                     }
@@ -132,26 +161,28 @@ impl HttpSession {
                 }
                 Ok(Parsed::Complete { request, used: n }) => {
                     used += n;
-                    self.answered += 1;
                     self.continued = false;
-                    let (response, mode, outcome) = self.decide(&request, answer(&request));
-                    answers.push(response.to_bytes(mode));
-                    if let Some(outcome) = outcome {
-                        break outcome;
+                    if self.working.is_some() {
+                        self.queued.push_back(request);
+                        continue;
                     }
-                    if mode.close {
-                        break Outcome::Close(CloseReason::Finished(
-                            "the HTTP client asked to close",
-                        ));
+                    if let Some(outcome) = self.take(&request, &answer, &mut answers) {
+                        break outcome;
                     }
                 }
                 Err(refused) => {
-                    answers.push(refused.response().to_bytes(WriteMode::CLOSE));
-                    used = input.len();
-                    break Outcome::Close(CloseReason::HttpRefused {
+                    let answer = refused.response().to_bytes(WriteMode::CLOSE);
+                    let reason = CloseReason::HttpRefused {
                         status: refused.status(),
                         why: refused.to_string(),
-                    });
+                    };
+                    used = input.len();
+                    if self.working.is_some() {
+                        self.refused_behind = Some((answer, reason));
+                        break Outcome::Waiting(Waiting::Request(Phase::Head));
+                    }
+                    answers.push(answer);
+                    break Outcome::Close(reason);
                 }
             }
         };
@@ -160,6 +191,61 @@ impl HttpSession {
             answers,
             outcome,
         }
+    }
+
+    /// Answers one request into `answers`; what it does to the connection (`None`: it goes on).
+    fn take(
+        &mut self,
+        request: &Request,
+        answer: &impl Fn(&Request) -> Answer,
+        answers: &mut Vec<Vec<u8>>,
+    ) -> Option<Outcome> {
+        self.answered += 1;
+        let decided = match answer(request) {
+            Answer::Work(call) => {
+                self.working = Some(WriteMode::answering(request, false));
+                return Some(Outcome::Working(call));
+            }
+            other => other,
+        };
+        let (response, mode, outcome) = self.decide(request, decided);
+        answers.push(response.to_bytes(mode));
+        if outcome.is_some() {
+            return outcome;
+        }
+        mode.close.then_some(Outcome::Close(CloseReason::Finished(
+            "the HTTP client asked to close",
+        )))
+    }
+
+    /// A worker's answer to the call the connection waits for: sent, then the requests that
+    /// queued up behind it are answered in order (until one goes to a worker in turn).
+    pub fn on_work_done(&mut self, done: rest::Done, step: &mut Step<'_>) {
+        let Some(mode) = self.working.take() else {
+            tracing::debug!("an HTTP answer nobody waits for");
+            return;
+        };
+        let mut answers = vec![done.response.to_bytes(mode)];
+        let mut outcome = mode.close.then_some(Outcome::Close(CloseReason::Finished(
+            "the HTTP client asked to close",
+        )));
+        while outcome.is_none() {
+            let Some(request) = self.queued.pop_front() else {
+                break;
+            };
+            outcome = self.take(&request, &answer, &mut answers);
+        }
+        if outcome.is_none()
+            && let Some((refusal, reason)) = self.refused_behind.take()
+        {
+            answers.push(refusal);
+            outcome = Some(Outcome::Close(reason));
+        }
+        self.settle(
+            answers,
+            outcome.unwrap_or(Outcome::Waiting(Waiting::Idle)),
+            step,
+        );
     }
 
     /// How an answer is framed and what it does to the connection (`None`: it goes on).
@@ -187,6 +273,11 @@ impl HttpSession {
                 Some(Outcome::Upgrade(route)),
             ),
             Answer::Refused { response, why } => refusal(request, response, why),
+            // `take` hands work out before deciding; a second look finds none.
+            Answer::Work(_) => {
+                let response = rest::internal_error("a call was decided twice");
+                refusal(request, response, "an internal error".into())
+            }
         }
     }
 
@@ -203,10 +294,19 @@ impl HttpSession {
         answer: impl Fn(&Request) -> Answer,
     ) -> Progress {
         let exchange = self.exchange(input, answer);
-        for answer in &exchange.answers {
+        self.settle(exchange.answers, exchange.outcome, step);
+        Progress {
+            used: exchange.used,
+            paused: false,
+        }
+    }
+
+    /// Sends `answers` and carries `outcome` out.
+    fn settle(&mut self, answers: Vec<Vec<u8>>, outcome: Outcome, step: &mut Step<'_>) {
+        for answer in &answers {
             step.out.raw(answer);
         }
-        match exchange.outcome {
+        match outcome {
             Outcome::Waiting(waiting) => {
                 // The first request is under the connection's login deadline.
                 if self.answered > 0 && self.armed != Some(waiting) {
@@ -218,16 +318,29 @@ impl HttpSession {
                     });
                 }
             }
+            Outcome::Upgrade(Route::Rest(_)) => step
+                .out
+                .close(CloseReason::Finished("a REST route cannot upgrade")),
             Outcome::Upgrade(Route::AppWebSocket) => {
                 step.out.upgrade = Some(Session::AppWs(Box::default()));
                 // An app receives streams of events: a larger send buffer than a device's.
                 step.out.send_buffer = Some(step.services.limits.app_socket_send_buffer_bytes);
             }
             Outcome::Close(reason) => step.out.close(reason),
-        }
-        Progress {
-            used: exchange.used,
-            paused: false,
+            Outcome::Working(_)
+                if step.conn.transport == Transport::Plain && !step.services.rest.on_plain_port =>
+            {
+                let why = "the REST API is served on the TLS port only (accounts.rest_on_plain_port = false)";
+                let response = rest::refusal(404, why);
+                self.on_work_done(rest::Done { response }, step);
+            }
+            Outcome::Working(mut call) => {
+                call.peer = Some(step.conn.peer);
+                step.out.jobs.push(rest::job(*call, &step.services.rest));
+                // A call on a worker is bounded by the worker's store timeout, not the client.
+                self.armed = None;
+                step.out.deadline = Some(rest::CALL_DEADLINE);
+            }
         }
     }
 
@@ -281,6 +394,7 @@ pub fn answer(request: &Request) -> Answer {
                     why: refused.why,
                 },
             },
+            Route::Rest(endpoint) => rest::call(*endpoint, &found.params, request),
         },
         Err(miss) => {
             let why = match miss.allow() {

@@ -187,3 +187,52 @@ fn paths_not_served_are_answered_on_a_kept_connection_up_to_a_bound() {
         shard.out.close
     );
 }
+
+/// A route table whose every request goes to a worker (a REST call).
+fn work(request: &Request) -> Answer {
+    super::rest::call(super::rest::Endpoint::Me, &[], request)
+}
+
+/// A request the reader refuses behind one on a worker is answered after that one's answer,
+/// and so is `100 Continue`: HTTP answers go out in order.
+#[test]
+fn a_refusal_behind_a_call_on_a_worker_waits_for_its_answer() {
+    let mut shard = TestShard::new();
+    let mut session = HttpSession::new(4096);
+    let first = "GET /me HTTP/1.1\r\nHost: x\r\n\r\n";
+    let exchange = session.exchange(first.as_bytes(), work);
+    assert!(matches!(exchange.outcome, Outcome::Working(_)));
+    let continued =
+        "PUT /x HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n";
+    let exchange = session.exchange(continued.as_bytes(), work);
+    assert!(
+        exchange.answers.is_empty(),
+        "no 100 Continue before the answer"
+    );
+    // The held bytes come again with more: the PUT is complete (queued), then a request
+    // without a Host is refused.
+    let more = format!("{continued}hiGET / HTTP/1.1\r\n\r\n");
+    let exchange = session.exchange(more.as_bytes(), work);
+    assert!(exchange.answers.is_empty(), "the 400 waits for the answer");
+    assert_eq!(
+        exchange.outcome,
+        Outcome::Waiting(Waiting::Request(Phase::Head))
+    );
+    let done = super::rest::Done {
+        response: Response::text(200, "me\n"),
+    };
+    session.on_work_done(done, &mut shard.step(1, PEER));
+    let sent: Vec<String> = shard
+        .out
+        .frames()
+        .map(|f| String::from_utf8_lossy(f).into_owned())
+        .collect();
+    assert_eq!(sent.len(), 3, "{sent:?}");
+    assert!(sent[0].starts_with("HTTP/1.1 200"), "{sent:?}");
+    assert!(
+        sent[1].starts_with("HTTP/1.1 404"),
+        "the PUT, not served: {sent:?}"
+    );
+    assert!(sent[2].starts_with("HTTP/1.1 400"), "{sent:?}");
+    assert!(shard.out.close.is_some(), "then the connection closes");
+}
