@@ -7,8 +7,8 @@
 //! A source is an IPv4 address or an IPv6 /64 (see [`SourceKey`]), so an attacker with one IPv6
 //! prefix cannot multiply its allowance by rotating addresses.
 
-use super::account_failures::AccountFailures;
-use super::login_throttle::{LoginThrottle, SourceKey};
+use super::account_failures::{AccountFailures, AccountGate};
+use super::login_throttle::{self, LoginGate, LoginThrottle, SourceKey};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -26,8 +26,37 @@ pub struct Guards {
     /// guessing passwords is blocked after a few tries, a device fleet behind one NAT address
     /// with one bad token does not lock its people out of the app.
     pub app_throttle: Mutex<LoginThrottle>,
-    /// Failed app logins per existing account (counted and logged, never locking it).
+    /// Failed app logins per account, with the back-off of an account under attack (never
+    /// locking its owner out).
     pub app_accounts: Mutex<AccountFailures>,
+}
+
+/// Why a person's login is refused before it is checked, and for how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginWait {
+    /// The address failed too often.
+    Address(Duration),
+    /// The account is backing off (failures from several addresses).
+    Account(Duration),
+}
+
+impl LoginWait {
+    /// Whole seconds to wait, rounded up.
+    pub fn retry_in_secs(self) -> u64 {
+        match self {
+            LoginWait::Address(wait) | LoginWait::Account(wait) => {
+                login_throttle::retry_after_secs(wait)
+            }
+        }
+    }
+
+    /// What failed too often, for messages: "from this address", "of this account".
+    pub fn whose(self) -> &'static str {
+        match self {
+            LoginWait::Address(_) => "from this address",
+            LoginWait::Account(_) => "of this account",
+        }
+    }
 }
 
 /// Accounts whose failed logins are tracked at once.
@@ -47,6 +76,39 @@ impl Guards {
         self.app_accounts
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether a person's login from `ip` (of `email`, normalized, when the login names one)
+    /// must wait: the address's block first, then the account's back-off. Every interface asks
+    /// this before checking a credential.
+    pub fn app_login_wait(
+        &self,
+        email: Option<&str>,
+        ip: IpAddr,
+        now: Instant,
+    ) -> Option<LoginWait> {
+        if let LoginGate::Blocked { remaining, .. } = self.app_throttle().check(ip, now) {
+            return Some(LoginWait::Address(remaining));
+        }
+        match email.map(|e| self.app_accounts().gate(e, ip, now)) {
+            Some(AccountGate::Wait(wait)) => Some(LoginWait::Account(wait)),
+            _ => None,
+        }
+    }
+
+    /// Counts a refused login from `ip` (of `email`, when it named one) against the address
+    /// and the account; returns the account's failures and what the address faces next.
+    pub fn app_login_failed(
+        &self,
+        email: Option<&str>,
+        ip: IpAddr,
+        now: Instant,
+    ) -> (Option<u32>, LoginGate) {
+        let account_failures = email.map(|e| self.app_accounts().record(e, now));
+        (
+            account_failures,
+            self.app_throttle().record_failure(ip, now),
+        )
     }
 
     pub fn app_throttle(&self) -> MutexGuard<'_, LoginThrottle> {

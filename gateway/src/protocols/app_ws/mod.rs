@@ -16,8 +16,6 @@ use super::{
 };
 use crate::bus::{BusEvent, DeviceEvent};
 use crate::conn::CloseReason;
-use crate::guard::account_failures::AccountGate;
-use crate::guard::login_throttle::{self, LoginGate};
 use crate::guard::security_events::ConnectionEvent;
 use portcullis_operations::devices::{self, DevicePage};
 use portcullis_operations::sessions::{self, LoginOutcome, LoginRefusal};
@@ -195,19 +193,19 @@ impl AppWsSession {
         }
     }
 
-    /// Whether the peer's address is blocked from logging in; if so the pending login is
-    /// answered `throttled` and the security log says so. `who` names the account tried.
-    fn throttled(&mut self, who: String, step: &mut Step<'_>) -> bool {
+    /// Whether the login must wait (the address blocked, or the account `email` backing off);
+    /// if so the pending login is answered `throttled` and the security log says so. `who`
+    /// names the account tried in the log.
+    fn throttled(&mut self, who: String, email: Option<&str>, step: &mut Step<'_>) -> bool {
         let services = &mut *step.services;
         let peer = step.conn.peer;
-        let gate = services
+        let Some(wait) = services
             .guards
-            .app_throttle()
-            .check(peer.ip(), services.now);
-        let LoginGate::Blocked { remaining, .. } = gate else {
+            .app_login_wait(email, peer.ip(), services.now)
+        else {
             return false;
         };
-        let retry_in_secs = login_throttle::retry_after_secs(remaining);
+        let retry_in_secs = wait.retry_in_secs();
         services.metrics.app_logins_refused.add(1);
         services.security.record(
             services.now,
@@ -217,8 +215,10 @@ impl AppWsSession {
                 retry_in_secs,
             },
         );
-        let message =
-            format!("too many failed logins from this address; retry in {retry_in_secs} s");
+        let message = format!(
+            "too many failed logins {}; retry in {retry_in_secs} s",
+            wait.whose()
+        );
         self.session.login_failed(AppErrorCode::Throttled, &message);
         true
     }
@@ -226,7 +226,7 @@ impl AppWsSession {
     /// A token login: throttled like a password login, then the session resolved on an
     /// operations worker (a lookup, no argon2id).
     fn login_token(&mut self, id: u32, token: String, step: &mut Step<'_>) {
-        if self.throttled(SESSION_TOKEN_ACCOUNT.into(), step) {
+        if self.throttled(SESSION_TOKEN_ACCOUNT.into(), None, step) {
             return;
         }
         let from = step.conn.peer.ip().to_string();
@@ -247,32 +247,11 @@ impl AppWsSession {
     /// A login request: refused at once from a blocked address, otherwise checked on a password
     /// worker (argon2id never runs on a shard).
     fn login(&mut self, id: u32, email: String, hash: String, step: &mut Step<'_>) {
-        if self.throttled(email.clone(), step) {
+        let email = normalize_email(&email);
+        if self.throttled(email.clone(), Some(&email), step) {
             return;
         }
         let peer = step.conn.peer;
-        let email = normalize_email(&email);
-        let services = &mut *step.services;
-        let account = services
-            .guards
-            .app_accounts()
-            .gate(&email, peer.ip(), services.now);
-        if let AccountGate::Wait(wait) = account {
-            let retry_in_secs = login_throttle::retry_after_secs(wait);
-            services.metrics.app_logins_refused.add(1);
-            services.security.record(
-                services.now,
-                &ConnectionEvent::AppLoginThrottled {
-                    peer,
-                    email,
-                    retry_in_secs,
-                },
-            );
-            let message =
-                format!("too many failed logins of this account; retry in {retry_in_secs} s");
-            self.session.login_failed(AppErrorCode::Throttled, &message);
-            return;
-        }
         let checked = email.clone();
         let from = peer.ip().to_string();
         step.out.jobs.push(Job {
@@ -382,10 +361,9 @@ impl AppWsSession {
                 let services = &mut *step.services;
                 let peer = step.conn.peer;
                 services.metrics.app_logins_refused.add(1);
-                let gate = services
+                let (_, gate) = services
                     .guards
-                    .app_throttle()
-                    .record_failure(peer.ip(), services.now);
+                    .app_login_failed(None, peer.ip(), services.now);
                 services.security.record(
                     services.now,
                     &ConnectionEvent::AppLoginFailed {
@@ -450,12 +428,11 @@ impl AppWsSession {
         }
         self.session
             .login_failed(AppErrorCode::Unauthorized, "wrong email or password");
-        let account_failures = Some(services.guards.app_accounts().record(&email, services.now));
         services.metrics.app_logins_refused.add(1);
-        let gate = services
-            .guards
-            .app_throttle()
-            .record_failure(peer.ip(), services.now);
+        let (account_failures, gate) =
+            services
+                .guards
+                .app_login_failed(Some(&email), peer.ip(), services.now);
         services.security.record(
             services.now,
             &ConnectionEvent::AppLoginFailed {

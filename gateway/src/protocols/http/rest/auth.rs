@@ -7,8 +7,6 @@ use super::json::{ApiError, body, no_content, reply};
 use super::now_ms;
 use super::views::{OrgView, UserView, permission_names};
 use super::{RestCall, RestEnv};
-use crate::guard::account_failures::AccountGate;
-use crate::guard::login_throttle::{self, LoginGate};
 use crate::guard::security_events::ConnectionEvent;
 use crate::guard::security_log;
 use crate::protocols::WorkerStore;
@@ -197,16 +195,11 @@ fn login(
     let form: LoginBody = body(call)?;
     let peer = peer(call);
     let email = normalize_email(&form.email);
-    let now = Instant::now();
-    let gate = env.guards.app_throttle().check(peer.ip(), now);
-    let account = env.guards.app_accounts().gate(&email, peer.ip(), now);
-    let wait = match (gate, account) {
-        (LoginGate::Blocked { remaining, .. }, _) => Some((remaining, "from this address")),
-        (_, AccountGate::Wait(wait)) => Some((wait, "of this account")),
-        _ => None,
-    };
-    if let Some((remaining, whose)) = wait {
-        let retry_in_secs = login_throttle::retry_after_secs(remaining);
+    if let Some(wait) = env
+        .guards
+        .app_login_wait(Some(&email), peer.ip(), Instant::now())
+    {
+        let retry_in_secs = wait.retry_in_secs();
         security_log::record(
             "rest",
             &ConnectionEvent::AppLoginThrottled {
@@ -217,7 +210,10 @@ fn login(
         );
         let error = ApiError::new(
             429,
-            format!("Too many failed logins {whose}; retry in {retry_in_secs} s."),
+            format!(
+                "Too many failed logins {}; retry in {retry_in_secs} s.",
+                wait.whose()
+            ),
         );
         return Ok(error
             .response()
@@ -243,9 +239,9 @@ fn login(
             )
         }
         Err(refusal) => {
-            let now = Instant::now();
-            let account_failures = Some(env.guards.app_accounts().record(&email, now));
-            let gate = env.guards.app_throttle().record_failure(peer.ip(), now);
+            let (account_failures, gate) =
+                env.guards
+                    .app_login_failed(Some(&email), peer.ip(), Instant::now());
             security_log::record(
                 "rest",
                 &ConnectionEvent::AppLoginFailed {
