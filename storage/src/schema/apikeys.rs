@@ -16,7 +16,7 @@ use super::audit;
 use super::group::{Change, View};
 use super::records::{StoredApiKey, StoredPermissions, decode, encode};
 use super::users::{find_user, member_of};
-use super::{MAX_NAME_LEN, Result, SchemaError, check_text, keys, next_id, synced};
+use super::{MAX_NAME_LEN, Result, SchemaError, check_text, keys, next_id, orgs, synced};
 use crate::engine::{Cf, Durability};
 use portcullis_protocol::authz::{OrgId, Permissions, UserId};
 use portcullis_protocol::store::{
@@ -36,17 +36,14 @@ fn not_found(id: ApiKeyId) -> SchemaError {
 
 /// The keys of `org`, by id.
 pub(super) fn keys_of_org(view: &impl View, org: OrgId) -> Result<Vec<(ApiKeyId, StoredApiKey)>> {
-    let prefix = keys::org_index_prefix(org, keys::ORG_KEY);
-    let mut out = Vec::new();
-    for (key, _) in view.scan_prefix(Cf::OrgIndex, &prefix, usize::MAX)? {
-        let id = <[u8; 8]>::try_from(keys::org_index_member(&key))
+    let ids = orgs::members(view, org, keys::ORG_KEY, "a key id", |member| {
+        <[u8; 8]>::try_from(member)
+            .ok()
             .map(u64::from_be_bytes)
             .map(ApiKeyId)
-            .map_err(|_| SchemaError::Corrupt {
-                what: "org index",
-                key: keys::hex(&key),
-                reason: "not a key id".into(),
-            })?;
+    })?;
+    let mut out = Vec::new();
+    for id in ids {
         if let Some(record) = find_key(view, id)? {
             out.push((id, record));
         }

@@ -16,7 +16,7 @@
 use super::acting::{Target, Who, require, visible};
 use super::audit;
 use super::group::{Change, View};
-use super::orgs::{load_path, subtree};
+use super::orgs::{self, load_path, subtree};
 use super::records::{StoredDevice, StoredInfo, StoredValue, decode, encode};
 use super::templates::{load_template, usable};
 use super::users::find_user;
@@ -60,11 +60,13 @@ fn parse_id(key: &[u8]) -> Result<DeviceId> {
 
 /// The ids of the devices of `org`, by id.
 pub(super) fn org_device_ids(view: &impl View, org: OrgId) -> Result<Vec<DeviceId>> {
-    let prefix = keys::org_index_prefix(org, keys::ORG_DEVICE);
-    view.scan_prefix(Cf::OrgIndex, &prefix, usize::MAX)?
-        .iter()
-        .map(|(key, _)| parse_id(keys::org_index_member(key)))
-        .collect()
+    orgs::members(
+        view,
+        org,
+        keys::ORG_DEVICE,
+        "a device id",
+        keys::parse_device,
+    )
 }
 
 /// The first device id a page after `after` may hold (`None`: nothing can follow).

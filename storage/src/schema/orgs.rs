@@ -88,16 +88,32 @@ pub(super) fn org_record(view: &impl View, id: OrgId) -> Result<OrgRecord> {
     Ok(record(id, org, path))
 }
 
-/// The direct children of `id`, by id.
-pub(super) fn children(view: &impl View, id: OrgId) -> Result<Vec<OrgId>> {
-    let prefix = keys::org_index_prefix(id, keys::ORG_CHILD);
+/// The members of one `kind` (`keys::ORG_CHILD`, `ORG_DEVICE`, …) of `org`'s index, in key
+/// order, each read by `parse`; an entry `parse` cannot read is corrupt (`what` names what it
+/// should have been, e.g. "a role id").
+pub(super) fn members<T>(
+    view: &impl View,
+    org: OrgId,
+    kind: u8,
+    what: &'static str,
+    parse: impl Fn(&[u8]) -> Option<T>,
+) -> Result<Vec<T>> {
+    let prefix = keys::org_index_prefix(org, kind);
     view.scan_prefix(Cf::OrgIndex, &prefix, usize::MAX)?
         .into_iter()
         .map(|(key, _)| {
-            keys::parse_org(keys::org_index_member(&key))
-                .ok_or_else(|| corrupt(id, "a child entry is not an org id".into()))
+            parse(keys::org_index_member(&key)).ok_or_else(|| SchemaError::Corrupt {
+                what: "org index",
+                key: keys::hex(&key),
+                reason: format!("not {what}"),
+            })
         })
         .collect()
+}
+
+/// The direct children of `id`, by id.
+pub(super) fn children(view: &impl View, id: OrgId) -> Result<Vec<OrgId>> {
+    members(view, id, keys::ORG_CHILD, "an org id", keys::parse_org)
 }
 
 /// `id` and every organization below it, by id.

@@ -13,7 +13,7 @@ use super::audit;
 use super::group::{Change, View};
 use super::orgs::load_path;
 use super::records::{StoredPermissions, StoredRole, StoredUser, decode, encode};
-use super::{MAX_NAME_LEN, Result, SchemaError, check_text, keys, next_id, synced};
+use super::{MAX_NAME_LEN, Result, SchemaError, check_text, keys, next_id, orgs, synced};
 use crate::engine::Cf;
 use portcullis_protocol::authz::{BuiltInRole, OrgId, Permissions, RoleId};
 use portcullis_protocol::store::{Response, RoleRecord};
@@ -57,18 +57,14 @@ fn custom_record(id: RoleId, role: &StoredRole) -> Result<RoleRecord> {
 
 /// The custom roles of `org`, by id.
 fn custom_roles(view: &impl View, org: OrgId) -> Result<Vec<(RoleId, StoredRole)>> {
-    let prefix = keys::org_index_prefix(org, keys::ORG_ROLE);
-    let mut out = Vec::new();
-    for (key, _) in view.scan_prefix(Cf::OrgIndex, &prefix, usize::MAX)? {
-        let member = keys::org_index_member(&key);
-        let id = <[u8; 4]>::try_from(member)
+    let ids = orgs::members(view, org, keys::ORG_ROLE, "a role id", |member| {
+        <[u8; 4]>::try_from(member)
+            .ok()
             .map(u32::from_be_bytes)
             .map(RoleId)
-            .map_err(|_| SchemaError::Corrupt {
-                what: "org index",
-                key: keys::hex(&key),
-                reason: "not a role id".into(),
-            })?;
+    })?;
+    let mut out = Vec::new();
+    for id in ids {
         if let Some(role) = find_role(view, id)? {
             out.push((id, role));
         }

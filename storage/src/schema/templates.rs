@@ -17,7 +17,7 @@ use super::audit;
 use super::group::{Change, View};
 use super::orgs::load_path;
 use super::records::{StoredDatastream, StoredTemplate, decode, encode};
-use super::{MAX_NAME_LEN, Result, SchemaError, check_text, keys, synced};
+use super::{MAX_NAME_LEN, Result, SchemaError, check_text, keys, orgs, synced};
 use crate::engine::Cf;
 use portcullis_protocol::authz::{OrgId, OrgPath, Permission};
 use portcullis_protocol::store::{
@@ -190,15 +190,13 @@ pub(super) fn list(view: &impl View, org: OrgId) -> Result<Response> {
 }
 
 fn templates_of(view: &impl View, org: OrgId) -> Result<Vec<TemplateRecord>> {
-    let prefix = keys::org_index_prefix(org, keys::ORG_TEMPLATE);
+    let ids = orgs::members(view, org, keys::ORG_TEMPLATE, "a template id", |member| {
+        std::str::from_utf8(member)
+            .ok()
+            .and_then(|raw| TemplateId::parse(raw).ok())
+    })?;
     let mut out = Vec::new();
-    for (key, _) in view.scan_prefix(Cf::OrgIndex, &prefix, usize::MAX)? {
-        let raw = std::str::from_utf8(keys::org_index_member(&key)).unwrap_or_default();
-        let id = TemplateId::parse(raw).map_err(|reason| SchemaError::Corrupt {
-            what: "org index",
-            key: keys::hex(&key),
-            reason,
-        })?;
+    for id in ids {
         if let Some(template) = find_template(view, &id)? {
             out.push(template.to_wire(id)?);
         }
