@@ -6,7 +6,7 @@
 //! again on its side ([`Acting`]), with the address the request came from for the audit log.
 //! What a principal may do is not decided here but in [`crate::access`] and, again, by the store.
 
-use portcullis_protocol::authz::{self, Actor, OrgPath, Permissions, UserId};
+use portcullis_protocol::authz::{self, Actor, OrgId, OrgPath, Permissions, UserId};
 use portcullis_protocol::store::{Acting, ApiKeyId, Party};
 use std::fmt;
 
@@ -64,6 +64,12 @@ impl Principal {
             Principal::Operator => None,
             Principal::Member(member) => Some(member),
         }
+    }
+
+    /// The organization the principal belongs to: where its lists start when the caller names
+    /// none (the root for the operator).
+    pub fn home_org(&self) -> OrgId {
+        self.as_member().map_or(OrgId::ROOT, |m| m.org().org())
     }
 
     /// The decision's view of this principal.
@@ -143,7 +149,7 @@ impl fmt::Display for Principal {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use portcullis_protocol::authz::{BuiltInRole, OrgId};
+    use portcullis_protocol::authz::BuiltInRole;
 
     /// A member of the organization at `path` with a built-in role's permissions.
     pub(crate) fn member_of(user: u64, path: &[u32], role: BuiltInRole) -> Principal {

@@ -4,7 +4,7 @@
 //! delete). Each call is one operation; what may be seen and done is decided there and in the
 //! store.
 
-use super::json::{ApiError, Query, body, id_param, no_content, reply};
+use super::json::{ApiError, Query, body, id_param, no_content, org_param, reply};
 use super::views::{OrgView, RoleView, UserView};
 use super::{Endpoint, RestCall, RestEnv};
 use crate::protocols::WorkerStore;
@@ -61,10 +61,6 @@ struct RoleBody {
     permissions: Option<Vec<String>>,
 }
 
-fn org_param(call: &RestCall) -> Result<OrgId, ApiError> {
-    id_param(call, "org").map(OrgId)
-}
-
 pub fn handle(
     store: &mut WorkerStore<'_>,
     env: &RestEnv,
@@ -74,8 +70,9 @@ pub fn handle(
     match call.endpoint {
         Endpoint::ListOrgs => {
             let query = Query::of(call, &["under"])?;
-            let home = principal.as_member().map_or(OrgId::ROOT, |m| m.org().org());
-            let under = query.number("under")?.map_or(home, OrgId);
+            let under = query
+                .number("under")?
+                .map_or_else(|| principal.home_org(), OrgId);
             let list = orgs::list(store, principal, under)?;
             reply(
                 200,

@@ -4,7 +4,7 @@
 //! get; delete; re-provision, which returns the new token once and ends the old one's sessions
 //! through the gateways' revocation feed; transfer within the tree).
 
-use super::json::{ApiError, Query, body, id_param, no_content, reply, template_param};
+use super::json::{ApiError, Query, body, id_param, no_content, org_param, reply, template_param};
 use super::views::{DatastreamView, DeviceView, TemplateView};
 use super::{Endpoint, RestCall};
 use crate::protocols::WorkerStore;
@@ -85,7 +85,7 @@ pub fn handle(
 ) -> Result<Response, ApiError> {
     match call.endpoint {
         Endpoint::ListTemplates => {
-            let org = OrgId(id_param(call, "org")?);
+            let org = org_param(call)?;
             let list = templates::list(store, principal, org)?;
             reply(
                 200,
@@ -94,7 +94,7 @@ pub fn handle(
         }
         Endpoint::CreateTemplate => {
             let form: TemplateBody = body(call)?;
-            let org = OrgId(id_param(call, "org")?);
+            let org = org_param(call)?;
             let id = templates::template_id(form.id.as_deref())?;
             let name = form
                 .name

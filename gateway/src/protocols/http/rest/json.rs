@@ -4,6 +4,7 @@
 //! parameters read into typed values.
 
 use super::RestCall;
+use portcullis_protocol::authz::OrgId;
 use portcullis_protocol::http::Response;
 use portcullis_protocol::store::TemplateId;
 use serde::Serialize;
@@ -85,6 +86,11 @@ pub fn id_param<T: std::str::FromStr>(call: &RestCall, name: &str) -> Result<T, 
     let raw = call.param(name).unwrap_or_default();
     raw.parse()
         .map_err(|_| ApiError::bad_request(format!("The {name} id {raw:?} is not a number.")))
+}
+
+/// The `{org}` path parameter.
+pub fn org_param(call: &RestCall) -> Result<OrgId, ApiError> {
+    id_param(call, "org").map(OrgId)
 }
 
 /// A template id path parameter.

@@ -28,10 +28,6 @@ struct CreatedKey {
     secret: String,
 }
 
-fn home(principal: &Principal) -> OrgId {
-    principal.as_member().map_or(OrgId::ROOT, |m| m.org().org())
-}
-
 pub fn handle(
     store: &mut WorkerStore<'_>,
     principal: &Principal,
@@ -57,7 +53,9 @@ pub fn handle(
         }
         Endpoint::ListApiKeys => {
             let query = Query::of(call, &["org"])?;
-            let org = query.number("org")?.map_or_else(|| home(principal), OrgId);
+            let org = query
+                .number("org")?
+                .map_or_else(|| principal.home_org(), OrgId);
             let list = apikeys::list(store, principal, org)?;
             reply(
                 200,
@@ -70,7 +68,9 @@ pub fn handle(
         }
         Endpoint::ReadAudit => {
             let query = Query::of(call, &["org", "subtree", "after", "limit", "format"])?;
-            let org = query.number("org")?.map_or_else(|| home(principal), OrgId);
+            let org = query
+                .number("org")?
+                .map_or_else(|| principal.home_org(), OrgId);
             let limit = query.number("limit")?.unwrap_or(100).min(MAX_ACCOUNT_PAGE);
             // Refused before the store is asked.
             let jsonl = audit_format(query.text("format"))?;
